@@ -1,0 +1,149 @@
+"""The study naming rule (BIDS, as ISLES'22 and ISLES'24 distribute their data).
+
+A study file is ``sub-<id>_ses-<n>[_acq-<acq>]_<suffix>.nii[.gz]``; its modalities lie in
+the same folder, or in sibling BIDS datatype folders (``anat``, ``dwi``, ``perf``...) of
+the same session. The datastore image of a study is its *reference volume*: Tmax for CT
+perfusion, DWI for MRI, the first CTA phase for multiphase CTA.
+
+Modality keys used throughout the project: the BIDS suffix in lower case, except the
+CTA phases, which are ``cta1``, ``cta2``, ``cta3``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from strokelabel.errors import StrokeLabelError
+
+NIFTI_EXTENSIONS = (".nii.gz", ".nii")
+
+SUFFIXES = ("cbf", "cbv", "mtt", "tmax", "ttp", "mip", "ncct", "cta", "ctp", "dwi", "adc", "flair", "spiral", "atlas")
+
+# Study kind -> modality key of its reference volume (the datastore image).
+REFERENCE_MODALITY = {"ctp": "tmax", "mri": "dwi", "cta": "cta1"}
+
+# Folders under a studies root that never hold study images.
+NON_STUDY_DIRS = ("labels", "derivatives", "model", "logs", ".venv")
+
+_NAME_RE = re.compile(
+    r"^sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]+)"
+    r"(?:_acq-(?P<acq>[A-Za-z0-9]+))?(?:_[a-z]+-[A-Za-z0-9]+)*_(?P<suffix>[A-Za-z0-9]+)(?P<ext>\.nii(?:\.gz)?)$"
+)
+
+
+@dataclass(frozen=True)
+class StudyFile:
+    subject: str
+    session: str
+    suffix: str
+    acq: str | None = None
+    ext: str = ".nii.gz"
+
+    @property
+    def modality(self) -> str:
+        """Modality key: the suffix, or ``ctaN`` for CTA phase N."""
+        if self.suffix == "cta":
+            match = re.search(r"(\d+)$", self.acq or "")
+            return f"cta{match.group(1) if match else 1}"
+        return self.suffix
+
+    @property
+    def study_id(self) -> str:
+        return f"sub-{self.subject}_ses-{self.session}"
+
+
+def parse_filename(name: str) -> StudyFile | None:
+    """Parse a study file name; None if it does not follow the naming rule."""
+    match = _NAME_RE.match(os.path.basename(name))
+    if not match:
+        return None
+    return StudyFile(
+        subject=match["subject"],
+        session=match["session"],
+        suffix=match["suffix"].lower(),
+        acq=match["acq"],
+        ext=match["ext"],
+    )
+
+
+def study_filename(subject: str, session: str, modality: str, ext: str = ".nii.gz") -> str:
+    """File name of one modality of a study; ``cta2`` becomes ``..._acq-phase2_cta``."""
+    cta = re.fullmatch(r"cta(\d)", modality)
+    if cta:
+        return f"sub-{subject}_ses-{session}_acq-phase{cta.group(1)}_cta{ext}"
+    if modality not in SUFFIXES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {SUFFIXES} or cta1..cta3")
+    return f"sub-{subject}_ses-{session}_{modality}{ext}"
+
+
+def sidecar_filename(subject: str, session: str) -> str:
+    """Clinical values (NIHSS, onset time) of a study."""
+    return f"sub-{subject}_ses-{session}.json"
+
+
+def truth_path(root: str | Path, subject: str, session: str, target: str) -> Path:
+    """Ground truth of a generated study, kept under ``derivatives/truth`` (never a datastore label).
+
+    ``target`` is ``corepenumbra`` (0/1/2), ``lesion`` (0/1), ``clot`` (0/1), or ``truth``
+    for the JSON of generating parameters and reference figures.
+    """
+    ext = ".json" if target == "truth" else ".nii.gz"
+    name = f"sub-{subject}_ses-{session}_truth{ext}" if target == "truth" else f"sub-{subject}_ses-{session}_desc-{target}_mask{ext}"
+    return Path(root) / "derivatives" / "truth" / f"sub-{subject}" / f"ses-{session}" / name
+
+
+def study_kind(reference: str | Path) -> str:
+    """Kind of study (``ctp``, ``mri`` or ``cta``) from the name of its reference volume."""
+    parsed = parse_filename(str(reference))
+    if parsed:
+        for kind, modality in REFERENCE_MODALITY.items():
+            if parsed.modality == modality:
+                return kind
+    raise StrokeLabelError(
+        f"{os.path.basename(str(reference))} is not a study reference volume "
+        f"(expected sub-<id>_ses-<n>_tmax, _dwi or _acq-phase1_cta .nii.gz)"
+    )
+
+
+def is_reference(path: str | Path) -> bool:
+    parsed = parse_filename(str(path))
+    return bool(parsed) and parsed.modality in REFERENCE_MODALITY.values()
+
+
+def find_modalities(reference: str | Path) -> dict[str, Path]:
+    """All modality files of the study that ``reference`` belongs to, keyed by modality.
+
+    Looks in the reference's folder and, for BIDS datatype folders, in the sibling
+    folders of the same session (ISLES'22 keeps DWI/ADC in ``dwi/`` and FLAIR in ``anat/``).
+    """
+    reference = Path(reference)
+    parsed = parse_filename(reference.name)
+    if not parsed:
+        raise StrokeLabelError(f"{reference.name} does not follow the naming rule sub-<id>_ses-<n>_<suffix>.nii.gz")
+    folders = [reference.parent]
+    if not reference.parent.name.startswith("ses-") and reference.parent.parent.name.startswith("ses-"):
+        session_dir = reference.parent.parent
+        folders += [d for d in sorted(session_dir.iterdir()) if d.is_dir() and d != reference.parent]
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            other = parse_filename(path.name)
+            if other and other.study_id == parsed.study_id and other.modality not in found:
+                found[other.modality] = path
+    return found
+
+
+def find_sidecar(reference: str | Path) -> Path | None:
+    """The study's clinical sidecar JSON, if there is one."""
+    reference = Path(reference)
+    parsed = parse_filename(reference.name)
+    if not parsed:
+        return None
+    name = sidecar_filename(parsed.subject, parsed.session)
+    for folder in (reference.parent, reference.parent.parent):
+        if (folder / name).exists():
+            return folder / name
+    return None
