@@ -1,0 +1,151 @@
+"""A MONAI Label datastore that lists one image per stroke study, in a flat folder or a BIDS tree.
+
+MONAI Label's LocalDatastore lists every NIfTI in the top folder as an image. A stroke study is
+several files (maps, phases, atlas), often in ``sub-*/ses-*/`` folders (ISLES'22), so this
+datastore lists only each study's reference volume (Tmax, DWI or CTA phase 1), found
+recursively, and keeps its path relative to the studies root. Labels stay where MONAI Label
+keeps them (``labels/<tag>/<image id>.nii.gz``), so the 3D Slicer and OHIF clients work as usual.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, List
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
+
+from lib.errors import http_errors
+from strokelabel.errors import StrokeLabelError
+from strokelabel.naming import NON_STUDY_DIRS, is_reference, study_kind
+from strokelabel.study import LABEL_VALUES, check_label
+
+logger = logging.getLogger(__name__)
+
+
+def find_reference_volumes(root: str) -> Dict[str, str]:
+    """Reference volumes under ``root`` (recursively), as {file name: path relative to root}."""
+    found: Dict[str, str] = {}
+    for folder, dirs, files in os.walk(root):
+        # Never descend into label, derivative or hidden folders.
+        dirs[:] = sorted(d for d in dirs if d not in NON_STUDY_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if is_reference(name):
+                if name in found:
+                    logger.warning(f"Duplicate study file {name}: keeping {found[name]}")
+                    continue
+                found[name] = os.path.relpath(os.path.join(folder, name), root)
+    return found
+
+
+class StrokeDatastore(LocalDatastore):
+    """LocalDatastore over stroke studies: one image per study, found recursively.
+
+    ``save_label`` checks a label against its study before anything is written, so a bad
+    upload never replaces a saved label.
+    """
+
+    def _image_file(self, image_id: str, obj: ImageLabelModel) -> str:
+        relpath = obj.image.info.get("relpath") or self._filename(image_id, obj.image.ext)
+        return os.path.realpath(os.path.join(self._datastore.image_path(), relpath))
+
+    def _label_file(self, image_id: str, tag: str, label: DataModel) -> str:
+        return os.path.realpath(os.path.join(self._datastore.label_path(tag), self._filename(image_id, label.ext)))
+
+    def _add_non_existing_images(self) -> int:
+        self._init_from_datastore_file()
+        added = 0
+        for name, relpath in find_reference_volumes(self._datastore.image_path()).items():
+            image_id, ext = self._to_id(name)
+            obj = self._datastore.objects.get(image_id)
+            if obj and obj.image.info.get("relpath") == relpath:
+                continue
+            info = {"ts": int(time.time()), "name": name, "relpath": relpath, "kind": study_kind(name)}
+            labels = obj.labels if obj else {}
+            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext), labels=labels)
+            logger.info(f"Adding study: {image_id} => {relpath}")
+            added += 1
+        return added
+
+    def _remove_non_existing(self) -> int:
+        self._init_from_datastore_file()
+        removed = 0
+        for image_id, obj in list(self._datastore.objects.items()):
+            if not os.path.exists(self._image_file(image_id, obj)):
+                logger.info(f"Removing study that no longer exists: {image_id}")
+                del self._datastore.objects[image_id]
+                removed += 1
+                continue
+            for tag, label in list(obj.labels.items()):
+                if not os.path.exists(self._label_file(image_id, tag, label)):
+                    logger.info(f"Removing label that no longer exists: {image_id} ({tag})")
+                    del obj.labels[tag]
+                    removed += 1
+        return removed
+
+    def datalist(self, full_path=True) -> List[Dict[str, Any]]:
+        tag = DefaultLabelTag.FINAL
+        return [
+            {"image": self._image_file(k, v), "label": self._label_file(k, tag, v.labels[tag]), "kind": v.image.info.get("kind")}
+            for k, v in self._datastore.filter_by_tag(tag).items()
+        ]
+
+    def get_image_uri(self, image_id: str) -> str:
+        obj = self._datastore.objects.get(image_id)
+        return self._image_file(image_id, obj) if obj else ""
+
+    def get_image_info(self, image_id: str) -> Dict[str, Any]:
+        info = super().get_image_info(image_id)
+        if info:
+            info["path"] = self.get_image_uri(image_id)
+        return info
+
+    def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
+        # An upload is a single file: it becomes a study only if it is a reference volume whose
+        # other modalities already lie in the studies root.
+        name = image_id + ".nii.gz" if image_id else os.path.basename(image_filename)
+        if not is_reference(name):
+            raise StrokeLabelError(f"{name}: uploads must be a study's reference volume (…_tmax, …_dwi or …_acq-phase1_cta .nii.gz)")
+        return super().add_image(image_id, image_filename, image_info)
+
+    def remove_image(self, image_id: str) -> None:
+        obj = self._datastore.objects.get(image_id)
+        if obj and obj.image.info.get("relpath", "").count(os.sep):
+            raise StrokeLabelError("studies in a BIDS tree are removed on disk, not through the server", study=image_id)
+        super().remove_image(image_id)
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        with http_errors():
+            obj = self._datastore.objects.get(image_id)
+            if obj:
+                self._check_label_fits_study(image_id, obj, label_filename)
+            return super().save_label(image_id, label_filename, label_tag, label_info)
+
+    def _check_label_fits_study(self, image_id: str, obj: ImageLabelModel, label_filename: str) -> None:
+        kind = obj.image.info.get("kind") or study_kind(obj.image.info.get("name", image_id + ".nii.gz"))
+        reference = nib.load(self._image_file(image_id, obj))
+        values, affine = read_label(label_filename, study=image_id)
+        check_label(values, affine, reference.shape[:3], reference.affine, allowed=LABEL_VALUES[kind], study=image_id)
+
+
+def read_label(path: str, study: str):
+    """A label as (array in NIfTI voxel order, RAS affine), from NIfTI or NRRD (3D Slicer may send either)."""
+    try:
+        if path.endswith((".nii", ".nii.gz")):
+            img = nib.load(path)
+            return np.asanyarray(img.dataobj), img.affine
+        image = sitk.ReadImage(path)
+    except Exception as e:  # nibabel and SimpleITK raise several types for unreadable files
+        raise StrokeLabelError(f"the label file could not be read ({e})", study=study) from e
+    # SimpleITK is LPS with (z, y, x) arrays; NIfTI/nibabel is RAS with (x, y, z).
+    values = sitk.GetArrayFromImage(image).transpose(tuple(reversed(range(image.GetDimension()))))
+    direction = np.asarray(image.GetDirection()).reshape(image.GetDimension(), -1)[:3, :3]
+    affine = np.eye(4)
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing())[:3]
+    affine[:3, 3] = image.GetOrigin()[:3]
+    return values, np.diag([-1, -1, 1, 1]) @ affine

@@ -1,0 +1,58 @@
+"""The figures of a result (volumes in mL, mismatch, region flags), computed from the final label.
+
+They run after the baseline or the model, on ``pred``, so both methods report the same figures.
+Units are in the key names (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from monai.transforms import Transform
+
+from strokelabel import baselines
+
+N_REGIONS = 15
+
+
+def _label(d) -> np.ndarray:
+    pred = d["pred"]
+    return np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred)
+
+
+class CorePenumbraFiguresd(Transform):
+    """Core, penumbra and hypoperfusion volumes, mismatch volume and ratio, DEFUSE 3 imaging criteria."""
+
+    def __call__(self, data):
+        d = dict(data)
+        d.setdefault("result", {}).update(baselines.core_penumbra_figures(_label(d), d["study"].spacing_mm))
+        return d
+
+
+class LesionFiguresd(Transform):
+    """Lesion volume (mL) and lesion count (connected components)."""
+
+    def __call__(self, data):
+        d = dict(data)
+        d.setdefault("result", {}).update(baselines.lesion_figures(_label(d), d["study"].spacing_mm))
+        return d
+
+
+class ClotFiguresd(Transform):
+    """Clot volume and location, and the 15 atlas-region flags with a probability each."""
+
+    def __call__(self, data):
+        d = dict(data)
+        study = d["study"]
+        result = d.setdefault("result", {})
+        result.update(baselines.clot_figures(_label(d), study.affine, d.get("atlas")))
+        flags, probabilities = d.get("region_flags"), d.get("region_probabilities")
+        if flags is None:
+            result["regions"] = None
+            result["regions_note"] = "no vascular atlas (…_atlas.nii.gz) beside the study: region flags need it"
+        else:
+            result["regions"] = [
+                {"region": i + 1, "clot": bool(flags[i]), "probability": round(float(probabilities[i]), 4)}
+                for i in range(N_REGIONS)
+            ]
+            result["regions_with_clot"] = [i + 1 for i in range(N_REGIONS) if flags[i]]
+        return d

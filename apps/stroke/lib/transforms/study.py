@@ -1,0 +1,31 @@
+"""The study-loading transform every stroke task starts with."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from monai.transforms import Transform
+
+from strokelabel.study import load_study
+
+
+class LoadStudyd(Transform):
+    """Load the modalities a task needs from the study of ``data["image"]`` (its reference volume).
+
+    Each modality lands under its own key (``cbf``, ``tmax``, ``dwi``, ``cta1``...) as a float32
+    array on the reference grid; ``study`` holds the :class:`strokelabel.study.Study` (id, kind,
+    affine, spacing, clinical sidecar) and ``pred_meta_dict`` the affine the label is written with.
+    A missing modality, a grid mismatch, NaN or an empty volume raises StrokeLabelError.
+    """
+
+    def __init__(self, required: Sequence[str], optional: Sequence[str] = ()):
+        self.required = tuple(required)
+        self.optional = tuple(optional)
+
+    def __call__(self, data):
+        d = dict(data)
+        study = load_study(d["image"], self.required, self.optional)
+        d.update(study.images)
+        d["study"] = study
+        d["pred_meta_dict"] = {"affine": study.affine}
+        return d

@@ -1,0 +1,95 @@
+"""StrokeLabel: the MONAI Label app for acute ischemic stroke imaging.
+
+Wires what the task configs in ``lib/configs`` provide (infer tasks, trainers, strategies,
+scoring methods) and the stroke datastore. Adding a task means adding a config, not editing
+this file. ``--conf models core_penumbra,clot_region`` serves a subset (default: all).
+"""
+
+import logging
+import os
+from typing import Dict
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+from monailabel.utils.others.class_utils import get_class_names
+
+import lib.configs
+from lib.datastore import StrokeDatastore
+from lib.errors import http_errors
+from strokelabel import __version__
+
+logger = logging.getLogger(__name__)
+
+
+def discover_configs() -> Dict[str, str]:
+    """Task name (the config's module name) -> TaskConfig class path, e.g. core_penumbra."""
+    return {c.split(".")[-2].lower(): c for c in sorted(get_class_names(lib.configs, "TaskConfig"))}
+
+
+class StrokeApp(MONAILabelApp):
+    def __init__(self, app_dir, studies, conf):
+        self.model_dir = os.path.join(app_dir, "model")
+        configs = discover_configs()
+        wanted = [m.strip() for m in conf.get("models", "all").split(",") if m.strip()]
+        unknown = sorted(set(wanted) - set(configs) - {"all"})
+        if unknown:
+            raise ValueError(f"--conf models: unknown task(s) {unknown}; available: {sorted(configs)}")
+
+        self.models: Dict[str, TaskConfig] = {}
+        for name, class_path in configs.items():
+            if "all" in wanted or name in wanted:
+                module_name, class_name = class_path.rsplit(".", 1)
+                config = getattr(__import__(module_name, fromlist=[class_name]), class_name)()
+                config.init(name, self.model_dir, conf, None)
+                self.models[name] = config
+        logger.info(f"+++ Using tasks: {list(self.models)}")
+
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="StrokeLabel",
+            description="Acute ischemic stroke: core/penumbra on CT perfusion, ischemic lesion on CTP or MRI, "
+            "clot location on multiphase CTA. Research tool, not a medical device.",
+            version=__version__,
+        )
+
+    def init_datastore(self) -> Datastore:
+        logger.info(f"Init stroke datastore for: {self.studies}")
+        return StrokeDatastore(self.studies, auto_reload=False, read_only=False)
+
+    def _collect(self, method: str) -> Dict:
+        tasks = {}
+        for name, config in self.models.items():
+            provided = getattr(config, method)()
+            if provided is None:
+                continue
+            tasks.update(provided if isinstance(provided, dict) else {name: provided})
+        return tasks
+
+    def init_infers(self) -> Dict[str, InferTask]:
+        return self._collect("infer")
+
+    def init_trainers(self) -> Dict[str, TrainTask]:
+        return self._collect("trainer")
+
+    def init_strategies(self) -> Dict[str, Strategy]:
+        return {"random": Random(), "first": First(), **self._collect("strategy")}
+
+    def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
+        return self._collect("scoring_method")
+
+    def infer(self, request, datastore=None):
+        with http_errors():
+            return super().infer(request, datastore)
+
+    def train(self, request):
+        with http_errors():
+            return super().train(request)

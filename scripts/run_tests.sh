@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up the environment and run the test suite (unit tests and end-to-end tests that start the
+# real MONAI Label server). Extra arguments go to pytest, e.g. `-m "not e2e"` or `-k phantom`.
+# RUN_SLOW=1 also runs the tests marked slow (long training runs).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup_env.sh"
+PY="${VENV:-$ROOT/.venv}/bin/python"
+cd "$ROOT"
+export MONAI_LABEL_TRACKING_ENABLED=false
+marker=()
+[ "${RUN_SLOW:-0}" = "1" ] || marker=(-m "not slow")
+exec "$PY" -m pytest -ra --durations=15 --timeout=1200 "${marker[@]}" "$@"

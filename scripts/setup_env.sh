@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's virtual environment in .venv, CPU-only by default.
+# Re-running is cheap: pip skips what is already installed at the pinned versions.
+#   TORCH_SPEC   torch requirement to install first (default: torch==2.13.0, CPU build)
+#   VENV         where to put the environment (default: <repo>/.venv)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+PYTHON="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating virtual environment $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+stamp="$VENV/.strokelabel-setup"
+want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-nodeps.txt" "$ROOT/constraints.txt" "$ROOT/pyproject.toml"; echo "$TORCH_SPEC")"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "[setup] environment up to date ($VENV)"
+  exit 0
+fi
+echo "[setup] installing $TORCH_SPEC"
+"${PIP[@]}" install "$TORCH_SPEC"
+echo "[setup] installing pinned requirements"
+"${PIP[@]}" install -r "$ROOT/requirements.txt"
+"${PIP[@]}" install --no-deps -r "$ROOT/requirements-nodeps.txt"
+"${PIP[@]}" install --no-deps -e "$ROOT"
+# Fail here, not at server start, if something the server imports is missing.
+"$VENV/bin/python" -c "import torch, monai, monailabel.app, strokelabel; print('[setup] torch', torch.__version__, '| monai', monai.__version__, '| monailabel', monailabel.__version__, '| cuda', torch.cuda.is_available())"
+printf '%s' "$want" > "$stamp"
