@@ -1,0 +1,209 @@
+"""What every stroke trainer shares: labels checked before training, a fixed validation split,
+versioned models, and a model in use that only a model at least as good replaces.
+
+MONAI Label's BasicTrainTask runs the loop (ignite engines, checkpoints, stats). It would also
+publish each run's best checkpoint straight over the model in use; here nothing is published
+during training. After the run, the run's best checkpoint (the candidate) and the model in use
+are scored by the same SupervisedEvaluator on the same validation studies, and the candidate
+replaces the model in use only if its validation Dice is not worse. Either way the candidate is
+kept as a version under ``model/<task>/versions/`` with its figures, and the response says
+which model is in use and why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from typing import Any, Dict, Sequence
+
+import numpy as np
+import torch
+from monai.engines import SupervisedEvaluator
+from monai.handlers import MeanDice, from_engine
+from monailabel.interfaces.datastore import Datastore
+from monailabel.tasks.train.basic_train import BasicTrainTask, Context
+
+from strokelabel.errors import StrokeLabelError
+from strokelabel.study import LABEL_VALUES, check_label
+
+logger = logging.getLogger(__name__)
+
+VAL_METRIC = BasicTrainTask.VAL_METRIC_MEAN_DICE
+
+
+class StrokeTrainTask(BasicTrainTask):
+    """Base trainer of a stroke task. Subclasses give network, loss, optimizer and transforms.
+
+    :param publish_path: the model in use (what the infer task loads), e.g. ``model/core_penumbra.pt``
+    :param kinds: study kinds this task learns from (``ctp``, ``mri``, ``cta``)
+    """
+
+    def __init__(
+        self,
+        model_dir: str,
+        network: torch.nn.Module,
+        publish_path: str,
+        kinds: Sequence[str],
+        labels: Dict[str, int],
+        description: str,
+        config: Dict[str, Any] | None = None,
+        **kwargs,
+    ):
+        self._network = network
+        self._model_in_use = publish_path
+        self._kinds = tuple(kinds)
+        self._task_name = os.path.splitext(os.path.basename(publish_path))[0]
+        defaults = {
+            "name": self._task_name,  # run folder: model/<task>/
+            "max_epochs": 10,
+            "train_batch_size": 8,
+            "val_batch_size": 1,
+            "val_split": 0.25,
+            "learning_rate": 1e-3,
+            "split_seed": 0,
+            "dataset": ["CacheDataset", "Dataset"],
+            "dataloader": ["ThreadDataLoader", "DataLoader"],
+            "pretrained": True,
+            "tracking": ["None", "mlflow"],
+        }
+        super().__init__(
+            model_dir=model_dir,
+            description=description,
+            config={**defaults, **(config or {})},
+            amp=False,
+            load_path=publish_path,
+            publish_path=None,  # published by _publish_if_not_worse, never mid-run
+            stats_path=os.path.join(model_dir, f"{self._task_name}_train_stats.json"),
+            labels=labels,
+            tracking=None,
+            **kwargs,
+        )
+
+    # ---- data ------------------------------------------------------------------------------
+    def pre_process(self, request, datastore: Datastore):
+        """The final labels of this task's studies, each checked against its study first."""
+        import nibabel as nib
+
+        datalist = [d for d in datastore.datalist() if d.get("kind") in self._kinds]
+        if len(datalist) < 2:
+            raise StrokeLabelError(
+                f"{self._task_name} needs final labels for at least 2 {'/'.join(k.upper() for k in self._kinds)} studies "
+                f"(one to train on, one to validate); the datastore has {len(datalist)}"
+            )
+        for d in datalist:
+            label, image = nib.load(d["label"]), nib.load(d["image"])
+            study = os.path.basename(d["image"]).split(".nii")[0]
+            check_label(np.asanyarray(label.dataobj), label.affine, image.shape[:3], image.affine, LABEL_VALUES[d["kind"]], study)
+        return datalist
+
+    def partition_datalist(self, context: Context, shuffle=False):
+        """A deterministic split, so the candidate and the model in use meet the same studies."""
+        datalist = sorted(context.datalist, key=lambda d: d["image"])
+        n_val = max(1, int(round(len(datalist) * float(context.request.get("val_split", 0.25)))))
+        order = np.random.default_rng(int(context.request.get("split_seed", 0))).permutation(len(datalist))
+        val = [datalist[i] for i in sorted(order[:n_val])]
+        train = [datalist[i] for i in sorted(order[n_val:])]
+        logger.info(f"{self._task_name}: {len(train)} studies to train on, {len(val)} to validate on")
+        return train, val
+
+    # ---- model -----------------------------------------------------------------------------
+    def network(self, context: Context):
+        return self._network
+
+    def optimizer(self, context: Context):
+        return torch.optim.AdamW(context.network.parameters(), lr=float(context.request.get("learning_rate", 1e-3)))
+
+    def load_path(self, output_dir, pretrained=True):
+        # Fine-tune from the model in use, never from an earlier rejected candidate.
+        return self._model_in_use if pretrained and os.path.exists(self._model_in_use) else None
+
+    def val_key_metric(self, context: Context):
+        return {VAL_METRIC: MeanDice(output_transform=from_engine(["pred", "label"]), include_background=False)}
+
+    def train_handlers(self, context: Context):
+        tracking = context.tracking
+        if tracking and tracking.lower() == "mlflow" and context.tracking_uri.startswith("file:"):
+            # MLflow 3 refuses the file store MONAI Label defaults to.
+            context.tracking_uri = f"sqlite:///{os.path.join(context.output_dir, 'mlflow.db')}"
+        return super().train_handlers(context)
+
+    # ---- the run ---------------------------------------------------------------------------
+    def __call__(self, request, datastore: Datastore):
+        started = time.time()
+        stats = super().__call__(request, datastore)
+        decision = self._publish_if_not_worse(request, started)
+        stats.update(decision)
+        with open(self._stats_path, "w") as f:
+            json.dump(stats, f, indent=2, default=str)
+        return stats
+
+    def train(self, rank, world_size, request, datalist):
+        # Keep the run's context: the decision after the run needs its device, split and transforms.
+        self._last_request = request
+        stale = os.path.join(self._model_dir, request["name"], self._key_metric_filename)
+        if os.path.exists(stale):
+            os.remove(stale)  # an earlier run's best must never pass for this run's candidate
+        return super().train(rank, world_size, request, datalist)
+
+    def finalize(self, context):
+        super().finalize(context)
+        self._last_context = context
+
+    def _validation_dice(self, context: Context, checkpoint: str) -> float:
+        network = context.network
+        state = torch.load(checkpoint, map_location=context.device)
+        network.load_state_dict(state.get(self._model_dict_key, state))
+        evaluator = SupervisedEvaluator(
+            device=context.device,
+            val_data_loader=self.val_data_loader(context),
+            network=network,
+            inferer=self.val_inferer(context),
+            postprocessing=self._validate_transforms(self.val_post_transforms(context), "Validation", "post"),
+            key_val_metric=self.val_key_metric(context),
+        )
+        evaluator.run()
+        return float(evaluator.state.metrics[VAL_METRIC])
+
+    def _publish_if_not_worse(self, request, started: float) -> Dict[str, Any]:
+        context = self._last_context
+        candidate = os.path.join(context.output_dir, self._key_metric_filename)
+        if not os.path.exists(candidate):
+            return {"published": False, "reason": "training produced no checkpoint; the model in use is unchanged"}
+
+        version = f"{self._task_name}_{context.run_id}"
+        versions_dir = os.path.join(context.output_dir, "versions")
+        os.makedirs(versions_dir, exist_ok=True)
+        version_path = os.path.join(versions_dir, version + ".pt")
+        shutil.copy(candidate, version_path)
+
+        candidate_dice = self._validation_dice(context, candidate)
+        in_use_dice = self._validation_dice(context, self._model_in_use) if os.path.exists(self._model_in_use) else None
+        published = in_use_dice is None or candidate_dice >= in_use_dice
+        decision = {
+            "version": version,
+            "version_path": version_path,
+            "candidate_val_dice": round(candidate_dice, 4),
+            "in_use_val_dice": None if in_use_dice is None else round(in_use_dice, 4),
+            "val_studies": [os.path.basename(d["image"]) for d in context.val_datalist],
+            "train_studies": len(context.train_datalist),
+            "train_seconds": round(time.time() - started, 1),
+            "published": published,
+        }
+        if published:
+            tmp = self._model_in_use + ".tmp"
+            shutil.copy(candidate, tmp)
+            os.replace(tmp, self._model_in_use)  # atomic: an infer never reads half a file
+            decision["reason"] = (
+                "first trained model" if in_use_dice is None else f"validation Dice {candidate_dice:.4f} >= {in_use_dice:.4f} of the model in use"
+            )
+        else:
+            decision["reason"] = (
+                f"validation Dice {candidate_dice:.4f} < {in_use_dice:.4f} of the model in use: kept aside as {version}"
+            )
+        with open(os.path.join(versions_dir, version + ".json"), "w") as f:
+            json.dump(decision, f, indent=2)
+        logger.info(f"{self._task_name}: {decision['reason']}")
+        return decision
