@@ -13,7 +13,7 @@ from strokelabel.baselines.clot import (
     region_flags,
     region_max,
 )
-from strokelabel.baselines.figures import core_penumbra_figures, lesion_figures
+from strokelabel.baselines.figures import clot_figures, core_penumbra_figures, lesion_figures
 from strokelabel.baselines.masks import (
     brain_mask_from_ct,
     brain_mask_from_mip,
@@ -55,6 +55,7 @@ __all__ = [
     "brain_mask_from_mri",
     "brain_mask_from_perfusion",
     "clean_mask",
+    "clot_figures",
     "clot_region_baseline",
     "core_penumbra_baseline",
     "core_penumbra_figures",

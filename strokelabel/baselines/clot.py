@@ -13,7 +13,7 @@ unless a ``brain_mask`` says otherwise). Regions are indexed 0..14 internally ei
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -90,51 +90,55 @@ def region_max(
     return out if slice_axis is None else out.reshape(n_slices, n_regions)
 
 
-@dataclass
-class ClotRegionResult:
-    """Clot voxels, the 15 region flags and a probability per region (index 0..14)."""
+class ClotRegionResult(NamedTuple):
+    """Clot voxels, the 15 region flags and a probability per region (index 0..14).
+
+    A named tuple, so ``clot, flags, probabilities = clot_region_baseline(...)`` works;
+    flags and probabilities are None when no atlas was given.
+    """
 
     clot_mask: np.ndarray
-    flags: np.ndarray
-    probabilities: np.ndarray
-    region_base: int = 1
+    flags: np.ndarray | None
+    probabilities: np.ndarray | None
 
-    @property
-    def region_ids(self) -> np.ndarray:
-        """Region numbers in the atlas' own numbering (1..15, or 0..14 for ``region_base=0``)."""
-        return np.arange(self.flags.size) + self.region_base
-
-    def figures(self) -> dict:
+    def figures(self, region_base: int = 1) -> dict:
         """Result-JSON figures: affected regions and per-region probabilities, keyed by atlas region number."""
-        ids = self.region_ids.tolist()
-        return {
-            "affected_regions": [i for i, f in zip(ids, self.flags.tolist()) if f],
-            "region_probabilities": {str(i): round(float(p), 4) for i, p in zip(ids, self.probabilities)},
-            "clot_voxels": int(np.count_nonzero(self.clot_mask)),
-        }
+        figures = {"clot_voxels": int(np.count_nonzero(self.clot_mask))}
+        if self.flags is not None:
+            ids = (np.arange(self.flags.size) + region_base).tolist()
+            figures["affected_regions"] = [i for i, f in zip(ids, self.flags.tolist()) if f]
+            figures["region_probabilities"] = {str(i): round(float(p), 4) for i, p in zip(ids, self.probabilities)}
+        return figures
 
 
 def clot_region_baseline(
     spiral: np.ndarray,
-    atlas: np.ndarray,
+    atlas: np.ndarray | None,
     threshold: float = SPIRAL_THRESHOLD,
     region_base: int = 1,
     brain_mask: np.ndarray | None = None,
     n_regions: int = N_REGIONS,
 ) -> ClotRegionResult:
-    """Seed 002's SPIRAL baseline: clot = SPIRAL >= ``threshold`` inside the atlas regions."""
+    """Seed 002's SPIRAL baseline: clot = SPIRAL >= ``threshold`` inside the atlas regions.
+
+    Without an atlas the clot is thresholded inside ``brain_mask`` (or everywhere) and the
+    region flags and probabilities are None.
+    """
     spiral = np.asarray(spiral, dtype=np.float64)
-    if np.shape(atlas) != spiral.shape:
+    if atlas is not None and np.shape(atlas) != spiral.shape:
         raise StrokeLabelError(f"SPIRAL shape {spiral.shape} differs from the atlas shape {np.shape(atlas)}")
     if not np.all(np.isfinite(spiral)):
         raise StrokeLabelError("SPIRAL contains NaN or infinite voxels")
     low, high = float(spiral.min()), float(spiral.max())
     if low < -1e-6 or high > 1 + 1e-6:
         raise StrokeLabelError(f"SPIRAL values lie in [{low:.4g}, {high:.4g}]; expected probabilities in [0, 1]")
+    if atlas is None:
+        inside = np.ones(spiral.shape, bool) if brain_mask is None else np.asarray(brain_mask, dtype=bool)
+        return ClotRegionResult(clot_mask=(spiral >= threshold) & inside, flags=None, probabilities=None)
     region = atlas_region_index(atlas, region_base, n_regions, brain_mask)
-    clot = (spiral >= threshold) & (region >= 0)
     inside = region >= 0
-    hit = np.bincount(region[clot], minlength=n_regions) > 0
+    clot = (spiral >= threshold) & inside
+    flags = np.bincount(region[clot], minlength=n_regions) > 0
     probabilities = np.zeros(n_regions)
     np.maximum.at(probabilities, region[inside], spiral[inside])
-    return ClotRegionResult(clot_mask=clot, flags=hit, probabilities=probabilities, region_base=region_base)
+    return ClotRegionResult(clot_mask=clot, flags=flags, probabilities=probabilities)

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from strokelabel.baselines.clot import N_REGIONS, region_flags
 from strokelabel.baselines.masks import label_components
 from strokelabel.baselines.perfusion import CORE, PENUMBRA
 from strokelabel.units import voxel_volume_ml
@@ -66,3 +67,40 @@ def core_penumbra_figures(
         "defuse3_mismatch_at_least_15ml": bool(mismatch_ok),
         "defuse3_imaging_criteria_met": bool(core_ok and ratio_ok and mismatch_ok),
     }
+
+
+def clot_figures(
+    clot_mask: np.ndarray,
+    affine: np.ndarray,
+    atlas: np.ndarray | None = None,
+    region_base: int = 1,
+    n_regions: int = N_REGIONS,
+) -> dict:
+    """Clot volume (mL), voxel and component counts, centre in scanner coordinates (mm), and atlas regions it lies in.
+
+    ``affine`` is the image's voxel-to-world (RAS, mm) matrix; spacing is taken from it.
+    The centre is the centre of mass of all clot voxels (None when there is no clot). With
+    an atlas, ``atlas_regions_with_clot`` lists the region numbers (in the atlas' own
+    numbering) holding a clot voxel: seed 002's label rule applied to this mask.
+    """
+    clot = np.asarray(clot_mask) > 0
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing_mm = np.linalg.norm(affine[:3, : clot.ndim], axis=0)
+    voxels = np.argwhere(clot)
+    centre = None
+    if voxels.size:
+        centre_vox = np.zeros(4)
+        centre_vox[: clot.ndim] = voxels.mean(axis=0)
+        centre_vox[3] = 1.0
+        centre = [round(float(c), 2) for c in (affine @ centre_vox)[:3]]
+    _, count = label_components(clot)
+    figures = {
+        "clot_volume_ml": float(voxels.shape[0] * voxel_volume_ml(spacing_mm, clot.ndim)),
+        "clot_voxels": int(voxels.shape[0]),
+        "clot_count": count,
+        "clot_centre_ras_mm": centre,
+    }
+    if atlas is not None:
+        flags = region_flags(clot, atlas, region_base=region_base, n_regions=n_regions)
+        figures["atlas_regions_with_clot"] = (np.flatnonzero(flags) + region_base).tolist()
+    return figures

@@ -93,8 +93,11 @@ def brain_mask_from_perfusion(*maps: np.ndarray, slice_axis: int | None = -1) ->
     """Brain mask from perfusion maps (CBF, CBV, MTT, Tmax...), which are 0 outside the brain.
 
     Brain = voxels where any map is positive, cleaned (largest component, holes filled so
-    that ventricles, where CBF is ~0, belong to the brain).
+    that ventricles, where CBF is ~0, belong to the brain). None entries (an optional map
+    the study lacks) are skipped. Not for maps in HU such as the MIP, which is positive in
+    skull and scalp: use :func:`brain_mask_from_mip` for those.
     """
+    maps = tuple(m for m in maps if m is not None)
     if not maps:
         raise ValueError("brain_mask_from_perfusion needs at least one map")
     candidate = np.zeros(np.shape(maps[0]), dtype=bool)

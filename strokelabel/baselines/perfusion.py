@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from strokelabel.baselines.masks import brain_mask_from_perfusion, remove_small_clusters
 from strokelabel.errors import StrokeLabelError
+from strokelabel.units import check_perfusion_map
 
 CORE = 1
 PENUMBRA = 2
@@ -152,15 +153,20 @@ def relative_cbf(
     return np.where(brain, cbf / np.where(reference_cbf > 0, reference_cbf, np.nan), np.nan)
 
 
-def _tissue(brain_mask, cbf, tmax, *others) -> np.ndarray:
-    """Brain voxels that carry a perfusion signal.
+def _tissue(brain_mask, cbf, tmax, cbv=None, check_units: bool = True, study: str | None = None) -> np.ndarray:
+    """Brain voxels that carry a perfusion signal, after checking the maps' units.
 
     Holes filled into the brain mask (ventricles) have CBF ~0 and would pass as core;
     voxels where CBF and Tmax are both 0 carry no signal (CSF, no fit) and are left out.
+    A threshold in the wrong unit (Tmax in ms) would label the whole brain, hence the check.
     """
     if brain_mask is None:
-        brain_mask = brain_mask_from_perfusion(cbf, *[m for m in (tmax, *others) if m is not None])
+        brain_mask = brain_mask_from_perfusion(cbf, tmax, cbv)
     brain = np.asarray(brain_mask, dtype=bool)
+    if check_units:
+        for name, values in (("cbf", cbf), ("tmax", tmax), ("cbv", cbv)):
+            if values is not None:
+                check_perfusion_map(values, name, mask=brain, study=study)
     signal = np.asarray(cbf) > 0
     if tmax is not None:
         signal |= np.asarray(tmax) > 0
@@ -183,16 +189,20 @@ def core_penumbra_baseline(
     min_cluster_ml: float = MIN_CLUSTER_ML,
     reference: str = "contralateral",
     axis: int = 0,
+    check_units: bool = True,
+    study: str | None = None,
 ) -> np.ndarray:
     """Core (1) and penumbra (2) from CBF (mL/100g/min) and Tmax (s).
 
     core = rCBF < ``rcbf_threshold``; hypoperfusion = Tmax > ``tmax_threshold_s``;
     penumbra = hypoperfusion and not core. Core clusters and hypoperfused clusters smaller
     than ``min_cluster_ml`` mL are removed before penumbra is formed, so a removed core
-    speck inside hypoperfused tissue becomes penumbra. Returns a uint8 label map.
+    speck inside hypoperfused tissue becomes penumbra. With ``check_units`` the maps'
+    units are checked first (:func:`strokelabel.units.check_perfusion_map`). Returns a
+    uint8 label map.
     """
     _check_shapes(cbf=cbf, tmax=tmax, brain_mask=brain_mask)
-    tissue = _tissue(brain_mask, cbf, tmax)
+    tissue = _tissue(brain_mask, cbf, tmax, check_units=check_units, study=study)
     rcbf = relative_cbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis)
     core = remove_small_clusters(tissue & (rcbf < rcbf_threshold), spacing_mm, min_cluster_ml)
     hypo = remove_small_clusters(tissue & (np.asarray(tmax) > tmax_threshold_s), spacing_mm, min_cluster_ml)
@@ -218,6 +228,8 @@ def ctp_lesion_baseline(
     min_cluster_ml: float = MIN_CLUSTER_ML,
     reference: str = "contralateral",
     axis: int = 0,
+    check_units: bool = True,
+    study: str | None = None,
 ) -> np.ndarray:
     """Ischemic lesion (1) of a CTP study: the ischemic core, rCBF < ``rcbf_threshold``.
 
@@ -226,7 +238,7 @@ def ctp_lesion_baseline(
     Returns a uint8 label map (0/1).
     """
     _check_shapes(cbf=cbf, tmax=tmax, cbv=cbv, brain_mask=brain_mask)
-    tissue = _tissue(brain_mask, cbf, tmax, cbv)
+    tissue = _tissue(brain_mask, cbf, tmax, cbv, check_units=check_units, study=study)
     rcbf = relative_cbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis)
     lesion = tissue & (rcbf < rcbf_threshold)
     if cbv_threshold_ml_100g is not None:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from strokelabel.baselines import atlas_region_index, clot_region_baseline, region_flags, region_max
+from strokelabel.baselines import atlas_region_index, clot_figures, clot_region_baseline, region_flags, region_max
 from strokelabel.errors import StrokeLabelError
 
 
@@ -39,7 +39,7 @@ def test_ami_numbering_with_region_base_zero():
     brain = atlas0 >= 0
     atlas0[~brain] = 0
     result = clot_region_baseline(spiral_map(), atlas0, region_base=0, brain_mask=brain)
-    assert result.figures()["affected_regions"] == [2, 6]  # AMI's own numbers
+    assert result.figures(region_base=0)["affected_regions"] == [2, 6]  # AMI's own numbers
     np.testing.assert_array_equal(result.flags, clot_region_baseline(spiral_map(), atlas_1_to_15()).flags)
     # Without a brain mask every AMI voxel is in a region: the outside voxel falls in region 0.
     assert clot_region_baseline(spiral_map(), atlas0, region_base=0).flags[0]
@@ -71,3 +71,27 @@ def test_atlas_values_outside_the_numbering_are_rejected(bad_value, base):
 def test_spiral_outside_probability_range_is_rejected():
     with pytest.raises(StrokeLabelError, match=r"\[0, 1\]"):
         clot_region_baseline(spiral_map() * 100.0, atlas_1_to_15())
+
+
+def test_result_unpacks_as_clot_flags_probabilities():
+    clot, flags, probabilities = clot_region_baseline(spiral_map(), atlas_1_to_15())
+    assert clot.sum() == 2 and flags.sum() == 2 and probabilities.shape == (15,)
+
+
+def test_without_atlas_only_the_clot_is_thresholded():
+    clot, flags, probabilities = clot_region_baseline(spiral_map(), None)
+    assert clot.sum() == 3 and flags is None and probabilities is None  # the voxel outside the atlas counts now
+    assert "affected_regions" not in clot_region_baseline(spiral_map(), None).figures()
+
+
+def test_clot_figures_volume_centre_and_regions():
+    clot = np.zeros((8, 12, 4), bool)
+    clot[0:2, 4, 1] = True  # two voxels in region 3
+    affine = np.diag([2.0, 1.0, 5.0, 1.0])
+    affine[:3, 3] = (-10.0, 0.0, 20.0)
+    figures = clot_figures(clot, affine, atlas_1_to_15())
+    assert figures["clot_volume_ml"] == pytest.approx(2 * 10.0 / 1000.0)
+    assert figures["clot_voxels"] == 2 and figures["clot_count"] == 1
+    assert figures["clot_centre_ras_mm"] == [-9.0, 4.0, 25.0]  # voxel (0.5, 4, 1)
+    assert figures["atlas_regions_with_clot"] == [3]
+    assert clot_figures(np.zeros_like(clot), affine)["clot_centre_ras_mm"] is None

@@ -132,3 +132,18 @@ def test_mismatched_shapes_are_rejected():
     cbf, tmax = ctp_phantom()
     with pytest.raises(StrokeLabelError, match="shapes differ"):
         core_penumbra_baseline(cbf, tmax[:-1], SPACING_MM)
+
+
+def test_brain_mask_from_perfusion_skips_missing_maps():
+    cbf, tmax = ctp_phantom()
+    np.testing.assert_array_equal(brain_mask_from_perfusion(cbf, None, tmax), brain_mask_from_perfusion(cbf, tmax))
+
+
+def test_tmax_in_milliseconds_is_rejected_before_thresholding():
+    cbf, tmax = ctp_phantom()
+    with pytest.raises(StrokeLabelError, match="Tmax looks like it is in ms") as err:
+        core_penumbra_baseline(cbf, tmax * 1000.0, SPACING_MM, study="sub-3_ses-1")
+    assert "sub-3_ses-1" in str(err.value)
+    # The check can be switched off (then every voxel is Tmax > 6 s "penumbra").
+    label = core_penumbra_baseline(cbf, tmax * 1000.0, SPACING_MM, check_units=False)
+    assert (label > 0).sum() > (expected_label() > 0).sum()
