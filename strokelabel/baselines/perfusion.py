@@ -166,7 +166,9 @@ def _tissue(brain_mask, cbf, tmax, cbv=None, check_units: bool = True, study: st
     if check_units:
         for name, values in (("cbf", cbf), ("tmax", tmax), ("cbv", cbv)):
             if values is not None:
-                check_perfusion_map(values, name, mask=brain, study=study)
+                # Non-zero voxels only: a generous brain mask (skull from a MIP, filled
+                # ventricles) would otherwise pull the median towards 0.
+                check_perfusion_map(values, name, mask=brain & (np.asarray(values) != 0), study=study)
     signal = np.asarray(cbf) > 0
     if tmax is not None:
         signal |= np.asarray(tmax) > 0

@@ -147,3 +147,9 @@ def test_tmax_in_milliseconds_is_rejected_before_thresholding():
     # The check can be switched off (then every voxel is Tmax > 6 s "penumbra").
     label = core_penumbra_baseline(cbf, tmax * 1000.0, SPACING_MM, check_units=False)
     assert (label > 0).sum() > (expected_label() > 0).sum()
+
+
+def test_a_generous_brain_mask_does_not_fail_the_unit_check():
+    cbf, tmax = ctp_phantom()
+    head = np.ones(cbf.shape, bool)  # e.g. a mask that also holds skull and scalp
+    np.testing.assert_array_equal(core_penumbra_baseline(cbf, tmax, SPACING_MM, brain_mask=head), expected_label())
