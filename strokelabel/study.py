@@ -15,6 +15,7 @@ import nibabel as nib
 import numpy as np
 
 from strokelabel.errors import StrokeLabelError
+from strokelabel.units import check_finite, check_not_empty
 from strokelabel.naming import find_modalities, find_sidecar, parse_filename, study_filename, study_kind
 
 # Label values a saved label may hold, per study kind (DESIGN.md).
@@ -67,11 +68,8 @@ def check_volume(array: np.ndarray, modality: str, study: str, ndim: int = 3) ->
     if min(array.shape[:3]) < 2:
         raise StrokeLabelError(f"{modality} has shape {array.shape}: too small to be a head scan", study=study)
     array = np.asarray(array, dtype=np.float32)
-    bad = ~np.isfinite(array)
-    if bad.any():
-        raise StrokeLabelError(f"{modality} contains {int(bad.sum())} NaN or infinite voxels", study=study)
-    if float(array.max()) == float(array.min()):
-        raise StrokeLabelError(f"{modality} is empty (every voxel is {float(array.min()):g})", study=study)
+    check_finite(array, modality, study)
+    check_not_empty(array, modality, study)
     return array
 
 

@@ -9,12 +9,25 @@ from __future__ import annotations
 from monai.transforms import Transform
 
 from strokelabel import baselines
+from strokelabel.errors import StrokeLabelError
+
+
+def perfusion_brain_mask(d):
+    """Brain mask from the MIP (HU) when the study has one, else from the perfusion maps."""
+    if d.get("mip") is not None:
+        return baselines.brain_mask_from_mip(d["mip"])
+    return baselines.brain_mask_from_perfusion(d["cbf"], d["cbv"])
 
 
 class CorePenumbraBaselined(Transform):
     """Core = rCBF < 30 % of the healthy side, penumbra = Tmax > 6 s and not core (labels 1, 2)."""
 
-    def __init__(self, rcbf_threshold: float = 0.30, tmax_threshold_s: float = 6.0, min_cluster_ml: float = 1.0):
+    def __init__(
+        self,
+        rcbf_threshold: float = baselines.RCBF_CORE_THRESHOLD,
+        tmax_threshold_s: float = baselines.TMAX_HYPOPERFUSION_THRESHOLD_S,
+        min_cluster_ml: float = 0.1,
+    ):
         self.rcbf_threshold = rcbf_threshold
         self.tmax_threshold_s = tmax_threshold_s
         self.min_cluster_ml = min_cluster_ml
@@ -22,7 +35,7 @@ class CorePenumbraBaselined(Transform):
     def __call__(self, data):
         d = dict(data)
         study = d["study"]
-        brain = baselines.brain_mask_from_perfusion(d["cbf"], d["cbv"], d.get("mip"))
+        brain = perfusion_brain_mask(d)
         d["brain_mask"] = brain
         d["pred"] = baselines.core_penumbra_baseline(
             d["cbf"],
@@ -32,6 +45,7 @@ class CorePenumbraBaselined(Transform):
             rcbf_threshold=self.rcbf_threshold,
             tmax_threshold_s=self.tmax_threshold_s,
             min_cluster_ml=self.min_cluster_ml,
+            study=study.study_id,
         )
         d.setdefault("result", {})["thresholds"] = {
             "rcbf_core": self.rcbf_threshold,
@@ -52,12 +66,15 @@ class LesionBaselined(Transform):
         study = d["study"]
         result = d.setdefault("result", {})
         if study.kind == "mri":
-            label, assumption = baselines.adc_lesion_baseline(d["adc"], d["dwi"], study.spacing_mm, min_cluster_ml=self.min_cluster_ml)
+            label, assumption = baselines.adc_lesion_baseline(
+                d["adc"], d["dwi"], study.spacing_mm, min_cluster_ml=self.min_cluster_ml, study=study.study_id
+            )
             result["adc_unit_assumption"] = assumption
             result["rule"] = "ADC < 620e-6 mm2/s and DWI hyperintense"
         else:
-            brain = baselines.brain_mask_from_perfusion(d["cbf"], d["cbv"], d.get("mip"))
-            label = baselines.ctp_lesion_baseline(d["cbf"], study.spacing_mm, brain_mask=brain, min_cluster_ml=self.min_cluster_ml)
+            label = baselines.ctp_lesion_baseline(
+                d["cbf"], study.spacing_mm, tmax=d["tmax"], brain_mask=perfusion_brain_mask(d), min_cluster_ml=self.min_cluster_ml
+            )
             result["rule"] = "rCBF < 30 % of the healthy side"
         d["pred"] = label
         return d
@@ -66,15 +83,13 @@ class LesionBaselined(Transform):
 class ClotRegionBaselined(Transform):
     """Seed 002's SPIRAL baseline: clot = SPIRAL map >= 0.9, regions = the atlas regions it falls in."""
 
-    def __init__(self, threshold: float = 0.9, region_base: int = 1):
+    def __init__(self, threshold: float = baselines.SPIRAL_THRESHOLD, region_base: int = 1):
         self.threshold = threshold
         self.region_base = region_base
 
     def __call__(self, data):
         d = dict(data)
         if "spiral" not in d:
-            from strokelabel.errors import StrokeLabelError
-
             raise StrokeLabelError("the SPIRAL baseline needs the spiral map (…_spiral.nii.gz)", study=d["study"].study_id)
         clot, flags, probabilities = baselines.clot_region_baseline(
             d["spiral"], d.get("atlas"), threshold=self.threshold, region_base=self.region_base
@@ -82,5 +97,6 @@ class ClotRegionBaselined(Transform):
         d["pred"] = clot
         d["region_flags"] = flags
         d["region_probabilities"] = probabilities
+        d["region_base"] = self.region_base
         d.setdefault("result", {})["spiral_threshold"] = self.threshold
         return d

@@ -11,7 +11,7 @@ from monai.transforms import Transform
 
 from strokelabel import baselines
 
-N_REGIONS = 15
+N_REGIONS = baselines.N_REGIONS
 
 
 def _label(d) -> np.ndarray:
@@ -44,15 +44,15 @@ class ClotFiguresd(Transform):
         d = dict(data)
         study = d["study"]
         result = d.setdefault("result", {})
-        result.update(baselines.clot_figures(_label(d), study.affine, d.get("atlas")))
+        region_base = d.get("region_base", 1)
+        result.update(baselines.clot_figures(_label(d), study.affine, d.get("atlas"), region_base=region_base))
         flags, probabilities = d.get("region_flags"), d.get("region_probabilities")
         if flags is None:
             result["regions"] = None
             result["regions_note"] = "no vascular atlas (…_atlas.nii.gz) beside the study: region flags need it"
         else:
             result["regions"] = [
-                {"region": i + 1, "clot": bool(flags[i]), "probability": round(float(probabilities[i]), 4)}
+                {"region": i + region_base, "clot": bool(flags[i]), "probability": round(float(probabilities[i]), 4)}
                 for i in range(N_REGIONS)
             ]
-            result["regions_with_clot"] = [i + 1 for i in range(N_REGIONS) if flags[i]]
         return d
