@@ -1,0 +1,116 @@
+"""The naming rule and the study loader: every task fails the same way on the same bad input."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from strokelabel.errors import StrokeLabelError
+from strokelabel.naming import find_modalities, find_sidecar, parse_filename, study_filename, study_kind
+from strokelabel.study import check_label, load_study
+
+AFFINE = np.diag([1.8, 1.8, 5.0, 1.0])
+
+
+def write(folder, subject, modality, data, affine=AFFINE):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / study_filename(subject, "01", modality)
+    nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine), str(path))
+    return path
+
+
+def ctp_study(tmp_path, subject="a", shape=(16, 16, 4)):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / f"sub-{subject}" / "ses-01"
+    maps = {"cbf": 50, "cbv": 4, "mtt": 4, "tmax": 1}
+    paths = {m: write(folder, subject, m, v * (1 + 0.1 * rng.random(shape))) for m, v in maps.items()}
+    return paths["tmax"], folder
+
+
+def test_file_names_round_trip_through_the_naming_rule():
+    assert study_filename("ctp0001", "01", "cta2") == "sub-ctp0001_ses-01_acq-phase2_cta.nii.gz"
+    parsed = parse_filename("sub-ctp0001_ses-01_acq-phase2_cta.nii.gz")
+    assert (parsed.subject, parsed.session, parsed.modality) == ("ctp0001", "01", "cta2")
+    assert parse_filename("sub-strokecase0001_ses-0001_dwi.nii.gz").modality == "dwi"
+    assert parse_filename("random.nii.gz") is None
+    assert [study_kind(n) for n in ("sub-a_ses-1_tmax.nii.gz", "sub-a_ses-1_dwi.nii", "sub-a_ses-1_acq-phase1_cta.nii.gz")] == ["ctp", "mri", "cta"]
+    with pytest.raises(StrokeLabelError, match="not a study reference"):
+        study_kind("sub-a_ses-1_cbf.nii.gz")
+
+
+def test_modalities_are_found_beside_the_reference_and_in_sibling_bids_folders(tmp_path):
+    session = tmp_path / "sub-x" / "ses-0001"
+    dwi = write(session / "dwi", "x", "dwi", np.ones((4, 4, 4)))
+    write(session / "dwi", "x", "adc", np.ones((4, 4, 4)))
+    write(session / "anat", "x", "flair", np.ones((4, 4, 4)))
+    write(session / "dwi", "other", "adc", np.ones((4, 4, 4)))
+    found = find_modalities(dwi)
+    assert set(found) == {"dwi", "adc", "flair"}
+    sidecar = session / "sub-x_ses-01.json"
+    sidecar.write_text("{}")
+    assert find_sidecar(dwi) == sidecar  # one folder up, beside the datatype folders
+
+
+def test_a_good_study_loads_on_the_reference_grid_with_its_clinical_sidecar(tmp_path):
+    tmax, folder = ctp_study(tmp_path)
+    (folder / "sub-a_ses-01.json").write_text('{"nihss": 14}')
+    study = load_study(tmax, ("cbf", "cbv", "mtt", "tmax"), ("mip",))
+    assert study.kind == "ctp" and study.study_id == "sub-a_ses-01"
+    assert set(study.images) == {"cbf", "cbv", "mtt", "tmax"}
+    assert study.spacing_mm == pytest.approx((1.8, 1.8, 5.0))
+    assert study.voxel_volume_ml == pytest.approx(1.8 * 1.8 * 5 / 1000)
+    assert study.clinical == {"nihss": 14}
+
+
+def test_a_missing_modality_is_named_with_the_file_expected(tmp_path):
+    tmax, folder = ctp_study(tmp_path)
+    (folder / "sub-a_ses-01_cbv.nii.gz").unlink()
+    with pytest.raises(StrokeLabelError, match=r"sub-a_ses-01: missing modality cbv: expected sub-a_ses-01_cbv.nii.gz"):
+        load_study(tmax, ("cbf", "cbv", "tmax"))
+
+
+@pytest.mark.parametrize(
+    "defect,match",
+    [
+        ("nan", "cbf contains .* NaN"),
+        ("shape", "cbf has shape .* grids do not match"),
+        ("affine", "cbf and tmax have different affines"),
+        ("4d", "cbf has 4 dimensions"),
+        ("empty", "cbf is empty"),
+        ("spacing", "voxel spacing .* outside"),
+    ],
+)
+def test_bad_input_is_refused_with_a_message_naming_modality_and_problem(tmp_path, defect, match):
+    tmax, folder = ctp_study(tmp_path)
+    data = np.full((16, 16, 4), 50.0)
+    affine = AFFINE
+    if defect == "nan":
+        data[3, 3, 1] = np.nan
+    elif defect == "shape":
+        data = data[:-2]
+    elif defect == "affine":
+        affine = np.diag([1.8, 1.8, 2.5, 1.0])
+    elif defect == "4d":
+        data = np.stack([data, data], -1)
+    elif defect == "empty":
+        data = np.zeros_like(data)
+    if defect == "spacing":
+        for m in ("cbf", "tmax"):
+            write(folder, "a", m, np.random.default_rng(1).random((16, 16, 4)), affine=np.diag([1000.0, 1000.0, 5000.0, 1.0]))
+    else:
+        data[0, 0, 0] += 1 if defect not in ("empty",) else 0
+        write(folder, "a", "cbf", data, affine)
+    with pytest.raises(StrokeLabelError, match=match):
+        load_study(tmax, ("cbf", "tmax"))
+
+
+def test_a_label_must_sit_on_the_study_grid_and_hold_only_the_task_values():
+    ref_shape = (8, 8, 4)
+    check_label(np.zeros(ref_shape), AFFINE, ref_shape, AFFINE, (0, 1, 2), "s")
+    with pytest.raises(StrokeLabelError, match=r"values \[3\]"):
+        check_label(np.full(ref_shape, 3), AFFINE, ref_shape, AFFINE, (0, 1, 2), "s")
+    with pytest.raises(StrokeLabelError, match="grids do not match"):
+        check_label(np.zeros((8, 8, 3)), AFFINE, ref_shape, AFFINE, (0, 1), "s")
+    with pytest.raises(StrokeLabelError, match="dimensions"):
+        check_label(np.zeros((8, 8)), AFFINE, ref_shape, AFFINE, (0, 1), "s")
