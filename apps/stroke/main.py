@@ -5,6 +5,7 @@ scoring methods) and the stroke datastore. Adding a task means adding a config, 
 this file. ``--conf models core_penumbra,clot_region`` serves a subset (default: all).
 """
 
+import importlib
 import logging
 import os
 from typing import Dict
@@ -33,22 +34,27 @@ def discover_configs() -> Dict[str, str]:
     return {c.split(".")[-2].lower(): c for c in sorted(get_class_names(lib.configs, "TaskConfig"))}
 
 
+def build_task_configs(model_dir: str, conf: Dict[str, str], models: str = "all") -> Dict[str, TaskConfig]:
+    """The task configs to serve, initialised; ``models`` is ``all`` or a comma-separated list."""
+    configs = discover_configs()
+    wanted = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(configs) - {"all"})
+    if unknown:
+        raise ValueError(f"--conf models: unknown task(s) {unknown}; available: {sorted(configs)}")
+    tasks: Dict[str, TaskConfig] = {}
+    for name, class_path in configs.items():
+        if "all" in wanted or name in wanted:
+            module_name, class_name = class_path.rsplit(".", 1)
+            config = getattr(importlib.import_module(module_name), class_name)()
+            config.init(name, model_dir, conf, None)
+            tasks[name] = config
+    return tasks
+
+
 class StrokeApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):
         self.model_dir = os.path.join(app_dir, "model")
-        configs = discover_configs()
-        wanted = [m.strip() for m in conf.get("models", "all").split(",") if m.strip()]
-        unknown = sorted(set(wanted) - set(configs) - {"all"})
-        if unknown:
-            raise ValueError(f"--conf models: unknown task(s) {unknown}; available: {sorted(configs)}")
-
-        self.models: Dict[str, TaskConfig] = {}
-        for name, class_path in configs.items():
-            if "all" in wanted or name in wanted:
-                module_name, class_name = class_path.rsplit(".", 1)
-                config = getattr(__import__(module_name, fromlist=[class_name]), class_name)()
-                config.init(name, self.model_dir, conf, None)
-                self.models[name] = config
+        self.models = build_task_configs(self.model_dir, conf, conf.get("models", "all"))
         logger.info(f"+++ Using tasks: {list(self.models)}")
 
         super().__init__(

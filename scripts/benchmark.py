@@ -1,0 +1,117 @@
+"""Inference speed and memory of every task, at the small (test) and the full (clinical) size.
+
+Each measurement runs in a fresh subprocess, so its peak resident memory is its own. For each
+task and size the same run also measures a reference: loading the study alone (imports, reading
+and checking the NIfTI files), and the ratios printed are against it and, for a learned model,
+against the training-free baseline measured in the same run.
+
+    .venv/bin/python scripts/benchmark.py [--sizes small,full] [--tasks core_penumbra,...] [--repeat 2]
+
+Nothing here is a pass/fail test: it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import TASK_KINDS, held_out_studies
+
+from strokelabel import metrics
+
+HERE = Path(__file__).resolve().parent
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def measure_one(task_name: str, method: str, reference: str, repeat: int) -> dict:
+    """In the child process: time `repeat` inferences (the first also warms the model cache)."""
+    from harness import load_infer_tasks, run_infer
+
+    from strokelabel.study import load_study
+
+    task = load_infer_tasks(models=task_name)[task_name]
+    imported_mib = peak_mib()
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        if method == "load":
+            load_study(reference, task.required or ("dwi",), ())
+        else:
+            run_infer(task, reference, method)
+        seconds.append(time.perf_counter() - start)
+    return {"seconds": min(seconds), "seconds_first": seconds[0], "peak_mib": peak_mib(), "imported_mib": imported_mib}
+
+
+def run_child(task_name: str, method: str, reference: Path, repeat: int) -> dict:
+    cmd = [sys.executable, str(Path(__file__)), "--child", task_name, method, str(reference), "--repeat", str(repeat)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="small,full")
+    parser.add_argument("--tasks", default="core_penumbra,ischemic_lesion,clot_region")
+    parser.add_argument("--repeat", type=int, default=2, help="inferences per measurement; the fastest is reported")
+    parser.add_argument("--studies", default=None, help="folder for the generated studies (default: temporary)")
+    parser.add_argument("--child", nargs=3, metavar=("TASK", "METHOD", "REFERENCE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        print(json.dumps(measure_one(*args.child, repeat=args.repeat)))
+        return 0
+
+    from harness import load_infer_tasks, methods_of
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    available = {name: methods_of(task) for name, task in load_infer_tasks(models=",".join(tasks)).items()}
+    root = Path(args.studies or tempfile.mkdtemp(prefix="strokelabel-bench-"))
+    rows = []
+    for size in [s.strip() for s in args.sizes.split(",")]:
+        kinds = sorted({k for t in tasks for k in TASK_KINDS[t]})
+        studies = {s["reference"].name.split("_")[0][4:7]: s for s in held_out_studies(root / size, 1, 4242, size=size, kinds=kinds)}
+        for task_name in tasks:
+            for kind in TASK_KINDS[task_name]:
+                reference = studies[kind]["reference"]
+                load = run_child(task_name, "load", reference, args.repeat)
+                measured = {}
+                for method in available[task_name]:
+                    m = run_child(task_name, method, reference, args.repeat)
+                    measured[method] = m
+                    row = {"task": task_name, "kind": kind, "size": size, "shape": "x".join(map(str, studies[kind]["shape"])),
+                           "method": method}
+                    if "error" in m:
+                        row["error"] = m["error"]
+                    else:
+                        row.update(seconds=m["seconds"], first_s=m["seconds_first"], peak_mib=m["peak_mib"],
+                                   over_import_mib=m["peak_mib"] - m["imported_mib"], load_s=load.get("seconds"),
+                                   x_load=m["seconds"] / load["seconds"] if load.get("seconds") else None)
+                        base = measured.get("baseline")
+                        if method != "baseline" and base and "seconds" in base:
+                            row["x_baseline_s"] = m["seconds"] / base["seconds"]
+                            row["x_baseline_mib"] = m["peak_mib"] / base["peak_mib"]
+                    rows.append(row)
+                    print(f"[benchmark] {task_name} {kind} {size} {method}: {row.get('seconds', row.get('error'))}", file=sys.stderr)
+
+    print("# StrokeLabel inference benchmark (one study per task, kind and size; fastest of --repeat runs)")
+    print("# seconds: inference incl. study loading; load_s: loading alone; peak_mib: process peak RSS;")
+    print("# over_import_mib: peak above the RSS after imports; x_*: ratios to the reference measured in the same run")
+    columns = ["task", "kind", "size", "shape", "method", "seconds", "first_s", "load_s", "x_load", "peak_mib",
+               "over_import_mib", "x_baseline_s", "x_baseline_mib", "error"]
+    print(metrics.format_table(rows, [c for c in columns if any(c in r for r in rows)], digits=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

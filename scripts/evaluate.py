@@ -1,0 +1,132 @@
+"""Accuracy of every task against phantom ground truth, each method in the same run.
+
+Generates held-out phantom studies (a seed apart from the sample data), runs the app's own infer
+tasks in-process with every method available (the training-free baseline always; the learned
+model when one is installed), and prints per-method tables: Dice, precision, recall, volume
+error (mL), HD95 (mm), lesion-wise F1 and count difference, and for clots the region-flag
+precision/recall/F1/accuracy per study and per slice (seed 002), detection and centre distance.
+
+    .venv/bin/python scripts/evaluate.py [--per-kind 6] [--seed 9000] [--tasks core_penumbra,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+
+import numpy as np
+from harness import TASK_KINDS, TASK_TARGET, held_out_studies, load_infer_tasks, methods_of, run_infer, truth_of
+
+from strokelabel import metrics
+from strokelabel.baselines import region_flags
+from strokelabel.naming import study_kind
+
+
+def score_core_penumbra(pred, truth, spacing_mm, result, info) -> dict:
+    row = {}
+    for name, p, t in (("core", pred == 1, truth == 1), ("penumbra", pred == 2, truth == 2), ("hypo", pred > 0, truth > 0)):
+        scores = metrics.segmentation_scores(p, t, spacing_mm)
+        for key in ("dice", "precision", "recall", "abs_volume_error_ml", "hd95_mm"):
+            row[f"{name}_{key}"] = scores[key]
+    return row
+
+
+def score_lesion(pred, truth, spacing_mm, result, info) -> dict:
+    scores = metrics.segmentation_scores(pred > 0, truth > 0, spacing_mm)
+    scores["abs_lesion_count_difference"] = abs(scores.pop("lesion_count_difference"))
+    return scores
+
+
+def score_clot(pred, truth, spacing_mm, result, info, atlas=None) -> dict:
+    row = {"clot_dice": metrics.dice(pred > 0, truth > 0)}
+    row.update({k: v for k, v in metrics.clot_detection(pred > 0, truth > 0, spacing_mm).items() if k != "clot_present_true"})
+    true_flags = np.asarray(info["clot_region_flags"], dtype=bool)
+    if result.get("regions"):
+        pred_flags = np.array([r["clot"] for r in result["regions"]], dtype=bool)
+        row.update({f"study_{k}": v for k, v in metrics.region_flag_scores(pred_flags, true_flags).items() if k != "exact_match"})
+        row["study_exact_match"] = bool(np.array_equal(pred_flags, true_flags))
+    if atlas is not None:
+        per_slice = metrics.region_flag_scores(region_flags(pred > 0, atlas, slice_axis=2), region_flags(truth > 0, atlas, slice_axis=2))
+        row.update({f"slice_{k}": per_slice[k] for k in ("precision", "recall", "f1", "accuracy")})
+    return row
+
+
+SCORERS = {"core_penumbra": score_core_penumbra, "ischemic_lesion": score_lesion, "clot_region": score_clot}
+COLUMNS = {
+    "core_penumbra": ["method", "n", "core_dice", "penumbra_dice", "hypo_dice", "core_precision", "core_recall",
+                      "core_abs_volume_error_ml", "penumbra_abs_volume_error_ml", "core_hd95_mm", "hypo_hd95_mm", "seconds"],
+    "ischemic_lesion": ["method", "n", "dice", "precision", "recall", "abs_volume_error_ml", "lesion_f1",
+                        "abs_lesion_count_difference", "hd95_mm", "seconds"],
+    "clot_region": ["method", "n", "study_precision", "study_recall", "study_f1", "study_accuracy", "slice_precision",
+                    "slice_recall", "slice_f1", "slice_accuracy", "clot_dice", "clot_detected", "clot_centre_distance_mm", "seconds"],
+}
+
+
+def evaluate(tasks: dict, studies: list[dict], root) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {name: [] for name in tasks}
+    for name, task in tasks.items():
+        for study in studies:
+            reference = study["reference"]
+            kind = study_kind(reference)
+            if kind not in TASK_KINDS[name]:
+                continue
+            truth, info = truth_of(reference, root, TASK_TARGET[name])
+            for method in methods_of(task):
+                start = time.perf_counter()
+                pred, result = run_infer(task, reference, method)
+                seconds = time.perf_counter() - start
+                spacing = tuple(float(s) for s in np.linalg.norm(study_affine(reference)[:3, :3], axis=0))
+                extra = {"atlas": load_atlas(study)} if name == "clot_region" else {}
+                row = {"study": reference.name.split(".nii")[0], "kind": kind, "method": method, "seconds": seconds}
+                row.update(SCORERS[name](pred, truth, spacing, result, info, **extra))
+                rows[name].append(row)
+                print(f"[evaluate] {name} {method:8s} {row['study']}: {seconds:.1f}s", file=sys.stderr)
+    return rows
+
+
+def study_affine(reference):
+    import nibabel as nib
+
+    return nib.load(str(reference)).affine
+
+
+def load_atlas(study: dict):
+    import nibabel as nib
+
+    path = study["modalities"].get("atlas")
+    return None if path is None else np.asarray(nib.load(str(path)).dataobj)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-kind", type=int, default=6, help="held-out studies per kind (default 6)")
+    parser.add_argument("--seed", type=int, default=9000, help="phantom seed, apart from the sample data's 2026")
+    parser.add_argument("--tasks", default="all", help="comma-separated task names (default all)")
+    parser.add_argument("--studies", default=None, help="folder for the generated studies (default: a temporary one)")
+    parser.add_argument("--per-study", action="store_true", help="also print one row per study")
+    args = parser.parse_args(argv)
+
+    tasks = load_infer_tasks(models=args.tasks)
+    root = args.studies or tempfile.mkdtemp(prefix="strokelabel-eval-")
+    kinds = sorted({k for name in tasks for k in TASK_KINDS[name]})
+    studies = held_out_studies(root, args.per_kind, args.seed, kinds=kinds)
+    rows = evaluate(tasks, studies, root)
+
+    print(f"# StrokeLabel evaluation: {args.per_kind} held-out phantom studies per kind, seed {args.seed}")
+    for name, task_rows in rows.items():
+        by = "kind_method" if name == "ischemic_lesion" else "method"
+        for row in task_rows:
+            row["kind_method"] = f"{row['kind']}/{row['method']}"
+        table = metrics.summarise(task_rows, by=by)
+        columns = [by if c == "method" else c for c in COLUMNS[name]]
+        print(f"\n## {name} (mean over studies)\n")
+        print(metrics.format_table(table, columns))
+        if args.per_study:
+            print(metrics.format_table(task_rows, ["study"] + columns))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
