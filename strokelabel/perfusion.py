@@ -1,0 +1,427 @@
+"""Indicator-dilution maths of CT perfusion, as pure vectorised functions.
+
+Forward model (Østergaard 1996; Fieselmann 2011 review), for a voxel of brain tissue:
+
+    C(t) = (ρ / k_H) · F · (AIF ⊛ R)(t − delay)                       (1)
+    CBV  = F · MTT          (central volume theorem)                   (2)
+    CBV  = (k_H / ρ) · ∫C dt / ∫AIF dt                                 (3)
+
+with ``F`` the flow in mL/g/s (``CBF / 6000`` for CBF in mL/100g/min), ``R`` the residue
+function (R(0) = 1, ∫R = MTT), ρ = 1.04 g/mL brain density and k_H = 0.73 the large/small
+vessel haematocrit correction. Concentrations are enhancement in HU (ΔHU over the
+pre-contrast baseline), which is proportional to iodine concentration, so the constant of
+proportionality cancels between tissue and AIF.
+
+Inverse: the flow-scaled residue k(t) = (ρ/k_H)·F·R(t − delay) is recovered by block-circulant
+truncated SVD deconvolution (Wu 2003), which is insensitive to the tissue's delay; then
+CBF = max k (eq. 1), Tmax = argmax k, CBV by eq. 3, MTT = CBV / CBF (eq. 2).
+
+Units: time s, CBF mL/100g/min, CBV mL/100g, MTT/Tmax/TTP s, CT HU.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage, signal, special
+
+RHO_BRAIN_G_PER_ML = 1.04
+# k_H = (1 − Hct_large) / (1 − Hct_small) = (1 − 0.45) / (1 − 0.25).
+HEMATOCRIT_CORRECTION = 0.73
+# mL/g/s -> mL/100g/min.
+ML_100G_MIN_PER_ML_G_S = 6000.0
+# Iodine contrast: ~25 HU per mg/mL at 120 kVp (about 40 at the 80 kVp of many CTP protocols).
+HU_PER_MG_ML = 25.0
+
+# oSVD (Wu 2003): the truncation thresholds tried, least truncation first, and the
+# oscillation index the residue must stay under.
+OSVD_THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4)
+OSVD_OSCILLATION_INDEX = 0.095
+
+RESIDUES = ("exponential", "box")
+
+
+# --- forward model -------------------------------------------------------------------------
+
+
+def gamma_variate(t_s, t0_s: float, alpha: float, beta_s: float, peak: float) -> np.ndarray:
+    """Gamma-variate bolus ``peak·(s/(αβ))^α·exp(α(1 − s/(αβ)))``, s = t − t0 > 0, else 0.
+
+    Its maximum, ``peak``, lies at ``t0 + α·β``; its area is :func:`gamma_variate_area`.
+    """
+    s = np.maximum(np.asarray(t_s, dtype=np.float64) - t0_s, 0.0)
+    x = s / (alpha * beta_s)
+    return peak * x**alpha * np.exp(alpha * (1.0 - x))
+
+
+def gamma_variate_area(alpha: float, beta_s: float, peak: float) -> float:
+    """∫ gamma_variate dt = peak·β·Γ(α+1)·e^α / α^α (units of peak × s)."""
+    return float(peak * beta_s * special.gamma(alpha + 1.0) * np.exp(alpha) / alpha**alpha)
+
+
+def arterial_input_hu(
+    t_s,
+    t0_s: float = 8.0,
+    peak_hu: float = 400.0,
+    alpha: float = 3.0,
+    beta_s: float = 1.5,
+    recirculation: float = 0.08,
+) -> np.ndarray:
+    """Arterial enhancement (ΔHU) over time: a gamma-variate first pass plus a recirculation pass.
+
+    The recirculation pass is a broader gamma variate (twice β) peaking ``3·α·β`` after the
+    first pass, with ``recirculation·peak_hu`` as its height; 0 disables it.
+    """
+    first = gamma_variate(t_s, t0_s, alpha, beta_s, peak_hu)
+    if recirculation <= 0:
+        return first
+    second_t0 = t0_s + 2.0 * alpha * beta_s
+    return first + gamma_variate(t_s, second_t0, alpha, 2.0 * beta_s, recirculation * peak_hu)
+
+
+def residue_exponential(t_s, mtt_s) -> np.ndarray:
+    """R(t) = exp(−t / MTT) for t ≥ 0, else 0 (well-mixed compartment); ∫R = MTT."""
+    t = np.asarray(t_s, dtype=np.float64)
+    mtt = np.asarray(mtt_s, dtype=np.float64)
+    return np.where(t >= 0, np.exp(-np.maximum(t, 0.0) / mtt), 0.0)
+
+
+def residue_box(t_s, mtt_s) -> np.ndarray:
+    """R(t) = 1 for 0 ≤ t < MTT, else 0 (plug flow, every transit time equal); ∫R = MTT."""
+    t = np.asarray(t_s, dtype=np.float64)
+    return np.where((t >= 0) & (t < np.asarray(mtt_s, dtype=np.float64)), 1.0, 0.0)
+
+
+def residue(t_s, mtt_s, kind: str = "exponential") -> np.ndarray:
+    if kind == "exponential":
+        return residue_exponential(t_s, mtt_s)
+    if kind == "box":
+        return residue_box(t_s, mtt_s)
+    raise ValueError(f"unknown residue function {kind!r}; expected one of {RESIDUES}")
+
+
+def cbv_ml_100g(cbf_ml_100g_min, mtt_s) -> np.ndarray:
+    """Central volume theorem (eq. 2): CBV [mL/100g] = CBF [mL/100g/min] · MTT [s] / 60."""
+    return np.asarray(cbf_ml_100g_min, dtype=np.float64) * np.asarray(mtt_s, dtype=np.float64) / 60.0
+
+
+def mtt_s(cbv_ml_100g, cbf_ml_100g_min) -> np.ndarray:
+    """Central volume theorem (eq. 2) solved for MTT [s]; 0 where CBF is 0."""
+    cbv = np.asarray(cbv_ml_100g, dtype=np.float64)
+    cbf = np.asarray(cbf_ml_100g_min, dtype=np.float64)
+    return np.divide(60.0 * cbv, cbf, out=np.zeros(np.broadcast(cbv, cbf).shape), where=cbf > 0)
+
+
+def flow_scale_per_s(cbf_ml_100g_min) -> np.ndarray:
+    """(ρ/k_H)·F of eq. 1: the height of the flow-scaled residue k(t), in 1/s."""
+    return RHO_BRAIN_G_PER_ML / HEMATOCRIT_CORRECTION * np.asarray(cbf_ml_100g_min, dtype=np.float64) / ML_100G_MIN_PER_ML_G_S
+
+
+def tissue_curve_hu(
+    t_s,
+    aif_hu,
+    aif_dt_s: float,
+    cbf_ml_100g_min,
+    mtt_s,
+    delay_s=0.0,
+    residue_kind: str = "exponential",
+) -> np.ndarray:
+    """Tissue enhancement C(t) in ΔHU by eq. 1.
+
+    ``aif_hu`` is the arterial enhancement sampled at ``k·aif_dt_s`` (k = 0, 1, ...); use a
+    fine step (≤ 0.1 s) for an accurate convolution, which is evaluated by the trapezoid rule.
+    ``cbf_ml_100g_min``, ``mtt_s`` and ``delay_s`` broadcast against each other; the result
+    has their broadcast shape plus a last axis of ``len(t_s)``. Times before the start of
+    the AIF read as no enhancement; times after its end hold the last value.
+    """
+    aif = np.asarray(aif_hu, dtype=np.float64)
+    cbf, mtt, delay = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (cbf_ml_100g_min, mtt_s, delay_s)))
+    grid = np.arange(aif.size) * aif_dt_s
+    r = residue(grid, mtt[..., None], residue_kind)
+    conv = signal.fftconvolve(np.broadcast_to(aif, r.shape), r, axes=-1)[..., : aif.size] * aif_dt_s
+    # Trapezoid rule: half weight to the two ends of each convolution sum.
+    conv -= 0.5 * aif_dt_s * (aif[0] * r + aif * r[..., :1])
+    curve = flow_scale_per_s(cbf)[..., None] * conv
+    return sample_uniform(curve, aif_dt_s, np.asarray(t_s, dtype=np.float64) - delay[..., None])
+
+
+def sample_uniform(values, dt_s: float, t_s) -> np.ndarray:
+    """Linear interpolation of ``values`` (last axis sampled at k·dt_s) at times ``t_s``.
+
+    Leading axes of ``values`` and ``t_s`` broadcast; before 0 reads 0, after the end the last value.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    t = np.asarray(t_s, dtype=np.float64)
+    lead = np.broadcast_shapes(values.shape[:-1], t.shape[:-1])
+    v = np.broadcast_to(values, lead + values.shape[-1:])
+    t = np.broadcast_to(t, lead + t.shape[-1:])
+    x = np.clip(t / dt_s, 0.0, values.shape[-1] - 1)
+    i0 = np.minimum(np.floor(x).astype(np.int64), values.shape[-1] - 2)
+    w = x - i0
+    out = np.take_along_axis(v, i0, -1) * (1 - w) + np.take_along_axis(v, i0 + 1, -1) * w
+    return np.where(t < 0, 0.0, out)
+
+
+def concentration_mg_ml(delta_hu, hu_per_mg_ml: float = HU_PER_MG_ML) -> np.ndarray:
+    """Iodine concentration (mg/mL) from enhancement ΔHU (linear, kVp-dependent constant)."""
+    return np.asarray(delta_hu, dtype=np.float64) / hu_per_mg_ml
+
+
+def enhancement_hu(concentration, hu_per_mg_ml: float = HU_PER_MG_ML) -> np.ndarray:
+    """Enhancement ΔHU from iodine concentration (mg/mL); inverse of :func:`concentration_mg_ml`."""
+    return np.asarray(concentration, dtype=np.float64) * hu_per_mg_ml
+
+
+def baseline_hu(series_hu, n_baseline: int) -> np.ndarray:
+    """Pre-contrast value per voxel: the mean of the first ``n_baseline`` frames (time last)."""
+    return np.asarray(series_hu, dtype=np.float64)[..., : max(int(n_baseline), 1)].mean(axis=-1)
+
+
+def bolus_arrival_frame(aif_delta_hu, fraction: float = 0.1) -> int:
+    """First frame where the AIF exceeds ``fraction`` of its peak (the end of the baseline)."""
+    aif = np.asarray(aif_delta_hu, dtype=np.float64)
+    above = np.flatnonzero(aif >= fraction * aif.max())
+    return int(above[0]) if above.size else 0
+
+
+# --- deconvolution ---------------------------------------------------------------------
+
+
+def circulant_aif_matrix(aif_hu, dt_s: float, pad_factor: int = 2) -> np.ndarray:
+    """Block-circulant convolution matrix D[i, j] = dt · ā[(i − j) mod L] of the zero-padded AIF.
+
+    With the tissue curve zero-padded to L = pad_factor·T, ``D @ k = c`` is eq. 1 as a
+    circular convolution, so a tissue delay wraps instead of being lost (Wu 2003).
+    ā is the AIF averaged over each sampling interval, ā[l] = (a[l] + a[l−1]) / 2: the
+    residue is held constant over an interval from the sample where it starts, so the
+    residue's step at the bolus delay sits on a sample (the plain matrix D = dt·a puts the
+    peak of k about one frame late).
+    """
+    a = np.asarray(aif_hu, dtype=np.float64)
+    length = pad_factor * a.size
+    padded = np.zeros(length)
+    padded[: a.size] = a
+    averaged = 0.5 * (padded + np.roll(padded, 1))
+    index = (np.arange(length)[:, None] - np.arange(length)[None, :]) % length
+    return dt_s * averaged[index]
+
+
+def truncated_pseudoinverse(matrix, threshold: float) -> np.ndarray:
+    """Pseudo-inverse dropping singular values below ``threshold`` × the largest one."""
+    u, s, vt = np.linalg.svd(np.asarray(matrix, dtype=np.float64))
+    keep = s >= threshold * s.max()
+    inv_s = np.where(keep, 1.0 / np.where(keep, s, 1.0), 0.0)
+    return (vt.T * inv_s) @ u.T
+
+
+def oscillation_index(residues) -> np.ndarray:
+    """Wu 2003: OI = Σ|k[j] − 2k[j−1] + k[j−2]| / (L · max k), over the last axis."""
+    k = np.asarray(residues, dtype=np.float64)
+    second = np.abs(np.diff(k, n=2, axis=-1)).sum(axis=-1)
+    peak = np.abs(k).max(axis=-1)
+    return np.divide(second, k.shape[-1] * peak, out=np.zeros_like(peak), where=peak > 0)
+
+
+def deconvolve_bcsvd(
+    tissue_hu,
+    aif_hu,
+    dt_s: float,
+    threshold: float = 0.1,
+    oscillation_limit: float | None = None,
+    thresholds: Sequence[float] = OSVD_THRESHOLDS,
+    pad_factor: int = 2,
+) -> np.ndarray:
+    """Flow-scaled residue k(t) = (ρ/k_H)·F·R(t − delay) [1/s] of each tissue curve (time last).
+
+    Fixed truncation (cSVD, block-circulant) at ``threshold`` of the largest singular value;
+    with ``oscillation_limit`` set, oSVD: per voxel the least truncation among ``thresholds``
+    whose residue has an oscillation index ≤ the limit (the largest threshold if none).
+    Returns the first T samples of the padded residue.
+    """
+    tissue = np.asarray(tissue_hu, dtype=np.float64)
+    aif = np.asarray(aif_hu, dtype=np.float64)
+    n_t = aif.size
+    if tissue.shape[-1] != n_t:
+        raise ValueError(f"tissue curves have {tissue.shape[-1]} frames but the AIF has {n_t}")
+    lead = tissue.shape[:-1]
+    flat = tissue.reshape(-1, n_t)
+    padded = np.zeros((flat.shape[0], pad_factor * n_t))
+    padded[:, :n_t] = flat
+    matrix = circulant_aif_matrix(aif, dt_s, pad_factor)
+    if oscillation_limit is None:
+        k = padded @ truncated_pseudoinverse(matrix, threshold).T
+        return k[:, :n_t].reshape(*lead, n_t)
+    chosen = np.zeros((flat.shape[0], n_t))
+    done = np.zeros(flat.shape[0], dtype=bool)
+    for i, p in enumerate(sorted(thresholds)):
+        todo = ~done
+        if not todo.any():
+            break
+        k = padded[todo] @ truncated_pseudoinverse(matrix, p).T
+        ok = oscillation_index(k) <= oscillation_limit
+        if i == len(thresholds) - 1:
+            ok[:] = True
+        index = np.flatnonzero(todo)[ok]
+        chosen[index] = k[ok, :n_t]
+        done[index] = True
+    return chosen.reshape(*lead, n_t)
+
+
+def peak_time_s(curves, dt_s: float, subsample: bool = True) -> np.ndarray:
+    """Time (s, from the first sample) of each curve's maximum, over the last axis.
+
+    With ``subsample``, refined by the vertex of the parabola through the maximum and its
+    two neighbours (clipped to ±half a sample).
+    """
+    c = np.asarray(curves, dtype=np.float64)
+    i = np.argmax(c, axis=-1)
+    t = i.astype(np.float64)
+    if subsample and c.shape[-1] >= 3:
+        inner = np.clip(i, 1, c.shape[-1] - 2)
+        left = np.take_along_axis(c, (inner - 1)[..., None], -1)[..., 0]
+        mid = np.take_along_axis(c, inner[..., None], -1)[..., 0]
+        right = np.take_along_axis(c, (inner + 1)[..., None], -1)[..., 0]
+        curvature = left - 2 * mid + right
+        offset = np.divide(0.5 * (left - right), curvature, out=np.zeros_like(mid), where=curvature < 0)
+        t = np.where((i == inner), i + np.clip(offset, -0.5, 0.5), t)
+    return t * dt_s
+
+
+def cbf_from_residue(residue_per_s) -> np.ndarray:
+    """CBF [mL/100g/min] = max k · (k_H/ρ) · 6000 (eq. 1)."""
+    k_max = np.asarray(residue_per_s, dtype=np.float64).max(axis=-1)
+    return np.maximum(k_max, 0.0) * HEMATOCRIT_CORRECTION / RHO_BRAIN_G_PER_ML * ML_100G_MIN_PER_ML_G_S
+
+
+def cbv_from_curves(tissue_hu, aif_hu, dt_s: float) -> np.ndarray:
+    """CBV [mL/100g] by eq. 3: (k_H/ρ) · ∫C / ∫AIF · 100 (trapezoid areas)."""
+    tissue_area = np.trapezoid(np.asarray(tissue_hu, dtype=np.float64), dx=dt_s, axis=-1)
+    aif_area = np.trapezoid(np.asarray(aif_hu, dtype=np.float64), dx=dt_s)
+    return np.maximum(tissue_area, 0.0) / aif_area * HEMATOCRIT_CORRECTION / RHO_BRAIN_G_PER_ML * 100.0
+
+
+# --- from a 4D series to the maps ---------------------------------------------------------
+
+
+def select_aif(delta_hu, dt_s: float, n_voxels: int = 8, candidate_fraction: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Automatic AIF: the mean curve of the ``n_voxels`` strongest early-peaking voxels.
+
+    ``delta_hu`` is (N, T) enhancement. Candidates are the top ``candidate_fraction`` by
+    peak enhancement; of those, the ones peaking no later than the candidates' median
+    time to peak (arteries before veins and delayed collaterals), strongest first.
+    Returns (aif (T,), indices of the voxels used).
+    """
+    curves = np.asarray(delta_hu, dtype=np.float64)
+    peak = curves.max(axis=-1)
+    n_candidates = max(n_voxels * 4, int(candidate_fraction * peak.size))
+    candidates = np.argsort(peak)[::-1][:n_candidates]
+    ttp = peak_time_s(curves[candidates], dt_s, subsample=False)
+    early = candidates[ttp <= np.median(ttp)]
+    chosen = early[np.argsort(peak[early])[::-1][:n_voxels]]
+    return curves[chosen].mean(axis=0), chosen
+
+
+def smooth_in_plane(volume, mask, sigma_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
+    """Gaussian smoothing of each axial slice inside ``mask`` only (normalised convolution).
+
+    ``volume`` is (X, Y, Z[, T]); smoothing never crosses slices or mixes in voxels outside the mask.
+    """
+    if sigma_mm <= 0:
+        return np.asarray(volume, dtype=np.float64)
+    vol = np.asarray(volume, dtype=np.float64)
+    m = np.asarray(mask, dtype=np.float64)
+    sigma = [sigma_mm / spacing_mm[0], sigma_mm / spacing_mm[1], 0.0] + [0.0] * (vol.ndim - 3)
+    weight = ndimage.gaussian_filter(m, sigma[:3])
+    if vol.ndim == 4:
+        weight = weight[..., None]
+        m = m[..., None]
+    out = ndimage.gaussian_filter(vol * m, sigma) / np.maximum(weight, 1e-6)
+    return np.where(m > 0, out, 0.0)
+
+
+def perfusion_maps(
+    series_hu,
+    dt_s: float,
+    spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+    mask=None,
+    aif_hu=None,
+    n_baseline: int | None = None,
+    threshold: float = 0.1,
+    oscillation_limit: float | None = OSVD_OSCILLATION_INDEX,
+    smooth_mm: float = 3.0,
+    vessel_threshold_hu: float = 100.0,
+    chunk_slices: int = 8,
+) -> dict[str, np.ndarray]:
+    """CBF, CBV, MTT, Tmax, TTP, MIP and NCCT from a 4D CT perfusion series (X, Y, Z, T) in HU.
+
+    - baseline: the frames before bolus arrival (``n_baseline``, else found from the AIF);
+      NCCT is their mean.
+    - AIF: ``aif_hu`` (ΔHU per frame) if given, else :func:`select_aif` inside ``mask``.
+    - tissue: enhancement smoothed in-plane by ``smooth_mm`` (σ, inside the mask), then
+      deconvolved by :func:`deconvolve_bcsvd` (oSVD when ``oscillation_limit`` is set).
+    - maps are 0 outside ``mask`` and in vessels (peak enhancement > ``vessel_threshold_hu``).
+      ``mask`` defaults to :func:`brain_mask_from_ncct`.
+
+    Works through ``chunk_slices`` axial slices at a time to bound memory. Returns float32
+    maps (X, Y, Z) plus ``aif`` (ΔHU per frame), ``mask`` and ``n_baseline``.
+    """
+    series = np.asarray(series_hu)
+    if series.ndim != 4:
+        raise ValueError(f"a CT perfusion series is 4D (X, Y, Z, T); got shape {series.shape}")
+    shape = series.shape[:3]
+    mip = series.max(axis=-1).astype(np.float32)
+    if n_baseline is None:
+        # Bolus arrival from a first AIF guess on a two-frame baseline.
+        guess = aif_hu
+        if guess is None:
+            rough = baseline_hu(series, 2)
+            inside = brain_mask_from_ncct(rough) if mask is None else np.asarray(mask, bool)
+            guess, _ = select_aif(series[inside].astype(np.float64) - rough[inside][:, None], dt_s)
+        n_baseline = max(1, bolus_arrival_frame(guess) - 1)
+    ncct = baseline_hu(series, n_baseline).astype(np.float32)
+    mask = brain_mask_from_ncct(ncct) if mask is None else np.asarray(mask, dtype=bool)
+    if aif_hu is None:
+        aif_hu, _ = select_aif(series[mask].astype(np.float64) - ncct[mask][:, None], dt_s)
+    aif = np.asarray(aif_hu, dtype=np.float64)
+
+    maps = {name: np.zeros(shape, np.float32) for name in ("cbf", "cbv", "mtt", "tmax", "ttp")}
+    for z0 in range(0, shape[2], chunk_slices):
+        zs = slice(z0, min(z0 + chunk_slices, shape[2]))
+        m = mask[:, :, zs]
+        if not m.any():
+            continue
+        delta = series[:, :, zs].astype(np.float64) - ncct[:, :, zs, None]
+        tissue_mask = m & (delta.max(axis=-1) <= vessel_threshold_hu)
+        smooth = smooth_in_plane(delta, tissue_mask, smooth_mm, spacing_mm)
+        curves = smooth[tissue_mask]
+        k = deconvolve_bcsvd(curves, aif, dt_s, threshold=threshold, oscillation_limit=oscillation_limit)
+        cbf = cbf_from_residue(k)
+        cbv = cbv_from_curves(curves, aif, dt_s)
+        values = {
+            "cbf": cbf,
+            "cbv": cbv,
+            "mtt": np.clip(mtt_s(cbv, cbf), 0.0, 60.0),
+            "tmax": peak_time_s(k, dt_s),
+            "ttp": peak_time_s(curves, dt_s),
+        }
+        for name, v in values.items():
+            chunk = np.zeros(m.shape, np.float32)
+            chunk[tissue_mask] = v
+            maps[name][:, :, zs] = chunk
+    return {**maps, "mip": mip, "ncct": ncct, "aif": aif.astype(np.float32), "mask": mask, "n_baseline": int(n_baseline)}
+
+
+def brain_mask_from_ncct(ncct_hu, low_hu: float = 15.0, high_hu: float = 100.0, bone_hu: float = 300.0) -> np.ndarray:
+    """Brain parenchyma of a non-contrast CT: inside the skull ring, between ``low_hu`` and ``high_hu``
+    (CSF, below ~15 HU, is left out so its noise makes no perfusion values).
+
+    The skull (> ``bone_hu``) is closed and hole-filled slice by slice; what it encloses,
+    minus the bone, is intracranial.
+    """
+    ncct = np.asarray(ncct_hu, dtype=np.float64)
+    bone = ndimage.binary_closing(ncct > bone_hu, structure=np.ones((3, 3, 1), bool), iterations=2)
+    inside = np.zeros(ncct.shape, dtype=bool)
+    for z in range(ncct.shape[2]):
+        inside[:, :, z] = ndimage.binary_fill_holes(bone[:, :, z]) & ~bone[:, :, z]
+    return inside & (ncct > low_hu) & (ncct < high_hu)

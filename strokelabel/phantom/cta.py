@@ -1,0 +1,88 @@
+"""Multiphase CTA (three phases), the SPIRAL-like clot map and the vascular atlas.
+
+The phases image the same indicator-dilution model as CT perfusion with a longer bolus:
+phase 1 at the arterial peak, phases 2 and 3 eight and sixteen seconds later. The clot is a
+filling defect (unenhanced thrombus); the arteries beyond it fill late and weakly through
+collaterals, so they appear in the later phases.
+
+The SPIRAL-like map is a synthetic stand-in for AMI's SPIRAL output (seed 002): a probability
+0..1, high around the clot, moderate over the starved tissue, with false-positive blobs on other
+arteries (bifurcations, calcifications) and low-level noise, so that thresholding it gives the
+poor precision the seed reports. It is not the SPIRAL algorithm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from strokelabel.phantom.ctp import CurveTable, enhancement_hu, precontrast_hu
+from strokelabel.phantom.geometry import Grid, segment_distance_mm
+from strokelabel.phantom.patient import Patient
+from strokelabel.phantom.render import render_chunk
+
+PHASE_SPACING_S = 8.0
+
+
+def phase_times_s(patient: Patient) -> list[float]:
+    """Phase 1 one second after the arterial peak, then every 8 s."""
+    a = patient.aif_cta
+    first = a["t0_s"] + a["alpha"] * a["beta_s"] + 1.0
+    return [first, first + PHASE_SPACING_S, first + 2 * PHASE_SPACING_S]
+
+
+def spiral_parameters(patient: Patient, pieces, rng: np.random.Generator) -> dict:
+    """Clot blob, starved-tissue weight and false-positive blobs (world mm) of the SPIRAL-like map."""
+    clot = [(patient.pose.to_world(p.p0), patient.pose.to_world(p.p1)) for p in pieces if p.kind == "clot"]
+    candidates = [p for p in pieces if p.kind == "artery" and p.delay_s == 0 and p.radius_mm >= 0.6]
+    n_fp = int(rng.integers(3, 9))
+    chosen = rng.choice(len(candidates), size=min(n_fp, len(candidates)), replace=False)
+    fp_centres = np.array([patient.pose.to_world(0.5 * (candidates[i].p0 + candidates[i].p1)) for i in chosen]) + rng.normal(0, 1.5, (len(chosen), 3))
+    return {
+        "clot_segments": clot,
+        "clot_sigma_mm": rng.uniform(2.5, 4.0),
+        "clot_peak": rng.uniform(0.85, 1.0),
+        "tissue_weight": rng.uniform(0.2, 0.45),
+        "fp_centres": fp_centres,
+        "fp_sigma_mm": rng.uniform(1.5, 3.5, len(chosen)),
+        "fp_peak": rng.uniform(0.35, 0.95, len(chosen)),
+        "noise": rng.uniform(0.02, 0.05),
+    }
+
+
+def spiral_map(r: dict, world_mm: np.ndarray, params: dict, rng: np.random.Generator) -> np.ndarray:
+    value = np.zeros(world_mm.shape[:-1], np.float32)
+    for a, b in params["clot_segments"]:
+        d = segment_distance_mm(world_mm, a, b)
+        value = np.maximum(value, params["clot_peak"] * np.exp(-0.5 * (d / params["clot_sigma_mm"]) ** 2))
+    value = np.maximum(value, params["tissue_weight"] * r["membership"] * np.clip(r["parenchyma"], 0, 1))
+    for centre, sigma, peak in zip(params["fp_centres"], params["fp_sigma_mm"], params["fp_peak"]):
+        d2 = ((world_mm - centre) ** 2).sum(axis=-1)
+        value = np.maximum(value, peak * np.exp(-0.5 * d2 / sigma**2))
+    value += params["noise"] * np.abs(rng.standard_normal(value.shape, dtype=np.float32))
+    return np.where(r["icv"] >= 0.5, np.clip(value, 0.0, 1.0), 0.0).astype(np.float32)
+
+
+def simulate_cta(patient: Patient, grid: Grid, pieces, noise_seed) -> tuple[dict, dict]:
+    """Phases cta1..cta3 (int16 HU), spiral (float32 0..1), atlas (uint8) and the true labels."""
+    times = phase_times_s(patient)
+    curves = CurveTable(patient.aif_cta, times[-1])
+    sigma = patient.noise["cta_hu"]
+    params = spiral_parameters(patient, pieces, np.random.default_rng(np.random.SeedSequence([*noise_seed, 777])))
+    images = {f"cta{i}": np.zeros(grid.shape, np.int16) for i in (1, 2, 3)}
+    images["spiral"] = np.zeros(grid.shape, np.float32)
+    images["atlas"] = np.zeros(grid.shape, np.uint8)
+    truth = {"corepenumbra": np.zeros(grid.shape, np.uint8), "clot_fraction": np.zeros(grid.shape, np.float32)}
+    for index, zs in enumerate(grid.chunks()):
+        rng = np.random.default_rng(np.random.SeedSequence([*noise_seed, index]))
+        r = render_chunk(patient, grid, zs, pieces)
+        hu = precontrast_hu(r, patient)[..., None] + enhancement_hu(r, curves, times)
+        hu += sigma * rng.standard_normal(hu.shape, dtype=np.float32)
+        hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+        for i in range(3):
+            images[f"cta{i + 1}"][:, :, zs] = hu[..., i]
+        images["spiral"][:, :, zs] = spiral_map(r, grid.world_points(zs), params, rng)
+        images["atlas"][:, :, zs] = r["atlas"]
+        truth["corepenumbra"][:, :, zs] = r["corepenumbra"]
+        truth["clot_fraction"][:, :, zs] = r["lumen_clot"]
+    truth["atlas"] = images["atlas"]
+    return images, truth

@@ -1,0 +1,140 @@
+"""CT perfusion: the 4D series simulated by indicator dilution from the true tissue state, with
+noise, and the maps derived from that noisy series by deconvolution (never painted).
+
+Voxel HU(t) = pre-contrast HU (tissue mix, lumen blood/clot, early ischemic hypodensity)
+            + (1 − lumen) · CBF · h(t − Tmax; MTT)      tissue, eq. 1 of strokelabel.perfusion
+            + artery · amplitude · AIF(t − delay)          lumen; late and weak beyond the clot
+            + vein · VOF(t)                                dural sinuses
+            + Gaussian noise
+where h is the tissue curve per unit CBF, tabulated over MTT (the exponential residue).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from strokelabel import perfusion
+from strokelabel.phantom.geometry import Grid
+from strokelabel.phantom.patient import Patient
+from strokelabel.phantom.render import render_chunk
+
+MTT_GRID_S = np.geomspace(1.0, 60.0, 120)
+FINE_DT_S = 0.1
+# Venous outflow: the AIF dispersed (exponential kernel) and delayed.
+VENOUS_DISPERSION_S = 3.0
+VENOUS_DELAY_S = 3.0
+VENOUS_PEAK_FRACTION = 0.85
+
+
+class CurveTable:
+    """Tissue enhancement per unit CBF, h(t; MTT), on a fine time grid, for one bolus."""
+
+    def __init__(self, aif_args: dict, t_end_s: float):
+        self.t_fine = np.arange(0.0, t_end_s + 2.0, FINE_DT_S)
+        self.aif_fine = perfusion.arterial_input_hu(self.t_fine, **aif_args)
+        self.aif_args = aif_args
+        self.table = perfusion.tissue_curve_hu(self.t_fine, self.aif_fine, FINE_DT_S, 1.0, MTT_GRID_S, 0.0)
+        kernel = np.exp(-self.t_fine / VENOUS_DISPERSION_S)
+        vof = np.convolve(self.aif_fine, kernel)[: self.t_fine.size]
+        vof = perfusion.sample_uniform(vof, FINE_DT_S, self.t_fine - VENOUS_DELAY_S)
+        self.vof_fine = vof / vof.max() * VENOUS_PEAK_FRACTION * self.aif_fine.max()
+
+    def tissue(self, cbf, mtt_s, delay_s, t_s) -> np.ndarray:
+        """CBF · h(t − delay; MTT) for N voxels at times t: (N, T), bilinear in (log MTT, t)."""
+        x = np.interp(np.log(np.clip(mtt_s, MTT_GRID_S[0], MTT_GRID_S[-1])), np.log(MTT_GRID_S), np.arange(MTT_GRID_S.size))
+        i0 = np.minimum(np.floor(x).astype(np.int64), MTT_GRID_S.size - 2)[:, None]
+        wi = (x[:, None] - i0).astype(np.float32)
+        tt = np.clip((np.asarray(t_s)[None, :] - np.asarray(delay_s)[:, None]) / FINE_DT_S, 0.0, self.t_fine.size - 1)
+        j0 = np.minimum(np.floor(tt).astype(np.int64), self.t_fine.size - 2)
+        wj = (tt - j0).astype(np.float32)
+        table = self.table.astype(np.float32)
+        at = lambda i: table[i, j0] * (1 - wj) + table[i, j0 + 1] * wj  # noqa: E731
+        return np.asarray(cbf, dtype=np.float32)[:, None] * (at(i0) * (1 - wi) + at(i0 + 1) * wi)
+
+    def artery(self, delay_s, t_s) -> np.ndarray:
+        return perfusion.arterial_input_hu(np.asarray(t_s)[None, :] - np.asarray(delay_s)[:, None], **self.aif_args)
+
+    def vein(self, t_s) -> np.ndarray:
+        return perfusion.sample_uniform(self.vof_fine, FINE_DT_S, np.asarray(t_s))
+
+
+def precontrast_hu(r: dict, patient: Patient) -> np.ndarray:
+    """Non-contrast HU of each voxel: tissue mix, blood and clot in the lumen, early ischemic hypodensity."""
+    t = patient.tissue
+    lumen = r["lumen_artery"] + r["lumen_vein"] + r["lumen_clot"]
+    hypodense = t["core_hypodensity_hu"] * r["parenchyma"] * np.clip((0.35 - r["rcbf"]) / 0.1, 0.0, 1.0)
+    tissue = (
+        r["air"] * -1000.0
+        + r["scalp"] * t["hu_soft"]
+        + r["bone"] * t["hu_bone"]
+        + r["csf"] * t["hu_csf"]
+        + r["gm"] * t["hu_gm"]
+        + r["wm"] * t["hu_wm"]
+        - hypodense
+    )
+    return (1 - lumen) * tissue + (r["lumen_artery"] + r["lumen_vein"]) * t["hu_blood"] + r["lumen_clot"] * t["hu_clot"]
+
+
+def enhancement_hu(r: dict, curves: CurveTable, t_s) -> np.ndarray:
+    """Contrast enhancement (ΔHU) of every voxel of a chunk at times ``t_s``: (X, Y, nz, T)."""
+    t_s = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
+    lumen = r["lumen_artery"] + r["lumen_vein"] + r["lumen_clot"]
+    out = np.zeros(r["cbf"].shape + (t_s.size,), np.float32)
+    tissue = r["cbf"] > 0
+    if tissue.any():
+        out[tissue] = curves.tissue(r["cbf"][tissue] * (1 - lumen[tissue]), r["mtt"][tissue], r["tmax"][tissue], t_s)
+    artery = r["lumen_artery"] > 0
+    if artery.any():
+        out[artery] += (r["lumen_artery"][artery] * r["lumen_amplitude"][artery])[:, None] * curves.artery(r["lumen_delay_s"][artery], t_s)
+    vein = r["lumen_vein"] > 0
+    if vein.any():
+        out[vein] += r["lumen_vein"][vein][:, None] * curves.vein(t_s)[None, :]
+    return out
+
+
+def simulate_ctp(patient: Patient, grid: Grid, pieces, noise_seed) -> tuple[dict, dict]:
+    """The int16 4D series and the true labels of one CT perfusion study.
+
+    Returns ({"ctp": (X, Y, Z, T) int16, "times_s": (T,)}, truth arrays).
+    """
+    dt, n_frames = patient.ctp_protocol["dt_s"], patient.ctp_protocol["n_frames"]
+    times = np.arange(n_frames) * dt
+    curves = CurveTable(patient.aif_ctp, times[-1])
+    series = np.zeros(grid.shape + (n_frames,), np.int16)
+    truth = _truth_arrays(grid)
+    sigma = patient.noise["ctp_hu"]
+    for index, zs in enumerate(grid.chunks()):
+        rng = np.random.default_rng(np.random.SeedSequence([*noise_seed, index]))
+        r = render_chunk(patient, grid, zs, pieces)
+        hu = precontrast_hu(r, patient)[..., None] + enhancement_hu(r, curves, times)
+        hu += sigma * rng.standard_normal(hu.shape, dtype=np.float32)
+        series[:, :, zs] = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+        _fill_truth(truth, r, zs)
+    return {"ctp": series, "times_s": times}, truth
+
+
+def derive_maps(series: np.ndarray, dt_s: float, spacing_mm) -> dict[str, np.ndarray]:
+    """CBF, CBV, MTT, Tmax, TTP (float32) and MIP, NCCT (int16 HU) from the noisy series."""
+    maps = perfusion.perfusion_maps(series, dt_s, spacing_mm=spacing_mm)
+    out = {k: maps[k].astype(np.float32) for k in ("cbf", "cbv", "mtt", "tmax", "ttp")}
+    out["mip"] = maps["mip"].astype(np.int16)
+    out["ncct"] = np.rint(maps["ncct"]).astype(np.int16)
+    out["aif_hu"] = maps["aif"]
+    out["n_baseline"] = maps["n_baseline"]
+    return out
+
+
+def _truth_arrays(grid: Grid) -> dict:
+    return {
+        "corepenumbra": np.zeros(grid.shape, np.uint8),
+        "clot_fraction": np.zeros(grid.shape, np.float32),
+        "atlas": np.zeros(grid.shape, np.uint8),
+        "parenchyma": np.zeros(grid.shape, np.float32),
+    }
+
+
+def _fill_truth(truth: dict, r: dict, zs: slice) -> None:
+    truth["corepenumbra"][:, :, zs] = r["corepenumbra"]
+    truth["clot_fraction"][:, :, zs] = r["lumen_clot"]
+    truth["atlas"][:, :, zs] = r["atlas"]
+    truth["parenchyma"][:, :, zs] = r["parenchyma"]
