@@ -139,6 +139,10 @@ def tissue_curve_hu(
     cbf, mtt, delay = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (cbf_ml_100g_min, mtt_s, delay_s)))
     grid = np.arange(aif.size) * aif_dt_s
     r = residue(grid, mtt[..., None], residue_kind)
+    if residue_kind == "box":
+        # The step at MTT covers its sample cell only in part: linear coverage keeps ∫R = MTT.
+        r = np.clip((mtt[..., None] - grid) / aif_dt_s + 0.5, 0.0, 1.0)
+        r[..., 0] = 1.0
     conv = signal.fftconvolve(np.broadcast_to(aif, r.shape), r, axes=-1)[..., : aif.size] * aif_dt_s
     # Trapezoid rule: half weight to the two ends of each convolution sum.
     conv -= 0.5 * aif_dt_s * (aif[0] * r + aif * r[..., :1])
@@ -196,7 +200,8 @@ def circulant_aif_matrix(aif_hu, dt_s: float, pad_factor: int = 2) -> np.ndarray
     ā is the AIF averaged over each sampling interval, ā[l] = (a[l] + a[l−1]) / 2: the
     residue is held constant over an interval from the sample where it starts, so the
     residue's step at the bolus delay sits on a sample (the plain matrix D = dt·a puts the
-    peak of k about one frame late).
+    peak of k about one frame late). ā is blind to the alternating (Nyquist) component of k,
+    which truncation removes anyway.
     """
     a = np.asarray(aif_hu, dtype=np.float64)
     length = pad_factor * a.size
@@ -328,9 +333,9 @@ def smooth_in_plane(volume, mask, sigma_mm: float, spacing_mm: Sequence[float]) 
     ``volume`` is (X, Y, Z[, T]); smoothing never crosses slices or mixes in voxels outside the mask.
     """
     if sigma_mm <= 0:
-        return np.asarray(volume, dtype=np.float64)
-    vol = np.asarray(volume, dtype=np.float64)
-    m = np.asarray(mask, dtype=np.float64)
+        return np.asarray(volume, dtype=np.float32)
+    vol = np.asarray(volume, dtype=np.float32)
+    m = np.asarray(mask, dtype=np.float32)
     sigma = [sigma_mm / spacing_mm[0], sigma_mm / spacing_mm[1], 0.0] + [0.0] * (vol.ndim - 3)
     weight = ndimage.gaussian_filter(m, sigma[:3])
     if vol.ndim == 4:

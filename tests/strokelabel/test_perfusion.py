@@ -1,0 +1,214 @@
+"""The perfusion maths against its equations (strokelabel.perfusion, eqs. 1-3)."""
+
+import numpy as np
+import pytest
+from scipy import special
+
+from strokelabel import perfusion as P
+
+FINE_DT = 0.02
+T_FINE = np.arange(0.0, 120.0, FINE_DT)
+AIF_ARGS = {"t0_s": 6.0, "peak_hu": 400.0, "alpha": 3.0, "beta_s": 1.5, "recirculation": 0.0}
+
+
+def aif_fine(recirculation=0.0):
+    return P.arterial_input_hu(T_FINE, **{**AIF_ARGS, "recirculation": recirculation})
+
+
+def test_gamma_variate_peaks_at_t0_plus_alpha_beta_with_the_given_height():
+    t = np.arange(0.0, 40.0, 0.001)
+    curve = P.gamma_variate(t, 5.0, 3.0, 1.5, 400.0)
+    assert t[np.argmax(curve)] == pytest.approx(5.0 + 3.0 * 1.5, abs=1e-3)
+    assert curve.max() == pytest.approx(400.0, rel=1e-6)
+    assert np.all(curve[t <= 5.0] == 0)
+
+
+def test_gamma_variate_area_matches_its_closed_form():
+    t = np.arange(0.0, 200.0, 0.001)
+    numeric = np.trapezoid(P.gamma_variate(t, 5.0, 2.7, 1.8, 300.0), t)
+    assert numeric == pytest.approx(P.gamma_variate_area(2.7, 1.8, 300.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["exponential", "box"])
+@pytest.mark.parametrize("mtt", [2.0, 4.0, 11.0])
+def test_residue_functions_start_at_one_and_integrate_to_the_mtt(kind, mtt):
+    t = np.arange(0.0, 400.0, 0.001)
+    r = P.residue(t, mtt, kind)
+    assert r[0] == 1.0
+    assert np.all(P.residue(-t[1:], mtt, kind) == 0)
+    assert np.trapezoid(r, t) == pytest.approx(mtt, rel=1e-3)
+
+
+def test_central_volume_theorem_cbv_equals_cbf_times_mtt():
+    assert P.cbv_ml_100g(60.0, 4.0) == pytest.approx(4.0)
+    assert P.cbv_ml_100g(25.0, 4.8) == pytest.approx(2.0)
+    assert P.mtt_s(P.cbv_ml_100g(37.0, 6.5), 37.0) == pytest.approx(6.5)
+    assert P.mtt_s(3.0, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("kind", ["exponential", "box"])
+@pytest.mark.parametrize("cbf,mtt,delay", [(60.0, 4.0, 0.0), (25.0, 4.8, 2.0), (15.0, 12.0, 7.5)])
+def test_tissue_curve_area_gives_cbv_by_the_central_volume_theorem(kind, cbf, mtt, delay):
+    aif = aif_fine(recirculation=0.08)
+    curve = P.tissue_curve_hu(T_FINE, aif, FINE_DT, cbf, mtt, delay, kind)
+    cbv = P.cbv_from_curves(curve, aif, FINE_DT)  # eq. 3
+    assert cbv == pytest.approx(P.cbv_ml_100g(cbf, mtt), rel=2e-3)  # eq. 2
+
+
+@pytest.mark.parametrize("mtt", [2.5, 4.0, 10.0])
+def test_tissue_curve_matches_the_closed_form_convolution_of_gamma_variate_and_exponential(mtt):
+    # (AIF ⊛ e^{-t/m})(s) = A e^{-s/m} Γ(α+1) P(α+1, k s) / k^{α+1}, k = 1/β − 1/m.
+    a, b, peak, t0 = AIF_ARGS["alpha"], AIF_ARGS["beta_s"], AIF_ARGS["peak_hu"], AIF_ARGS["t0_s"]
+    t = np.arange(0.0, 60.0, 0.5)
+    s = np.maximum(t - t0, 0.0)
+    k = 1 / b - 1 / mtt
+    amplitude = peak * np.exp(a) / (a * b) ** a
+    closed = amplitude * np.exp(-s / mtt) * special.gamma(a + 1) * special.gammainc(a + 1, s * k) / k ** (a + 1)
+    cbf = 50.0
+    expected = P.flow_scale_per_s(cbf) * closed  # eq. 1
+    numeric = P.tissue_curve_hu(t, aif_fine(), FINE_DT, cbf, mtt, 0.0)
+    assert np.abs(numeric - expected).max() < 1e-4 * expected.max()
+
+
+def test_tissue_curve_delay_shifts_the_curve_in_time():
+    t = np.arange(0.0, 60.0, 0.5)
+    early = P.tissue_curve_hu(t, aif_fine(), FINE_DT, 40.0, 5.0, 0.0)
+    late = P.tissue_curve_hu(t, aif_fine(), FINE_DT, 40.0, 5.0, 3.0)
+    np.testing.assert_allclose(late[6:], early[:-6], atol=1e-9)
+    assert np.all(late[:6] <= early[:6] + 1e-12)
+
+
+def test_tissue_curves_broadcast_over_parameters():
+    t = np.arange(0.0, 40.0, 1.0)
+    curves = P.tissue_curve_hu(t, aif_fine(), FINE_DT, np.array([20.0, 60.0])[:, None], np.array([3.0, 5.0, 8.0]), 1.0)
+    assert curves.shape == (2, 3, t.size)
+    np.testing.assert_allclose(curves[1], 3.0 * curves[0])  # linear in CBF
+
+
+def test_hu_and_iodine_concentration_convert_both_ways():
+    assert P.concentration_mg_ml(50.0, hu_per_mg_ml=25.0) == pytest.approx(2.0)
+    np.testing.assert_allclose(P.enhancement_hu(P.concentration_mg_ml([0.0, 12.5, 300.0])), [0.0, 12.5, 300.0])
+
+
+def sampled_case(dt, mtt=8.0, delay=0.0, cbf=60.0, kind="exponential", duration=70.0):
+    t = np.arange(0.0, duration, dt)
+    aif = P.arterial_input_hu(t, **AIF_ARGS)
+    tissue = P.tissue_curve_hu(t, aif_fine(), FINE_DT, cbf, mtt, delay, kind)
+    return t, aif, tissue
+
+
+def test_deconvolution_inverts_the_discrete_convolution_model():
+    dt = 1.0
+    t, aif, _ = sampled_case(dt)
+    # A short residue, so that its convolution with the AIF ends inside the acquisition.
+    residue = 0.9 * np.exp(-(t - 4.0) / 3.0) * (t >= 4.0)
+    matrix = P.circulant_aif_matrix(aif, dt)
+    padded = np.zeros(2 * t.size)
+    padded[: t.size] = residue
+    full = matrix @ padded
+    assert np.abs(full[t.size :]).max() < 1e-6 * full.max()
+    tissue = full[: t.size]
+    k = P.deconvolve_bcsvd(tissue, aif, dt, threshold=1e-9)
+    # Exact up to the one component the interval-averaged AIF cannot see: c·(−1)^n (Nyquist).
+    alternating = (residue - k) * (-1.0) ** np.arange(t.size)
+    np.testing.assert_allclose(alternating, alternating.mean(), atol=1e-4)
+    assert abs(alternating.mean()) < 0.05
+    assert P.peak_time_s(k, dt, subsample=False) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("delay", [0.0, 3.0, 7.0])
+def test_deconvolution_recovers_cbf_mtt_and_tmax_of_a_noise_free_curve(delay):
+    dt, cbf, mtt = 0.5, 60.0, 8.0
+    _, aif, tissue = sampled_case(dt, mtt=mtt, delay=delay, cbf=cbf)
+    k = P.deconvolve_bcsvd(tissue, aif, dt, threshold=1e-3)
+    cbf_est = P.cbf_from_residue(k)
+    cbv_est = P.cbv_from_curves(tissue, aif, dt)
+    assert cbf_est == pytest.approx(cbf, rel=0.05)
+    assert cbv_est == pytest.approx(P.cbv_ml_100g(cbf, mtt), rel=0.01)
+    assert P.mtt_s(cbv_est, cbf_est) == pytest.approx(mtt, rel=0.05)
+    assert delay <= P.peak_time_s(k, dt) <= delay + 2 * dt
+
+
+@pytest.mark.parametrize("dt", [1.0, 1.5, 2.0])
+def test_tmax_grows_by_the_tissue_delay_whatever_the_truncation(dt):
+    tmax = {}
+    for delay in (0.0, 2 * dt, 4 * dt):
+        _, aif, tissue = sampled_case(dt, mtt=4.0, delay=delay)
+        tmax[delay] = P.peak_time_s(P.deconvolve_bcsvd(tissue, aif, dt, threshold=0.15), dt)
+    assert 0.0 <= tmax[0.0] <= 2.0  # healthy tissue: Tmax 0-2 s
+    for delay in (2 * dt, 4 * dt):
+        assert tmax[delay] - tmax[0.0] == pytest.approx(delay, abs=0.35)
+
+
+def test_truncation_underestimates_cbf_but_keeps_cbv():
+    dt = 1.5
+    _, aif, tissue = sampled_case(dt, mtt=4.0)
+    cbf = [P.cbf_from_residue(P.deconvolve_bcsvd(tissue, aif, dt, threshold=p)) for p in (0.02, 0.1, 0.3)]
+    assert cbf[0] > cbf[1] > cbf[2]
+    assert P.cbv_from_curves(tissue, aif, dt) == pytest.approx(4.0, rel=0.02)
+
+
+def test_osvd_keeps_the_least_truncation_for_clean_curves_and_regularises_noisy_ones():
+    dt = 1.0
+    _, aif, tissue = sampled_case(dt, mtt=4.0)
+    least = min(P.OSVD_THRESHOLDS)
+    clean = P.deconvolve_bcsvd(tissue, aif, dt, oscillation_limit=0.095)
+    np.testing.assert_allclose(clean, P.deconvolve_bcsvd(tissue, aif, dt, threshold=least))
+    noisy = tissue + np.random.default_rng(3).normal(0.0, 0.6, (200, tissue.size))
+    k = P.deconvolve_bcsvd(noisy, aif, dt, oscillation_limit=0.095)
+    low = P.deconvolve_bcsvd(noisy, aif, dt, threshold=least)
+    assert P.oscillation_index(k).mean() < 0.5 * P.oscillation_index(low).mean()
+    assert P.cbf_from_residue(k).std() < 0.8 * P.cbf_from_residue(low).std()
+
+
+def test_oscillation_index_is_zero_for_a_straight_line_and_positive_for_noise():
+    assert P.oscillation_index(np.linspace(1.0, 0.0, 50)) == pytest.approx(0.0, abs=1e-12)
+    assert P.oscillation_index(np.random.default_rng(0).normal(size=50)) > 0.5
+
+
+def test_perfusion_maps_from_a_synthetic_4d_series():
+    dt, n_t = 1.0, 50
+    t = np.arange(n_t) * dt
+    aif = P.arterial_input_hu(t, **AIF_ARGS)
+    shape = (12, 10, 2)
+    cbf = np.full(shape, 60.0)
+    cbf[6:] = 20.0
+    delay = np.zeros(shape)
+    delay[:, 5:] = 4.0
+    curves = P.tissue_curve_hu(t, aif_fine(), FINE_DT, cbf, 4.0, delay)
+    series = (35.0 + curves).astype(np.float64)
+    series[0, 0, :, :] = 35.0 + aif  # an artery voxel
+    mask = np.ones(shape, bool)
+    mask[0, 0, :] = False
+    maps = P.perfusion_maps(series, dt, (2.0, 2.0, 5.0), mask=mask, aif_hu=aif, n_baseline=4, smooth_mm=0.0, oscillation_limit=None, threshold=0.1)
+    ratio = np.median(maps["cbf"][6:][mask[6:]]) / np.median(maps["cbf"][:6][mask[:6]])
+    assert ratio == pytest.approx(20.0 / 60.0, rel=0.03)
+    assert np.median(maps["cbv"][:6][mask[:6]]) == pytest.approx(4.0, rel=0.03)
+    tmax_shift = np.median(maps["tmax"][:, 5:]) - np.median(maps["tmax"][:, :5][mask[:, :5]])
+    assert tmax_shift == pytest.approx(4.0, abs=0.3)
+    np.testing.assert_allclose(maps["mip"], series.max(axis=-1))
+    np.testing.assert_allclose(maps["ncct"], series[..., :4].mean(axis=-1), atol=1e-4)
+    assert np.all(maps["cbf"][~mask] == 0)
+    for key in ("cbf", "cbv", "mtt", "tmax", "ttp"):
+        assert maps[key].dtype == np.float32 and maps[key].shape == shape
+
+
+def test_automatic_aif_prefers_strong_early_voxels_over_late_veins():
+    t = np.arange(40) * 1.0
+    artery = P.arterial_input_hu(t, t0_s=5.0, peak_hu=400.0)
+    vein = 1.2 * P.arterial_input_hu(t, t0_s=11.0, peak_hu=400.0)
+    tissue = P.tissue_curve_hu(t, P.arterial_input_hu(T_FINE, t0_s=5.0, peak_hu=400.0), FINE_DT, 50.0, 4.0)
+    curves = np.vstack([np.tile(tissue, (400, 1)), np.tile(artery, (10, 1)), np.tile(vein, (10, 1))])
+    aif, chosen = P.select_aif(curves, 1.0, n_voxels=8)
+    assert set(chosen.tolist()) <= set(range(400, 410))
+    np.testing.assert_allclose(aif, artery)
+
+
+def test_brain_mask_from_ncct_is_the_soft_tissue_inside_the_skull():
+    x, y = np.meshgrid(np.arange(40) - 19.5, np.arange(40) - 19.5, indexing="ij")
+    r = np.hypot(x, y)
+    slice_ = np.where(r < 14, 35.0, np.where(r < 17, 1200.0, -1000.0))
+    slice_[r < 3] = 5.0  # CSF
+    ncct = np.repeat(slice_[..., None], 3, axis=2)
+    mask = P.brain_mask_from_ncct(ncct)
+    assert mask[20, 26, 1] and not mask[20, 20, 1] and not mask[20, 35, 1] and not mask[0, 0, 1]
