@@ -142,7 +142,7 @@ def soft_inside(signed_distance_mm, edge_mm: float) -> np.ndarray:
 
     Linear ramp over one edge width: the partial volume of a plane cutting a voxel.
     """
-    return np.clip(0.5 - np.asarray(signed_distance_mm) / edge_mm, 0.0, 1.0)
+    return np.minimum(np.maximum(0.5 - np.asarray(signed_distance_mm) / edge_mm, 0.0), 1.0)
 
 
 def ellipsoid_distance_mm(head_mm, centre, semi_axes) -> np.ndarray:

@@ -35,6 +35,7 @@ SCENARIOS = {
     "embolic": (0.35, "small-embolic"),
 }
 MEMBERSHIP_EDGE_MM = 2.5
+EMBOLIC_TERRITORY_WEIGHT = {"MCA-superior": 0.35, "MCA-inferior": 0.35, "ACA": 0.1, "PCA": 0.2}
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def make_ischemia(rng: np.random.Generator, tree: VesselTree, anatomy: Anatomy, 
     rid = lambda name: region_id(f"{name}-{side}")  # noqa: E731
     collateral = float(rng.uniform(0.0, 1.0))
     time_factor = float(np.clip(onset_min / 360.0, 0.2, 1.5))
-    severity = (0.8 + 0.9 * (1 - collateral)) * (0.75 + 0.35 * time_factor)
+    severity = (0.9 + 1.0 * (1 - collateral)) * (0.8 + 0.35 * time_factor)
     extra_delay = {"large-vessel": rng.uniform(8.0, 14.0), "medium-vessel": rng.uniform(7.0, 12.0), "small-embolic": rng.uniform(7.0, 11.0)}[severity_class]
     extra_delay += 2.0 * (1 - collateral)
     end_arteries: tuple[int, ...] = ()
@@ -133,13 +134,15 @@ def make_ischemia(rng: np.random.Generator, tree: VesselTree, anatomy: Anatomy, 
         regions = [rid(territory)]
     else:
         branches = sorted(n for n in tree.vessels if "-branch" in n and n.split("-branch")[0].endswith(f"-{side}"))
-        vessel = tree.vessels[branches[rng.choice(len(branches))]]
+        # Emboli go mostly where the flow goes: the MCA.
+        weights = np.array([EMBOLIC_TERRITORY_WEIGHT[n.split(f"-{side}-branch")[0]] for n in branches])
+        vessel = tree.vessels[branches[rng.choice(len(branches), p=weights / weights.sum())]]
         length = rng.uniform(2.0, 4.0)
         start = rng.uniform(0.3, 0.6) * vessel.length_mm
         regions = []
         blob = tuple(float(v) for v in vessel.points_mm[-1])
-        blob_radius = float(rng.uniform(7.0, 16.0))
-    depth_scale = {"large-vessel": rng.uniform(16.0, 26.0), "medium-vessel": rng.uniform(9.0, 15.0), "small-embolic": blob_radius / 2.5}[severity_class]
+        blob_radius = float(rng.uniform(10.0, 22.0))
+    depth_scale = {"large-vessel": rng.uniform(16.0, 26.0), "medium-vessel": rng.uniform(9.0, 15.0), "small-embolic": blob_radius / 3.0}[severity_class]
     return Ischemia(
         scenario=scenario,
         severity_class=severity_class,

@@ -41,7 +41,7 @@ _BRANCHES = {"MCA-superior": ("M2-superior", 1.0), "MCA-inferior": ("M2-inferior
 BRANCHES_PER_TERRITORY = 3
 
 # Tube pieces are at most this long, so their bounding boxes stay tight.
-PIECE_MM = 4.0
+PIECE_MM = 8.0
 
 
 @dataclass
