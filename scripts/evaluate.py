@@ -42,7 +42,7 @@ def score_lesion(pred, truth, spacing_mm, result, info) -> dict:
 def score_clot(pred, truth, spacing_mm, result, info, atlas=None) -> dict:
     row = {"clot_dice": metrics.dice(pred > 0, truth > 0)}
     row.update({k: v for k, v in metrics.clot_detection(pred > 0, truth > 0, spacing_mm).items() if k != "clot_present_true"})
-    true_flags = np.asarray(info["clot_region_flags"], dtype=bool)
+    true_flags = np.asarray(info["figures"]["clot_region_flags"], dtype=bool)
     if result.get("regions"):
         pred_flags = np.array([r["clot"] for r in result["regions"]], dtype=bool)
         row.update({f"study_{k}": v for k, v in metrics.region_flag_scores(pred_flags, true_flags).items() if k != "exact_match"})

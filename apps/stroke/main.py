@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 def discover_configs() -> Dict[str, str]:
     """Task name (the config's module name) -> TaskConfig class path, e.g. core_penumbra."""
-    return {c.split(".")[-2].lower(): c for c in sorted(get_class_names(lib.configs, "TaskConfig"))}
+    return {c.split(".")[-2].lower(): c for c in sorted(get_class_names(lib.configs, "StrokeTaskConfig"))}
 
 
 def build_task_configs(model_dir: str, conf: Dict[str, str], models: str = "all") -> Dict[str, TaskConfig]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-from monailabel.client import MONAILabelClientException
+from monailabel.client.client import MONAILabelClientException
 
 from strokelabel.naming import truth_path
 from tests.e2e.broken_studies import BROKEN
