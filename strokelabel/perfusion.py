@@ -309,22 +309,57 @@ def cbv_from_curves(tissue_hu, aif_hu, dt_s: float) -> np.ndarray:
 # --- from a 4D series to the maps ---------------------------------------------------------
 
 
-def select_aif(delta_hu, dt_s: float, n_voxels: int = 8, candidate_fraction: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+def select_aif(
+    delta_hu, dt_s: float, n_voxels: int = 8, candidate_fraction: float = 0.01, n_candidates: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Automatic AIF: the mean curve of the ``n_voxels`` strongest early-peaking voxels.
 
-    ``delta_hu`` is (N, T) enhancement. Candidates are the top ``candidate_fraction`` by
-    peak enhancement; of those, the ones peaking no later than the candidates' median
-    time to peak (arteries before veins and delayed collaterals), strongest first.
-    Returns (aif (T,), indices of the voxels used).
+    ``delta_hu`` is (N, T) enhancement. Candidates are the top ``n_candidates`` (default
+    ``candidate_fraction`` of N) by peak enhancement; of those, the ones peaking no later
+    than the candidates' median time to peak (arteries before veins and delayed
+    collaterals), strongest first. Returns (aif (T,), indices of the voxels used).
     """
     curves = np.asarray(delta_hu, dtype=np.float64)
     peak = curves.max(axis=-1)
-    n_candidates = max(n_voxels * 4, int(candidate_fraction * peak.size))
+    if n_candidates is None:
+        n_candidates = max(n_voxels * 4, int(candidate_fraction * peak.size))
     candidates = np.argsort(peak)[::-1][:n_candidates]
     ttp = peak_time_s(curves[candidates], dt_s, subsample=False)
     early = candidates[ttp <= np.median(ttp)]
     chosen = early[np.argsort(peak[early])[::-1][:n_voxels]]
     return curves[chosen].mean(axis=0), chosen
+
+
+def select_aif_from_series(series_hu, baseline, mask, dt_s: float, n_voxels: int = 8, candidate_fraction: float = 0.01, chunk_voxels: int = 500_000) -> np.ndarray:
+    """:func:`select_aif` over the ``mask`` voxels of a 4D series, slab by slab (bounded memory)."""
+    series = np.asarray(series_hu)
+    n_candidates = max(n_voxels * 4, int(candidate_fraction * np.count_nonzero(mask)))
+    pool = []
+    for zs in _slabs(series.shape, chunk_voxels):
+        m = mask[:, :, zs]
+        if not m.any():
+            continue
+        delta = series[:, :, zs][m].astype(np.float32) - baseline[:, :, zs][m][:, None]
+        peak = delta.max(axis=-1)
+        if peak.size > n_candidates:
+            delta = delta[np.argpartition(peak, -n_candidates)[-n_candidates:]]
+        pool.append(delta)
+    aif, _ = select_aif(np.concatenate(pool), dt_s, n_voxels, n_candidates=n_candidates)
+    return aif
+
+
+def baseline_from_series(series_hu, n_baseline: int, chunk_voxels: int = 500_000) -> np.ndarray:
+    """:func:`baseline_hu` (float32) of a 4D series, slab by slab."""
+    series = np.asarray(series_hu)
+    out = np.zeros(series.shape[:3], np.float32)
+    for zs in _slabs(series.shape, chunk_voxels):
+        out[:, :, zs] = baseline_hu(series[:, :, zs], n_baseline)
+    return out
+
+
+def _slabs(shape, chunk_voxels: int) -> list[slice]:
+    n = max(1, chunk_voxels // (shape[0] * shape[1]))
+    return [slice(z, min(z + n, shape[2])) for z in range(0, shape[2], n)]
 
 
 def smooth_in_plane(volume, mask, sigma_mm: float, spacing_mm: Sequence[float]) -> np.ndarray:
@@ -356,7 +391,7 @@ def perfusion_maps(
     oscillation_limit: float | None = OSVD_OSCILLATION_INDEX,
     smooth_mm: float = 3.0,
     vessel_threshold_hu: float = 100.0,
-    chunk_slices: int = 8,
+    chunk_voxels: int = 500_000,
 ) -> dict[str, np.ndarray]:
     """CBF, CBV, MTT, Tmax, TTP, MIP and NCCT from a 4D CT perfusion series (X, Y, Z, T) in HU.
 
@@ -368,38 +403,38 @@ def perfusion_maps(
     - maps are 0 outside ``mask`` and in vessels (peak enhancement > ``vessel_threshold_hu``).
       ``mask`` defaults to :func:`brain_mask_from_ncct`.
 
-    Works through ``chunk_slices`` axial slices at a time to bound memory. Returns float32
+    Works through slabs of about ``chunk_voxels`` voxels to bound memory. Returns float32
     maps (X, Y, Z) plus ``aif`` (ΔHU per frame), ``mask`` and ``n_baseline``.
     """
     series = np.asarray(series_hu)
     if series.ndim != 4:
         raise ValueError(f"a CT perfusion series is 4D (X, Y, Z, T); got shape {series.shape}")
     shape = series.shape[:3]
-    mip = series.max(axis=-1).astype(np.float32)
+    mip = series.max(axis=-1)
     if n_baseline is None:
         # Bolus arrival from a first AIF guess on a two-frame baseline.
         guess = aif_hu
         if guess is None:
-            rough = baseline_hu(series, 2)
+            rough = baseline_from_series(series, 2, chunk_voxels)
             inside = brain_mask_from_ncct(rough) if mask is None else np.asarray(mask, bool)
-            guess, _ = select_aif(series[inside].astype(np.float64) - rough[inside][:, None], dt_s)
+            guess = select_aif_from_series(series, rough, inside, dt_s, chunk_voxels=chunk_voxels)
         n_baseline = max(1, bolus_arrival_frame(guess) - 1)
-    ncct = baseline_hu(series, n_baseline).astype(np.float32)
+    ncct = baseline_from_series(series, n_baseline, chunk_voxels)
     mask = brain_mask_from_ncct(ncct) if mask is None else np.asarray(mask, dtype=bool)
     if aif_hu is None:
-        aif_hu, _ = select_aif(series[mask].astype(np.float64) - ncct[mask][:, None], dt_s)
+        aif_hu = select_aif_from_series(series, ncct, mask, dt_s, chunk_voxels=chunk_voxels)
     aif = np.asarray(aif_hu, dtype=np.float64)
 
     maps = {name: np.zeros(shape, np.float32) for name in ("cbf", "cbv", "mtt", "tmax", "ttp")}
-    for z0 in range(0, shape[2], chunk_slices):
-        zs = slice(z0, min(z0 + chunk_slices, shape[2]))
+    for zs in _slabs(series.shape, chunk_voxels):
         m = mask[:, :, zs]
         if not m.any():
             continue
-        delta = series[:, :, zs].astype(np.float64) - ncct[:, :, zs, None]
+        delta = series[:, :, zs].astype(np.float32) - ncct[:, :, zs, None]
         tissue_mask = m & (delta.max(axis=-1) <= vessel_threshold_hu)
         smooth = smooth_in_plane(delta, tissue_mask, smooth_mm, spacing_mm)
         curves = smooth[tissue_mask]
+        del delta, smooth
         k = deconvolve_bcsvd(curves, aif, dt_s, threshold=threshold, oscillation_limit=oscillation_limit)
         cbf = cbf_from_residue(k)
         cbv = cbv_from_curves(curves, aif, dt_s)

@@ -213,11 +213,16 @@ def territory_distances_mm(head, anatomy: Anatomy) -> np.ndarray:
     flat = head.reshape(-1, 3)
     seeds = anatomy.territory_seeds_mm.astype(np.float32)  # sorted by region (make_anatomy)
     regions = anatomy.territory_seed_region
-    d2 = np.einsum("ij,ij->i", flat, flat)[:, None] + (seeds**2).sum(1)[None, :] - 2.0 * (flat @ seeds.T)
-    starts = np.flatnonzero(np.r_[True, regions[1:] != regions[:-1]])
-    nearest = np.minimum.reduceat(d2, starts, axis=1)
-    dist = np.sqrt(np.maximum(nearest, 0.0)) + anatomy.territory_offset_mm[regions[starts] - 1].astype(np.float32)
-    return dist.reshape(*head.shape[:-1], len(REGIONS))
+    # |p − s|² = |s|² − 2 s·p + |p|², with |p|² added after the minimum over a region's seeds.
+    d2 = (seeds**2).sum(axis=1)[:, None] - 2.0 * (seeds @ flat.T)
+    bounds = np.flatnonzero(np.r_[True, regions[1:] != regions[:-1], True])
+    dist = np.empty((len(REGIONS), flat.shape[0]), np.float32)
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        np.min(d2[start:stop], axis=0, out=dist[regions[start] - 1])
+    dist += np.einsum("ij,ij->i", flat, flat)
+    np.sqrt(np.maximum(dist, 0.0, out=dist), out=dist)
+    dist += anatomy.territory_offset_mm.astype(np.float32)[:, None]
+    return dist.T.reshape(*head.shape[:-1], len(REGIONS))
 
 
 def atlas_labels(distances: np.ndarray, intracranial: np.ndarray) -> np.ndarray:

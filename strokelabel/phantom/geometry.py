@@ -46,13 +46,13 @@ class Grid:
 
     @property
     def subsamples_z(self) -> int:
-        """Sub-samples along z, so thick slices average their partial volume."""
-        return max(1, int(round(self.spacing_mm[2] / self.spacing_mm[0])))
+        """Sub-samples along z (at most 3), so thick slices average their partial volume."""
+        return int(np.clip(round(self.spacing_mm[2] / self.spacing_mm[0]), 1, 3))
 
     @property
     def edge_mm(self) -> float:
-        """Width over which an edge is smeared in-plane (one in-plane voxel)."""
-        return float(self.spacing_mm[0])
+        """Width over which an edge is smeared: an in-plane voxel, or a z sub-sample if thicker."""
+        return float(max(self.spacing_mm[0], self.spacing_mm[2] / self.subsamples_z))
 
     def chunks(self) -> list[slice]:
         per_slice = self.shape[0] * self.shape[1] * self.subsamples_z

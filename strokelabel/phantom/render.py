@@ -35,6 +35,7 @@ CLOT_MIN_FRACTION = 0.3
 CORE, PENUMBRA = 1, 2
 # The healthy bolus delay grows with distance from the circle of Willis (brain-normalised point).
 WILLIS = (0.0, 0.05, -0.40)
+MIRROR_MARGIN_MM = 15.0
 
 
 def patient_pieces(patient: Patient):
@@ -47,8 +48,15 @@ def true_perfusion(patient: Patient, head, fractions) -> dict[str, np.ndarray]:
     t = patient.tissue
     distances = territory_distances_mm(head, patient.anatomy)
     lesion = lesion_factors(head, distances, patient.ischemia)
+    # The occluded vessel feeds one hemisphere: only points whose mirror lies on (or within
+    # MIRROR_MARGIN_MM of) that side can see the lesion in their mirror; elsewhere q_f = 1.
     mirror = head * np.array([-1.0, 1.0, 1.0])
-    lesion_mirror = lesion_factors(mirror, territory_distances_mm(mirror, patient.anatomy), patient.ischemia)
+    side = -1.0 if patient.ischemia.side == "L" else 1.0
+    near = side * mirror[..., 0] > -MIRROR_MARGIN_MM
+    q_f_mirror = np.ones(head.shape[:-1])
+    if near.any():
+        part = mirror[near]
+        q_f_mirror[near] = lesion_factors(part, territory_distances_mm(part, patient.anatomy), patient.ischemia)["q_f"]
     gm, wm = fractions["gm"], fractions["wm"]
     parenchyma = gm + wm
     cbf_healthy = gm * t["cbf_gm_ml_100g_min"] + wm * t["cbf_wm_ml_100g_min"]
@@ -58,7 +66,7 @@ def true_perfusion(patient: Patient, head, fractions) -> dict[str, np.ndarray]:
     willis = np.asarray(WILLIS) * patient.anatomy.brain_axes_mm
     healthy_delay = patient.base_delay["d0_s"] + patient.base_delay["per_100mm_s"] * np.linalg.norm(head - willis, axis=-1) / 100.0
     tmax = np.where(parenchyma > 0, healthy_delay + lesion["extra_delay_s"], 0.0)
-    rcbf = lesion["q_f"] / lesion_mirror["q_f"]
+    rcbf = lesion["q_f"] / q_f_mirror
     tissue = parenchyma >= PARENCHYMA_MIN
     core = tissue & (rcbf < RCBF_CORE)
     penumbra = tissue & (tmax > TMAX_PENUMBRA_S) & ~core
