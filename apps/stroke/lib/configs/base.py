@@ -14,8 +14,12 @@ class StrokeTaskConfig(TaskConfig):
     def init(self, name: str, model_dir: str, conf: Dict[str, str], planner, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
         self.labels = dict(type(self).labels)
-        # The model in use; trainers write versions beside it and replace it only when better.
-        self.path = os.path.join(model_dir, f"{name}.pt")
+        # The model in use is model/<task>.pt, written only by a training run that did not get
+        # worse; until one exists, the starting model shipped in model/shipped/<task>.pt (if any)
+        # is used. BasicInferTask loads the last existing path of the list.
+        self.shipped_path = os.path.join(model_dir, "shipped", f"{name}.pt")
+        self.in_use_path = os.path.join(model_dir, f"{name}.pt")
+        self.path = [self.shipped_path, self.in_use_path]
 
     def trainer(self):
         return None

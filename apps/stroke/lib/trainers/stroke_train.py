@@ -37,8 +37,9 @@ VAL_METRIC = BasicTrainTask.VAL_METRIC_MEAN_DICE
 class StrokeTrainTask(BasicTrainTask):
     """Base trainer of a stroke task. Subclasses give network, loss, optimizer and transforms.
 
-    :param publish_path: the model in use (what the infer task loads), e.g. ``model/core_penumbra.pt``
+    :param publish_path: where a better model is published (what the infer task loads), ``model/<task>.pt``
     :param kinds: study kinds this task learns from (``ctp``, ``mri``, ``cta``)
+    :param shipped_path: the starting model shipped with the app, in use until a first model is published
     """
 
     def __init__(
@@ -50,10 +51,12 @@ class StrokeTrainTask(BasicTrainTask):
         labels: Dict[str, int],
         description: str,
         config: Dict[str, Any] | None = None,
+        shipped_path: str | None = None,
         **kwargs,
     ):
         self._network = network
-        self._model_in_use = publish_path
+        self._publish_path_in_use = publish_path
+        self._shipped_path = shipped_path
         self._kinds = tuple(kinds)
         self._task_name = os.path.splitext(os.path.basename(publish_path))[0]
         defaults = {
@@ -110,6 +113,14 @@ class StrokeTrainTask(BasicTrainTask):
         return train, val
 
     # ---- model -----------------------------------------------------------------------------
+    @property
+    def _model_in_use(self) -> str | None:
+        """The checkpoint the infer task loads now: the published model, else the shipped one."""
+        for path in (self._publish_path_in_use, self._shipped_path):
+            if path and os.path.exists(path):
+                return path
+        return None
+
     def network(self, context: Context):
         return self._network
 
@@ -118,7 +129,7 @@ class StrokeTrainTask(BasicTrainTask):
 
     def load_path(self, output_dir, pretrained=True):
         # Fine-tune from the model in use, never from an earlier rejected candidate.
-        return self._model_in_use if pretrained and os.path.exists(self._model_in_use) else None
+        return self._model_in_use if pretrained else None
 
     def val_key_metric(self, context: Context):
         return {VAL_METRIC: MeanDice(output_transform=from_engine(["pred", "label"]), include_background=False)}
@@ -180,7 +191,8 @@ class StrokeTrainTask(BasicTrainTask):
         shutil.copy(candidate, version_path)
 
         candidate_dice = self._validation_dice(context, candidate)
-        in_use_dice = self._validation_dice(context, self._model_in_use) if os.path.exists(self._model_in_use) else None
+        in_use = self._model_in_use
+        in_use_dice = self._validation_dice(context, in_use) if in_use else None
         published = in_use_dice is None or candidate_dice >= in_use_dice
         decision = {
             "version": version,
@@ -193,9 +205,9 @@ class StrokeTrainTask(BasicTrainTask):
             "published": published,
         }
         if published:
-            tmp = self._model_in_use + ".tmp"
+            tmp = self._publish_path_in_use + ".tmp"
             shutil.copy(candidate, tmp)
-            os.replace(tmp, self._model_in_use)  # atomic: an infer never reads half a file
+            os.replace(tmp, self._publish_path_in_use)  # atomic: an infer never reads half a file
             decision["reason"] = (
                 "first trained model" if in_use_dice is None else f"validation Dice {candidate_dice:.4f} >= {in_use_dice:.4f} of the model in use"
             )

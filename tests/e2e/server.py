@@ -1,0 +1,85 @@
+"""Start the real MONAI Label server with a copy of the stroke app, for end-to-end tests.
+
+The app is copied into a temporary folder so that training in the tests never touches the
+models of ``apps/stroke/model``. Use :func:`running_server` in a fixture of your own to get a
+server with just the tasks a test needs (``models="core_penumbra"``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from monailabel.client import MONAILabelClient
+
+REPO = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = 180
+
+
+@dataclass
+class Server:
+    client: MONAILabelClient
+    port: int
+    log: Path
+    app_dir: Path
+    studies: Path
+    proc: subprocess.Popen
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(workdir: Path, studies: Path, models: str = "all"):
+    """Copy the app into ``workdir``, start the server on a free port, yield a :class:`Server`."""
+    app_dir = Path(workdir) / "stroke"
+    shutil.copytree(REPO / "apps" / "stroke", app_dir, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    port = free_port()
+    log_path = Path(workdir) / "server.log"
+    env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
+           "--host", "127.0.0.1", "--port", str(port), "--conf", "models", models]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
+    try:
+        client = MONAILabelClient(f"http://127.0.0.1:{port}", tmpdir=str(Path(workdir) / "client"))
+        os.makedirs(Path(workdir) / "client", exist_ok=True)
+        deadline = time.time() + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-5000:]}")
+            try:
+                client.info()
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise RuntimeError(f"server did not answer /info in {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-5000:]}")
+                time.sleep(1)
+        yield Server(client=client, port=port, log=log_path, app_dir=app_dir, studies=Path(studies), proc=proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_for_training(client: MONAILabelClient, timeout_s: float = 900) -> dict:
+    """Poll the train status until the background run ends; returns the last status."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        status = client.train_status(check_if_running=False)
+        if status and status.get("status") not in ("RUNNING", "QUEUED"):
+            return status
+        time.sleep(2)
+    raise TimeoutError(f"training did not finish in {timeout_s}s")
