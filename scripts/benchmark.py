@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,27 +27,47 @@ from strokelabel import metrics
 HERE = Path(__file__).resolve().parent
 
 
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak() -> float:
+    """Reset the process's peak RSS (Linux clear_refs), so the next peak is the work's own; returns RSS now."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_mib("VmRSS")
+
+
 def peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    return _status_mib("VmHWM")
 
 
 def measure_one(task_name: str, method: str, reference: str, repeat: int) -> dict:
     """In the child process: time `repeat` inferences (the first also warms the model cache)."""
     from harness import load_infer_tasks, run_infer
 
-    from strokelabel.study import load_study
-
     task = load_infer_tasks(models=task_name)[task_name]
-    imported_mib = peak_mib()
+    before_mib = reset_peak()
     seconds = []
     for _ in range(repeat):
         start = time.perf_counter()
         if method == "load":
-            load_study(reference, task.required or ("dwi",), ())
+            (load,) = task.pre_transforms({"image": reference})  # the task's own study loader
+            load({"image": reference})
         else:
             run_infer(task, reference, method)
         seconds.append(time.perf_counter() - start)
-    return {"seconds": min(seconds), "seconds_first": seconds[0], "peak_mib": peak_mib(), "imported_mib": imported_mib}
+    return {"seconds": min(seconds), "seconds_first": seconds[0], "peak_mib": peak_mib(), "before_mib": before_mib}
+
+
+def shape_of(reference: Path) -> str:
+    import nibabel as nib
+
+    return "x".join(str(n) for n in nib.load(str(reference)).shape)
 
 
 def run_child(task_name: str, method: str, reference: Path, repeat: int) -> dict:
@@ -89,13 +108,12 @@ def main(argv=None) -> int:
                 for method in available[task_name]:
                     m = run_child(task_name, method, reference, args.repeat)
                     measured[method] = m
-                    row = {"task": task_name, "kind": kind, "size": size, "shape": "x".join(map(str, studies[kind]["shape"])),
-                           "method": method}
+                    row = {"task": task_name, "kind": kind, "size": size, "shape": shape_of(reference), "method": method}
                     if "error" in m:
                         row["error"] = m["error"]
                     else:
                         row.update(seconds=m["seconds"], first_s=m["seconds_first"], peak_mib=m["peak_mib"],
-                                   over_import_mib=m["peak_mib"] - m["imported_mib"], load_s=load.get("seconds"),
+                                   work_mib=m["peak_mib"] - m["before_mib"], load_s=load.get("seconds"),
                                    x_load=m["seconds"] / load["seconds"] if load.get("seconds") else None)
                         base = measured.get("baseline")
                         if method != "baseline" and base and "seconds" in base:
@@ -105,10 +123,11 @@ def main(argv=None) -> int:
                     print(f"[benchmark] {task_name} {kind} {size} {method}: {row.get('seconds', row.get('error'))}", file=sys.stderr)
 
     print("# StrokeLabel inference benchmark (one study per task, kind and size; fastest of --repeat runs)")
-    print("# seconds: inference incl. study loading; load_s: loading alone; peak_mib: process peak RSS;")
-    print("# over_import_mib: peak above the RSS after imports; x_*: ratios to the reference measured in the same run")
+    print("# seconds: inference incl. study loading; load_s: loading alone; peak_mib: peak RSS of the process while")
+    print("# inferring (imports included); work_mib: that peak above the RSS before inferring; x_*: ratios to the")
+    print("# references measured in the same run (loading alone, and the baseline method)")
     columns = ["task", "kind", "size", "shape", "method", "seconds", "first_s", "load_s", "x_load", "peak_mib",
-               "over_import_mib", "x_baseline_s", "x_baseline_mib", "error"]
+               "work_mib", "x_baseline_s", "x_baseline_mib", "error"]
     print(metrics.format_table(rows, [c for c in columns if any(c in r for r in rows)], digits=2))
     return 0
 
