@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 
+import nibabel as nib
 import numpy as np
 from harness import TASK_KINDS, TASK_TARGET, held_out_studies, load_infer_tasks, methods_of, run_infer, truth_of
 
@@ -87,14 +88,10 @@ def evaluate(tasks: dict, studies: list[dict], root) -> dict[str, list[dict]]:
 
 
 def study_affine(reference):
-    import nibabel as nib
-
     return nib.load(str(reference)).affine
 
 
 def load_atlas(study: dict):
-    import nibabel as nib
-
     path = study["modalities"].get("atlas")
     return None if path is None else np.asarray(nib.load(str(path)).dataobj)
 
