@@ -147,3 +147,22 @@ def find_sidecar(reference: str | Path) -> Path | None:
         if (folder / name).exists():
             return folder / name
     return None
+
+
+def find_derivative_mask(root: str | Path, reference: str | Path) -> Path | None:
+    """The lesion mask a data set ships for the study of ``reference``, if any.
+
+    ISLES'22 keeps it as ``derivatives/sub-<id>/ses-<n>/[anything/]sub-<id>_ses-<n>[_...]_msk.nii.gz``
+    beside ``rawdata``; ``root`` is the studies root (the folder holding ``derivatives``).
+    """
+    parsed = parse_filename(Path(reference).name)
+    if not parsed:
+        return None
+    session_dir = Path(root) / "derivatives" / f"sub-{parsed.subject}" / f"ses-{parsed.session}"
+    if not session_dir.is_dir():
+        return None
+    for path in sorted(session_dir.rglob(f"sub-{parsed.subject}_ses-{parsed.session}*_msk.nii*")):
+        other = parse_filename(path.name)
+        if other and other.study_id == parsed.study_id and other.suffix == "msk":
+            return path
+    return None

@@ -22,7 +22,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.errors import http_errors
 from strokelabel.errors import StrokeLabelError
-from strokelabel.naming import NON_STUDY_DIRS, is_reference, study_kind
+from strokelabel.naming import NON_STUDY_DIRS, find_derivative_mask, is_reference, study_kind
 from strokelabel.study import LABEL_VALUES, check_label
 
 logger = logging.getLogger(__name__)
@@ -89,11 +89,19 @@ class StrokeDatastore(LocalDatastore):
         return removed
 
     def datalist(self, full_path=True) -> List[Dict[str, Any]]:
+        """Final labels; a study without a saved one uses the mask its data set ships (ISLES'22 ``derivatives/…_msk``)."""
         tag = DefaultLabelTag.FINAL
-        return [
-            {"image": self._image_file(k, v), "label": self._label_file(k, tag, v.labels[tag]), "kind": v.image.info.get("kind")}
-            for k, v in self._datastore.filter_by_tag(tag).items()
-        ]
+        items = []
+        for k, v in sorted(self._datastore.objects.items()):
+            if tag in v.labels:
+                label = self._label_file(k, tag, v.labels[tag])
+            else:
+                mask = find_derivative_mask(self._datastore.image_path(), self._image_file(k, v))
+                if mask is None:
+                    continue
+                label = str(mask)
+            items.append({"image": self._image_file(k, v), "label": label, "kind": v.image.info.get("kind")})
+        return items
 
     def get_image_uri(self, image_id: str) -> str:
         obj = self._datastore.objects.get(image_id)
