@@ -82,6 +82,9 @@ class StrokeTrainTask(BasicTrainTask):
             stats_path=os.path.join(model_dir, f"{self._task_name}_train_stats.json"),
             labels=labels,
             tracking=None,
+            # Used only when a request asks for tracking=mlflow: MLflow 3 refuses the file store
+            # MONAI Label would default to, so runs go to a SQLite database beside the models.
+            tracking_uri=f"sqlite:///{os.path.join(model_dir, 'mlflow.db')}",
             **kwargs,
         )
 
@@ -133,13 +136,6 @@ class StrokeTrainTask(BasicTrainTask):
 
     def val_key_metric(self, context: Context):
         return {VAL_METRIC: MeanDice(output_transform=from_engine(["pred", "label"]), include_background=False)}
-
-    def train_handlers(self, context: Context):
-        tracking = context.tracking
-        if tracking and tracking.lower() == "mlflow" and context.tracking_uri.startswith("file:"):
-            # MLflow 3 refuses the file store MONAI Label defaults to.
-            context.tracking_uri = f"sqlite:///{os.path.join(context.output_dir, 'mlflow.db')}"
-        return super().train_handlers(context)
 
     # ---- the run ---------------------------------------------------------------------------
     def __call__(self, request, datastore: Datastore):

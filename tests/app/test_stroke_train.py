@@ -1,0 +1,119 @@
+"""The shared trainer's promises, on a toy task small enough to train in seconds:
+bad labels are refused before training, a first model is published, a worse one is kept aside
+and never replaces the model in use, and MLflow tracking works with its SQLite default."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.inferers import SimpleInferer
+from monai.losses import DiceCELoss
+from monai.transforms import AsDiscreted, EnsureChannelFirstd, EnsureTyped, LoadImaged, ScaleIntensityd
+
+from lib.datastore import StrokeDatastore
+from lib.trainers.stroke_train import StrokeTrainTask
+from strokelabel.errors import StrokeLabelError
+from strokelabel.naming import study_filename
+
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+SHAPE = (16, 16, 8)
+
+
+class ToyLesionTrainer(StrokeTrainTask):
+    """Segments a bright cube on DWI: enough to prove the base class's bookkeeping."""
+
+    def loss_function(self, context):
+        return DiceCELoss(to_onehot_y=True, softmax=True)
+
+    def train_pre_transforms(self, context):
+        return [LoadImaged(keys=("image", "label")), EnsureChannelFirstd(keys=("image", "label")),
+                ScaleIntensityd(keys="image"), EnsureTyped(keys=("image", "label"))]
+
+    def train_post_transforms(self, context):
+        return [AsDiscreted(keys=("pred", "label"), argmax=(True, False), to_onehot=(2, 2))]
+
+    def val_inferer(self, context):
+        return SimpleInferer()
+
+
+def toy_network():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(8, 2, 1))
+
+
+def make_studies(root, n=4):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        subject = f"m{i}"
+        folder = root / f"sub-{subject}" / "ses-01"
+        folder.mkdir(parents=True)
+        lesion = np.zeros(SHAPE, np.uint8)
+        x, y = rng.integers(2, 9, size=2)
+        lesion[x : x + 5, y : y + 5, 2:6] = 1
+        dwi = 100 + 10 * rng.standard_normal(SHAPE) + 200 * lesion
+        nib.save(nib.Nifti1Image(dwi.astype(np.float32), AFFINE), str(folder / study_filename(subject, "01", "dwi")))
+        labels = root / "labels" / "final"
+        labels.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(lesion, AFFINE), str(labels / f"sub-{subject}_ses-01_dwi.nii.gz"))
+    return StrokeDatastore(str(root))
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    return ToyLesionTrainer(
+        model_dir=str(model_dir), network=toy_network(), publish_path=str(model_dir / "toy_lesion.pt"),
+        kinds=("mri",), labels={"lesion": 1}, description="toy", config={"max_epochs": 25, "train_batch_size": 2, "learning_rate": 0.02},
+    )
+
+
+def train(trainer, datastore, **request):
+    return trainer({"model": "toy_lesion", "device": "cpu", "dataset": "Dataset", "dataloader": "DataLoader", "multi_gpu": False, **request}, datastore)
+
+
+def test_training_needs_labelled_studies_of_its_kind(trainer, tmp_path):
+    datastore = StrokeDatastore(str(tmp_path / "empty"))
+    with pytest.raises(StrokeLabelError, match="needs final labels for at least 2 MRI studies"):
+        train(trainer, datastore)
+
+
+def test_a_label_with_wrong_values_stops_training_and_names_the_study(trainer, tmp_path):
+    datastore = make_studies(tmp_path / "studies")
+    bad = tmp_path / "studies" / "labels" / "final" / "sub-m2_ses-01_dwi.nii.gz"
+    nib.save(nib.Nifti1Image(np.full(SHAPE, 5, np.uint8), AFFINE), str(bad))
+    with pytest.raises(StrokeLabelError, match=r"sub-m2_ses-01_dwi: the label holds values \[5\]"):
+        train(trainer, datastore)
+    assert not os.path.exists(trainer._publish_path_in_use)
+
+
+def test_first_model_is_published_and_a_worse_one_is_kept_aside(trainer, tmp_path):
+    datastore = make_studies(tmp_path / "studies")
+    first = train(trainer, datastore)
+    assert first["published"] and first["reason"] == "first trained model"
+    assert first["candidate_val_dice"] > 0.5, first
+    in_use = trainer._publish_path_in_use
+    before = open(in_use, "rb").read()
+
+    # A learning rate this large wrecks the weights: the candidate is worse and must not replace.
+    second = train(trainer, datastore, learning_rate=50.0, max_epochs=1, pretrained=True)
+    assert not second["published"], second
+    assert second["candidate_val_dice"] < second["in_use_val_dice"]
+    assert "kept aside" in second["reason"]
+    assert open(in_use, "rb").read() == before
+    assert os.path.exists(second["version_path"])
+    with open(second["version_path"].replace(".pt", ".json")) as f:
+        assert json.load(f)["published"] is False
+    assert trainer.stats()["published"] is False  # what /info shows as train stats
+
+
+def test_mlflow_tracking_writes_to_its_sqlite_default(trainer, tmp_path):
+    datastore = make_studies(tmp_path / "studies")
+    result = train(trainer, datastore, tracking="mlflow", max_epochs=1)
+    assert "candidate_val_dice" in result
+    assert os.path.getsize(tmp_path / "model" / "mlflow.db") > 0
