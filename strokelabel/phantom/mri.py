@@ -17,7 +17,7 @@ from strokelabel.phantom.render import render_chunk
 B_VALUE_S_MM2 = 1000.0
 # Relative b = 0 (T2-weighted) and FLAIR signal per tissue; fat in the scalp is suppressed,
 # flowing blood is a flow void.
-S0 = {"gm": 1.0, "wm": 0.86, "csf": 1.9, "scalp": 0.35, "bone": 0.03, "lumen": 0.04}
+S0 = {"gm": 1.0, "wm": 0.86, "csf": 1.9, "scalp": 0.2, "bone": 0.03, "lumen": 0.04}
 FLAIR = {"gm": 1.0, "wm": 0.78, "csf": 0.10, "scalp": 1.1, "bone": 0.05, "lumen": 0.04}
 ADC_OTHER_1E3 = 1.0  # scalp, bone and lumen (barely any signal anyway)
 # ADC is only fitted where the b = 0 signal is above this fraction of grey matter's.
@@ -25,15 +25,15 @@ ADC_MASK_FRACTION = 0.15
 
 
 def core_degree(rcbf, parenchyma) -> np.ndarray:
-    """How infarcted a voxel is, 0..1, ramping across the core threshold rCBF = 0.30."""
-    return np.where(parenchyma > 0, np.clip((0.33 - rcbf) / 0.06, 0.0, 1.0), 0.0)
+    """How infarcted a voxel is, 0..1: fully below the core threshold rCBF = 0.30, ramping to 0 at 0.34."""
+    return np.where(parenchyma > 0, np.clip((0.34 - rcbf) / 0.04, 0.0, 1.0), 0.0)
 
 
 def bias_field(world_mm, rng_values) -> np.ndarray:
-    """Smooth multiplicative coil sensitivity, ±~8 %."""
+    """Smooth multiplicative coil sensitivity, ±~6 %."""
     a, b, c, p = rng_values
     x, y, z = world_mm[..., 0], world_mm[..., 1], world_mm[..., 2]
-    return 1.0 + 0.08 * np.sin(a * x / 100.0 + p) * np.cos(b * y / 100.0) + 0.04 * np.sin(c * z / 100.0)
+    return 1.0 + 0.04 * np.sin(a * x / 100.0 + p) * np.cos(b * y / 100.0) + 0.02 * np.sin(c * z / 100.0)
 
 
 def rician(signal, sigma, rng) -> np.ndarray:
@@ -59,7 +59,7 @@ def simulate_mri(patient: Patient, grid: Grid, pieces, noise_seed) -> tuple[dict
         keep = 1 - lumen
         adc_gm = t["adc_gm_1e3_mm2_s"] * (1 - core) + t["adc_core_1e3_mm2_s"] * core
         adc_wm = t["adc_wm_1e3_mm2_s"] * (1 - core) + t["adc_core_1e3_mm2_s"] * core
-        t2 = 1.0 + (0.1 + 0.5 * t["flair_core_gain"]) * core  # T2 prolongation of the infarct
+        t2 = 1.0 + (0.25 + 0.5 * t["flair_core_gain"]) * core  # T2 prolongation of the infarct
         b0 = keep * (r["gm"] * S0["gm"] * t2 + r["wm"] * S0["wm"] * t2 + r["csf"] * S0["csf"] + r["scalp"] * S0["scalp"] + r["bone"] * S0["bone"]) + lumen * S0["lumen"]
         other = np.exp(-ADC_OTHER_1E3)
         dwi = keep * (

@@ -212,3 +212,14 @@ def test_brain_mask_from_ncct_is_the_soft_tissue_inside_the_skull():
     ncct = np.repeat(slice_[..., None], 3, axis=2)
     mask = P.brain_mask_from_ncct(ncct)
     assert mask[20, 26, 1] and not mask[20, 20, 1] and not mask[20, 35, 1] and not mask[0, 0, 1]
+
+
+@pytest.mark.parametrize("threshold", [1e-6, 0.05, 0.2])
+def test_fft_deconvolution_equals_the_truncated_svd_of_the_circulant_matrix(threshold):
+    dt = 1.5
+    _, aif, tissue = sampled_case(dt, mtt=5.0, delay=3.0)
+    curves = tissue + np.random.default_rng(1).normal(0.0, 0.3, (5, tissue.size))
+    padded = np.zeros((5, 2 * tissue.size))
+    padded[:, : tissue.size] = curves
+    by_matrix = padded @ P.truncated_pseudoinverse(P.circulant_aif_matrix(aif, dt), threshold).T
+    np.testing.assert_allclose(P.deconvolve_bcsvd(curves, aif, dt, threshold=threshold), by_matrix[:, : tissue.size], atol=1e-9)
