@@ -306,6 +306,16 @@ def peak_time_s(curves, dt_s: float, subsample: bool = True) -> np.ndarray:
     return t * dt_s
 
 
+def mip_hu(series_hu) -> np.ndarray:
+    """Maximum intensity projection over time (last axis) of a CT perfusion series, HU."""
+    return np.asarray(series_hu).max(axis=-1)
+
+
+def ttp_s(curves, dt_s: float) -> np.ndarray:
+    """Time to peak (s from the first frame) of enhancement curves (time last)."""
+    return peak_time_s(curves, dt_s)
+
+
 def cbf_from_residue(residue_per_s) -> np.ndarray:
     """CBF [mL/100g/min] = max k · (k_H/ρ) · 6000 (eq. 1)."""
     k_max = np.asarray(residue_per_s, dtype=np.float64).max(axis=-1)
@@ -423,7 +433,7 @@ def perfusion_maps(
     if series.ndim != 4:
         raise ValueError(f"a CT perfusion series is 4D (X, Y, Z, T); got shape {series.shape}")
     shape = series.shape[:3]
-    mip = series.max(axis=-1)
+    mip = mip_hu(series)
     if n_baseline is None:
         # Bolus arrival from a first AIF guess on a two-frame baseline.
         guess = aif_hu
@@ -456,7 +466,7 @@ def perfusion_maps(
             "cbv": cbv,
             "mtt": np.clip(mtt_s(cbv, cbf), 0.0, 60.0),
             "tmax": peak_time_s(k, dt_s),
-            "ttp": peak_time_s(curves, dt_s),
+            "ttp": ttp_s(curves, dt_s),
         }
         for name, v in values.items():
             chunk = np.zeros(m.shape, np.float32)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from strokelabel.phantom.geometry import soft_inside
+from strokelabel.phantom.geometry import ellipsoid_distance_mm, soft_inside
 
 # Atlas regions, value = index + 1 (0 = outside the intracranial space). L/R = patient left/right.
 REGIONS = (
@@ -110,20 +110,11 @@ def make_anatomy(rng: np.random.Generator) -> Anatomy:
     )
 
 
-def _ellipsoid_sd(points, centre, semi_axes) -> np.ndarray:
-    """:func:`ellipsoid_distance_mm` for flat (N, 3) float32 points."""
-    d = points - np.asarray(centre, dtype=np.float32)
-    r = np.sqrt(np.einsum("ij,ij->i", d, d))
-    q = d / np.asarray(semi_axes, dtype=np.float32)
-    rho = np.sqrt(np.einsum("ij,ij->i", q, q))
-    return r * (1.0 - 1.0 / np.maximum(rho, 1e-6))
-
-
 def _mirrored_union_distance(sym, shapes, anatomy: Anatomy, scale_axes=(1.0, 1.0, 1.0)) -> np.ndarray:
     """Signed distance to the union of left-side ellipsoids, at points already folded to u <= 0."""
     out = None
     for centre, semi in shapes:
-        d = _ellipsoid_sd(sym, anatomy.normalised(centre), anatomy.normalised(semi) * scale_axes)
+        d = ellipsoid_distance_mm(sym, anatomy.normalised(centre), anatomy.normalised(semi) * scale_axes)
         out = d if out is None else np.minimum(out, d)
     return out
 
@@ -147,10 +138,10 @@ def tissue_fractions(head, anatomy: Anatomy, edge_mm: float) -> dict[str, np.nda
     flat = head.reshape(-1, 3)
     axes = anatomy.brain_axes_mm.astype(np.float32)
     zero = np.zeros(3, np.float32)
-    sd_brain = _ellipsoid_sd(flat, zero, axes)
-    icv = soft_inside(_ellipsoid_sd(flat, zero, axes + anatomy.csf_mm), edge_mm)
-    outer_skull = soft_inside(_ellipsoid_sd(flat, zero, axes + anatomy.csf_mm + anatomy.skull_mm), edge_mm)
-    scalp_outer = soft_inside(_ellipsoid_sd(flat, zero, axes + anatomy.csf_mm + anatomy.skull_mm + anatomy.scalp_mm), edge_mm)
+    sd_brain = ellipsoid_distance_mm(flat, zero, axes)
+    icv = soft_inside(ellipsoid_distance_mm(flat, zero, axes + anatomy.csf_mm), edge_mm)
+    outer_skull = soft_inside(ellipsoid_distance_mm(flat, zero, axes + anatomy.csf_mm + anatomy.skull_mm), edge_mm)
+    scalp_outer = soft_inside(ellipsoid_distance_mm(flat, zero, axes + anatomy.csf_mm + anatomy.skull_mm + anatomy.scalp_mm), edge_mm)
     # The neck: soft tissue below the skull, around the cervical spine.
     u, v, w = flat[:, 0], flat[:, 1], flat[:, 2]
     neck_radius = np.sqrt((u / (0.62 * axes[0])) ** 2 + ((v + 0.12 * axes[1]) / (0.62 * axes[1])) ** 2)

@@ -145,15 +145,17 @@ def soft_inside(signed_distance_mm, edge_mm: float) -> np.ndarray:
     return np.minimum(np.maximum(0.5 - np.asarray(signed_distance_mm) / edge_mm, 0.0), 1.0)
 
 
-def ellipsoid_distance_mm(head_mm, centre, semi_axes) -> np.ndarray:
+def ellipsoid_distance_mm(points_mm, centre, semi_axes) -> np.ndarray:
     """Signed distance (mm, negative inside) to an ellipsoid, measured along the ray from its centre.
 
     Exact on the axes and close elsewhere for the mild eccentricities of a head.
     """
-    d = np.asarray(head_mm) - np.asarray(centre)
-    r = np.linalg.norm(d, axis=-1)
-    rho = np.sqrt(((d / np.asarray(semi_axes)) ** 2).sum(axis=-1))
-    return r * (1.0 - 1.0 / np.maximum(rho, 1e-9))
+    points = np.asarray(points_mm)
+    d = points - np.asarray(centre, dtype=points.dtype)
+    r = np.sqrt(np.einsum("...j,...j->...", d, d))
+    q = d / np.asarray(semi_axes, dtype=points.dtype)
+    rho = np.sqrt(np.einsum("...j,...j->...", q, q))
+    return r * (1.0 - 1.0 / np.maximum(rho, 1e-6))
 
 
 def segment_distance_mm(points, p0, p1) -> np.ndarray:

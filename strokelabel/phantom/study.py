@@ -25,7 +25,9 @@ from strokelabel.phantom.patient import Patient, make_patient, nihss
 from strokelabel.phantom.render import CORE, PENUMBRA, RCBF_CORE, TMAX_PENUMBRA_S, clot_mask, patient_pieces, reference_volumes_ml
 
 KINDS = ("ctp", "mri", "cta")
-GENERATOR = f"strokelabel.phantom {__version__}"
+# Bump when the model changes, so that data sets generated before are regenerated, not skipped.
+PHANTOM_MODEL = 1
+GENERATOR = f"strokelabel.phantom {__version__} model {PHANTOM_MODEL}"
 # The task label each kind's datastore label holds.
 LABEL_TARGET = {"ctp": "corepenumbra", "mri": "lesion", "cta": "clot"}
 TARGETS = {"ctp": ("corepenumbra", "lesion"), "mri": ("lesion", "corepenumbra"), "cta": ("clot", "corepenumbra", "lesion")}

@@ -161,7 +161,7 @@ def test_a_small_embolus_is_tiny_and_lies_in_its_listed_regions(root):
 def test_core_and_penumbra_follow_the_accepted_definitions():
     patient = make_patient(LVO_SEED)
     grid = grid_for("ctp", "small")
-    v = truth_volumes(patient, grid, keys=("corepenumbra", "rcbf", "tmax", "parenchyma", "cbf", "cbv", "mtt"))
+    v = truth_volumes(patient, grid, keys=("corepenumbra", "rcbf", "tmax", "parenchyma", "cbf", "cbv", "mtt", "gm", "wm", "membership"))
     core, penumbra = v["corepenumbra"] == 1, v["corepenumbra"] == 2
     tissue = v["parenchyma"] >= 0.5
     assert core.sum() > 100 and penumbra.sum() > 100
@@ -172,7 +172,7 @@ def test_core_and_penumbra_follow_the_accepted_definitions():
     perfused = v["cbf"] > 1
     np.testing.assert_allclose(v["cbv"][perfused], v["cbf"][perfused] * v["mtt"][perfused] / 60, rtol=1e-4)
     # Healthy true values: grey ~60, white ~25 mL/100g/min; Tmax 0-2 s.
-    tv = truth_volumes(patient, grid, keys=("gm", "wm", "cbf", "cbv", "tmax", "membership"))
+    tv = v
     healthy = tv["membership"] < 0.01  # outside the field of the occluded vessel
     assert 45 < np.median(tv["cbf"][healthy & (tv["gm"] > 0.99)]) < 75
     assert 17 < np.median(tv["cbf"][healthy & (tv["wm"] > 0.99)]) < 32
@@ -247,12 +247,14 @@ def test_severity_and_nihss_vary_with_the_seed():
     assert np.std(sizes) > 1.0
 
 
-def test_nihss_grows_with_the_lesion(studies, root):
+def test_nihss_grows_with_the_lesion(studies):
     from strokelabel.phantom.patient import nihss
+    from strokelabel.phantom.render import reference_volumes_ml
 
     assert nihss(0.0, 2.0) < nihss(10.0, 30.0) < nihss(120.0, 150.0)
-    embolic = generate_study(root, "mri", "mriemb", EMBOLIC_SEED)["figures"]
-    assert embolic["nihss"] < studies["mri"]["figures"]["nihss"]
+    embolic = make_patient(EMBOLIC_SEED)
+    volumes = reference_volumes_ml(embolic)
+    assert nihss(volumes["core_ml"], volumes["penumbra_ml"], embolic.nihss_offset) < studies["mri"]["figures"]["nihss"]
 
 
 def test_generate_dataset_names_subjects_labels_the_first_and_skips_existing(tmp_path):
