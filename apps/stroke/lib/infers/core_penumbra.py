@@ -1,7 +1,21 @@
-"""core_penumbra: ischemic core and penumbra from CT perfusion maps."""
+"""core_penumbra: ischemic core and penumbra from CT perfusion maps.
+
+Two methods share the study loader and the figures (volumes, mismatch, DEFUSE 3): the
+threshold baseline, and the learned CorePenumbraNet (seed 004) run slice by slice over the
+volume, its softmax argmax masked by the brain mask (seed §3.1: nothing outside the brain).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+import numpy as np
+import torch
 
 from lib.infers.stroke_infer import StrokeInferTask
 from lib.transforms.baselines import CorePenumbraBaselined
+from lib.transforms.core_penumbra import CorePenumbraInputd, slice_inferer
 from lib.transforms.figures import CorePenumbraFiguresd
 
 
@@ -24,3 +38,44 @@ class CorePenumbraInfer(StrokeInferTask):
 
     def figure_transforms(self, data):
         return [CorePenumbraFiguresd()]
+
+    # ---- the learned model -------------------------------------------------------------------
+    def _model_input(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        return CorePenumbraInputd(self.network.net.in_maps)(data)
+
+    def probabilities(self, data: Dict[str, Any], device, mc_dropout: bool = False) -> torch.Tensor:
+        """Softmax ``(3, H, W, D)`` of the model in use for a loaded study (``data["image"]`` set by
+        :class:`CorePenumbraInputd`); ``mc_dropout`` keeps dropout sampling (one MC draw)."""
+        network = self._get_network(device, data)
+        network.eval()
+        network.net.set_mc_dropout(mc_dropout)
+        image = torch.as_tensor(np.asarray(data["image"]), dtype=torch.float32, device=device)[None]
+        with torch.no_grad():
+            logits = slice_inferer()(image, network)
+        network.net.set_mc_dropout(False)
+        return torch.softmax(logits[0].float(), dim=0)
+
+    def run_model(self, data: Dict[str, Any], device):
+        d = self._model_input(data)
+        probs = self.probabilities(d, device)
+        label = torch.argmax(probs, dim=0).cpu().numpy().astype(np.uint8)
+        label[~d["brain_mask"]] = 0
+        d["pred"] = label
+        d["result"]["model"] = os.path.basename(self.get_path() or "")
+        d["result"]["model_path"] = "published" if self.get_path() == self.path[-1] else "shipped"
+        return d
+
+    def mc_dropout_uncertainty(self, image_path: str, samples: int, device) -> Dict[str, float]:
+        """MC-dropout uncertainty of one study: ``samples`` stochastic passes, the mean voxel entropy
+        (nats) of the mean softmax over the brain, and over the voxels any pass called ischemic."""
+        d = self._model_input(self.pre_transforms()[0]({"image": image_path}))
+        draws = torch.stack([self.probabilities(d, device, mc_dropout=True) for _ in range(max(2, samples))])
+        mean = draws.mean(dim=0)
+        entropy = -(mean * torch.log(mean.clamp_min(1e-8))).sum(dim=0).cpu().numpy()
+        brain = d["brain_mask"]
+        ischemic = (draws.argmax(dim=1) > 0).any(dim=0).cpu().numpy() & brain
+        return {
+            "entropy_brain": float(entropy[brain].mean()) if brain.any() else 0.0,
+            "entropy_ischemic": float(entropy[ischemic].mean()) if ischemic.any() else 0.0,
+            "ischemic_fraction": float(ischemic.sum() / max(int(brain.sum()), 1)),
+        }

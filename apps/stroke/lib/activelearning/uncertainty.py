@@ -1,0 +1,123 @@
+"""Uncertainty-based active learning, reusable by every stroke task.
+
+- :class:`StrokeUncertaintyScoring` (a MONAI Label ``ScoringMethod``): for each unlabelled study
+  of the task's kinds, asks the task for an uncertainty score (``score_fn(image_path) -> dict``,
+  e.g. MC-dropout entropy, see ``CorePenumbraInfer.mc_dropout_uncertainty``) and stores it in
+  the study's datastore info under ``key`` with the model's timestamp (``key + "_ts"``), so a
+  study is scored again only when the model in use changes. A study that cannot be scored
+  (broken files) is logged and skipped, never fails the run.
+- :class:`MostUncertain` (a ``Strategy``): the unlabelled study with the highest stored score
+  (``key``); studies never scored rank last; ties and "no scores yet" fall back to the first
+  unlabelled study of the kinds, by name.
+
+MONAI Label runs scoring in a background process after start-up, training and each
+``next_sample`` (``MONAI_LABEL_AUTO_UPDATE_SCORING``), which writes the datastore file; the
+strategy reloads the datastore before ranking so the server sees those scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Callable, Dict, Sequence
+
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.scoring import ScoringMethod
+from monailabel.interfaces.tasks.strategy import Strategy
+
+logger = logging.getLogger(__name__)
+
+
+def _kind(datastore: Datastore, image_id: str) -> str | None:
+    return (datastore.get_image_info(image_id) or {}).get("kind")
+
+
+class StrokeUncertaintyScoring(ScoringMethod):
+    """Score unlabelled studies by model uncertainty; higher = more worth labelling.
+
+    :param infer_task: the task's infer task (its model path says when scores are stale)
+    :param score_fn: ``(image_path, samples, device) -> {"<name>": float, ...}``
+    :param key: datastore info key of the score (e.g. ``core_penumbra_uncertainty``)
+    :param score_name: which value of ``score_fn``'s dict is the score
+    :param kinds: study kinds the task reads
+    :param samples: stochastic passes per study (request ``samples`` overrides)
+    """
+
+    def __init__(
+        self,
+        infer_task,
+        score_fn: Callable[[str, int, str], Dict[str, float]],
+        key: str,
+        score_name: str,
+        kinds: Sequence[str],
+        samples: int = 4,
+        description: str = "MC-dropout uncertainty of the model in use",
+    ):
+        super().__init__(description)
+        self.infer_task = infer_task
+        self.score_fn = score_fn
+        self.key = key
+        self.score_name = score_name
+        self.kinds = tuple(kinds)
+        self.samples = samples
+
+    def model_timestamp(self) -> int:
+        path = self.infer_task.get_path() if self.infer_task.model_available() else None
+        return int(os.stat(path).st_mtime) if path and os.path.exists(path) else 0
+
+    def __call__(self, request, datastore: Datastore):
+        started = time.time()
+        if not self.infer_task.model_available():
+            return {"executed": 0, "skipped": 0, "failed": 0, "note": "no model installed: nothing to score"}
+        model_ts = self.model_timestamp()
+        samples = int(request.get("samples", self.samples))
+        device = request.get("device", "cuda")
+        import torch
+
+        device = device if device != "cuda" or torch.cuda.is_available() else "cpu"
+        executed, skipped, failed = 0, 0, 0
+        scores: Dict[str, float] = {}
+        for image_id in sorted(datastore.get_unlabeled_images()):
+            if _kind(datastore, image_id) not in self.kinds:
+                continue
+            info = datastore.get_image_info(image_id) or {}
+            if info.get(self.key + "_ts") == model_ts and self.key in info and not request.get("force"):
+                skipped += 1
+                continue
+            try:
+                figures = self.score_fn(datastore.get_image_uri(image_id), samples, device)
+            except Exception as e:  # a broken study must not stop the others from being scored
+                logger.warning(f"{self.key}: {image_id} not scored: {e}")
+                failed += 1
+                continue
+            score = float(figures[self.score_name])
+            scores[image_id] = score
+            datastore.update_image_info(image_id, {self.key: score, self.key + "_ts": model_ts, self.key + "_figures": figures})
+            executed += 1
+            logger.info(f"{self.key}: {image_id} => {score:.4f}")
+        summary = {"executed": executed, "skipped": skipped, "failed": failed, "scores": scores,
+                   "latency": round(time.time() - started, 2)}
+        logger.info(f"{self.key}: {summary}")
+        return summary
+
+
+class MostUncertain(Strategy):
+    """The unlabelled study (of ``kinds``) with the highest stored uncertainty ``key``."""
+
+    def __init__(self, key: str, kinds: Sequence[str], description: str = "Most uncertain study first (MC dropout)"):
+        super().__init__(description)
+        self.key = key
+        self.kinds = tuple(kinds)
+
+    def __call__(self, request, datastore: Datastore) -> Dict[str, Any] | None:
+        datastore.refresh()  # scores are written by MONAI Label's background scoring process
+        candidates = [i for i in sorted(datastore.get_unlabeled_images()) if _kind(datastore, i) in self.kinds]
+        if not candidates:
+            return None
+        scored = [(float((datastore.get_image_info(i) or {}).get(self.key, float("-inf"))), i) for i in candidates]
+        best_score = max(s for s, _ in scored)
+        image = next(i for s, i in scored if s == best_score)
+        result = {"id": image, self.key: None if best_score == float("-inf") else best_score}
+        logger.info(f"most_uncertain: {image} ({self.key} = {result[self.key]}) of {len(candidates)} unlabelled")
+        return result

@@ -1,0 +1,205 @@
+"""core_penumbra: the model's input contract (normalised maps + NIHSS channel), its transforms
+and the wrapper that feeds the 2D slow-fusion network slice by slice.
+
+**Normalisation plan** (nnU-Net style: decided once from data, stored, not scattered as
+constants). For each input map the plan (``core_penumbra_plan.json`` beside this file, written
+by ``scripts/train_core_penumbra.py --write-plan``) says
+
+- ``relative``: divide the map by its median over the study's brain first. CBF and CBV are
+  relative quantities clinically (core = rCBF < 30 % of the healthy side) and their absolute
+  level varies by scanner, AIF and patient; MTT and Tmax are kept in seconds because their
+  thresholds (Tmax > 6 s) are absolute;
+- ``clip``: the 0.5 and 99.5 percentiles over the brain voxels of the training phantoms
+  (after the relative step), then ``(x - mean) / std`` with the training mean and std of the
+  clipped values. Outside the brain every channel is 0 after normalisation.
+
+**Channels.** ``image`` is ``(n_maps + 1, H, W, D)``: the normalised maps in the network's
+``in_maps`` order, then one constant NIHSS channel holding ``nihss + 1`` (0 when the study has
+no score). Carrying the scalar as a channel keeps MONAI's engines and inferers (which call
+``network(image)``) unchanged; :class:`CorePenumbraSliceModel` takes it back out and passes it
+to the network's NIHSS input. Zero padding cannot fake a score: the wrapper reads the channel's
+maximum.
+
+**2D, not 2.5D.** The network sees one axial slice (``context_slices = 0``), as seed 004 does.
+The phantoms' and most clinical CTP maps have 5 mm slices, so a neighbour slice adds little
+in-plane information, costs 3x the encoder work, and a 2D model also runs on CTP with few
+slices (8-16 slice coverage is common). Slices are reassembled into the volume by MONAI's
+``SliceInferer``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import SliceInferer
+from monai.transforms import Transform
+from torch import nn
+
+from lib.transforms.baselines import perfusion_brain_mask
+from strokelabel.errors import StrokeLabelError
+
+PLAN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core_penumbra_plan.json")
+
+#: Used only when no plan file exists (values measured on phantoms, seed 2026, 16 studies).
+DEFAULT_PLAN: Dict = {
+    "maps": ["cbf", "cbv", "mtt", "tmax"],
+    "normalisation": {
+        "cbf": {"relative": True, "clip": [0.0, 3.0], "mean": 1.0, "std": 0.5},
+        "cbv": {"relative": True, "clip": [0.0, 3.0], "mean": 1.0, "std": 0.5},
+        "mtt": {"relative": False, "clip": [0.0, 15.0], "mean": 4.0, "std": 2.0},
+        "tmax": {"relative": False, "clip": [0.0, 20.0], "mean": 2.0, "std": 3.0},
+    },
+}
+
+
+def load_plan(path: str = PLAN_PATH) -> Dict:
+    """The normalisation plan (written by ``scripts/train_core_penumbra.py``), else the default."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return DEFAULT_PLAN
+
+
+def relative_scale(values: np.ndarray, brain: np.ndarray) -> float:
+    """Median of a map over the brain, the divisor of a ``relative`` map (1.0 if not positive)."""
+    inside = values[brain]
+    median = float(np.median(inside)) if inside.size else 0.0
+    return median if median > 0 else 1.0
+
+
+def compute_plan(studies: Sequence[Dict[str, np.ndarray]], maps: Sequence[str], relative: Sequence[str] = ("cbf", "cbv")) -> Dict:
+    """A normalisation plan from training studies: each a dict of maps plus ``brain`` (bool mask)."""
+    normalisation = {}
+    for name in maps:
+        values = []
+        for study in studies:
+            brain = study["brain"]
+            x = study[name][brain].astype(np.float64)
+            if name in relative:
+                x = x / relative_scale(study[name], brain)
+            values.append(x)
+        allv = np.concatenate(values)
+        low, high = np.percentile(allv, [0.5, 99.5])
+        clipped = np.clip(allv, low, high)
+        normalisation[name] = {
+            "relative": name in relative,
+            "clip": [round(float(low), 5), round(float(high), 5)],
+            "mean": round(float(clipped.mean()), 5),
+            "std": round(float(max(clipped.std(), 1e-6)), 5),
+        }
+    return {"maps": list(maps), "normalisation": normalisation}
+
+
+def normalise_map(values: np.ndarray, brain: np.ndarray, rule: Dict) -> np.ndarray:
+    """One map by its plan rule; 0 outside the brain."""
+    x = values.astype(np.float32)
+    if rule.get("relative"):
+        x = x / relative_scale(values, brain)
+    low, high = rule["clip"]
+    x = (np.clip(x, low, high) - rule["mean"]) / rule["std"]
+    return np.where(brain, x, 0.0).astype(np.float32)
+
+
+def nihss_channel_value(clinical: Dict) -> float:
+    """``nihss + 1`` for a valid score (0..42), 0 for none; what the NIHSS channel holds."""
+    score = (clinical or {}).get("nihss")
+    try:
+        score = float(score)
+    except (TypeError, ValueError):
+        return 0.0
+    return score + 1.0 if np.isfinite(score) and 0 <= score <= 42 else 0.0
+
+
+class CorePenumbraInputd(Transform):
+    """After :class:`LoadStudyd`: ``image`` = normalised maps + NIHSS channel, ``brain_mask`` (H, W, D) bool."""
+
+    def __init__(self, maps: Sequence[str] | None = None, plan: Dict | None = None, use_nihss: bool = True):
+        self.plan = plan or load_plan()
+        self.maps = tuple(maps or self.plan["maps"])
+        missing = [m for m in self.maps if m not in self.plan["normalisation"]]
+        if missing:
+            raise ValueError(f"the normalisation plan has no rule for {missing}")
+        self.use_nihss = use_nihss
+
+    def __call__(self, data):
+        d = dict(data)
+        study = d["study"]
+        for m in self.maps:
+            if m not in d:
+                raise StrokeLabelError(f"the core/penumbra model needs the {m} map", study=study.study_id)
+        brain = np.asarray(perfusion_brain_mask(d), dtype=bool)
+        channels = [normalise_map(d[m], brain, self.plan["normalisation"][m]) for m in self.maps]
+        nihss = nihss_channel_value(study.clinical) if self.use_nihss else 0.0
+        channels.append(np.full(brain.shape, nihss, dtype=np.float32))
+        d.setdefault("image_path", d.get("image"))
+        d["image"] = np.stack(channels)
+        d["brain_mask"] = brain
+        return d
+
+
+class LoadLabeld(Transform):
+    """The saved label (``label`` path) as a ``(1, H, W, D)`` uint8 array."""
+
+    def __call__(self, data):
+        d = dict(data)
+        label = np.asanyarray(nib.load(str(d["label"])).dataobj)
+        if label.ndim == 4 and label.shape[-1] == 1:
+            label = label[..., 0]
+        d["label"] = np.asarray(label, dtype=np.uint8)[None]
+        return d
+
+
+class KeepKeysd(Transform):
+    """Drop everything but ``keys`` (the Study object and raw maps cannot be collated)."""
+
+    def __init__(self, keys: Sequence[str]):
+        self.keys = tuple(keys)
+
+    def __call__(self, data):
+        return {k: data[k] for k in self.keys if k in data}
+
+
+class CorePenumbraSliceModel(nn.Module):
+    """The 2D network behind the channel contract above, for any in-plane size.
+
+    Input ``(B, n_maps + 1, H, W)``: maps, then the NIHSS channel (``nihss + 1``, 0 = none).
+    Pads H and W to a multiple of ``2 ** depth`` (reflect) and crops the logits back.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps, nihss_channel = x[:, :-1], x[:, -1]
+        code = nihss_channel.flatten(1).amax(dim=1)
+        nihss = torch.where(code > 0, code - 1.0, torch.full_like(code, float("nan"))) if self.net.use_nihss else None
+        factor = 2**self.net.depth
+        h, w = maps.shape[-2:]
+        ph, pw = (-h) % factor, (-w) % factor
+        if ph or pw:
+            mode = "reflect" if min(h, w) > max(ph, pw) else "constant"
+            maps = F.pad(maps, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode=mode)
+        logits = self.net(maps, nihss)
+        if ph or pw:
+            logits = logits[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
+        return logits
+
+
+def slice_inferer(sw_batch_size: int = 8) -> SliceInferer:
+    """Axial slices (the last axis) through the 2D model, reassembled into the volume."""
+    return SliceInferer(roi_size=(-1, -1), sw_batch_size=sw_batch_size, spatial_dim=2, progress=False)
+
+
+def build_network(features: Sequence[int] = (8, 16, 32, 64), maps: Sequence[str] | None = None, dropout: float = 0.2) -> CorePenumbraSliceModel:
+    """The core_penumbra model as the app trains and serves it (CorePenumbraNet, 2D, NIHSS on)."""
+    from lib.networks.core_penumbra_net import CorePenumbraNet
+
+    maps = tuple(maps or load_plan()["maps"])
+    return CorePenumbraSliceModel(CorePenumbraNet(in_maps=maps, features=features, dropout=dropout, use_nihss=True))

@@ -1,0 +1,117 @@
+"""core_penumbra model path (in-process, on one phantom) and the uncertainty active learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lib.activelearning.uncertainty import MostUncertain, StrokeUncertaintyScoring
+from lib.configs.core_penumbra import CorePenumbra
+from strokelabel.phantom import generate_study
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cp_study")
+    return generate_study(root, "ctp", "ctp0001", seed=31)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("cp_model")
+    (model_dir / "shipped").mkdir()
+    config = CorePenumbra()
+    config.init("core_penumbra", str(model_dir), {}, None)
+    torch.manual_seed(0)
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in config.network.state_dict().items()}
+    torch.save({"model": weights}, config.shipped_path)  # an fp16 checkpoint, as the shipped one
+    return config
+
+
+def test_the_model_path_labels_only_brain_voxels_and_reports_the_clinical_figures(config, study):
+    task = config.infer()
+    assert task.model_available()
+    _, data = task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu"})
+    pred = np.asarray(data["pred"])
+    result = data["result"]
+    assert pred.shape == (128, 128, 24) and pred.dtype == np.uint8
+    assert set(np.unique(pred)) <= {0, 1, 2}
+    assert not pred[~data["brain_mask"]].any()
+    assert result["method"] == "model" and result["model_path"] == "shipped"
+    voxel_ml = float(np.prod(data["study"].spacing_mm)) / 1000
+    assert result["core_volume_ml"] == pytest.approx((pred == 1).sum() * voxel_ml, rel=1e-6)
+    assert result["penumbra_volume_ml"] == pytest.approx((pred == 2).sum() * voxel_ml, rel=1e-6)
+    assert result["mismatch_volume_ml"] == pytest.approx(result["hypoperfusion_volume_ml"] - result["core_volume_ml"], abs=1e-6)
+    expected = result["core_volume_ml"] < 70 and result["defuse3_ratio_at_least_1_8"] and result["mismatch_volume_ml"] >= 15
+    assert result["defuse3_imaging_criteria_met"] == expected
+
+
+def test_mc_dropout_uncertainty_varies_between_passes_and_is_a_bounded_entropy(config, study):
+    task = config.infer()
+    figures = task.mc_dropout_uncertainty(str(study["reference"]), samples=3, device="cpu")
+    assert 0.0 < figures["entropy_brain"] <= np.log(3) + 1e-6
+    assert 0.0 <= figures["ischemic_fraction"] <= 1.0
+    # dropout is off again afterwards: two plain inferences agree exactly
+    _, a = task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu"})
+    _, b = task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu"})
+    assert np.array_equal(np.asarray(a["pred"]), np.asarray(b["pred"]))
+
+
+class FakeStore:
+    def __init__(self, infos, labelled=()):
+        self.infos = infos
+        self.labelled = set(labelled)
+        self.refreshed = 0
+
+    def refresh(self):
+        self.refreshed += 1
+
+    def get_unlabeled_images(self, *a, **k):
+        return [i for i in self.infos if i not in self.labelled]
+
+    def get_image_info(self, image_id):
+        return self.infos[image_id]
+
+    def get_image_uri(self, image_id):
+        return f"/data/{image_id}.nii.gz"
+
+    def update_image_info(self, image_id, info):
+        self.infos[image_id].update(info)
+
+
+class FakeInfer:
+    def model_available(self):
+        return True
+
+    def get_path(self):
+        return None
+
+
+def test_scoring_stores_a_score_per_unlabelled_study_of_the_kind_and_skips_broken_ones():
+    store = FakeStore({"a": {"kind": "ctp"}, "b": {"kind": "ctp"}, "c": {"kind": "mri"}, "bad": {"kind": "ctp"}, "done": {"kind": "ctp"}},
+                      labelled={"done"})
+
+    def score(path, samples, device):
+        if "bad" in path:
+            raise ValueError("missing modality")
+        return {"entropy": 0.5 if "/a." in path else 0.2}
+
+    scoring = StrokeUncertaintyScoring(FakeInfer(), score, key="u", score_name="entropy", kinds=("ctp",))
+    summary = scoring({"device": "cpu"}, store)
+    assert summary["executed"] == 2 and summary["failed"] == 1
+    assert store.infos["a"]["u"] == 0.5 and store.infos["b"]["u"] == 0.2
+    assert "u" not in store.infos["c"] and "u" not in store.infos["done"]
+    again = scoring({"device": "cpu"}, store)  # same model: nothing to redo
+    assert again["executed"] == 0 and again["skipped"] == 2
+
+
+def test_most_uncertain_returns_the_highest_scored_unlabelled_study_of_its_kind():
+    store = FakeStore({"a": {"kind": "ctp", "u": 0.1}, "b": {"kind": "ctp", "u": 0.7}, "c": {"kind": "ctp"},
+                       "m": {"kind": "mri", "u": 9.0}, "l": {"kind": "ctp", "u": 5.0}}, labelled={"l"})
+    strategy = MostUncertain(key="u", kinds=("ctp",))
+    assert strategy({}, store) == {"id": "b", "u": 0.7}
+    assert store.refreshed == 1
+    unscored = FakeStore({"z": {"kind": "ctp"}, "y": {"kind": "ctp"}})
+    assert strategy({}, unscored)["id"] == "y"  # no scores yet: the first by name
+    assert strategy({}, FakeStore({"m": {"kind": "mri"}})) is None
