@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from strokelabel.baselines.clot import N_REGIONS, region_flags
+from strokelabel.baselines.clot import N_REGIONS, atlas_region_index
 from strokelabel.baselines.masks import label_components
 from strokelabel.baselines.perfusion import CORE, PENUMBRA
 from strokelabel.units import voxel_volume_ml
@@ -75,32 +75,76 @@ def clot_figures(
     atlas: np.ndarray | None = None,
     region_base: int = 1,
     n_regions: int = N_REGIONS,
+    brain_mask: np.ndarray | None = None,
 ) -> dict:
-    """Clot volume (mL), voxel and component counts, centre in scanner coordinates (mm), and atlas regions it lies in.
+    """Figures that size and locate a clot, for the result JSON (units in the key names).
 
-    ``affine`` is the image's voxel-to-world (RAS, mm) matrix; spacing is taken from it.
-    The centre is the centre of mass of all clot voxels (None when there is no clot). With
-    an atlas, ``atlas_regions_with_clot`` lists the region numbers (in the atlas' own
-    numbering) holding a clot voxel: seed 002's label rule applied to this mask.
+    One implementation for the baseline and the learned models (the app's ClotFiguresd and
+    ``clot_seg_net.clot_location`` both call it).
+
+    ``affine`` is the image's voxel-to-world (RAS+, mm) matrix: +x is the patient's right.
+    Returns ``clot_volume_ml``, ``clot_voxels``, ``clot_count`` (26-connected components),
+    ``clot_centre_ras_mm`` and ``clot_centre_voxel`` (centre of mass), ``clot_slice_index``
+    (last-axis index of the centre, rounded), ``clot_slice_range`` ([first, last] slice with
+    clot), ``clot_hemisphere`` ("R"/"L": the centre right or left of the midline, which is the
+    centroid of ``brain_mask``, else of the atlas regions (``region_base=1``), else the volume
+    centre); location figures are None without clot. With an atlas, ``atlas_regions_with_clot``
+    lists the region numbers (the atlas' own numbering) holding a clot voxel (seed 002's label
+    rule applied to this mask) and ``clot_region`` the one holding most clot voxels.
     """
     clot = np.asarray(clot_mask) > 0
     affine = np.asarray(affine, dtype=np.float64)
     spacing_mm = np.linalg.norm(affine[:3, : clot.ndim], axis=0)
     voxels = np.argwhere(clot)
-    centre = None
-    if voxels.size:
-        centre_vox = np.zeros(4)
-        centre_vox[: clot.ndim] = voxels.mean(axis=0)
-        centre_vox[3] = 1.0
-        centre = [round(float(c), 2) for c in (affine @ centre_vox)[:3]]
     _, count = label_components(clot)
     figures = {
         "clot_volume_ml": float(voxels.shape[0] * voxel_volume_ml(spacing_mm, clot.ndim)),
         "clot_voxels": int(voxels.shape[0]),
         "clot_count": count,
-        "clot_centre_ras_mm": centre,
+        "clot_centre_ras_mm": None,
+        "clot_centre_voxel": None,
+        "clot_slice_index": None,
+        "clot_slice_range": None,
+        "clot_hemisphere": None,
     }
+    region = None
     if atlas is not None:
-        flags = region_flags(clot, atlas, region_base=region_base, n_regions=n_regions)
-        figures["atlas_regions_with_clot"] = (np.flatnonzero(flags) + region_base).tolist()
+        region = atlas_region_index(atlas, region_base, n_regions)
+        if region.shape != clot.shape:
+            raise ValueError(f"atlas {region.shape} and clot mask {clot.shape} must be on the same grid")
+        figures["atlas_regions_with_clot"] = []
+        figures["clot_region"] = None
+    if not voxels.size:
+        return figures
+
+    def to_world(vox):
+        return affine[:3, : clot.ndim] @ vox + affine[:3, 3]
+
+    centre_vox = voxels.mean(axis=0)
+    centre_mm = to_world(centre_vox)
+    figures["clot_centre_voxel"] = [round(float(v), 2) for v in centre_vox]
+    figures["clot_centre_ras_mm"] = [round(float(c), 2) for c in centre_mm]
+    figures["clot_slice_index"] = int(round(centre_vox[-1]))
+    figures["clot_slice_range"] = [int(voxels[:, -1].min()), int(voxels[:, -1].max())]
+    brain = None
+    if brain_mask is not None:
+        brain = np.asarray(brain_mask, dtype=bool)
+    elif region is not None and region_base == 1:
+        brain = region >= 0
+    midline_vox = _centroid(brain) if brain is not None and brain.any() else (np.array(clot.shape) - 1) / 2.0
+    figures["clot_hemisphere"] = "R" if centre_mm[0] > to_world(midline_vox)[0] else "L"
+    if region is not None:
+        hit = region[clot]
+        counts = np.bincount(hit[hit >= 0], minlength=n_regions)
+        figures["atlas_regions_with_clot"] = (np.flatnonzero(counts) + region_base).tolist()
+        figures["clot_region"] = int(counts.argmax() + region_base) if counts.any() else None
     return figures
+
+
+def _centroid(mask: np.ndarray) -> np.ndarray:
+    """Centroid (voxel coordinates) of a boolean mask, from its marginal sums (no coordinate list)."""
+    total = mask.sum()
+    return np.array(
+        [(mask.sum(axis=tuple(a for a in range(mask.ndim) if a != ax)) * np.arange(mask.shape[ax])).sum() / total
+         for ax in range(mask.ndim)]
+    )

@@ -125,14 +125,14 @@ def test_clot_location_volume_centre_slice_and_region():
     loc = clot_location(clot, _affine(False), atlas=atlas)
     voxel_ml = 0.5 * 0.5 * 2.0 / 1000
     assert loc["clot_volume_ml"] == pytest.approx(10 * voxel_ml, abs=1e-4) and loc["clot_voxels"] == 10
-    assert loc["clot_components"] == 2
+    assert loc["clot_count"] == 2
     centre = np.argwhere(clot).mean(0)
     assert loc["clot_centre_voxel"] == pytest.approx(centre, abs=0.01)
     assert loc["clot_centre_ras_mm"] == pytest.approx(_affine(False)[:3, :3] @ centre + _affine(False)[:3, 3], abs=0.01)
     assert loc["clot_slice_index"] == round(centre[2]) and loc["clot_slice_range"] == [6, 7]
-    assert loc["clot_region"] == 5 and loc["clot_regions"] == [3, 5]
-    ami = clot_location(clot, _affine(False), atlas=atlas - 1, region_base=0)
-    assert ami["clot_region"] == 4 and ami["clot_regions"] == [2, 4]
+    assert loc["clot_region"] == 5 and loc["atlas_regions_with_clot"] == [3, 5]
+    ami = clot_location(clot, _affine(False), atlas=np.where(atlas > 0, atlas - 1, 0), region_base=0)  # AMI: 0..14
+    assert ami["clot_region"] == 4 and ami["atlas_regions_with_clot"] == [2, 4]
 
 
 @pytest.mark.parametrize("flip_x, expected", [(False, "L"), (True, "R")])
@@ -152,4 +152,4 @@ def test_clot_hemisphere_follows_the_ras_affine(flip_x, expected):
 def test_clot_location_of_an_empty_mask_has_zero_volume_and_no_position():
     loc = clot_location(np.zeros((4, 4, 4)), np.eye(4), atlas=np.ones((4, 4, 4)))
     assert loc["clot_volume_ml"] == 0 and loc["clot_centre_ras_mm"] is None
-    assert loc["clot_hemisphere"] is None and loc["clot_region"] is None and loc["clot_regions"] == []
+    assert loc["clot_hemisphere"] is None and loc["clot_region"] is None and loc["atlas_regions_with_clot"] == []

@@ -51,6 +51,8 @@ from monai.networks.nets import BasicUNet
 from scipy import ndimage
 from torch import nn
 
+from strokelabel.baselines.figures import clot_figures
+
 from lib.networks.ami_net import NUM_REGIONS, _check_inputs, count_parameters, region_index, region_values, slice_windows
 
 __all__ = [
@@ -233,91 +235,18 @@ def _atlas_values(atlas) -> torch.Tensor:
     return a.to(torch.int16)
 
 
-def _centroid(mask: np.ndarray) -> np.ndarray:
-    """Centroid (voxel coordinates) of a boolean mask, from its marginal sums (no coordinate list)."""
-    total = mask.sum()
-    return np.array(
-        [(mask.sum(axis=tuple(a for a in range(mask.ndim) if a != ax)) * np.arange(mask.shape[ax])).sum() / total
-         for ax in range(mask.ndim)]
-    )
-
-
 def clot_location(clot_mask, affine, atlas=None, region_base: int = 1, brain_mask=None) -> dict:
-    """Figures that locate a segmented clot, for the result JSON (units in the key names).
+    """Figures that size and locate a segmented clot: :func:`strokelabel.baselines.clot_figures`.
 
-    Args:
-        clot_mask: ``(X, Y, Z)`` binary clot mask (e.g. ``segment_volume(...) >= 0.5``).
-        affine: 4 x 4 voxel-to-world matrix in RAS+ mm (NIfTI / MONAI convention: +x is the
-            patient's right, +y anterior, +z superior).
-        atlas: optional vascular atlas on the same grid, for the region figures.
-        region_base: atlas numbering (1: values 1..15, 0 outside; 0: AMI's 0..14).
-        brain_mask: optional mask whose centroid gives the midline for the hemisphere.
-            Without it the midline is the centroid of ``atlas > 0`` (``region_base=1``),
-            else the world x of the volume centre.
-
-    Returns:
-        ``clot_volume_ml`` (voxel count x |det(affine[:3, :3])| / 1000),
-        ``clot_voxels``, ``clot_components`` (26-connected), ``clot_centre_ras_mm``
-        (centroid in world mm), ``clot_centre_voxel``, ``clot_slice_index`` (last-axis index
-        of the centroid, rounded), ``clot_slice_range`` ([first, last] slice holding clot),
-        ``clot_hemisphere`` (``"R"`` if the centroid lies right of the midline, else ``"L"``),
-        ``clot_region`` (atlas value holding most clot voxels) and ``clot_regions`` (all
-        atlas values holding clot), the last two only with an atlas. Location figures are
-        ``None`` for an empty mask.
+    One implementation serves the baseline and the models (volume, components, centre in RAS mm
+    and voxels, slice index and range, hemisphere, atlas regions); this only accepts tensors.
     """
-    mask = _as_tensor(clot_mask).numpy().astype(bool)
-    aff = np.asarray(_as_tensor(affine).numpy(), dtype=np.float64)
+    mask = _as_tensor(clot_mask).numpy()
     if mask.ndim != 3:
         raise ValueError(f"clot_mask must be (X, Y, Z), got shape {mask.shape}")
+    aff = np.asarray(_as_tensor(affine).numpy(), dtype=np.float64)
     if aff.shape != (4, 4):
         raise ValueError(f"affine must be 4 x 4, got {aff.shape}")
-    voxel_ml = abs(np.linalg.det(aff[:3, :3])) / 1000.0
-    n = int(mask.sum())
-    result: dict = {
-        "clot_volume_ml": round(n * voxel_ml, 4),
-        "clot_voxels": n,
-        "clot_components": 0,
-        "clot_centre_ras_mm": None,
-        "clot_centre_voxel": None,
-        "clot_slice_index": None,
-        "clot_slice_range": None,
-        "clot_hemisphere": None,
-    }
-    if atlas is not None:
-        result["clot_region"] = None
-        result["clot_regions"] = []
-    if n == 0:
-        return result
-
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
-    _, result["clot_components"] = ndimage.label(mask[box], structure=np.ones((3, 3, 3)))
-    ijk = np.argwhere(mask)
-    centre_vox = ijk.mean(axis=0)
-    centre_mm = aff @ np.append(centre_vox, 1.0)
-    result["clot_centre_voxel"] = [round(float(v), 2) for v in centre_vox]
-    result["clot_centre_ras_mm"] = [round(float(v), 2) for v in centre_mm[:3]]
-    result["clot_slice_index"] = int(round(centre_vox[2]))
-    result["clot_slice_range"] = [int(ijk[:, 2].min()), int(ijk[:, 2].max())]
-
-    labels = _atlas_values(atlas).numpy() if atlas is not None else None
-    if labels is not None and labels.shape != mask.shape:
-        raise ValueError(f"atlas {labels.shape} and clot_mask {mask.shape} must be on the same grid")
-    brain = None
-    if brain_mask is not None:
-        brain = _as_tensor(brain_mask).numpy().astype(bool)
-    elif labels is not None and region_base == 1:
-        brain = (labels >= 1) & (labels <= NUM_REGIONS)
-    if brain is not None and brain.any():
-        midline_vox = _centroid(brain)
-    else:
-        midline_vox = (np.array(mask.shape) - 1) / 2.0
-    midline_x_mm = (aff @ np.append(midline_vox, 1.0))[0]
-    result["clot_hemisphere"] = "R" if centre_mm[0] > midline_x_mm else "L"
-
-    if labels is not None:
-        hit = region_index(torch.from_numpy(labels[mask]), region_base).numpy()
-        counts = np.bincount(hit[hit >= 0], minlength=NUM_REGIONS)
-        values = region_values(region_base, len(counts))
-        result["clot_regions"] = [int(v) for v in values[counts > 0]]
-        result["clot_region"] = int(values[counts.argmax()]) if counts.any() else None
-    return result
+    labels = None if atlas is None else _atlas_values(atlas).numpy()
+    brain = None if brain_mask is None else _as_tensor(brain_mask).numpy().astype(bool)
+    return clot_figures(mask, aff, labels, region_base=region_base, brain_mask=brain)

@@ -1,0 +1,151 @@
+"""clot_region infer task: model path (segmentation + classifier), agreement of label and flags,
+studies without atlas or SPIRAL, and the trainers' bad-input errors."""
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from lib.datastore import StrokeDatastore
+from main import build_task_configs
+from strokelabel.errors import StrokeLabelError
+from strokelabel.naming import find_modalities
+from strokelabel.phantom import generate_dataset
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cta")
+    records = generate_dataset(root, per_kind=3, labelled_per_kind=3, size="small", seed=31, kinds=("cta",), progress=lambda *a, **k: None)
+    return root, records
+
+
+def config_with_models(model_dir: Path, classifier: bool = True, bias: float = 0.0):
+    """The task config with random-weight checkpoints in its model folder (the seg net's last bias shifted)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    config = build_task_configs(str(model_dir), {}, "clot_region")["clot_region"]
+    torch.manual_seed(0)
+    state = config.network.state_dict()
+    last_bias = [k for k in state if k.endswith("bias")][-1]
+    state[last_bias] = state[last_bias] + bias
+    torch.save({"model": state}, config.in_use_path)
+    if classifier:
+        torch.save({"model": {k: v.half() if v.is_floating_point() else v for k, v in config.classifier.state_dict().items()}},
+                   config.classifier_in_use_path)
+    return config
+
+
+def infer(config, reference, method="model"):
+    _, data = config.infer()({"image": str(reference), "method": method, "skip_writer": True, "device": "cpu"})
+    return np.asarray(data["pred"]), data["result"]
+
+
+def copy_study(record, root: Path, drop=()):
+    """A copy of a generated study without some modalities."""
+    folder = root / "copy" / record["reference"].parent.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for modality, path in find_modalities(record["reference"]).items():
+        if modality not in drop:
+            (folder / path.name).write_bytes(path.read_bytes())
+    return folder / record["reference"].name
+
+
+@pytest.mark.parametrize("bias", [0.0, 3.0])
+def test_model_label_is_clot_and_the_region_flags_are_exactly_clot_and_atlas(studies, tmp_path, bias):
+    root, records = studies
+    config = config_with_models(tmp_path / "model", bias=bias)
+    pred, result = infer(config, records[0]["reference"])
+    atlas = np.asarray(nib.load(str(records[0]["modalities"]["atlas"])).dataobj)
+    assert result["method"] == "model" and result["models"] == {"segmentation": "clot_region.pt", "classifier": "clot_region_classifier.pt"}
+    assert pred.shape == atlas.shape and set(np.unique(pred)) <= {0, 1}
+    box = np.zeros(atlas.shape, bool)  # segmented only in the atlas' bounding box grown by 16 voxels in-plane
+    (x0, y0, z0), (x1, y1, z1) = np.argwhere(atlas > 0).min(0), np.argwhere(atlas > 0).max(0)
+    box[max(0, x0 - 16):x1 + 17, max(0, y0 - 16):y1 + 17, z0:z1 + 1] = True
+    assert np.all(pred[~box] == 0)
+    flagged = sorted(r["region"] for r in result["regions"] if r["clot"])
+    assert flagged == sorted(set(np.unique(atlas[pred > 0]).tolist()) - {0}) == result["atlas_regions_with_clot"]
+    assert all((r["probability"] >= 0.5) == r["clot"] for r in result["regions"])
+    assert result["clot_voxels"] == int(pred.sum())
+    if pred.sum():
+        assert result["clot_hemisphere"] in ("L", "R") and result["clot_slice_index"] is not None
+    assert len(result["classifier_regions"]) == 15 and isinstance(result["regions_agree"], bool)
+
+
+def test_without_atlas_the_clot_is_still_segmented_and_the_result_says_flags_need_it(studies, tmp_path):
+    root, records = studies
+    config = config_with_models(tmp_path / "model", bias=3.0)
+    reference = copy_study(records[1], tmp_path, drop=("atlas",))
+    pred, result = infer(config, reference)
+    assert pred.sum() > 0  # the shifted bias makes the random net call clot somewhere
+    assert result["regions"] is None and "atlas" in result["regions_note"]
+    assert len(result["classifier_regions"]) == 15  # the classifier names regions from the image alone
+
+
+def test_without_spiral_the_model_runs_and_the_baseline_names_the_missing_map(studies, tmp_path):
+    root, records = studies
+    config = config_with_models(tmp_path / "model", classifier=False)
+    reference = copy_study(records[1], tmp_path, drop=("spiral", "cta2", "cta3"))
+    pred, result = infer(config, reference)
+    assert result["method"] == "model" and len(result["regions"]) == 15 and "classifier_regions" not in result
+    assert "cta2 missing: phase 1 used in its place" in result["input_notes"]
+    with pytest.raises(StrokeLabelError, match="spiral"):
+        infer(config, reference, method="baseline")
+
+
+def test_without_any_model_auto_falls_back_to_the_spiral_baseline(studies, tmp_path):
+    root, records = studies
+    config = build_task_configs(str(tmp_path / "empty"), {}, "clot_region")["clot_region"]
+    pred, result = infer(config, records[2]["reference"], method="auto")
+    assert result["method"] == "baseline" and result["spiral_threshold"] == 0.9 and len(result["regions"]) == 15
+
+
+def run_trainer(trainer, datastore, **request):
+    return trainer({"device": "cpu", "dataset": "Dataset", "dataloader": "DataLoader", "multi_gpu": False,
+                    "max_epochs": 1, "samples_per_study": 4, **request}, datastore)
+
+
+def test_training_without_labels_or_with_wrong_label_values_is_a_clear_error_and_keeps_the_model(studies, tmp_path):
+    root, records = studies
+    config = config_with_models(tmp_path / "model")
+    before = Path(config.in_use_path).read_bytes()
+    unlabelled = tmp_path / "unlabelled"
+    (unlabelled / "x").mkdir(parents=True)
+    copy_study(records[0], unlabelled)
+    for trainer in config.trainer().values():
+        with pytest.raises(StrokeLabelError, match="needs final labels for at least 2 CTA"):
+            run_trainer(trainer, StrokeDatastore(str(unlabelled / "copy")))
+    labels = root / "labels" / "final"
+    bad = labels / records[1]["reference"].name
+    good = bad.read_bytes()
+    try:
+        img = nib.load(str(bad))
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj).astype(np.uint8) * 2, img.affine), str(bad))
+        with pytest.raises(StrokeLabelError, match=r"values \[2\]"):
+            run_trainer(config.trainer()["clot_region"], StrokeDatastore(str(root)))
+    finally:
+        bad.write_bytes(good)
+    assert Path(config.in_use_path).read_bytes() == before
+
+
+def test_both_trainers_train_from_clot_labels_and_publish_or_keep_aside(studies, tmp_path):
+    root, records = studies
+    config = build_task_configs(str(tmp_path / "model"), {}, "clot_region")["clot_region"]
+    datastore = StrokeDatastore(str(root))
+    for name, trainer in config.trainer().items():
+        stats = run_trainer(trainer, datastore, max_epochs=1)
+        assert stats["published"] is True and stats["reason"] == "first trained model", stats
+        assert 0.0 <= stats["candidate_val_dice"] <= 1.0 and len(stats["val_studies"]) == 1
+        assert Path(tmp_path / "model" / f"{name}.pt").exists()
+        again = run_trainer(trainer, datastore, max_epochs=1)
+        assert again["in_use_val_dice"] is not None
+        assert again["published"] == (again["candidate_val_dice"] >= again["in_use_val_dice"])
