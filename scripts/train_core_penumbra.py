@@ -34,8 +34,7 @@ from monai.data import CacheDataset, DataLoader, list_data_collate  # noqa: E402
 from monai.transforms import Compose  # noqa: E402
 from monai.utils import set_determinism  # noqa: E402
 
-from lib.losses.focal_tversky import FocalTverskyLoss  # noqa: E402
-from lib.trainers.core_penumbra import CLASS_WEIGHTS, train_transforms, val_transforms  # noqa: E402
+from lib.trainers.core_penumbra import CE_WEIGHT, CLASS_WEIGHTS, CorePenumbraLoss, train_transforms, val_transforms  # noqa: E402
 from lib.transforms import core_penumbra as cp  # noqa: E402
 from lib.transforms.baselines import perfusion_brain_mask  # noqa: E402
 from lib.transforms.study import LoadStudyd  # noqa: E402
@@ -78,6 +77,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-studies", type=int, default=2, help="studies per step (x slices each)")
     parser.add_argument("--slices", type=int, default=8, help="slices per study per step")
+    parser.add_argument("--ce-weight", type=float, default=CE_WEIGHT, help="cross-entropy term (0: focal Tversky only)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--studies", default=str(REPO / "work-data" / "core_penumbra_phantoms"), help="phantom folder (reused)")
     parser.add_argument("--out", default=str(APP_DIR / "model" / "shipped" / "core_penumbra.pt"))
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     train_loader = DataLoader(train_ds, batch_size=args.batch_studies, shuffle=True, num_workers=0, collate_fn=list_data_collate)
 
     model = cp.build_network(maps=maps)
-    loss_fn = FocalTverskyLoss(class_weights=CLASS_WEIGHTS)
+    loss_fn = CorePenumbraLoss(CLASS_WEIGHTS, args.ce_weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     budget_s = args.minutes * 60
     steps_per_epoch = len(train_loader)
@@ -161,7 +161,8 @@ def main(argv=None) -> int:
                  "val_studies": [Path(i["image"]).name for i in val_items]},
         "network": {"class": "CorePenumbraNet", "features": list(model.net.features), "in_maps": list(maps), "context_slices": 0,
                     "use_nihss": True, "parameters": int(sum(p.numel() for p in model.parameters())), "storage": "float16"},
-        "loss": {"class": "FocalTverskyLoss", "gamma": 4 / 3, "alpha": 0.7, "beta": 0.3, "class_weights": list(CLASS_WEIGHTS)},
+        "loss": {"class": "CorePenumbraLoss", "focal_tversky": {"gamma": 4 / 3, "alpha": 0.7, "beta": 0.3},
+                 "class_weights": list(CLASS_WEIGHTS), "ce_weight": args.ce_weight},
         "optimizer": {"class": "AdamW", "lr": args.lr, "schedule": "cosine over the time budget", "batch": f"{args.batch_studies} studies x {args.slices} slices"},
         "epochs": epoch,
         "best_epoch": best_epoch,

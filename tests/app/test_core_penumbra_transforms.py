@@ -122,3 +122,18 @@ def test_the_fine_tuning_handler_freezes_the_encoders_and_unfreezes_them_at_the_
     assert seen == [("decoder", False), ("deep", True), ("all", True)]
     assert net.stage == "all"
     assert all(p.requires_grad for p in net.parameters())
+
+
+def test_the_training_loss_is_the_focal_tversky_loss_plus_a_weighted_cross_entropy():
+    from lib.losses.focal_tversky import FocalTverskyLoss
+    from lib.trainers.core_penumbra import CLASS_WEIGHTS, CorePenumbraLoss
+
+    torch.manual_seed(0)
+    target = torch.randint(0, 3, (2, 1, 8, 8))
+    logits = torch.randn(2, 3, 8, 8)
+    ftl = FocalTverskyLoss(class_weights=CLASS_WEIGHTS)(logits, target)
+    assert CorePenumbraLoss(ce_weight=0.0)(logits, target) == pytest.approx(float(ftl))
+    ce = torch.nn.functional.cross_entropy(logits, target[:, 0], weight=torch.tensor(CLASS_WEIGHTS))
+    assert CorePenumbraLoss(ce_weight=0.5)(logits, target) == pytest.approx(float(ftl + 0.5 * ce), rel=1e-5)
+    perfect = torch.nn.functional.one_hot(target[:, 0], 3).permute(0, 3, 1, 2).float() * 20
+    assert CorePenumbraLoss()(perfect, target) < 0.05 < CorePenumbraLoss()(logits, target)

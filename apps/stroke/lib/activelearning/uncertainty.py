@@ -93,6 +93,8 @@ class StrokeUncertaintyScoring(ScoringMethod):
                 continue
             score = float(figures[self.score_name])
             scores[image_id] = score
+            # Reload first: the server may have saved labels since this process read the datastore file.
+            datastore.refresh()
             datastore.update_image_info(image_id, {self.key: score, self.key + "_ts": model_ts, self.key + "_figures": figures})
             executed += 1
             logger.info(f"{self.key}: {image_id} => {score:.4f}")
