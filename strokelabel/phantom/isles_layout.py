@@ -89,8 +89,24 @@ def _save(path: Path, array: np.ndarray, affine: np.ndarray, description: str) -
     return path
 
 
-def generate_isles_study(root, index: int, seed: int, size: str = "small", quirks: dict | None = None) -> dict:
-    """Write one phantom MRI study as ISLES'22 case ``index``; returns paths, quirks and figures."""
+# ISLES'22 DWI/ADC are typically 112 x 112 x 73 voxels of 2 mm.
+ISLES22_GRID = ((112, 112, 73), (2.0, 2.0, 2.0))
+
+
+def resample_to_grid(volume: np.ndarray, affine: np.ndarray, shape, spacing_mm, order: int = 1):
+    """The volume on a centred grid of ``shape`` x ``spacing_mm`` (world origin at the array middle)."""
+    new_affine = np.diag([*spacing_mm, 1.0])
+    new_affine[:3, 3] = -(np.asarray(shape) - 1) / 2.0 * np.asarray(spacing_mm)
+    matrix = np.linalg.inv(affine) @ new_affine
+    out = ndimage.affine_transform(volume, matrix[:3, :3], offset=matrix[:3, 3], output_shape=tuple(shape), order=order, mode="constant", cval=0.0)
+    return out, new_affine
+
+
+def generate_isles_study(root, index: int, seed: int, size: str = "small", quirks: dict | None = None, grid=None) -> dict:
+    """Write one phantom MRI study as ISLES'22 case ``index``; returns paths, quirks and figures.
+
+    ``grid`` = (shape, spacing_mm) resamples DWI, ADC and mask to that grid (e.g. ``ISLES22_GRID``
+    from the ``full`` phantom); default: the phantom's own grid of ``size``."""
     root = Path(root)
     subject = isles_subject(index)
     quirks = {**site_quirks(seed), **(quirks or {})}
@@ -102,6 +118,11 @@ def generate_isles_study(root, index: int, seed: int, size: str = "small", quirk
         adc = np.asarray(nib.load(str(record["modalities"]["adc"])).dataobj, dtype=np.float32)
         flair = np.asarray(nib.load(str(record["modalities"]["flair"])).dataobj, dtype=np.float32)
         lesion = np.asarray(nib.load(str(record["truth"]["lesion"])).dataobj).astype(np.uint8)
+    if grid is not None:
+        dwi, _ = resample_to_grid(dwi, affine, *grid)
+        adc, _ = resample_to_grid(adc, affine, *grid)
+        flair, _ = resample_to_grid(flair, affine, *grid)
+        lesion, affine = resample_to_grid(lesion, affine, *grid, order=0)
     brain = brain_mask_from_mri(dwi, adc)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), KIND_CODES["mri"], 23]))
     # A real fit gives slightly negative ADC where b0 and DWI are both noise (ventricle edges, background).
@@ -148,6 +169,13 @@ def generate_isles_dataset(
     out = []
     for i in range(first_index, first_index + n):
         s = study_seed(seed, "mri", 10_000 + i)
+        sidecar = Path(root) / "derivatives" / "phantom" / f"sub-{isles_subject(i)}_ses-{SESSION}_phantom.json"
+        if sidecar.exists():
+            info = json.loads(sidecar.read_text())
+            if info.get("seed") == s and info.get("size") == size and isles_paths(root, info["subject"])["msk"].exists():
+                paths = isles_paths(root, info["subject"])
+                out.append({"reference": paths["dwi"], "paths": paths, **info})
+                continue
         rec = generate_isles_study(root, i, s, size=size)
         progress(f"[{i - first_index + 1}/{n}] sub-{rec['subject']}: lesion {rec['lesion_volume_ml']:.1f} mL, {rec['quirks']}")
         out.append(rec)

@@ -1,36 +1,217 @@
-"""ischemic_lesion: the ischemic lesion on MRI (DWI, ADC) or on CT perfusion maps."""
+"""ischemic_lesion: the ischemic lesion on MRI (DWI with or without ADC) or on CT perfusion maps.
 
-from lib.infers.stroke_infer import StrokeInferTask
+One task; the study's modalities choose the model (see ``lib.transforms.ischemic_lesion``):
+MDANet (seed 003) on CTP (CBF, CBV | MTT, Tmax) and on MRI (DWI | ADC); the hemispheric
+Siamese net (seed 000) on a study with DWI alone. A study given by its ADC file alone gets a
+clear error: no model reads ADC without DWI.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+import numpy as np
+import torch
+from monai.transforms import Transform
+
+from lib.infers.stroke_infer import METHODS, StrokeInferTask, first_choice
 from lib.transforms.baselines import LesionBaselined
 from lib.transforms.figures import LesionFiguresd
+from lib.transforms.ischemic_lesion import (
+    KIND_OF_ROUTE,
+    binary_entropy,
+    build_network,
+    inplane_size,
+    predict_volume,
+    resample_inplane,
+    route_for,
+    study_channels,
+    uncertainty_score,
+)
 from lib.transforms.study import LoadStudyd
-from strokelabel.naming import study_kind
+from strokelabel import baselines
+from strokelabel.errors import StrokeLabelError
+from strokelabel.midsagittal import find_midsagittal_plane, mirror_about_plane
+from strokelabel.naming import find_modalities, parse_filename, study_kind
 
-# Modalities per study kind: an MRI study is read from DWI and ADC, a CTP study from its maps.
-MODALITIES = {"mri": (("dwi", "adc"), ("flair",)), "ctp": (("cbf", "cbv", "mtt", "tmax"), ("mip",))}
+# Modalities per study kind: required, optional.
+MODALITIES = {"mri": (("dwi",), ("adc", "flair")), "ctp": (("cbf", "cbv", "mtt", "tmax"), ("mip",))}
+MODEL_NAMES = {"ctp": "MDANet (CBF, CBV | MTT, Tmax)", "mri": "MDANet (DWI | ADC)", "siamese": "hemispheric Siamese net (DWI and its mirror)"}
+
+
+def route_paths(model_dir: str) -> Dict[str, list]:
+    """Per route: [shipped starting model, model in use]; the last existing one is loaded."""
+    return {
+        r: [os.path.join(model_dir, "shipped", f"ischemic_lesion_{r}.pt"), os.path.join(model_dir, f"ischemic_lesion_{r}.pt")]
+        for r in KIND_OF_ROUTE
+    }
+
+
+def _existing(paths) -> str | None:
+    found = [p for p in paths if os.path.exists(p)]
+    return found[-1] if found else None
+
+
+class DwiOnlyBaselined(Transform):
+    """DWI alone: hyperintense (robust z > 3) and brighter than the mirror point by 3 robust SD."""
+
+    def __call__(self, data):
+        d = dict(data)
+        study = d["study"]
+        dwi = np.asarray(d["dwi"], dtype=np.float64)
+        brain = baselines.brain_mask_from_mri(dwi)
+        plane = find_midsagittal_plane(dwi, study.spacing_mm)
+        mirror = mirror_about_plane(dwi, plane)
+        values = dwi[brain]
+        robust_sd = 1.4826 * np.median(np.abs(values - np.median(values)))
+        lesion = baselines.mri.dwi_hyperintense(dwi, brain, 3.0) & (dwi - mirror > 3.0 * robust_sd)
+        d["pred"] = baselines.remove_small_clusters(lesion, study.spacing_mm, 0.1).astype(np.uint8)
+        d.setdefault("result", {})["rule"] = "DWI robust z > 3 and DWI - mirror > 3 robust SD (no ADC in the study)"
+        return d
 
 
 class IschemicLesionInfer(StrokeInferTask):
-    def __init__(self, path, network, labels, **kwargs):
+    def __init__(self, path, network, labels, model_dir: str | None = None, **kwargs):
         super().__init__(
             path,
             network,
             labels,
-            description="Ischemic lesion (1) on MRI (DWI + ADC) or CT perfusion; volume in mL and lesion count",
+            description="Ischemic lesion (1) on MRI (DWI + ADC, or DWI alone) or CT perfusion; volume in mL and lesion count",
+            # "siamese": the DWI-only Siamese model even when the study has ADC (to compare the two)
+            config={"method": METHODS + ["siamese"]},
             **kwargs,
         )
+        self.model_dir = model_dir or os.path.dirname(path[-1] if isinstance(path, (list, tuple)) else path)
+        self.route_paths = route_paths(self.model_dir)
+        self._loaded: Dict[str, tuple] = {}
+
+    # ---- which model -----------------------------------------------------------------------
+    def model_available(self, route: str | None = None) -> bool:
+        routes = [route] if route else list(self.route_paths)
+        return any(_existing(self.route_paths[r]) for r in routes)
 
     def pre_transforms(self, data=None):
-        kind = study_kind(data["image"])
+        image = data["image"]
+        parsed = parse_filename(os.path.basename(str(image)))
+        if parsed is not None and parsed.modality == "adc":
+            raise StrokeLabelError(
+                "an ADC map alone cannot be read: ischemic_lesion needs DWI (MDANet on DWI + ADC, the Siamese model on DWI "
+                f"alone); put sub-{parsed.subject}_ses-{parsed.session}_dwi.nii.gz beside it and open the study by its DWI",
+                study=parsed.study_id,
+            )
+        kind = study_kind(image)
         if kind not in MODALITIES:
-            from strokelabel.errors import StrokeLabelError
-
             raise StrokeLabelError(f"ischemic_lesion reads MRI (DWI/ADC) or CT perfusion studies, not {kind.upper()}")
         required, optional = MODALITIES[kind]
+        data["route"] = route_for(kind, find_modalities(image))
         return [LoadStudyd(required, optional)]
 
+    def chosen_method(self, data) -> str:
+        route = data.get("route") or route_for(data["study"].kind, data["study"].images)
+        method = first_choice(data.get("method", "auto"))
+        if method == "siamese":
+            if data["study"].kind != "mri":
+                raise StrokeLabelError("method=siamese reads DWI: it needs an MRI study", study=data["study"].study_id)
+            route = data["route"] = "siamese"
+            method = "model"
+        if method not in METHODS:
+            raise StrokeLabelError(f"unknown method {method!r}; use one of {METHODS + ['siamese']}")
+        available = self.model_available(route)
+        if method == "model" and not available:
+            raise StrokeLabelError(f"no trained {MODEL_NAMES[route]} model is installed yet; train ischemic_lesion_{route} or use method=baseline")
+        if method == "auto":
+            method = "model" if available else "baseline"
+        return method
+
     def baseline_transforms(self, data):
+        route = data.get("route")
+        if route == "siamese":
+            return [DwiOnlyBaselined()]
         return [LesionBaselined()]
+
+    def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cuda"):
+        data = super().run_inferer(data, convert_to_batch, device)
+        if data["result"].get("method") == "baseline":
+            data["result"]["route"] = data.get("route")
+            if not self.model_available(data.get("route")):
+                data["result"]["method_note"] = f"no trained {MODEL_NAMES[data.get('route')]} model installed: training-free baseline used"
+        return data
+
+    # ---- the learned model -----------------------------------------------------------------
+    def _network(self, route: str, device: str) -> tuple[torch.nn.Module, str]:
+        path = _existing(self.route_paths[route])
+        mtime = os.path.getmtime(path)
+        cached = self._loaded.get(route)
+        if cached and cached[1] == path and cached[2] == mtime and cached[3] == device:
+            return cached[0], path
+        network = build_network(route)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("model", state)
+        network.load_state_dict({k: v.float() for k, v in state.items()})
+        network = network.to(device).eval()
+        self._loaded[route] = (network, path, mtime, device)
+        return network, path
+
+    def run_model(self, data: Dict[str, Any], device: str):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"
+        study = data["study"]
+        route = data.get("route") or route_for(study.kind, study.images)
+        channels, info = study_channels(study.images, route, study.spacing_mm, study.study_id)
+        size = inplane_size(channels.shape[1:], study.spacing_mm)
+        image = resample_inplane(torch.from_numpy(channels), size)
+        network, path = self._network(route, device)
+        prob = predict_volume(network, image, channels.shape[1:3], device=device).numpy()
+        label = (prob > 0.5).astype(np.uint8)
+        data["pred"] = baselines.remove_small_clusters(label, study.spacing_mm, 0.1).astype(np.uint8)
+        data["lesion_probability"] = prob
+        result = data["result"]
+        result.update(info)
+        result["route"] = route
+        result["model"] = MODEL_NAMES[route]
+        result["model_file"] = os.path.relpath(path, self.model_dir)
+        result["uncertainty"] = round(uncertainty_score(prob), 4)
+        return data
 
     def figure_transforms(self, data):
         return [LesionFiguresd()]
+
+    def get_path(self, validate=True):
+        """The newest model file of any route (active learning rescores when it changes)."""
+        found = [p for p in (_existing(paths) for paths in self.route_paths.values()) if p]
+        return max(found, key=os.path.getmtime) if found else None
+
+    # ---- active learning -------------------------------------------------------------------
+    def mc_dropout_uncertainty(self, image_path: str, samples: int = 4, device: str = "cpu") -> Dict[str, float]:
+        """Monte-Carlo dropout over ``samples`` passes of the study's model.
+
+        ``entropy_lesion``: mean binary entropy (bits) of the mean lesion probability over the
+        voxels any pass finds suspicious (see ``uncertainty_score``); ``disagreement``: mean
+        standard deviation of the passes there; ``lesion_volume_ml`` of the mean prediction.
+        """
+        from strokelabel.study import load_study
+
+        kind = study_kind(image_path)
+        required, optional = MODALITIES[kind]
+        study = load_study(image_path, required, optional)
+        route = route_for(kind, study.images)
+        if not self.model_available(route):
+            raise StrokeLabelError(f"no {MODEL_NAMES[route]} model to score with", study=study.study_id)
+        channels, _ = study_channels(study.images, route, study.spacing_mm, study.study_id)
+        image = resample_inplane(torch.from_numpy(channels), inplane_size(channels.shape[1:], study.spacing_mm))
+        network, _ = self._network(route, device)
+        try:
+            passes = np.stack(
+                [predict_volume(network, image, channels.shape[1:3], device=device, mc_dropout=True).numpy() for _ in range(max(1, samples))]
+            )
+        finally:
+            network.net.set_mc_dropout(False)
+        mean = passes.mean(axis=0)
+        suspicious = passes.max(axis=0) > 0.05
+        return {
+            "entropy_lesion": float(binary_entropy(mean[suspicious]).mean()) if suspicious.any() else 0.0,
+            "disagreement": float(passes.std(axis=0)[suspicious].mean()) if suspicious.any() else 0.0,
+            "lesion_volume_ml": float((mean > 0.5).sum() * study.voxel_volume_ml),
+            "route": route,
+        }

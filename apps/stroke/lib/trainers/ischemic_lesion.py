@@ -1,0 +1,100 @@
+"""ischemic_lesion trainers: one per route (``ischemic_lesion_ctp``, ``ischemic_lesion_mri``,
+``ischemic_lesion_siamese``), each on the shared StrokeTrainTask (label checks, fixed split,
+versions, publish only if not worse).
+
+Training is on axial slices (2-D networks, as seed 003): each study is loaded once (cached),
+turned into the route's channels on the plan's in-plane spacing, and random in-plane crops of
+random slices are drawn (``crop_size``, default 64), two centred on lesion for one not. The
+Siamese input keeps its mirror channel computed on the whole slice, so a crop still compares
+each point with its contralateral homologue. Validation runs the network slice by slice over whole
+studies (SliceInferer), so the Dice is a volume Dice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from monai.inferers import SliceInferer
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    EnsureTyped,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandScaleIntensityd,
+    SpatialPadd,
+    SqueezeDimd,
+)
+from monailabel.tasks.train.basic_train import Context
+
+from lib.losses.mdanet_loss import MDANetLoss
+from lib.trainers.stroke_train import StrokeTrainTask
+from lib.transforms.ischemic_lesion import KIND_OF_ROUTE, IschemicLesionInputd, MDANetLossOnNet
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTIONS = {
+    "ctp": "Train MDANet (CBF, CBV | MTT, Tmax) for the ischemic lesion (core) on CT perfusion",
+    "mri": "Train MDANet (DWI | ADC) for the ischemic lesion on MRI",
+    "siamese": "Train the hemispheric Siamese net for the ischemic lesion on DWI alone",
+}
+
+
+class IschemicLesionTrain(StrokeTrainTask):
+    def __init__(self, route: str, model_dir: str, network, publish_path: str, labels, shipped_path=None, config=None, **kwargs):
+        self.route = route
+        defaults = {"max_epochs": 10, "train_batch_size": 2, "slices_per_study": 8, "crop_size": 64, "learning_rate": 1e-3}
+        super().__init__(
+            model_dir=model_dir,
+            network=network,
+            publish_path=publish_path,
+            kinds=(KIND_OF_ROUTE[route],),
+            labels=labels,
+            description=DESCRIPTIONS[route],
+            config={**defaults, **(config or {})},
+            shipped_path=shipped_path,
+            **kwargs,
+        )
+
+    def loss_function(self, context: Context):
+        if self.route in ("ctp", "mri"):
+            return MDANetLossOnNet(MDANetLoss(lambda_similarity=1.0), context.network)
+        from monai.losses import DiceCELoss
+
+        return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+
+    def train_pre_transforms(self, context: Context):
+        n = int(context.request.get("slices_per_study", 8))
+        crop = int(context.request.get("crop_size", 64))  # in-plane crop (voxels of the plan's spacing)
+        transforms = [
+            IschemicLesionInputd(self.route),
+            EnsureTyped(keys=("image", "label"), track_meta=False),
+            RandCropByPosNegLabeld(keys=("image", "label"), label_key="label", spatial_size=(crop, crop, 1), pos=2, neg=1, num_samples=n,
+                                   allow_smaller=True),
+            SpatialPadd(keys=("image", "label"), spatial_size=(crop, crop, 1)),
+            SqueezeDimd(keys=("image", "label"), dim=-1),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        ]
+        if self.route != "siamese":  # a left-right flip would swap the Siamese pair's roles
+            transforms.append(RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=0))
+        return transforms
+
+    def train_post_transforms(self, context: Context):
+        return [
+            Activationsd(keys="pred", softmax=True),
+            AsDiscreted(keys=("pred", "label"), argmax=(True, False), to_onehot=(2, 2)),
+        ]
+
+    def val_pre_transforms(self, context: Context):
+        return [IschemicLesionInputd(self.route), EnsureTyped(keys=("image", "label"), track_meta=False)]
+
+    def val_post_transforms(self, context: Context):
+        return self.train_post_transforms(context)
+
+    def train_inferer(self, context: Context):
+        from monai.inferers import SimpleInferer
+
+        return SimpleInferer()
+
+    def val_inferer(self, context: Context):
+        return SliceInferer(roi_size=(-1, -1), spatial_dim=2, sw_batch_size=16, progress=False)

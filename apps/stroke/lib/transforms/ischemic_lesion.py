@@ -1,0 +1,239 @@
+"""ischemic_lesion: the plan (which model reads which study, channels, normalisation, in-plane
+spacing), the transform that turns a loaded study into network input, and the adapters that
+let MDANet (two modality groups) and the hemispheric Siamese net (image and its mirror) sit in
+MONAI engines that pass one tensor.
+
+Routes (one task name, the model chosen by the study's modalities):
+
+=========== ============================================ ============================================
+route       study                                        input channels (normalised)
+=========== ============================================ ============================================
+``ctp``     CT perfusion maps                            MDANet, groups (CBF, CBV) | (MTT, Tmax)
+``mri``     MRI with DWI and ADC                         MDANet, groups DWI | ADC
+``siamese`` MRI with DWI only (no ADC)                   Siamese, DWI | DWI mirrored about the
+                                                         mid-sagittal plane found from the image
+=========== ============================================ ============================================
+
+The networks are 2-D (axial slices, as seed 003), on slices resampled in-plane to
+``PLAN["inplane_spacing_mm"]`` so that 0.43 mm CTP and 1.8 mm MRI look alike; the logits go
+back to the study grid. On CT perfusion the lesion is the ischemic core (ISLES 2018's label):
+a saved core/penumbra label (1/2) is read as lesion = core (1).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import Transform
+from torch import nn
+
+from strokelabel.baselines.masks import brain_mask_from_mri
+from strokelabel.errors import StrokeLabelError
+from strokelabel.midsagittal import find_midsagittal_plane, mirror_about_plane
+from strokelabel.units import detect_adc_unit
+
+ROUTES = ("ctp", "mri", "siamese")
+
+# Data-derived decisions, kept in one place (nnU-Net's "plan").
+PLAN = {
+    "inplane_spacing_mm": 1.8,
+    # divide each map by a typical healthy value, clip to [0, clip]
+    "ctp_scale": {"cbf": 60.0, "cbv": 4.0, "mtt": 8.0, "tmax": 10.0},
+    "ctp_clip": 4.0,
+    "adc_clip_1e3": 4.0,
+    "dwi_clip": 6.0,
+}
+GROUPS = {"ctp": (("cbf", "cbv"), ("mtt", "tmax")), "mri": (("dwi",), ("adc",)), "siamese": (("dwi",), ("dwi_mirror",))}
+KIND_OF_ROUTE = {"ctp": "ctp", "mri": "mri", "siamese": "mri"}
+
+
+def route_for(kind: str, modalities: Sequence[str]) -> str:
+    """Which model reads a study of ``kind`` that has ``modalities``."""
+    if kind == "ctp":
+        return "ctp"
+    if kind == "mri":
+        return "mri" if "adc" in modalities else "siamese"
+    raise StrokeLabelError(f"ischemic_lesion reads MRI (DWI, with or without ADC) or CT perfusion studies, not {kind.upper()}")
+
+
+def normalised_dwi(dwi: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """DWI divided by the brain median (arbitrary scanner units -> ~1 in healthy tissue)."""
+    median = float(np.median(dwi[brain])) if brain.any() else float(np.median(dwi[dwi > 0]))
+    return np.clip(dwi / max(median, 1e-6), 0.0, PLAN["dwi_clip"]).astype(np.float32)
+
+
+def study_channels(images: dict, route: str, spacing_mm, study: str | None = None) -> tuple[np.ndarray, dict]:
+    """The route's input channels (C, X, Y, Z) on the study grid, and facts for the result JSON."""
+    info: dict = {}
+    if route == "ctp":
+        chans = [np.clip(np.nan_to_num(images[m]) / PLAN["ctp_scale"][m], 0.0, PLAN["ctp_clip"]) for m in ("cbf", "cbv", "mtt", "tmax")]
+        return np.stack(chans).astype(np.float32), info
+    dwi = np.asarray(images["dwi"], dtype=np.float32)
+    if route == "mri":
+        adc = np.asarray(images["adc"], dtype=np.float32)
+        brain = brain_mask_from_mri(dwi, adc)
+        unit = detect_adc_unit(adc, mask=brain, study=study)
+        info["adc_unit_assumption"] = unit.assumption
+        adc_1e3 = np.clip(adc * (unit.factor_to_mm2_s / 1e-3), 0.0, PLAN["adc_clip_1e3"])  # negative fits -> 0
+        return np.stack([normalised_dwi(dwi, brain), adc_1e3.astype(np.float32)]), info
+    if route == "siamese":
+        brain = brain_mask_from_mri(dwi)
+        x = normalised_dwi(dwi, brain)
+        plane = find_midsagittal_plane(x, spacing_mm)
+        info["midsagittal_plane"] = {"offset_mm": round(plane.offset_mm, 2), "angle_deg": round(plane.angle_deg, 2)}
+        return np.stack([x, mirror_about_plane(x, plane).astype(np.float32)]), info
+    raise ValueError(f"unknown route {route!r}")
+
+
+def inplane_size(shape, spacing_mm) -> tuple[int, int]:
+    s = PLAN["inplane_spacing_mm"]
+    return tuple(max(8, int(round(n * sp / s))) for n, sp in zip(shape[:2], spacing_mm[:2]))
+
+
+def resample_inplane(volume: torch.Tensor, size: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
+    """(C, X, Y, Z) -> (C, size[0], size[1], Z), slice by slice."""
+    c, x, y, z = volume.shape
+    if (x, y) == tuple(size):
+        return volume
+    slices = volume.permute(3, 0, 1, 2)  # (Z, C, X, Y)
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    out = F.interpolate(slices.float(), size=tuple(size), mode=mode, **kwargs)
+    return out.permute(1, 2, 3, 0).contiguous()
+
+
+def lesion_target(label: np.ndarray, kind: str) -> np.ndarray:
+    """Lesion 0/1 from a saved label: on CTP the core (1) of a core/penumbra label."""
+    label = np.asarray(label)
+    if label.ndim == 4:
+        label = label[..., 0]
+    return (label == 1).astype(np.uint8)
+
+
+class IschemicLesionInputd(Transform):
+    """Training/validation items ``{"image": reference path, "label": path, "kind"}`` -> network input.
+
+    Loads the study, builds the ``route``'s channels, resamples in-plane to the plan's spacing;
+    ``image`` becomes (C, X', Y', Z) float32 and ``label`` (1, X', Y', Z) lesion 0/1.
+    """
+
+    def __init__(self, route: str):
+        self.route = route
+
+    def __call__(self, data):
+        import nibabel as nib
+
+        from strokelabel.study import load_study
+
+        d = dict(data)
+        required = {"ctp": ("cbf", "cbv", "mtt", "tmax"), "mri": ("dwi", "adc"), "siamese": ("dwi",)}[self.route]
+        study = load_study(d["image"], required)
+        channels, _ = study_channels(study.images, self.route, study.spacing_mm, study.study_id)
+        size = inplane_size(channels.shape[1:], study.spacing_mm)
+        d["image"] = resample_inplane(torch.from_numpy(channels), size)
+        if "label" in d:
+            label = lesion_target(np.asarray(nib.load(str(d["label"])).dataobj), study.kind)
+            d["label"] = resample_inplane(torch.from_numpy(label[None].astype(np.float32)), size, mode="nearest")
+        return d
+
+
+class TwoGroupNet(nn.Module):
+    """MDANet behind one input tensor: channels ``[group a..., group b...]``.
+
+    In training mode the early features of both groups (for the similarity loss, eq. 8) are
+    kept in ``last_features``; the output is always the logits.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.last_features = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = x.shape[1] // 2
+        if self.training:
+            out = self.net(x[:, :k], x[:, k:], return_features=True)
+            self.last_features = (out.features_a, out.features_b)
+            return out.logits
+        self.last_features = None
+        return self.net(x[:, :k], x[:, k:])
+
+
+class MirrorPairNet(nn.Module):
+    """SiameseLesionNet behind one input tensor: channels ``[image, image mirrored about the mid-sagittal plane]``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x[:, :1], x[:, 1:2])
+
+
+class MDANetLossOnNet(nn.Module):
+    """MDANetLoss (Dice + CE + λ masked similarity) with the early features taken from the :class:`TwoGroupNet`."""
+
+    def __init__(self, loss: nn.Module, network: TwoGroupNet):
+        super().__init__()
+        self.loss = loss
+        self._network = [network]  # not a submodule: its parameters belong to the network
+
+    def forward(self, logits, target):
+        features = self._network[0].last_features
+        if features is None:
+            return self.loss(logits, target)
+        return self.loss(logits, target, *features)
+
+
+def build_network(route: str, widths: Sequence[int] | None = None) -> nn.Module:
+    """The route's network in the shipped size (2-D, widths 8..64: ~0.1 M parameters, CPU-friendly)."""
+    from lib.networks.mdanet import MDANet
+    from lib.networks.siamese_net import SiameseLesionNet
+
+    if route in ("ctp", "mri"):
+        k = 2 if route == "ctp" else 1
+        net = MDANet(spatial_dims=2, group_channels=k, out_channels=2, widths=tuple(widths or (8, 16, 32, 64)), space_grid=(8, 8), dropout=0.1)
+        return TwoGroupNet(net)
+    if route == "siamese":
+        net = SiameseLesionNet(spatial_dims=2, in_channels=1, out_channels=2, widths=tuple(widths or (8, 16, 32, 64)), dropout=0.1)
+        return MirrorPairNet(net)
+    raise ValueError(f"unknown route {route!r}")
+
+
+def predict_volume(
+    network: nn.Module, image: torch.Tensor, out_size: Sequence[int], device: str = "cpu", batch: int = 16, mc_dropout: bool = False
+) -> torch.Tensor:
+    """Lesion probability (X, Y, Z) on the study grid from the input (C, X', Y', Z), slice by slice.
+
+    ``mc_dropout`` keeps the dropout layers sampling (one Monte-Carlo pass)."""
+    network.eval()
+    if mc_dropout:
+        network.net.set_mc_dropout(True)
+    z = image.shape[-1]
+    probs = []
+    with torch.no_grad():
+        for start in range(0, z, batch):
+            chunk = image[..., start : start + batch].permute(3, 0, 1, 2).to(device)  # (b, C, X', Y')
+            p = torch.softmax(network(chunk).float(), dim=1)[:, 1:2]  # (b, 1, X', Y')
+            if tuple(p.shape[2:]) != tuple(out_size):
+                p = F.interpolate(p, size=tuple(out_size), mode="bilinear", align_corners=False)
+            probs.append(p[:, 0].cpu())
+    return torch.cat(probs, dim=0).permute(1, 2, 0).contiguous()
+
+
+def binary_entropy(prob: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    p = np.clip(np.asarray(prob, dtype=np.float64), eps, 1 - eps)
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+
+def uncertainty_score(prob: np.ndarray) -> float:
+    """How unsure the model is about a study, 0..1: mean binary entropy (bits) over the voxels
+    it is not sure are background (p > 0.05), i.e. the lesion and its boundary. 0 when nothing
+    is suspicious; ~1 when every candidate voxel is a coin flip."""
+    prob = np.asarray(prob)
+    candidate = prob > 0.05
+    if not candidate.any():
+        return 0.0
+    return float(binary_entropy(prob[candidate]).mean())

@@ -1,0 +1,88 @@
+"""The ischemic_lesion infer task in-process on ISLES'22-layout and CTP phantoms: the model is chosen
+by the study's modalities, bad inputs get clear errors, and the ADC unit assumption is reported."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lib.transforms.ischemic_lesion import ROUTES, build_network
+from main import build_task_configs
+from strokelabel.errors import StrokeLabelError
+from strokelabel.phantom import generate_study
+from strokelabel.phantom.isles_layout import generate_isles_study
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("il_studies")
+    mri = generate_isles_study(root, 1, seed=5, quirks={"adc_unit": "10^-6 mm2/s", "skull_stripped": False})
+    ctp = generate_study(root, "ctp", "c1", seed=6, write_ctp_series=False)
+    # the same MRI study without its ADC: a DWI-only study
+    dwi_only = root / "dwionly" / "sub-d1" / "ses-01" / "dwi"
+    dwi_only.mkdir(parents=True)
+    shutil.copy(mri["paths"]["dwi"], dwi_only / "sub-d1_ses-01_dwi.nii.gz")
+    adc_only = root / "adconly" / "sub-a1" / "ses-01" / "dwi"
+    adc_only.mkdir(parents=True)
+    shutil.copy(mri["paths"]["adc"], adc_only / "sub-a1_ses-01_adc.nii.gz")
+    return {"mri": mri["paths"]["dwi"], "ctp": ctp["reference"], "dwi_only": dwi_only / "sub-d1_ses-01_dwi.nii.gz",
+            "adc_only": adc_only / "sub-a1_ses-01_adc.nii.gz"}
+
+
+def _infer(model_dir):
+    return build_task_configs(str(model_dir), {}, "ischemic_lesion")["ischemic_lesion"].infer()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """Untrained fp16 checkpoints of every route, stored as the shipped ones are."""
+    d = tmp_path_factory.mktemp("il_models")
+    (d / "shipped").mkdir()
+    torch.manual_seed(0)
+    for route in ROUTES:
+        state = {k: v.half() if torch.is_floating_point(v) else v for k, v in build_network(route).state_dict().items()}
+        torch.save({"model": state}, d / "shipped" / f"ischemic_lesion_{route}.pt")
+    return d
+
+
+def test_without_models_each_study_gets_its_baseline_and_the_result_says_so(studies, tmp_path):
+    infer = _infer(tmp_path)
+    for key, route in (("mri", "mri"), ("ctp", "ctp"), ("dwi_only", "siamese")):
+        _, data = infer({"image": str(studies[key]), "skip_writer": True, "device": "cpu"})
+        result = data["result"]
+        assert result["method"] == "baseline" and result["route"] == route
+        assert "no trained" in result["method_note"]
+        assert data["pred"].shape == data["study"].shape
+    with pytest.raises(StrokeLabelError, match="no trained hemispheric Siamese"):
+        infer({"image": str(studies["dwi_only"]), "method": "model", "skip_writer": True, "device": "cpu"})
+
+
+@pytest.mark.parametrize("key,route,model", [("mri", "mri", "MDANet (DWI | ADC)"), ("ctp", "ctp", "MDANet (CBF"),
+                                             ("dwi_only", "siamese", "Siamese")])
+def test_the_model_is_chosen_by_the_study_modalities(studies, model_dir, key, route, model):
+    _, data = _infer(model_dir)({"image": str(studies[key]), "skip_writer": True, "device": "cpu"})
+    result = data["result"]
+    assert result["method"] == "model" and result["route"] == route and model in result["model"]
+    assert result["model_file"] == f"shipped/ischemic_lesion_{route}.pt"
+    assert data["pred"].shape == data["study"].shape and data["pred"].dtype == np.uint8
+    assert 0.0 <= result["uncertainty"] <= 1.0
+    assert result["lesion_volume_ml"] >= 0
+    if route == "mri":
+        assert "10^-6" in result["adc_unit_assumption"]
+    if route == "siamese":
+        assert "offset_mm" in result["midsagittal_plane"]
+
+
+def test_an_adc_map_alone_is_a_clear_error_naming_the_missing_dwi(studies, model_dir):
+    with pytest.raises(StrokeLabelError, match="ADC map alone") as error:
+        _infer(model_dir)({"image": str(studies["adc_only"]), "skip_writer": True, "device": "cpu"})
+    assert "sub-a1_ses-01_dwi.nii.gz" in str(error.value)
+
+
+def test_mc_dropout_uncertainty_scores_a_study(studies, model_dir):
+    figures = _infer(model_dir).mc_dropout_uncertainty(str(studies["mri"]), samples=2, device="cpu")
+    assert figures["route"] == "mri"
+    assert 0.0 <= figures["entropy_lesion"] <= 1.0 and figures["disagreement"] >= 0.0

@@ -1,0 +1,102 @@
+"""ischemic_lesion: route choice, input channels, network adapters, loss on the adapter, and the
+infer task's model path (DWI-only -> Siamese, ADC alone -> clear error, ADC units reported)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from lib.transforms.ischemic_lesion import (
+    MDANetLossOnNet,
+    build_network,
+    inplane_size,
+    lesion_target,
+    predict_volume,
+    resample_inplane,
+    route_for,
+    study_channels,
+    uncertainty_score,
+)
+from lib.losses.mdanet_loss import MDANetLoss
+from strokelabel.errors import StrokeLabelError
+
+
+def test_the_study_modalities_choose_the_model():
+    assert route_for("ctp", ["cbf", "cbv", "mtt", "tmax"]) == "ctp"
+    assert route_for("mri", ["dwi", "adc", "flair"]) == "mri"
+    assert route_for("mri", ["dwi"]) == "siamese"
+    with pytest.raises(StrokeLabelError, match="not CTA"):
+        route_for("cta", ["cta1"])
+
+
+def test_ctp_lesion_is_the_core_of_a_core_penumbra_label():
+    label = np.array([[[0, 1, 2, 1]]])
+    assert lesion_target(label, "ctp").tolist() == [[[0, 1, 0, 1]]]
+
+
+def _mri_arrays(adc_scale=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (40, 40, 6)
+    x, y = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
+    head = ((x - 20) ** 2 + (y - 20) ** 2 < 16**2)[..., None].repeat(6, axis=2)
+    dwi = np.where(head, 100 + rng.normal(0, 3, shape), 0).astype(np.float32)
+    adc = np.where(head, 0.8 + rng.normal(0, 0.02, shape), 0).astype(np.float32)
+    adc[~head] = -0.01  # a sloppy fit gives slightly negative background
+    return {"dwi": dwi, "adc": adc * adc_scale}
+
+
+@pytest.mark.parametrize("scale,unit", [(1.0, "10^-3"), (1000.0, "10^-6")])
+def test_adc_in_either_unit_gives_the_same_channels_and_says_which_unit_was_assumed(scale, unit):
+    ref, _ = study_channels(_mri_arrays(1.0), "mri", (1.8, 1.8, 5.0))
+    channels, info = study_channels(_mri_arrays(scale), "mri", (1.8, 1.8, 5.0))
+    assert channels.shape == (2, 40, 40, 6)
+    assert unit in info["adc_unit_assumption"]
+    np.testing.assert_allclose(channels, ref, atol=1e-5)
+    assert channels[1].min() >= 0.0  # negative ADC clipped
+
+
+def test_inplane_resampling_goes_to_the_plan_spacing_and_back():
+    assert inplane_size((512, 512, 64), (0.43, 0.43, 2.0)) == (122, 122)
+    assert inplane_size((128, 128, 24), (1.8, 1.8, 5.0)) == (128, 128)
+    v = torch.rand(2, 60, 50, 3)
+    out = resample_inplane(v, (30, 25))
+    assert out.shape == (2, 30, 25, 3)
+
+
+@pytest.mark.parametrize("route,channels", [("ctp", 4), ("mri", 2), ("siamese", 2)])
+def test_networks_are_small_and_predict_a_probability_on_the_study_grid(route, channels):
+    torch.manual_seed(0)
+    net = build_network(route)
+    n = sum(p.numel() for p in net.parameters())
+    assert n < 1_000_000  # < 2 MB in fp16
+    prob = predict_volume(net, torch.rand(channels, 32, 32, 5), (48, 40))
+    assert prob.shape == (48, 40, 5)
+    assert float(prob.min()) >= 0.0 and float(prob.max()) <= 1.0
+
+
+def test_mdanet_loss_gets_the_early_features_through_the_adapter():
+    torch.manual_seed(0)
+    net = build_network("mri").train()
+    loss = MDANetLossOnNet(MDANetLoss(lambda_similarity=1.0), net)
+    x = torch.rand(2, 2, 32, 32)
+    target = (torch.rand(2, 1, 32, 32) > 0.8).float()
+    logits = net(x)
+    assert net.last_features is not None and net.last_features[0].shape == (2, 8, 32, 32)
+    with_sim = loss(logits, target)
+    seg_only = MDANetLoss(lambda_similarity=0.0)(logits, target)
+    assert float(with_sim) > float(seg_only)  # the similarity term (eq. 8) is added
+    with_sim.backward()
+    assert net.net.stem_a[0][0].weight.grad is not None
+    net.eval()
+    net(x)
+    assert net.last_features is None
+
+
+def test_uncertainty_is_zero_when_sure_and_high_for_coin_flips():
+    assert uncertainty_score(np.zeros((4, 4, 2))) == 0.0
+    sure = np.zeros((4, 4, 2))
+    sure[:2] = 0.999
+    assert uncertainty_score(sure) < 0.05
+    assert uncertainty_score(np.full((4, 4, 2), 0.5)) == pytest.approx(1.0)
