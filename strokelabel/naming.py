@@ -7,6 +7,12 @@ perfusion, DWI for MRI, the first CTA phase for multiphase CTA.
 
 Modality keys used throughout the project: the BIDS suffix in lower case, except the
 CTA phases, which are ``cta1``, ``cta2``, ``cta3``.
+
+The AMI layout (seed 002) is accepted too, as sites have it: one folder per patient
+``<id>/`` holding ``CTA1.nii``, ``CTA2regA.nii``, ``CTA3regA.nii``, ``SpiralregA.nii``,
+``ATLASMASKregA.nii`` (regions 0..14) and ``<id>_clot.nii`` (0/1/2; 1 and 2 are clot), with or
+without ``.gz``. The subject is the folder name (or an ``<id>_`` prefix: the datastore names
+such a study ``<id>_CTA1``), the session ``01``, and ``StudyFile.layout`` is ``"ami"``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,13 @@ _NAME_RE = re.compile(
 )
 
 
+# AMI file stem -> modality key (seed 002's data set).
+AMI_FILES = {"CTA1": "cta1", "CTA2regA": "cta2", "CTA3regA": "cta3", "SpiralregA": "spiral", "ATLASMASKregA": "atlas"}
+_AMI_RE = re.compile(
+    r"^(?:(?P<prefix>[A-Za-z0-9]+)_)?(?:(?P<stem>CTA1|CTA2regA|CTA3regA|SpiralregA|ATLASMASKregA)|(?P<clot>clot))(?P<ext>\.nii(?:\.gz)?)$"
+)
+
+
 @dataclass(frozen=True)
 class StudyFile:
     subject: str
@@ -41,6 +54,7 @@ class StudyFile:
     suffix: str
     acq: str | None = None
     ext: str = ".nii.gz"
+    layout: str = "bids"
 
     @property
     def modality(self) -> str:
@@ -52,14 +66,39 @@ class StudyFile:
 
     @property
     def study_id(self) -> str:
-        return f"sub-{self.subject}_ses-{self.session}"
+        return self.subject if self.layout == "ami" else f"sub-{self.subject}_ses-{self.session}"
+
+
+def _parse_ami(name: str) -> StudyFile | None:
+    """An AMI-layout file (see module doc); the subject is the ``<id>_`` prefix, else the folder name."""
+    match = _AMI_RE.match(os.path.basename(name))
+    if not match:
+        return None
+    subject = match["prefix"] or re.sub(r"[^A-Za-z0-9]", "", os.path.basename(os.path.dirname(name)))
+    if not subject:
+        return None
+    if match["clot"]:
+        return StudyFile(subject=subject, session="01", suffix="clot", ext=match["ext"], layout="ami")
+    modality = AMI_FILES[match["stem"]]
+    if modality.startswith("cta"):
+        return StudyFile(subject, "01", "cta", acq=f"phase{modality[-1]}", ext=match["ext"], layout="ami")
+    return StudyFile(subject, "01", modality, ext=match["ext"], layout="ami")
+
+
+def ami_filename(modality: str, ext: str = ".nii") -> str:
+    """File name of one modality of an AMI-layout study (``cta2`` -> ``CTA2regA.nii``)."""
+    stem = {m: s for s, m in AMI_FILES.items()}.get(modality)
+    if stem is None:
+        raise ValueError(f"the AMI layout has no {modality!r} file; it has {sorted(AMI_FILES.values())}")
+    return stem + ext
 
 
 def parse_filename(name: str) -> StudyFile | None:
-    """Parse a study file name; None if it does not follow the naming rule."""
+    """Parse a study file name (or path: the AMI layout takes the subject from the folder); None if
+    it follows neither the naming rule nor the AMI layout."""
     match = _NAME_RE.match(os.path.basename(name))
     if not match:
-        return None
+        return _parse_ami(str(name))
     return StudyFile(
         subject=match["subject"],
         session=match["session"],
@@ -120,7 +159,7 @@ def find_modalities(reference: str | Path) -> dict[str, Path]:
     folders of the same session (ISLES'22 keeps DWI/ADC in ``dwi/`` and FLAIR in ``anat/``).
     """
     reference = Path(reference)
-    parsed = parse_filename(reference.name)
+    parsed = parse_filename(str(reference))
     if not parsed:
         raise StrokeLabelError(f"{reference.name} does not follow the naming rule sub-<id>_ses-<n>_<suffix>.nii.gz")
     folders = [reference.parent]
@@ -130,7 +169,7 @@ def find_modalities(reference: str | Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for folder in folders:
         for path in sorted(folder.iterdir()):
-            other = parse_filename(path.name)
+            other = parse_filename(str(path))
             if other and other.study_id == parsed.study_id and other.modality not in found:
                 found[other.modality] = path
     return found

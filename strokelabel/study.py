@@ -16,7 +16,7 @@ import numpy as np
 
 from strokelabel.errors import StrokeLabelError
 from strokelabel.units import check_finite, check_not_empty
-from strokelabel.naming import find_modalities, find_sidecar, parse_filename, study_filename, study_kind
+from strokelabel.naming import ami_filename, find_modalities, find_sidecar, parse_filename, study_filename, study_kind
 
 # Label values a saved label may hold, per study kind (DESIGN.md).
 LABEL_VALUES = {"ctp": (0, 1, 2), "mri": (0, 1), "cta": (0, 1)}
@@ -41,6 +41,8 @@ class Study:
     images: dict[str, np.ndarray]
     paths: dict[str, Path]
     clinical: dict = field(default_factory=dict)
+    # Atlas numbering: 1 = regions 1..15 with 0 outside (DESIGN.md), 0 = the AMI layout's 0..14.
+    region_base: int = 1
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -127,7 +129,7 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
     modalities must share the reference's grid.
     """
     reference = Path(reference)
-    parsed = parse_filename(reference.name)
+    parsed = parse_filename(str(reference))
     if parsed is None:
         raise StrokeLabelError(f"{reference.name} does not follow the naming rule sub-<id>_ses-<n>_<suffix>.nii.gz")
     study_id = parsed.study_id
@@ -136,7 +138,7 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
     found = find_modalities(reference)
     missing = [m for m in required if m not in found]
     if missing:
-        names = ", ".join(study_filename(parsed.subject, parsed.session, m) for m in missing)
+        names = ", ".join(ami_filename(m) if parsed.layout == "ami" else study_filename(parsed.subject, parsed.session, m) for m in missing)
         raise StrokeLabelError(
             f"missing modality {', '.join(missing)}: expected {names} beside {reference.name}", study=study_id
         )
@@ -164,6 +166,7 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
         images=images,
         paths=paths,
         clinical=_read_clinical(reference, study_id),
+        region_base=0 if parsed.layout == "ami" else 1,
     )
 
 
