@@ -26,7 +26,7 @@ from strokelabel.phantom.render import CORE, PENUMBRA, RCBF_CORE, TMAX_PENUMBRA_
 
 KINDS = ("ctp", "mri", "cta")
 # Bump when the model changes, so that data sets generated before are regenerated, not skipped.
-PHANTOM_MODEL = 1
+PHANTOM_MODEL = 2  # 2: brighter SPIRAL false positives
 GENERATOR = f"strokelabel.phantom {__version__} model {PHANTOM_MODEL}"
 # The task label each kind's datastore label holds.
 LABEL_TARGET = {"ctp": "corepenumbra", "mri": "lesion", "cta": "clot"}
