@@ -357,17 +357,18 @@ def select_aif_from_series(series_hu, baseline, mask, dt_s: float, n_voxels: int
     """:func:`select_aif` over the ``mask`` voxels of a 4D series, slab by slab (bounded memory)."""
     series = np.asarray(series_hu)
     n_candidates = max(n_voxels * 4, int(candidate_fraction * np.count_nonzero(mask)))
-    pool = []
+    pool = np.zeros((0, series.shape[-1]), np.float32)
     for zs in _slabs(series.shape, chunk_voxels):
         m = mask[:, :, zs]
         if not m.any():
             continue
         delta = series[:, :, zs][m].astype(np.float32) - baseline[:, :, zs][m][:, None]
-        peak = delta.max(axis=-1)
+        # Keep only the strongest n_candidates seen so far.
+        pool = np.concatenate([pool, delta])
+        peak = pool.max(axis=-1)
         if peak.size > n_candidates:
-            delta = delta[np.argpartition(peak, -n_candidates)[-n_candidates:]]
-        pool.append(delta)
-    aif, _ = select_aif(np.concatenate(pool), dt_s, n_voxels, n_candidates=n_candidates)
+            pool = pool[np.argpartition(peak, -n_candidates)[-n_candidates:]]
+    aif, _ = select_aif(pool, dt_s, n_voxels, n_candidates=n_candidates)
     return aif
 
 

@@ -116,7 +116,7 @@ def simulate_ctp(patient: Patient, grid: Grid, pieces, noise_seed) -> tuple[dict
 def derive_maps(series: np.ndarray, dt_s: float, spacing_mm) -> dict[str, np.ndarray]:
     """CBF, CBV, MTT, Tmax, TTP (float32) and MIP, NCCT (int16 HU) from the noisy series."""
     maps = perfusion.perfusion_maps(series, dt_s, spacing_mm=spacing_mm)
-    out = {k: maps[k].astype(np.float32) for k in ("cbf", "cbv", "mtt", "tmax", "ttp")}
+    out = {k: maps[k].astype(np.float32, copy=False) for k in ("cbf", "cbv", "mtt", "tmax", "ttp")}
     out["mip"] = maps["mip"].astype(np.int16)
     out["ncct"] = np.rint(maps["ncct"]).astype(np.int16)
     out["aif_hu"] = maps["aif"]
