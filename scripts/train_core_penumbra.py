@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-studies", type=int, default=2, help="studies per step (x slices each)")
     parser.add_argument("--slices", type=int, default=8, help="slices per study per step")
     parser.add_argument("--ce-weight", type=float, default=CE_WEIGHT, help="cross-entropy term (0: focal Tversky only)")
+    parser.add_argument("--maps", nargs="+", default=list(cp.DEFAULT_PLAN["maps"]),
+                        help="input maps, in channel order (rcbf is derived from CBF and Tmax)")
+    parser.add_argument("--class-weights", type=float, nargs=3, default=list(CLASS_WEIGHTS), help="background, core, penumbra")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--studies", default=str(REPO / "work-data" / "core_penumbra_phantoms"), help="phantom folder (reused)")
     parser.add_argument("--out", default=str(APP_DIR / "model" / "shipped" / "core_penumbra.pt"))
@@ -98,12 +101,13 @@ def main(argv=None) -> int:
     log(f"generated in {time.time() - started:.0f} s; {len(train_items)} train, {len(val_items)} val studies")
 
     # The plan: normalisation constants from the training studies only.
-    maps = tuple(cp.DEFAULT_PLAN["maps"])
-    loader = LoadStudyd(maps, ("mip",))
+    maps = tuple(args.maps)
+    loader = LoadStudyd(cp.source_maps(maps), ("mip",))
     plan_studies = []
     for it in train_items:
         d = loader({"image": it["image"]})
-        plan_studies.append({**{m: d[m] for m in maps}, "brain": np.asarray(perfusion_brain_mask(d), bool)})
+        brain = np.asarray(perfusion_brain_mask(d), bool)
+        plan_studies.append({**cp.input_maps(d, maps, brain), "brain": brain})
     plan = cp.compute_plan(plan_studies, maps)
     plan["computed_from"] = f"{len(train_items)} CTP phantoms, seed {args.seed} (scripts/train_core_penumbra.py)"
     Path(cp.PLAN_PATH).write_text(json.dumps(plan, indent=2) + "\n")
@@ -116,12 +120,12 @@ def main(argv=None) -> int:
     train_loader = DataLoader(train_ds, batch_size=args.batch_studies, shuffle=True, num_workers=0, collate_fn=list_data_collate)
 
     model = cp.build_network(maps=maps)
-    loss_fn = CorePenumbraLoss(CLASS_WEIGHTS, args.ce_weight)
+    loss_fn = CorePenumbraLoss(tuple(args.class_weights), args.ce_weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     budget_s = args.minutes * 60
     steps_per_epoch = len(train_loader)
     log(f"training CorePenumbraNet {model.net.features} ({sum(p.numel() for p in model.parameters())} parameters), "
-        f"{steps_per_epoch} steps/epoch, budget {args.minutes} min, class weights {CLASS_WEIGHTS}")
+        f"{steps_per_epoch} steps/epoch, budget {args.minutes} min, class weights {args.class_weights}")
 
     best, best_state, history, epoch = -1.0, None, [], 0
     train_start = time.time()
@@ -162,7 +166,7 @@ def main(argv=None) -> int:
         "network": {"class": "CorePenumbraNet", "features": list(model.net.features), "in_maps": list(maps), "context_slices": 0,
                     "use_nihss": True, "parameters": int(sum(p.numel() for p in model.parameters())), "storage": "float16"},
         "loss": {"class": "CorePenumbraLoss", "focal_tversky": {"gamma": 4 / 3, "alpha": 0.7, "beta": 0.3},
-                 "class_weights": list(CLASS_WEIGHTS), "ce_weight": args.ce_weight},
+                 "class_weights": list(args.class_weights), "ce_weight": args.ce_weight},
         "optimizer": {"class": "AdamW", "lr": args.lr, "schedule": "cosine over the time budget", "batch": f"{args.batch_studies} studies x {args.slices} slices"},
         "epochs": epoch,
         "best_epoch": best_epoch,
@@ -180,7 +184,7 @@ def main(argv=None) -> int:
 
 
 def loader_brain(image: str, maps) -> np.ndarray:
-    d = LoadStudyd(maps, ("mip",))({"image": image})
+    d = LoadStudyd(cp.source_maps(maps), ("mip",))({"image": image})
     return np.asarray(perfusion_brain_mask(d), bool)
 
 

@@ -115,3 +115,16 @@ def test_most_uncertain_returns_the_highest_scored_unlabelled_study_of_its_kind(
     unscored = FakeStore({"z": {"kind": "ctp"}, "y": {"kind": "ctp"}})
     assert strategy({}, unscored)["id"] == "y"  # no scores yet: the first by name
     assert strategy({}, FakeStore({"m": {"kind": "mri"}})) is None
+
+
+def test_without_any_model_auto_falls_back_to_the_baseline_and_model_is_a_clear_error(study, tmp_path):
+    from strokelabel.errors import StrokeLabelError
+
+    config = CorePenumbra()
+    config.init("core_penumbra", str(tmp_path), {}, None)  # neither a shipped nor a published model
+    task = config.infer()
+    assert not task.model_available()
+    _, data = task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu"})
+    assert data["result"]["method"] == "baseline" and "no trained model" in data["result"]["method_note"]
+    with pytest.raises(StrokeLabelError, match="no trained"):
+        task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu", "method": "model"})

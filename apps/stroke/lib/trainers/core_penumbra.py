@@ -32,7 +32,7 @@ from torch import nn
 
 from lib.losses.focal_tversky import FocalTverskyLoss
 from lib.trainers.stroke_train import StrokeTrainTask
-from lib.transforms.core_penumbra import CorePenumbraInputd, KeepKeysd, LoadLabeld, slice_inferer
+from lib.transforms.core_penumbra import CorePenumbraInputd, KeepKeysd, LoadLabeld, slice_inferer, source_maps
 from lib.transforms.study import LoadStudyd
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class GradualFineTuning:
 def train_transforms(maps: Sequence[str], slices_per_study: int = 8) -> list:
     """Study -> ``slices_per_study`` normalised axial slices ``image`` (C, H, W) and ``label`` (1, H, W)."""
     return [
-        LoadStudyd(tuple(maps), ("mip",)),
+        LoadStudyd(source_maps(maps), ("mip",)),
         LoadLabeld(),
         CorePenumbraInputd(maps),
         KeepKeysd(("image", "label")),
@@ -115,7 +115,7 @@ def train_transforms(maps: Sequence[str], slices_per_study: int = 8) -> list:
 
 def val_transforms(maps: Sequence[str]) -> list:
     return [
-        LoadStudyd(tuple(maps), ("mip",)),
+        LoadStudyd(source_maps(maps), ("mip",)),
         LoadLabeld(),
         CorePenumbraInputd(maps),
         KeepKeysd(("image", "label")),

@@ -20,6 +20,14 @@ no score). Carrying the scalar as a channel keeps MONAI's engines and inferers (
 to the network's NIHSS input. Zero padding cannot fake a score: the wrapper reads the channel's
 maximum.
 
+**Derived rCBF input.** Besides the maps read from files, the plan may list ``rcbf``: CBF divided
+by the smoothed CBF mirrored about the mid-sagittal plane (:func:`relative_cbf`, ``mirror``), the
+quantity that defines core (rCBF < 30 %). Seed 004's VGG extractors see 512 x 512 slices with a
+receptive field spanning both hemispheres; the small from-scratch encoders here do not, and
+without the contralateral reference they never learned core in a CPU-sized training run (core
+Dice 0 after 16 epochs, shipped model of 2026-11-22 02:55). It is computed on the fly, so
+sites still supply only CBF, CBV, MTT and Tmax.
+
 **2D, not 2.5D.** The network sees one axial slice (``context_slices = 0``), as seed 004 does.
 The phantoms' and most clinical CTP maps have 5 mm slices, so a neighbour slice adds little
 in-plane information, costs 3x the encoder work, and a 2D model also runs on CTP with few
@@ -42,20 +50,50 @@ from monai.transforms import Transform
 from torch import nn
 
 from lib.transforms.baselines import perfusion_brain_mask
+from strokelabel.baselines.perfusion import relative_cbf
 from strokelabel.errors import StrokeLabelError
 
 PLAN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core_penumbra_plan.json")
 
 #: Used only when no plan file exists (values measured on phantoms, seed 2026, 16 studies).
 DEFAULT_PLAN: Dict = {
-    "maps": ["cbf", "cbv", "mtt", "tmax"],
+    "maps": ["cbf", "cbv", "mtt", "tmax", "rcbf"],
     "normalisation": {
         "cbf": {"relative": True, "clip": [0.0, 3.0], "mean": 1.0, "std": 0.5},
         "cbv": {"relative": True, "clip": [0.0, 3.0], "mean": 1.0, "std": 0.5},
         "mtt": {"relative": False, "clip": [0.0, 15.0], "mean": 4.0, "std": 2.0},
         "tmax": {"relative": False, "clip": [0.0, 20.0], "mean": 2.0, "std": 3.0},
+        "rcbf": {"relative": False, "clip": [0.0, 2.0], "mean": 1.0, "std": 0.3},
     },
 }
+
+
+#: Inputs computed from loaded maps (name -> the maps it needs), not read from a file.
+DERIVED_MAPS: Dict[str, tuple] = {"rcbf": ("cbf", "tmax")}
+
+
+def source_maps(maps: Sequence[str]) -> tuple:
+    """The map files ``maps`` need: the listed ones that are not derived, plus what the derived need."""
+    needed = []
+    for m in maps:
+        for name in DERIVED_MAPS.get(m, (m,)):
+            if name not in needed:
+                needed.append(name)
+    return tuple(needed)
+
+
+def input_maps(d: Dict, maps: Sequence[str], brain: np.ndarray) -> Dict[str, np.ndarray]:
+    """Each of ``maps`` for a loaded study ``d``: read (``d[m]``) or derived (``rcbf``)."""
+    out = {}
+    for m in maps:
+        if m == "rcbf":
+            # Voxels with a perfusion signal, as the threshold baseline uses (ventricles have none).
+            tissue = brain & ((np.asarray(d["cbf"]) > 0) | (np.asarray(d["tmax"]) > 0))
+            rcbf = relative_cbf(d["cbf"], tissue, d["study"].spacing_mm, d["tmax"], reference="mirror")
+            out[m] = np.nan_to_num(rcbf, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+        else:
+            out[m] = np.asarray(d[m])
+    return out
 
 
 def load_plan(path: str = PLAN_PATH) -> Dict:
@@ -130,11 +168,12 @@ class CorePenumbraInputd(Transform):
     def __call__(self, data):
         d = dict(data)
         study = d["study"]
-        for m in self.maps:
+        for m in source_maps(self.maps):
             if m not in d:
                 raise StrokeLabelError(f"the core/penumbra model needs the {m} map", study=study.study_id)
         brain = np.asarray(perfusion_brain_mask(d), dtype=bool)
-        channels = [normalise_map(d[m], brain, self.plan["normalisation"][m]) for m in self.maps]
+        values = input_maps(d, self.maps, brain)
+        channels = [normalise_map(values[m], brain, self.plan["normalisation"][m]) for m in self.maps]
         nihss = nihss_channel_value(study.clinical) if self.use_nihss else 0.0
         channels.append(np.full(brain.shape, nihss, dtype=np.float32))
         d.setdefault("image_path", d.get("image"))
