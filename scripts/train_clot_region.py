@@ -44,8 +44,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cls-epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=2002, help="phantom and torch seed")
     parser.add_argument("--seg-crop", type=int, default=64, help="in-plane crop of the segmentation's training slices (0: none)")
-    parser.add_argument("--samples", type=int, default=24, help="slice windows drawn per study and epoch")
+    parser.add_argument("--samples", type=int, default=16, help="slice windows drawn per study and epoch")
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--val-interval", type=int, default=5, help="validate every N epochs (whole studies are costly)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="folder for studies and runs (default: temporary)")
     parser.add_argument("--out", default=str(REPO / "apps" / "stroke" / "model" / "shipped"))
@@ -79,6 +80,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     for name, trainer in trainers.items():
         t0 = time.time()
+        trainer._val_interval = args.val_interval
         request = {"device": "cuda" if torch.cuda.is_available() else "cpu", "dataset": "CacheDataset", "dataloader": "DataLoader",
                    "multi_gpu": False, "max_epochs": epochs[name], "pretrained": False, "val_split": 0.25, "split_seed": 0,
                    "samples_per_study": args.samples, "learning_rate": args.lr, **sampling[name]}

@@ -28,7 +28,9 @@ from lib.transforms.clot_region import (
     SliceSegmentationInferer,
 )
 
-DEFAULTS = {"max_epochs": 20, "train_batch_size": 16, "samples_per_study": 16, "pos_fraction": 0.5, "crop_size": 256,
+# train_batch_size counts studies: each gives samples_per_study slice windows, so a step sees
+# train_batch_size x samples_per_study slices.
+DEFAULTS = {"max_epochs": 20, "train_batch_size": 1, "samples_per_study": 16, "pos_fraction": 0.5, "crop_size": 256,
             "learning_rate": 2e-3}
 
 
