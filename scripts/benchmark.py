@@ -102,10 +102,10 @@ def main(argv=None) -> int:
         studies = {s["reference"].name.split("_")[0][4:7]: s for s in held_out_studies(root / size, 1, 4242, size=size, kinds=kinds)}
         for task_name in tasks:
             for kind in TASK_KINDS[task_name]:
-                reference = studies[kind]["reference"]
+                reference = benchmark_reference(task_name, kind, size, root) or studies[kind]["reference"]
                 load = run_child(task_name, "load", reference, args.repeat)
                 measured = {}
-                for method in available[task_name]:
+                for method in available[task_name] + extra_methods(task_name, kind, available[task_name]):
                     m = run_child(task_name, method, reference, args.repeat)
                     measured[method] = m
                     row = {"task": task_name, "kind": kind, "size": size, "shape": shape_of(reference), "method": method}
@@ -129,7 +129,45 @@ def main(argv=None) -> int:
     columns = ["task", "kind", "size", "shape", "method", "seconds", "first_s", "load_s", "x_load", "peak_mib",
                "work_mib", "x_baseline_s", "x_baseline_mib", "error"]
     print(metrics.format_table(rows, [c for c in columns if any(c in r for r in rows)], digits=2))
+    if "ischemic_lesion" in tasks:
+        print(ischemic_lesion_parameters())
     return 0
+
+
+# ---- ischemic_lesion: MRI at the ISLES'22 size, the Siamese model, parameter counts ------------
+def benchmark_reference(task_name: str, kind: str, size: str, root: Path):
+    """ischemic_lesion MRI at full size is measured at ISLES'22's 112 x 112 x 73 (2 mm), in its layout."""
+    if task_name != "ischemic_lesion" or kind != "mri" or size != "full":
+        return None
+    from strokelabel.phantom.isles_layout import ISLES22_GRID, generate_isles_study
+
+    folder = root / "isles22"
+    existing = sorted(folder.glob("rawdata/sub-*/ses-*/dwi/*_dwi.nii.gz"))
+    if existing:
+        return existing[0]
+    return generate_isles_study(folder, 1, seed=4242, size="full", grid=ISLES22_GRID)["reference"]
+
+
+def extra_methods(task_name: str, kind: str, available: list) -> list:
+    return ["siamese"] if task_name == "ischemic_lesion" and kind == "mri" and "model" in available else []
+
+
+def ischemic_lesion_parameters() -> str:
+    """Parameter counts of the shipped ischemic_lesion networks beside the seed's MDANet (25.3 M)."""
+    import sys as _sys
+
+    from harness import APP_DIR
+
+    if str(APP_DIR) not in _sys.path:
+        _sys.path.insert(0, str(APP_DIR))
+    from lib.networks.mdanet import MDANet
+    from lib.transforms.ischemic_lesion import build_network
+
+    rows = [{"network": f"ischemic_lesion_{r}", "parameters_M": sum(p.numel() for p in build_network(r).parameters()) / 1e6}
+            for r in ("ctp", "mri", "siamese")]
+    rows.append({"network": "MDANet.seed_config() (2-D, widths 64..1024, CTP)", "parameters_M": sum(p.numel() for p in MDANet.seed_config().parameters()) / 1e6})
+    rows.append({"network": "seed 003 Table 1 (MDANet)", "parameters_M": 25.3})
+    return "\n## ischemic_lesion parameter counts\n\n" + metrics.format_table(rows, ["network", "parameters_M"], digits=2)
 
 
 if __name__ == "__main__":
