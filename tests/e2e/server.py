@@ -40,10 +40,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(workdir: Path, studies: Path, models: str = "all"):
-    """Copy the app into ``workdir``, start the server on a free port, yield a :class:`Server`."""
+def running_server(workdir: Path, studies: Path, models: str = "all", shipped_models: bool = True):
+    """Copy the app into ``workdir``, start the server on a free port, yield a :class:`Server`.
+
+    ``shipped_models=False`` leaves out ``model/shipped``: a site with no model at all.
+    """
     app_dir = Path(workdir) / "stroke"
     shutil.copytree(REPO / "apps" / "stroke", app_dir, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    if not shipped_models:
+        shutil.rmtree(app_dir / "model" / "shipped", ignore_errors=True)
     port = free_port()
     log_path = Path(workdir) / "server.log"
     env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
@@ -79,7 +84,8 @@ def wait_for_training(client: MONAILabelClient, timeout_s: float = 900) -> dict:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         status = client.train_status(check_if_running=False)
-        if status and status.get("status") not in ("RUNNING", "QUEUED"):
+        # SUBMITTED: queued behind another task, not yet started; DONE, ERROR or STOPPED end a run.
+        if status and status.get("status") not in ("SUBMITTED", "RUNNING", "QUEUED"):
             return status
         time.sleep(2)
     raise TimeoutError(f"training did not finish in {timeout_s}s")

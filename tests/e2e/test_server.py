@@ -9,10 +9,12 @@ from monailabel.client.client import MONAILabelClientException
 
 from strokelabel.naming import truth_path
 from tests.e2e.broken_studies import BROKEN
+from tests.e2e.server import REPO, running_server
 
 pytestmark = pytest.mark.e2e
 
 TASKS = {"core_penumbra": {"core": 1, "penumbra": 2}, "ischemic_lesion": {"lesion": 1}, "clot_region": {"clot": 1}}
+SHIPPED = {"core_penumbra": "core_penumbra.pt", "ischemic_lesion": "ischemic_lesion_{kind}.pt", "clot_region": "clot_region.pt"}
 
 
 def unlabelled_image(client, kind: str) -> str:
@@ -54,8 +56,12 @@ def test_each_task_infers_a_label_on_the_study_grid_with_its_figures(client, ser
     assert np.allclose(label.affine, reference.affine, atol=1e-3)
     values = set(np.unique(np.asarray(label.dataobj)).tolist())
     assert values <= {0, *TASKS[task].values()}
-    assert result["method"] == "baseline"
-    assert "no trained model" in result["method_note"]
+    # Starting models ship in model/shipped; a task without one runs its baseline and says so.
+    shipped = SHIPPED[task].format(kind=kind)
+    if (REPO / "apps" / "stroke" / "model" / "shipped" / shipped).exists():
+        assert result["method"] == "model", result
+    else:
+        assert result["method"] == "baseline" and "no trained" in result["method_note"]
     assert result["study_kind"] == kind
     if task == "core_penumbra":
         for key in ("core_volume_ml", "penumbra_volume_ml", "mismatch_volume_ml", "mismatch_ratio"):
@@ -81,11 +87,14 @@ def test_core_penumbra_baseline_finds_the_phantom_core(client, server):
     assert dice > 0.5, f"hypoperfusion Dice {dice:.2f}"
 
 
-def test_asking_for_a_model_that_is_not_trained_is_a_clear_error(client):
-    image_id = unlabelled_image(client, "ctp")
-    with pytest.raises(MONAILabelClientException) as error:
-        client.infer("core_penumbra", image_id, {"method": "model"})
-    assert "422" in error.value.msg and "no trained" in error.value.msg
+def test_a_site_without_any_model_gets_the_baseline_and_a_clear_error_for_the_model(tmp_path, studies_dir):
+    with running_server(tmp_path, studies_dir, models="core_penumbra", shipped_models=False) as bare:
+        image_id = unlabelled_image(bare.client, "ctp")
+        _, result = bare.client.infer("core_penumbra", image_id, {})
+        assert result["method"] == "baseline" and "no trained model" in result["method_note"]
+        with pytest.raises(MONAILabelClientException) as error:
+            bare.client.infer("core_penumbra", image_id, {"method": "model"})
+        assert "422" in error.value.msg and "no trained" in error.value.msg
 
 
 @pytest.mark.parametrize("subject", sorted(BROKEN))

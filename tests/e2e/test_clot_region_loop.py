@@ -1,0 +1,90 @@
+"""clot_region's whole loop through the real MONAI Label server and its client: infer, save a
+corrected clot, train both models, infer again with the published model; bad input is refused."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monailabel.client.client import MONAILabelClientException
+
+from strokelabel.naming import truth_path
+from strokelabel.phantom import generate_dataset
+from tests.e2e.server import running_server, wait_for_training
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    studies = tmp_path_factory.mktemp("clot-studies")
+    generate_dataset(studies, per_kind=4, labelled_per_kind=2, size="small", seed=55, kinds=("cta",), progress=lambda *a, **k: None)
+    try:
+        with running_server(tmp_path_factory.mktemp("clot-server"), studies, models="clot_region") as srv:
+            yield srv
+    except RuntimeError as e:
+        pytest.fail(str(e))
+
+
+def unlabelled(client) -> list[str]:
+    return sorted(k for k, v in client.datastore()["objects"].items() if "final" not in v["labels"])
+
+
+def train(client, model: str, **params) -> dict:
+    client.train_start(model, {"max_epochs": 1, "samples_per_study": 4, "device": "cpu", **params})
+    status = wait_for_training(client, timeout_s=180)
+    assert status["status"] == "DONE", status
+    return status
+
+
+def test_info_lists_the_task_and_both_trainers(server):
+    info = server.client.info()
+    assert info["models"]["clot_region"]["labels"] == {"clot": 1}
+    assert {"clot_region", "clot_region_classifier"} <= set(info["trainers"])
+
+
+def test_infer_correct_train_and_infer_again(server, tmp_path):
+    client = server.client
+    image_id = unlabelled(client)[0]
+    label_file, result = client.infer("clot_region", image_id, {})
+    shipped = "models" in result
+    assert result["method"] == ("model" if shipped else "baseline") and len(result["regions"]) == 15
+
+    # The neuroradiologist's correction: the true clot, saved as the final label (clot = 1).
+    subject = image_id.split("_")[0][4:]
+    truth = nib.load(str(truth_path(server.studies, subject, "01", "clot")))
+    corrected = tmp_path / "corrected.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(truth.dataobj).astype(np.uint8), truth.affine), str(corrected))
+    client.save_label(image_id, str(corrected), tag="final")
+    assert image_id not in unlabelled(client)
+
+    for model in ("clot_region", "clot_region_classifier"):
+        train(client, model)
+        stats = client.info()["train_stats"][model]
+        assert stats["train_studies"] == 2 and len(stats["val_studies"]) == 1, stats
+        assert isinstance(stats["published"], bool) and stats["reason"]
+        if stats["published"]:
+            assert (server.app_dir / "model" / f"{model}.pt").exists()
+        else:
+            assert "kept aside" in stats["reason"]
+        assert (server.app_dir / "model" / model / "versions" / f"{stats['version']}.pt").exists()
+
+    label_file, result = client.infer("clot_region", unlabelled(client)[0], {"method": "model"})
+    assert result["method"] == "model" and len(result["regions"]) == 15 and len(result["classifier_regions"]) == 15
+    assert result["regions_from"] == "segmented clot ∩ atlas"
+    values = set(np.unique(np.asarray(nib.load(label_file).dataobj)).tolist())
+    assert values <= {0, 1}
+
+
+def test_a_clot_label_with_value_2_is_refused_and_nothing_is_saved(server, tmp_path):
+    client = server.client
+    image_id = unlabelled(client)[-1]
+    reference = nib.load(str(next(server.studies.rglob(image_id + ".nii.gz"))))
+    bad = np.zeros(reference.shape, np.uint8)
+    bad[10:12, 10:12, 5] = 2
+    path = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(bad, reference.affine), str(path))
+    with pytest.raises(MONAILabelClientException) as error:
+        client.save_label(image_id, str(path), tag="final")
+    assert "422" in error.value.msg and "values [2]" in error.value.msg
+    assert image_id in unlabelled(client)
