@@ -96,7 +96,7 @@ def test_the_slice_model_pads_any_size_and_crops_back():
 
 def test_the_real_network_runs_slice_by_slice_over_a_volume():
     model = build_network().eval()
-    volume = torch.randn(1, 5, 24, 16, 3)
+    volume = torch.randn(1, len(model.net.in_maps) + 1, 24, 16, 3)  # the plan's maps, then NIHSS
     volume[:, -1] = 9.0
     with torch.no_grad():
         out = slice_inferer()(volume, model)

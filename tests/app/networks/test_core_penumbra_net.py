@@ -268,3 +268,14 @@ def test_default_sizes_are_practical_on_cpu():
     assert counts["with MIP (5 maps)"] < 2_000_000
     # seed: one ImageNet VGG-16 convolutional part alone has 14.7 M parameters per map
     assert counts["default (4 maps)"] < 14_714_688 / 5
+
+
+def test_the_head_reads_signed_features_so_no_class_starts_dead():
+    # With ReLU features (>= 0), a class whose head weights all start negative could never score
+    # high where the features are strong; the head must see the features before that ReLU.
+    torch.manual_seed(0)
+    net = CorePenumbraNet(features=(8, 16))
+    seen = {}
+    net.dec[-1].register_forward_hook(lambda module, args, out: seen.setdefault("features", out))
+    net(torch.randn(2, 4, 32, 32))
+    assert (seen["features"] < 0).any() and (seen["features"] > 0).any()
