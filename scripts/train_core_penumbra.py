@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     for it in train_items:
         d = loader({"image": it["image"]})
         brain = np.asarray(perfusion_brain_mask(d), bool)
-        plan_studies.append({**cp.input_maps(d, maps, brain), "brain": brain})
+        plan_studies.append({**cp.input_maps(d, maps, brain), "brain": brain, "spacing_mm": d["study"].spacing_mm})
     plan = cp.compute_plan(plan_studies, maps)
     plan["computed_from"] = f"{len(train_items)} CTP phantoms, seed {args.seed} (scripts/train_core_penumbra.py)"
     Path(cp.PLAN_PATH).write_text(json.dumps(plan, indent=2) + "\n")

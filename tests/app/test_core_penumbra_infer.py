@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,8 @@ import torch
 from lib.activelearning.uncertainty import MostUncertain, StrokeUncertaintyScoring
 from lib.configs.core_penumbra import CorePenumbra
 from strokelabel.phantom import generate_study
+
+APP_MODEL_DIR = Path(__file__).resolve().parents[2] / "apps" / "stroke" / "model"
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +132,44 @@ def test_without_any_model_auto_falls_back_to_the_baseline_and_model_is_a_clear_
     assert data["result"]["method"] == "baseline" and "no trained model" in data["result"]["method_note"]
     with pytest.raises(StrokeLabelError, match="no trained"):
         task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu", "method": "model"})
+
+
+def test_a_finer_in_plane_grid_is_read_at_the_plan_spacing_and_labelled_on_its_own_grid(study, tmp_path):
+    import shutil
+
+    import nibabel as nib
+
+    # The same study at twice the in-plane resolution: each voxel repeated 2 x 2, spacing halved.
+    src = study["reference"].parent
+    fine = tmp_path / src.relative_to(src.parents[1])
+    fine.mkdir(parents=True)
+    for path in src.iterdir():
+        if path.name.endswith("_ctp.nii.gz") or not path.name.endswith(".nii.gz"):
+            shutil.copy(path, fine / path.name) if path.is_file() else None
+            continue
+        img = nib.load(str(path))
+        data = np.repeat(np.repeat(np.asarray(img.dataobj), 2, axis=0), 2, axis=1)
+        affine = img.affine.copy()
+        affine[:3, :2] /= 2
+        nib.save(nib.Nifti1Image(data.astype(img.get_data_dtype()), affine), str(fine / path.name))
+
+    shipped = CorePenumbra()
+    shipped.init("core_penumbra", str(APP_MODEL_DIR), {}, None)  # the shipped model: smooth, meaningful probabilities
+    if not shipped.infer().model_available():
+        pytest.skip("no shipped core_penumbra model")
+    task = shipped.infer()
+    seen = []
+    hook = shipped.network.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    try:
+        _, coarse = task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu"})
+        seen.clear()
+        _, finer = task({"image": str(fine / study["reference"].name), "skip_writer": True, "device": "cpu"})
+    finally:
+        hook.remove()
+    assert set(seen) == {(128, 128)}  # the network sees the plan's 1.7 mm grid, not 256 x 256
+    pred_fine, pred_coarse = np.asarray(finer["pred"]), np.asarray(coarse["pred"])
+    assert pred_fine.shape == (256, 256, 24)
+    agree = {c: 2 * np.sum((pred_fine[::2, ::2] == c) & (pred_coarse == c)) / max(1, np.sum(pred_fine[::2, ::2] == c) + np.sum(pred_coarse == c))
+             for c in (1, 2)}
+    assert agree[1] > 0.9 and agree[2] > 0.9, agree  # core and penumbra: the same label, on the finer grid
+    assert finer["result"]["core_volume_ml"] == pytest.approx(coarse["result"]["core_volume_ml"], rel=0.1, abs=0.5)

@@ -43,9 +43,11 @@ def test_the_plan_is_computed_from_brain_voxels_of_the_training_studies():
     rng = np.random.default_rng(0)
     brain = np.zeros((8, 8, 4), bool)
     brain[2:6, 2:6] = True
-    studies = [{"cbf": rng.uniform(20, 80, brain.shape) * s, "tmax": rng.uniform(0, 10, brain.shape), "brain": brain} for s in (1, 3)]
+    studies = [{"cbf": rng.uniform(20, 80, brain.shape) * s, "tmax": rng.uniform(0, 10, brain.shape), "brain": brain,
+                "spacing_mm": spacing} for s, spacing in ((1, (1.7, 1.7, 5.0)), (3, (0.43, 0.43, 2.0)), (1, (1.8, 1.8, 5.0)))]
     plan = compute_plan(studies, ("cbf", "tmax"), relative=("cbf",))
     assert plan["maps"] == ["cbf", "tmax"]
+    assert plan["inplane_spacing_mm"] == 1.7  # the median study's in-plane spacing
     cbf, tmax = plan["normalisation"]["cbf"], plan["normalisation"]["tmax"]
     assert cbf["relative"] and not tmax["relative"]
     assert 0.9 < cbf["mean"] < 1.1  # relative: the scanner-level factor 3 is gone

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from lib.transforms.grid import resample_inplane
 from lib.transforms.ischemic_lesion import (
     MDANetLossOnNet,
     build_network,
     inplane_size,
     lesion_target,
     predict_volume,
-    resample_inplane,
     route_for,
     study_channels,
     uncertainty_score,

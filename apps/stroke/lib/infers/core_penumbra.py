@@ -17,6 +17,7 @@ from lib.infers.stroke_infer import StrokeInferTask
 from lib.transforms.baselines import CorePenumbraBaselined
 from lib.transforms.core_penumbra import CorePenumbraInputd, slice_inferer
 from lib.transforms.figures import CorePenumbraFiguresd
+from lib.transforms.grid import resample_inplane
 
 
 class CorePenumbraInfer(StrokeInferTask):
@@ -44,7 +45,7 @@ class CorePenumbraInfer(StrokeInferTask):
         return CorePenumbraInputd(self.network.net.in_maps)(data)
 
     def probabilities(self, data: Dict[str, Any], device, mc_dropout: bool = False) -> torch.Tensor:
-        """Softmax ``(3, H, W, D)`` of the model in use for a loaded study (``data["image"]`` set by
+        """Softmax ``(3, H, W, D)`` on the study grid, of the model in use for a loaded study (``data["image"]`` set by
         :class:`CorePenumbraInputd`); ``mc_dropout`` keeps dropout sampling (one MC draw)."""
         network = self._get_network(device, data)
         network.eval()
@@ -53,7 +54,8 @@ class CorePenumbraInfer(StrokeInferTask):
         with torch.no_grad():
             logits = slice_inferer()(image, network)
         network.net.set_mc_dropout(False)
-        return torch.softmax(logits[0].float(), dim=0)
+        probs = torch.softmax(logits[0].float(), dim=0)
+        return resample_inplane(probs, data["brain_mask"].shape[:2], mode="bilinear")  # back to the study grid
 
     def run_model(self, data: Dict[str, Any], device):
         d = self._model_input(data)

@@ -18,13 +18,13 @@ from monai.transforms import Transform
 from lib.infers.stroke_infer import METHODS, StrokeInferTask, first_choice
 from lib.transforms.baselines import LesionBaselined
 from lib.transforms.figures import LesionFiguresd
+from lib.transforms.grid import resample_inplane
 from lib.transforms.ischemic_lesion import (
     KIND_OF_ROUTE,
     binary_entropy,
     build_network,
     inplane_size,
     predict_volume,
-    resample_inplane,
     route_for,
     study_channels,
     uncertainty_score,

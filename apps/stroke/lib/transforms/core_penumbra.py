@@ -33,6 +33,12 @@ The phantoms' and most clinical CTP maps have 5 mm slices, so a neighbour slice 
 in-plane information, costs 3x the encoder work, and a 2D model also runs on CTP with few
 slices (8-16 slice coverage is common). Slices are reassembled into the volume by MONAI's
 ``SliceInferer``.
+
+**In-plane working grid.** The maps go to the model at the plan's ``inplane_spacing_mm`` (the
+median in-plane spacing of the training studies, 1.7 mm for the shipped model), slice by slice
+(``lib.transforms.grid``), and the class probabilities come back to the study grid before the
+argmax: a model that learned a hemisphere as 128 pixels does not read one of 512, and a
+512 x 512 CTP costs 16 x less. The brain mask stays on the study grid.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ from monai.transforms import Transform
 from torch import nn
 
 from lib.transforms.baselines import perfusion_brain_mask
+from lib.transforms.grid import inplane_size, resample_inplane
 from strokelabel.baselines.perfusion import relative_cbf
 from strokelabel.errors import StrokeLabelError
 
@@ -58,6 +65,7 @@ PLAN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core_penum
 #: Used only when no plan file exists (values measured on phantoms, seed 2026, 16 studies).
 DEFAULT_PLAN: Dict = {
     "maps": ["cbf", "cbv", "mtt", "tmax", "rcbf"],
+    "inplane_spacing_mm": 1.7,
     "normalisation": {
         "cbf": {"relative": True, "clip": [0.0, 3.0], "mean": 1.0, "std": 0.5},
         "cbv": {"relative": True, "clip": [0.0, 3.0], "mean": 1.0, "std": 0.5},
@@ -112,7 +120,8 @@ def relative_scale(values: np.ndarray, brain: np.ndarray) -> float:
 
 
 def compute_plan(studies: Sequence[Dict[str, np.ndarray]], maps: Sequence[str], relative: Sequence[str] = ("cbf", "cbv")) -> Dict:
-    """A normalisation plan from training studies: each a dict of maps plus ``brain`` (bool mask)."""
+    """A normalisation plan from training studies: each a dict of maps plus ``brain`` (bool mask) and
+    ``spacing_mm``; the working in-plane spacing is their median."""
     normalisation = {}
     for name in maps:
         values = []
@@ -131,7 +140,8 @@ def compute_plan(studies: Sequence[Dict[str, np.ndarray]], maps: Sequence[str], 
             "mean": round(float(clipped.mean()), 5),
             "std": round(float(max(clipped.std(), 1e-6)), 5),
         }
-    return {"maps": list(maps), "normalisation": normalisation}
+    inplane = float(np.median([min(study["spacing_mm"][:2]) for study in studies]))
+    return {"maps": list(maps), "inplane_spacing_mm": round(inplane, 4), "normalisation": normalisation}
 
 
 def normalise_map(values: np.ndarray, brain: np.ndarray, rule: Dict) -> np.ndarray:
@@ -155,7 +165,9 @@ def nihss_channel_value(clinical: Dict) -> float:
 
 
 class CorePenumbraInputd(Transform):
-    """After :class:`LoadStudyd`: ``image`` = normalised maps + NIHSS channel, ``brain_mask`` (H, W, D) bool."""
+    """After :class:`LoadStudyd` (and :class:`LoadLabeld` in training): ``image`` = normalised maps +
+    NIHSS channel on the in-plane working grid, ``label`` (if any) on that grid too, ``brain_mask``
+    (H, W, D) bool on the study grid."""
 
     def __init__(self, maps: Sequence[str] | None = None, plan: Dict | None = None, use_nihss: bool = True):
         self.plan = plan or load_plan()
@@ -177,9 +189,19 @@ class CorePenumbraInputd(Transform):
         nihss = nihss_channel_value(study.clinical) if self.use_nihss else 0.0
         channels.append(np.full(brain.shape, nihss, dtype=np.float32))
         d.setdefault("image_path", d.get("image"))
-        d["image"] = np.stack(channels)
+        image = torch.from_numpy(np.stack(channels))
+        size = self.working_size(brain.shape, study.spacing_mm)
+        shrink = all(n <= m for n, m in zip(size, brain.shape[:2]))
+        d["image"] = resample_inplane(image, size, mode="area" if shrink else "bilinear").numpy()
+        if isinstance(d.get("label"), np.ndarray):
+            d["label"] = resample_inplane(torch.from_numpy(d["label"]), size, mode="nearest").numpy().astype(np.uint8)
         d["brain_mask"] = brain
         return d
+
+    def working_size(self, shape, spacing_mm) -> tuple[int, int]:
+        """The study's in-plane size on the plan's grid (its own size if the plan names none)."""
+        target = self.plan.get("inplane_spacing_mm")
+        return tuple(shape[:2]) if not target else inplane_size(shape, spacing_mm, float(target))
 
 
 class LoadLabeld(Transform):

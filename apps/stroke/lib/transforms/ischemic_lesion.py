@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from monai.transforms import Transform
 from torch import nn
 
+from lib.transforms import grid
+from lib.transforms.grid import resample_inplane
 from strokelabel.baselines.masks import brain_mask_from_mri
 from strokelabel.errors import StrokeLabelError
 from strokelabel.midsagittal import find_midsagittal_plane, mirror_about_plane
@@ -89,19 +91,7 @@ def study_channels(images: dict, route: str, spacing_mm, study: str | None = Non
 
 
 def inplane_size(shape, spacing_mm) -> tuple[int, int]:
-    s = PLAN["inplane_spacing_mm"]
-    return tuple(max(8, int(round(n * sp / s))) for n, sp in zip(shape[:2], spacing_mm[:2]))
-
-
-def resample_inplane(volume: torch.Tensor, size: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
-    """(C, X, Y, Z) -> (C, size[0], size[1], Z), slice by slice."""
-    c, x, y, z = volume.shape
-    if (x, y) == tuple(size):
-        return volume
-    slices = volume.permute(3, 0, 1, 2)  # (Z, C, X, Y)
-    kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    out = F.interpolate(slices.float(), size=tuple(size), mode=mode, **kwargs)
-    return out.permute(1, 2, 3, 0).contiguous()
+    return grid.inplane_size(shape, spacing_mm, PLAN["inplane_spacing_mm"])
 
 
 def lesion_target(label: np.ndarray, kind: str) -> np.ndarray:
