@@ -20,12 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "apps" / "stroke"))
 
 from strokelabel.phantom import generate_dataset  # noqa: E402
+from strokelabel.study import voxel_spacing_mm  # noqa: E402
 
 
 def fp16_copy(src: Path, dst: Path) -> int:
@@ -46,10 +49,13 @@ def main(argv=None) -> int:
     parser.add_argument("--seg-crop", type=int, default=64, help="in-plane crop of the segmentation's training slices (0: none)")
     parser.add_argument("--samples", type=int, default=16, help="slice windows drawn per study and epoch")
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--spiral-dropout", type=float, default=0.3, help="share of samples trained without their SPIRAL map")
     parser.add_argument("--val-interval", type=int, default=5, help="validate every N epochs (whole studies are costly)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="folder for studies and runs (default: temporary)")
     parser.add_argument("--out", default=str(REPO / "apps" / "stroke" / "model" / "shipped"))
+    parser.add_argument("--only", choices=("clot_region", "clot_region_classifier"), default=None,
+                        help="train one of the two models (e.g. each in its own process)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -61,13 +67,22 @@ def main(argv=None) -> int:
     from main import build_task_configs
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="clot-train-"))
-    studies, model_dir = work / "studies", work / "model"
+    studies, model_dir = work / "studies", work / ("model" + (f"-{args.only}" if args.only else ""))
     shutil.rmtree(model_dir, ignore_errors=True)
     model_dir.mkdir(parents=True)
     started = time.time()
     generate_dataset(studies, per_kind=args.studies, labelled_per_kind=args.studies, size="small", seed=args.seed,
                      kinds=("cta",), progress=lambda *a, **k: print(*a, **k, flush=True))
     print(f"[train_clot_region] {args.studies} studies in {time.time() - started:.0f}s", flush=True)
+
+    # The working grid both networks learn and infer on: the median spacing of the training studies.
+    from lib.transforms import clot_region as cr
+
+    spacings = [voxel_spacing_mm(nib.load(str(p)).affine) for p in sorted(studies.glob("sub-*/ses-*/*_acq-phase1_cta.nii*"))]
+    plan = {"spacing_mm": [round(float(v), 4) for v in np.median(np.array(spacings), axis=0)],
+            "computed_from": f"{len(spacings)} CTA phantoms, seed {args.seed} (scripts/train_clot_region.py)"}
+    Path(cr.PLAN_PATH).write_text(json.dumps(plan, indent=2) + "\n")
+    print(f"[train_clot_region] working grid plan -> {cr.PLAN_PATH}: {plan['spacing_mm']} mm", flush=True)
 
     config = build_task_configs(str(model_dir), {}, "clot_region")["clot_region"]
     trainers = config.trainer()
@@ -79,11 +94,14 @@ def main(argv=None) -> int:
                 config.classifier_name: {"crop_size": 0, "pos_fraction": 0.5}}
     out = Path(args.out)
     for name, trainer in trainers.items():
+        if args.only and name != args.only:
+            continue
         t0 = time.time()
         trainer._val_interval = args.val_interval
         request = {"device": "cuda" if torch.cuda.is_available() else "cpu", "dataset": "CacheDataset", "dataloader": "DataLoader",
                    "multi_gpu": False, "max_epochs": epochs[name], "pretrained": False, "val_split": 0.25, "split_seed": 0,
-                   "samples_per_study": args.samples, "learning_rate": args.lr, **sampling[name]}
+                   "samples_per_study": args.samples, "learning_rate": args.lr, "spiral_dropout": args.spiral_dropout,
+                   **sampling[name]}
         stats = trainer(request, datastore)
         seconds = time.time() - t0
         published = model_dir / f"{name}.pt"
@@ -98,7 +116,7 @@ def main(argv=None) -> int:
             "seed": args.seed,
             "data": f"{args.studies} phantom CTA studies, size small (128x128x40, 1.7x1.7x3.2 mm), strokelabel.phantom seed {args.seed}",
             "epochs": epochs[name],
-            "sampling": {"samples_per_study": args.samples, **sampling[name]},
+            "sampling": {"samples_per_study": args.samples, "spiral_dropout": args.spiral_dropout, **sampling[name]},
             "learning_rate": args.lr,
             "train_studies": stats.get("train_studies"),
             "val_studies": stats.get("val_studies"),

@@ -149,3 +149,34 @@ def test_both_trainers_train_from_clot_labels_and_publish_or_keep_aside(studies,
         again = run_trainer(trainer, datastore, max_epochs=1)
         assert again["in_use_val_dice"] is not None
         assert again["published"] == (again["candidate_val_dice"] >= again["in_use_val_dice"])
+
+
+def test_the_active_learning_score_is_high_where_the_model_finds_no_clot_it_is_sure_of(studies, tmp_path):
+    root, records = studies
+    reference = str(records[0]["reference"])
+    sure = config_with_models(tmp_path / "sure", bias=8.0).infer().clot_uncertainty(reference, samples=2, device="cpu")
+    unsure = config_with_models(tmp_path / "unsure", bias=-8.0, classifier=False).infer().clot_uncertainty(reference, samples=2, device="cpu")
+    assert sure["least_confidence"] < 0.01 < 0.99 < unsure["least_confidence"]
+    assert sure["least_confidence"] == pytest.approx(1 - sure["max_clot_probability"])
+    assert sure["classifier_mc_std"] >= 0.0 and "classifier_mc_std" not in unsure  # MC dropout only with a classifier
+
+
+def test_the_config_registers_the_clot_scoring_and_the_most_uncertain_strategy(tmp_path):
+    from lib.configs.clot_region import SCORING, STRATEGY, UNCERTAINTY_KEY
+
+    config = build_task_configs(str(tmp_path / "model"), {}, "clot_region")["clot_region"]
+    scoring, strategy = config.scoring_method()[SCORING], config.strategy()[STRATEGY]
+    assert scoring.key == strategy.key == UNCERTAINTY_KEY and scoring.kinds == strategy.kinds == ("cta",)
+    assert scoring.infer_task is config.infer()  # one infer task: the scores are of the model that infers
+
+
+def test_stray_clot_specks_are_dropped_but_a_second_clot_of_similar_mass_is_kept():
+    from lib.infers.clot_region import keep_main_clots
+
+    prob = np.zeros((20, 20, 5), np.float32)
+    prob[2:5, 2:5, 1] = 0.9  # the clot: 9 voxels
+    prob[10:13, 10:12, 3] = 0.8  # a tandem clot: 6 voxels, mass 4.8 >= half of 8.1
+    prob[17, 17, 4] = 0.6  # a speck
+    mask, dropped = keep_main_clots(prob)
+    assert dropped == 1 and mask.sum() == 15 and not mask[17, 17, 4]
+    assert keep_main_clots(np.zeros((4, 4, 2), np.float32))[1] == 0

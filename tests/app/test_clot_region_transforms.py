@@ -13,7 +13,11 @@ from lib.transforms.clot_region import (
     SliceRegionInferer,
     SliceSegmentationInferer,
     normalise,
+    resample,
+    resample_clot_label,
     stack_inputs,
+    to_working_grid,
+    working_shape,
 )
 from strokelabel.errors import StrokeLabelError
 
@@ -53,9 +57,51 @@ def test_a_missing_later_phase_is_replaced_by_phase_one_and_noted():
     assert notes == ["cta2 missing: phase 1 used in its place"]
 
 
-def test_a_missing_spiral_for_a_model_that_takes_it_is_a_clear_error():
-    with pytest.raises(StrokeLabelError, match="spiral"):
-        stack_inputs({"cta1": np.zeros((4, 4, 3))}, ("cta1", "spiral"))
+def test_a_missing_spiral_becomes_zeros_and_is_noted_but_a_missing_phase_one_is_an_error():
+    stacked, notes = stack_inputs({"cta1": np.full((4, 4, 3), 300.0)}, ("cta1", "spiral"))
+    assert stacked.shape == (2, 4, 4, 3) and not stacked[1].any() and stacked[0].all()
+    assert notes == ["no spiral map: the model ran on the CTA phases alone"]
+    with pytest.raises(StrokeLabelError, match="cta1"):
+        stack_inputs({"spiral": np.zeros((4, 4, 3))}, ("cta1", "spiral"))
+
+
+def test_a_full_size_cta_maps_to_the_working_grid_of_the_small_phantoms():
+    assert working_shape((512, 512, 257), (0.45, 0.45, 0.8), (1.7, 1.7, 3.2)) == (136, 136, 64)
+    assert working_shape((128, 128, 40), (1.7, 1.7, 3.2), (1.7, 1.7, 3.2)) == (128, 128, 40)
+    volume = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 4)).astype(np.float32)
+    same = to_working_grid(volume, (1.7, 1.7, 3.2), {"spacing_mm": [1.7, 1.7, 3.2]})
+    assert np.array_equal(same.numpy(), volume)  # already on the working grid: untouched
+    half = to_working_grid(volume, (0.85, 0.85, 1.6), {"spacing_mm": [1.7, 1.7, 3.2]})
+    assert tuple(half.shape) == (2, 4, 4, 2)
+    # area averaging: each working voxel is the mean of the 2 x 2 x 2 study voxels it covers
+    assert half[0, 0, 0, 0].item() == pytest.approx(volume[0, :2, :2, :2].mean(), abs=1e-6)
+
+
+def test_atlas_labels_resample_by_nearest_neighbour_and_a_tiny_clot_survives_shrinking():
+    atlas = np.zeros((1, 8, 8, 4), np.uint8)
+    atlas[0, :4] = 3
+    atlas[0, 4:] = 14
+    assert set(np.unique(resample(atlas, (4, 4, 2), kind="labels").numpy()).tolist()) == {3, 14}
+    clot = np.zeros((8, 8, 4), bool)
+    clot[5, 2, 1] = True  # one voxel: a fraction of 1/8 of a working voxel
+    small = resample_clot_label(clot, (4, 4, 2))
+    assert small.sum() == 1 and bool(small[2, 1, 0])
+    big = np.zeros((8, 8, 4), bool)
+    big[0:4, 0:4, 0:2] = True
+    assert resample_clot_label(big, (4, 4, 2)).sum() == 4
+
+
+def test_training_samples_drop_the_spiral_channels_at_the_rate_asked():
+    d = toy_study()
+    d["image"] = np.concatenate([d["image"], np.ones_like(d["image"])])  # channels: cta1, spiral (all ones)
+    sampler = SampleClotSlicesd(1, num_samples=400, pos_fraction=0.5, flip=False, input_names=("cta1", "spiral"), drop_prob=0.3)
+    sampler.set_random_state(0)
+    samples = sampler(d)
+    dropped = [not s["image"][3:6].any() for s in samples]
+    assert 0.2 < np.mean(dropped) < 0.4
+    assert all(s["image"][:3].any() for s in samples)  # the CTA channels are never dropped
+    kept = SampleClotSlicesd(1, num_samples=50, input_names=("cta1", "spiral"))(d)
+    assert all(s["image"][3:6].all() for s in kept)
 
 
 def test_clot_samples_are_slice_windows_and_positive_ones_hold_clot():
@@ -113,3 +159,17 @@ def test_slice_inferers_match_the_networks_whole_study_functions():
         direct = cls(torch.stack([torch.cat([vol[0, :, :, max(0, min(5, z + o))][None] for o in (-1, 0, 1)]) for z in range(6)]))
     assert flat.shape == (1, 1, 6 * 15)
     assert torch.allclose(flat.reshape(6, 15), direct, atol=1e-5)
+
+
+def test_head_coordinates_measure_from_the_midline_the_centre_and_upwards_in_decimetres():
+    from lib.transforms.clot_region import head_coordinates
+    from strokelabel.midsagittal import MidSagittalPlane
+
+    shape, spacing = (21, 31, 11), (2.0, 1.0, 3.0)
+    plane = MidSagittalPlane(offset_vox=2.0, angle_deg=0.0, spacing_mm=spacing, shape=shape)  # midline at x index 12
+    head = np.zeros(shape, bool)
+    head[4:21, 5:26, 0:11] = True  # centre at index (12, 15, 5)
+    c = head_coordinates(plane, head)
+    assert c["coord_lr"][12, 0, 0].item() == pytest.approx(0.0) and c["coord_lr"][17, 3, 4].item() == pytest.approx(0.10)
+    assert c["coord_ap"][0, 15, 0].item() == pytest.approx(0.0, abs=1e-6) and c["coord_ap"][3, 25, 2].item() == pytest.approx(0.10)
+    assert c["coord_si"][0, 0, 5].item() == pytest.approx(0.0, abs=1e-6) and c["coord_si"][0, 0, 10].item() == pytest.approx(0.15)

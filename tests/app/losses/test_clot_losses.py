@@ -95,3 +95,13 @@ def test_tiny_target_loss_checks_shapes_and_arguments():
         TverskyFocalLoss()(torch.zeros(2, 2, 8, 8), torch.zeros(2, 2, 8, 8))
     with pytest.raises(ValueError, match="not both 0"):
         TverskyFocalLoss(lambda_tversky=0, lambda_focal=0)
+
+
+def test_unweighted_probability_undoes_the_pos_weight_shift_of_the_optimum():
+    from lib.losses.clot_losses import unweighted_probability
+
+    w = 15.0
+    p = torch.tensor([0.01, 0.2, 0.5, 0.9])
+    p_weighted = w * p / (w * p + 1 - p)  # where BCE with pos_weight w puts the sigmoid for a true posterior p
+    torch.testing.assert_close(unweighted_probability(p_weighted, w), p)
+    assert unweighted_probability(torch.tensor(w / (1 + w)), w).item() == pytest.approx(0.5)  # the flag threshold

@@ -2,23 +2,37 @@
 
 Two learned models serve one infer task (``clot_region``):
 
-- the clot segmentation (ClotSegNet, 2.5D U-Net on the three CTA phases): ``model/clot_region.pt``;
-- the region classifier (AMI-Net, seed 002, on CTA phase 1): ``model/clot_region_classifier.pt``.
+- the clot segmentation (ClotSegNet, 2.5D U-Net): ``model/clot_region.pt``;
+- the region classifier (AMI-Net, seed 002): ``model/clot_region_classifier.pt``.
+
+Both take the three CTA phases, the SPIRAL-like map (seed 002 tried CTA and SPIRAL as inputs) and
+phase 1 mirrored about the mid-sagittal plane (hemispheric comparison); the classifier also
+takes head coordinates (where a clot lies decides its region). A study without SPIRAL gets
+zeros in its channel, which training prepares them for.
 
 Each has its starting model in ``model/shipped/`` and its own trainer (``clot_region``,
 ``clot_region_classifier``), both trained from the corrected clot labels of the datastore.
 The architectures are fixed here, so a shipped or trained checkpoint always fits.
+
+Active learning: scoring ``clot_region_least_confidence`` (1 - the highest clot probability of
+the segmentation in use; the classifier's MC-dropout spread is stored beside it) and strategy
+``clot_region_most_uncertain``; ``--conf clot_region_mc_samples`` (default 4).
 """
 
 import os
 
+from lib.activelearning.uncertainty import MostUncertain, StrokeUncertaintyScoring
 from lib.configs.base import StrokeTaskConfig
 from lib.infers.clot_region import ClotRegionInfer
 from lib.networks.ami_net import AMINet
 from lib.networks.clot_seg_net import ClotSegNet
 
-SEG_ARGS = dict(input_names=("cta1", "cta2", "cta3"), context_slices=2, features=(8, 16, 32, 32, 64, 8))
-CLASSIFIER_ARGS = dict(input_names=("cta1",), context_slices=2, width=0.5, feat_channels=256)
+SEG_ARGS = dict(input_names=("cta1", "cta2", "cta3", "spiral", "cta1_mirror"), context_slices=2, features=(8, 16, 32, 32, 64, 8))
+UNCERTAINTY_KEY = "clot_region_uncertainty"
+STRATEGY = "clot_region_most_uncertain"
+SCORING = "clot_region_least_confidence"
+
+CLASSIFIER_ARGS = dict(input_names=("cta1", "cta2", "cta3", "spiral", "cta1_mirror", "coord_lr", "coord_ap", "coord_si"), context_slices=2, width=0.5, feat_channels=256)
 
 
 def segmentation_network() -> ClotSegNet:
@@ -42,8 +56,24 @@ class ClotRegion(StrokeTaskConfig):
         self.classifier_path = [self.classifier_shipped_path, self.classifier_in_use_path]
 
     def infer(self):
-        return ClotRegionInfer(path=self.path, network=self.network, labels=self.labels,
-                               classifier_path=self.classifier_path, classifier_network=self.classifier)
+        if getattr(self, "_infer", None) is None:
+            self._infer = ClotRegionInfer(path=self.path, network=self.network, labels=self.labels,
+                                          classifier_path=self.classifier_path, classifier_network=self.classifier)
+        return self._infer
+
+    def strategy(self):
+        return {STRATEGY: MostUncertain(key=UNCERTAINTY_KEY, kinds=("cta",),
+                                        description="The CTA study whose clot the model is least sure of")}
+
+    def scoring_method(self):
+        infer = self.infer()
+        return {
+            SCORING: StrokeUncertaintyScoring(
+                infer, infer.clot_uncertainty, key=UNCERTAINTY_KEY, score_name="least_confidence", kinds=("cta",),
+                samples=int(self.conf.get(f"{self.name}_mc_samples", 4)),
+                description="1 - the highest clot probability of the segmentation in use (classifier MC-dropout spread beside it)",
+            )
+        }
 
     def trainer(self):
         from lib.trainers.clot_region import ClotRegionClassifierTrain, ClotSegmentationTrain

@@ -11,6 +11,11 @@ Methods (``method`` in the request):
   segmentation-derived flags need the atlas (the result says so when there is none), the
   classifier's do not (it names atlas regions from the image alone).
 - ``auto``: the model when one is installed, else the baseline.
+
+Both networks run on the working grid of ``clot_region_plan.json`` (the spacing they learned
+at; see ``lib/transforms/clot_region.py``); the clot probability is resampled back to the
+study grid before thresholding, and the classifier's per-slice output is mapped to the
+study's own slice numbers.
 """
 
 from __future__ import annotations
@@ -20,17 +25,42 @@ import os
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from lib.infers.stroke_infer import StrokeInferTask
+from lib.losses.clot_losses import unweighted_probability
 from lib.networks.ami_net import predict_slices, study_flags
 from lib.networks.clot_seg_net import regions_from_clot, segment_volume
 from lib.transforms.baselines import ClotRegionBaselined
-from lib.transforms.clot_region import regions_list, stack_inputs
+from lib.transforms.clot_region import load_plan, network_input, regions_list, resample
 from lib.transforms.figures import ClotFiguresd
 
 logger = logging.getLogger(__name__)
 
 CLOT_THRESHOLD = 0.5
+
+
+def keep_main_clots(prob: np.ndarray, threshold: float = CLOT_THRESHOLD, relative_mass: float = 0.5) -> tuple[np.ndarray, int]:
+    """The clot mask without stray candidates: every connected component of ``prob >= threshold``
+    whose probability mass is at least ``relative_mass`` of the strongest one's, and how many were dropped.
+
+    On held-out phantoms the segmentation's false positives were one- or two-voxel specks beside a
+    larger true clot. Not only the strongest component is kept: tandem occlusions and emboli
+    showers give several clots of similar size.
+    """
+    mask = prob >= threshold
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask, 0
+    mass = ndimage.sum(prob, labels, index=np.arange(1, n + 1))
+    keep = np.flatnonzero(mass >= relative_mass * mass.max()) + 1
+    return np.isin(labels, keep), int(n - len(keep))
+
+
+def working_slice_of(native_slices: int, working_slices: int) -> torch.Tensor:
+    """For each study slice, the index of the working-grid slice whose extent holds its centre."""
+    z = (torch.arange(native_slices, dtype=torch.float64) + 0.5) * working_slices / native_slices
+    return z.floor().long().clamp(0, working_slices - 1)
 
 
 class ClotRegionInfer(StrokeInferTask):
@@ -82,20 +112,57 @@ class ClotRegionInfer(StrokeInferTask):
         self._classifiers[device] = (net, (path, mtime))
         return net, path
 
+    def _inputs(self, data, device, plan) -> tuple[dict, list[str]]:
+        """Each installed network (``seg``, ``classifier``) and its input on the working grid. The
+        inputs are built once for both (one resampling, one mid-sagittal search), then picked."""
+        study = data["study"]
+        nets = {"seg": self._get_network(device, data)}
+        classifier, _ = self._classifier(device)
+        if classifier is not None:
+            nets["classifier"] = classifier
+        names = list(dict.fromkeys(n for net in nets.values() for n in net.input_names))
+        volume, notes = network_input(data, names, study.spacing_mm, study.study_id, plan)
+        picked = {key: (net, volume[[names.index(n) for n in net.input_names]]) for key, net in nets.items()}
+        return picked, notes
+
+    def _segment(self, seg, volume: torch.Tensor, data) -> torch.Tensor:
+        """Clot probability on the working grid, inside the study's atlas box (if it has an atlas)."""
+        atlas = data.get("atlas")
+        roi = None
+        if atlas is not None:
+            roi = (atlas > 0) if self._region_base(data) == 1 else np.ones(atlas.shape, bool)
+            roi = resample(roi[None].astype(np.uint8), tuple(volume.shape[1:]), kind="labels")[0].numpy() > 0
+        with torch.no_grad():
+            return segment_volume(seg, volume, roi_mask=roi)
+
+    def clot_uncertainty(self, image_path: str, samples: int, device) -> dict:
+        """Active-learning score of one study: ``least_confidence`` = 1 - the highest clot probability
+        the segmentation gives anywhere (high when it finds no clot it is sure of: a stroke CTA holds one,
+        so that study is worth correcting), and the classifier's MC-dropout spread beside it."""
+        data = self.pre_transforms()[0]({"image": image_path})
+        nets, _ = self._inputs(data, device, load_plan())
+        prob = self._segment(*nets["seg"], data)
+        figures = {"least_confidence": round(1.0 - float(prob.max()), 6), "max_clot_probability": round(float(prob.max()), 6)}
+        if "classifier" in nets and samples > 0:
+            _, std = predict_slices(*nets["classifier"], mc_samples=max(2, samples))
+            figures["classifier_mc_std"] = round(float(std.max()), 6)
+        return figures
+
     def run_model(self, data, device):
         study = data["study"]
         region_base = self._region_base(data)
         result = data.setdefault("result", {})
         atlas = data.get("atlas")
 
-        seg = self._get_network(device, data)
-        volume, notes = stack_inputs(data, seg.input_names, study.study_id)
-        roi = None
-        if atlas is not None:
-            roi = (atlas > 0) if region_base == 1 else np.ones(atlas.shape, bool)
-        with torch.no_grad():
-            prob = segment_volume(seg, torch.from_numpy(volume), roi_mask=roi)
-        clot = (prob >= CLOT_THRESHOLD).numpy()
+        plan = load_plan()
+        nets, notes = self._inputs(data, device, plan)
+        prob_working = self._segment(*nets["seg"], data)
+        native, working = tuple(study.shape), tuple(prob_working.shape)
+        prob = resample(prob_working[None], native, kind="probability")[0]
+        clot, dropped = keep_main_clots(prob.numpy(), CLOT_THRESHOLD)
+        prob = prob * torch.from_numpy(clot)  # the flags below follow the kept clot, not the dropped candidates
+        result["clot_candidates_dropped"] = dropped
+        result["working_grid"] = {"shape": list(working), "spacing_mm": list(plan["spacing_mm"])}
         data["pred"] = clot.astype(np.uint8)
         result["models"] = {"segmentation": os.path.basename(self.get_path() or "")}
         result["clot_threshold"] = CLOT_THRESHOLD
@@ -104,16 +171,18 @@ class ClotRegionInfer(StrokeInferTask):
             data["region_flags"], data["region_probabilities"], data["region_base"] = flags, probabilities, region_base
             result["regions_from"] = "segmented clot ∩ atlas"
 
-        classifier, path = self._classifier(device)
-        if classifier is not None:
-            cls_volume, cls_notes = stack_inputs(data, classifier.input_names, study.study_id)
-            notes += [n for n in cls_notes if n not in notes]
-            slice_probs, _ = predict_slices(classifier, torch.from_numpy(cls_volume))
+        if "classifier" in nets:
+            slice_probs, _ = predict_slices(*nets["classifier"])
+            slice_probs = unweighted_probability(slice_probs)  # trained with pos_weight: read back as probabilities
+            # Each study slice takes the working slice it falls in.
+            slice_probs = slice_probs[working_slice_of(native[2], slice_probs.shape[0])]
             cls_flags, cls_probs = study_flags(slice_probs, CLOT_THRESHOLD)
-            result["models"]["classifier"] = os.path.basename(path)
+            result["models"]["classifier"] = os.path.basename(self.classifier_checkpoint())
             result["classifier_regions"] = regions_list(cls_flags, cls_probs, region_base)
-            per_slice = (slice_probs.numpy() >= CLOT_THRESHOLD).any(axis=1)
-            result["classifier_slices_with_clot"] = [int(z) for z in np.flatnonzero(per_slice)]
+            # Study slice -> the atlas regions the classifier flags there (slices with none left out).
+            per_slice = slice_probs.numpy() >= CLOT_THRESHOLD
+            result["classifier_slice_regions"] = {str(int(z)): [int(r) + region_base for r in np.flatnonzero(per_slice[z])]
+                                                  for z in np.flatnonzero(per_slice.any(axis=1))}
             if atlas is not None:
                 result["regions_agree"] = bool(np.array_equal(cls_flags, data["region_flags"]))
         if notes:

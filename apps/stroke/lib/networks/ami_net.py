@@ -75,8 +75,10 @@ __all__ = [
 #: Number of vascular atlas regions (seed 002: 15 categorical sites).
 NUM_REGIONS = 15
 
-#: Volumes the classifier can take as channels (modality keys of ``strokelabel.naming``).
-KNOWN_INPUTS: tuple[str, ...] = ("cta1", "cta2", "cta3", "spiral")
+#: Volumes a study provides, their reflections about the mid-sagittal plane, and head coordinates
+#: (derived by ``lib.transforms.clot_region.network_input``).
+KNOWN_INPUTS: tuple[str, ...] = ("cta1", "cta2", "cta3", "spiral", "cta1_mirror", "cta2_mirror", "cta3_mirror",
+                                 "coord_lr", "coord_ap", "coord_si")
 
 #: Compact MobileNetV2 stages ``(expansion t, channels c, repeats n, first stride s)``
 #: after a stride-2 stem (MobileNetV2 Table 2 has 7 stages, 17 blocks and 320 channels).

@@ -17,7 +17,7 @@ import torch
 from monai.handlers import MeanDice, from_engine
 from monai.transforms import Activationsd, AsDiscreted, Lambdad
 
-from lib.losses.clot_losses import RegionBCELoss, TverskyFocalLoss
+from lib.losses.clot_losses import REGION_POS_WEIGHT, RegionBCELoss, TverskyFocalLoss
 from lib.trainers.stroke_train import VAL_METRIC, StrokeTrainTask
 from lib.transforms.clot_region import (
     DropKeysd,
@@ -30,8 +30,9 @@ from lib.transforms.clot_region import (
 
 # train_batch_size counts studies: each gives samples_per_study slice windows, so a step sees
 # train_batch_size x samples_per_study slices.
+# spiral_dropout: share of samples whose SPIRAL channels are zeroed, so the model also works without one.
 DEFAULTS = {"max_epochs": 20, "train_batch_size": 1, "samples_per_study": 16, "pos_fraction": 0.5, "crop_size": 256,
-            "learning_rate": 2e-3}
+            "learning_rate": 2e-3, "spiral_dropout": 0.3}
 
 
 class _ClotTrainBase(StrokeTrainTask):
@@ -52,7 +53,9 @@ class _ClotTrainBase(StrokeTrainTask):
             SampleClotSlicesd(self._network.context_slices, target=self.target,
                               num_samples=int(request.get("samples_per_study", 16)),
                               pos_fraction=float(request.get("pos_fraction", 0.5)),
-                              crop_size=int(request.get("crop_size", 256)) or None),
+                              crop_size=int(request.get("crop_size", 256)) or None,
+                              input_names=self._network.input_names,
+                              drop_prob=float(request.get("spiral_dropout", 0.3))),
         ]
 
     def val_key_metric(self, context):
@@ -86,14 +89,18 @@ class ClotRegionClassifierTrain(_ClotTrainBase):
     target = "regions"
 
     def loss_function(self, context):
-        return RegionBCELoss(pos_weight=float(context.request.get("pos_weight", 15.0)))
+        # Fixed, not a request option: inference reads the outputs back with the same weight.
+        return RegionBCELoss(pos_weight=REGION_POS_WEIGHT)
 
     def train_key_metric(self, context):
         return {"train_f1": MeanDice(output_transform=from_engine(["pred", "label"]), include_background=True)}
 
     def train_post_transforms(self, context):
-        # (15,) per sample -> (1, 15), so Dice over it is the sample's region F1
-        return super().train_post_transforms(context) + [Lambdad(keys=("pred", "label"), func=lambda t: torch.as_tensor(t).reshape(1, -1))]
+        # A flag where the unweighted probability is >= 0.5 (see unweighted_probability), as inference
+        # flags; then (15,) per sample -> (1, 15), so Dice over it is the sample's region F1.
+        threshold = REGION_POS_WEIGHT / (1.0 + REGION_POS_WEIGHT)
+        return [Activationsd(keys="pred", sigmoid=True), AsDiscreted(keys="pred", threshold=threshold),
+                Lambdad(keys=("pred", "label"), func=lambda t: torch.as_tensor(t).reshape(1, -1))]
 
     def val_pre_transforms(self, context):
         return [self._load(need_atlas=True), RegionTargetsd(), DropKeysd(keys=("region_base", "study_id"))]

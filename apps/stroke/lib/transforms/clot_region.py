@@ -9,22 +9,103 @@ whole studies, as inference does, so the validation figure is the one a user get
 Intensity plan (nnU-Net style: one place, not scattered constants): CTA phases are HU
 windowed to ``CTA_WINDOW_HU`` and scaled to [0, 1] (the clot is an unenhanced filling defect,
 ~40-80 HU, inside arteries enhanced to several hundred HU); SPIRAL is already 0..1.
+
+**Working grid.** Both networks see a study on one working grid, the spacing of the studies
+they learned from (``clot_region_plan.json``, written by ``scripts/train_clot_region.py``;
+1.7 x 1.7 x 3.2 mm for the shipped models). A convolution learns a vessel's width in voxels,
+so a model trained at 1.7 mm does not recognise an artery four times wider in voxels at
+0.45 mm. A study on another grid is resampled to it (images by area averaging, which is what
+a coarser scanner grid records; the atlas by nearest neighbour; a clot label by the phantom's
+own rule, lumen fraction >= 0.3 and never empty), and the clot probability goes back to the
+study grid, so the label is always on the study's own grid. It also bounds the cost: a
+512 x 512 x 257 CTA at 0.45 x 0.45 x 0.8 mm becomes 136 x 136 x 64 voxels.
+
+**Mirrored inputs.** An input named ``<name>_mirror`` (``cta1_mirror``) is that volume reflected
+about the head's mid-sagittal plane, found from CTA phase 1 on the working grid
+(``strokelabel.midsagittal``; heads are not centred nor straight). A clot shows as an artery
+that is bright on one side and dark at the same place on the other, so the networks see each
+slice beside its mirror, as a radiologist compares hemispheres (seed 000's idea); without it
+the segmentation learned nothing from the CTA phases alone.
+
+**Head coordinates.** ``coord_lr``, ``coord_ap`` and ``coord_si`` are each voxel's position in the
+head (dm): its signed distance from the mid-sagittal plane, along the plane from the head's
+centre towards the face, and above the head's centre. Global pooling leaves a classifier no way
+to tell where a clot lies, and the region a clot is in is a matter of where (left or right,
+front or back, high or low): the region classifier takes them (CoordConv).
+
+**Optional SPIRAL.** The segmentation takes the SPIRAL-like map as its last channel when the
+study has it; a study without one gets zeros there, and training drops the channel at random
+(``SampleClotSlicesd(drop_prob=...)``), so the model has learned to find clots from the CTA phases alone.
 """
 
 from __future__ import annotations
+
+import json
+import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.inferers import Inferer
-from monai.transforms import MapTransform, Randomizable, Transform
+from monai.transforms import MapTransform, Randomizable, Resize, Transform
 
 from lib.networks.ami_net import NUM_REGIONS, slice_region_labels, slice_windows
 from strokelabel.errors import StrokeLabelError
+from strokelabel.midsagittal import find_midsagittal_plane, mirror_about_plane
+from strokelabel.phantom.render import clot_mask
 from strokelabel.study import load_study
 
 CTA_WINDOW_HU = (-100.0, 600.0)
 _STRIDE = 16  # BasicUNet pools four times
+#: Inputs a study may lack: the model gets zeros in their place (and was trained with them dropped).
+OPTIONAL_INPUTS = ("spiral",)
+
+PLAN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "clot_region_plan.json")
+#: Used only when no plan file exists: the spacing of the small phantom CTA grid.
+DEFAULT_PLAN = {"spacing_mm": [1.7, 1.7, 3.2]}
+
+
+def load_plan(path: str = PLAN_PATH) -> dict:
+    """The working-grid plan (written by ``scripts/train_clot_region.py``), else the default."""
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return DEFAULT_PLAN
+
+
+def working_shape(shape, spacing_mm, working_spacing_mm) -> tuple[int, int, int]:
+    """The study's extent on the working grid, in voxels (at least 1 per axis)."""
+    return tuple(max(1, int(round(n * s / w))) for n, s, w in zip(shape[-3:], spacing_mm, working_spacing_mm))
+
+
+def resample(volume, shape, kind: str = "image") -> torch.Tensor:
+    """A channel-first ``(C, X, Y, Z)`` volume on a grid of ``shape`` (MONAI ``Resize``).
+
+    ``kind``: ``"image"`` (area averaging when shrinking, trilinear when growing),
+    ``"labels"`` (nearest: atlas region numbers), ``"probability"`` (trilinear).
+    """
+    vol = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume)
+    shape = tuple(int(n) for n in shape)
+    if tuple(vol.shape[1:]) == shape:
+        return vol
+    if kind == "labels":
+        mode = "nearest"
+    elif kind == "image" and all(n <= m for n, m in zip(shape, vol.shape[1:])):
+        mode = "area"
+    else:
+        mode = "trilinear"
+    out = Resize(spatial_size=shape, mode=mode)(vol.float() if mode != "nearest" else vol)
+    return torch.as_tensor(out.as_tensor() if hasattr(out, "as_tensor") else out)
+
+
+def resample_clot_label(clot, shape) -> torch.Tensor:
+    """A binary clot mask ``(X, Y, Z)`` on another grid: the lumen fraction each new voxel holds,
+    then the phantom truth's rule (>= 0.3, and never empty if there was clot)."""
+    clot = torch.as_tensor(np.asarray(clot) if not isinstance(clot, torch.Tensor) else clot) > 0
+    if tuple(clot.shape) == tuple(shape):
+        return clot
+    fraction = resample(clot.float()[None], shape, kind="image")[0]
+    return torch.as_tensor(clot_mask(fraction.numpy()))
 
 
 def normalise(name: str, volume) -> np.ndarray:
@@ -49,37 +130,100 @@ def stack_inputs(images: dict, input_names, study: str = "") -> tuple[np.ndarray
                 notes.append(f"{name} missing: phase 1 used in its place")
                 channels.append(normalise("cta1", images["cta1"]))
                 continue
+            if name in OPTIONAL_INPUTS and images.get("cta1") is not None:
+                notes.append(f"no {name} map: the model ran on the CTA phases alone")
+                channels.append(np.zeros(np.shape(images["cta1"]), np.float32))
+                continue
             raise StrokeLabelError(f"the model needs the {name} volume, which this study does not have", study=study or None)
         channels.append(normalise(name, images[name]))
     return np.stack(channels), notes
 
 
+def to_working_grid(volume: np.ndarray, spacing_mm, plan: dict | None = None) -> torch.Tensor:
+    """Stacked inputs ``(C, X, Y, Z)`` of a study on its native grid -> the working grid."""
+    plan = plan or load_plan()
+    return resample(volume, working_shape(np.shape(volume), spacing_mm, plan["spacing_mm"]), kind="image")
+
+
+MIRROR_SUFFIX = "_mirror"
+
+
+def network_input(images: dict, input_names, spacing_mm, study: str = "", plan: dict | None = None) -> tuple[torch.Tensor, list[str]]:
+    """A network's input ``(C, X, Y, Z)`` on the working grid, channels in ``input_names`` order, and
+    notes on substitutions. Names ending in ``_mirror`` are the named volume reflected about the
+    mid-sagittal plane (found from CTA phase 1 on the working grid)."""
+    names = tuple(input_names)
+    sources = [n for n in names if not n.endswith(MIRROR_SUFFIX) and n not in COORDINATES]
+    for n in names:
+        if n.endswith(MIRROR_SUFFIX) and n[: -len(MIRROR_SUFFIX)] not in sources:
+            raise ValueError(f"{n} needs {n[: -len(MIRROR_SUFFIX)]} among the inputs {names}")
+    volume, notes = stack_inputs(images, sources, study)
+    native_shape = np.shape(volume)[1:]
+    volume = to_working_grid(volume, spacing_mm, plan)
+    channels = {n: volume[i] for i, n in enumerate(sources)}
+    mirrored = [n for n in names if n.endswith(MIRROR_SUFFIX)]
+    if mirrored or any(n in COORDINATES for n in names):
+        spacing_w = [n * s / w for n, s, w in zip(native_shape, spacing_mm, volume.shape[1:])]
+        reference = channels["cta1"].numpy() if "cta1" in channels else channels[sources[0]].numpy()
+        plane = find_midsagittal_plane(reference, spacing_w)
+        for n in mirrored:
+            channels[n] = torch.from_numpy(mirror_about_plane(channels[n[: -len(MIRROR_SUFFIX)]].numpy(), plane).astype(np.float32))
+        if any(n in COORDINATES for n in names):
+            channels.update(head_coordinates(plane, reference > HEAD_LEVEL))
+    return torch.stack([channels[n] for n in names]), notes
+
+
+#: Derived position channels (see the module docstring) and the normalised CTA level above which a voxel is head.
+COORDINATES = ("coord_lr", "coord_ap", "coord_si")
+HEAD_LEVEL = 0.1  # -30 HU on the CTA window: soft tissue and bone, not air
+
+
+def head_coordinates(plane, head: np.ndarray) -> dict[str, torch.Tensor]:
+    """Each voxel's position in the head in decimetres: from the mid-sagittal ``plane`` (lr), along it
+    from the head's centre (ap), and above the head's centre (si); ``head`` is a mask of head voxels."""
+    spacing = np.asarray(plane.spacing_mm, dtype=float)
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in plane.shape], indexing="ij"), axis=-1).astype(np.float32)
+    centre = (np.argwhere(head).mean(axis=0) if head.any() else (np.asarray(plane.shape) - 1) / 2.0) * spacing
+    offset = index * spacing - centre
+    normal = plane.normal
+    along = np.array([-normal[1], normal[0], 0.0])  # in-plane, perpendicular to the normal
+    return {
+        "coord_lr": torch.from_numpy((plane.signed_distance_mm(index) / 100.0).astype(np.float32)),
+        "coord_ap": torch.from_numpy((offset @ along / 100.0).astype(np.float32)),
+        "coord_si": torch.from_numpy((offset[..., 2] / 100.0).astype(np.float32)),
+    }
+
+
 class LoadClotStudyd(Transform):
     """Training/validation: load the study of ``image`` (its reference path) and its clot label.
 
-    Output keys: ``image`` (C, X, Y, Z) float32 normalised inputs, ``label`` (1, X, Y, Z) clot
-    (any non-zero label value is clot, as in the AMI data's 0/1/2 clot files), ``atlas``
-    (X, Y, Z) or None, ``region_base`` (atlas numbering), ``study_id``.
+    Output keys, all on the working grid (``plan``): ``image`` (C, X, Y, Z) float32 normalised
+    inputs, ``label`` (1, X, Y, Z) clot (any non-zero label value is clot, as in the AMI data's
+    0/1/2 clot files), ``atlas`` (X, Y, Z) or None, ``region_base`` (atlas numbering), ``study_id``.
     """
 
-    def __init__(self, input_names, region_base: int = 1, need_atlas: bool = False):
+    def __init__(self, input_names, region_base: int = 1, need_atlas: bool = False, plan: dict | None = None):
         self.input_names = tuple(input_names)
         self.region_base = region_base
         self.need_atlas = need_atlas
+        self.plan = plan or load_plan()
 
     def __call__(self, data):
         import nibabel as nib
 
         d = dict(data)
         required = ("cta1",) + (("atlas",) if self.need_atlas else ())
-        optional = tuple(n for n in self.input_names if n not in required) + ("atlas",)
+        optional = tuple(n for n in self.input_names if n not in required and not n.endswith(MIRROR_SUFFIX) and n not in COORDINATES) + ("atlas",)
         study = load_study(d["image"], required, optional)
-        d["image"], _ = stack_inputs(study.images, self.input_names, study.study_id)
+        image, _ = network_input(study.images, self.input_names, study.spacing_mm, study.study_id, self.plan)
+        shape = tuple(image.shape[1:])
         clot = np.asarray(nib.load(str(d["label"])).dataobj)
         if clot.ndim == 4 and clot.shape[-1] == 1:
             clot = clot[..., 0]
-        d["label"] = (clot > 0).astype(np.float32)[None]
-        d["atlas"] = study.images.get("atlas")
+        d["image"] = image.numpy().astype(np.float32, copy=False)
+        d["label"] = resample_clot_label(clot, shape).numpy().astype(np.float32)[None]
+        atlas = study.images.get("atlas")
+        d["atlas"] = None if atlas is None else resample(np.asarray(atlas)[None], shape, kind="labels")[0].numpy()
         d["region_base"] = getattr(study, "region_base", self.region_base)
         d["study_id"] = study.study_id
         return d
@@ -96,10 +240,15 @@ class SampleClotSlicesd(Randomizable, Transform):
     """
 
     def __init__(self, context_slices: int, target: str = "clot", num_samples: int = 8, pos_fraction: float = 0.5,
-                 crop_size: int | None = 256, flip: bool = True):
+                 crop_size: int | None = 256, flip: bool = True, input_names=(), drop_prob: float = 0.0):
         if target not in ("clot", "regions"):
             raise ValueError(f"target must be 'clot' or 'regions', got {target!r}")
         self.k = int(context_slices)
+        # Channels of the optional inputs (SPIRAL), zeroed in a sample with probability drop_prob.
+        width = 2 * self.k + 1
+        self.drop_channels = [c for i, name in enumerate(input_names) if name in OPTIONAL_INPUTS
+                              for c in range(i * width, (i + 1) * width)]
+        self.drop_prob = float(drop_prob)
         self.target = target
         self.num_samples = int(num_samples)
         self.pos_fraction = float(pos_fraction)
@@ -128,6 +277,9 @@ class SampleClotSlicesd(Randomizable, Transform):
             x = slice_windows(image, self.k, z, z + 1)[0]
             y = clot[:, :, z].float()[None]
             x, y = self._crop(x, y)
+            if self.drop_channels and self.R.rand() < self.drop_prob:
+                x = x.clone()
+                x[self.drop_channels] = 0.0  # as a study without that map arrives (stack_inputs)
             # Left-right mirror (a clot may sit in either hemisphere); not for region targets,
             # which name a hemisphere.
             if self.flip and self.target == "clot" and self.R.rand() < 0.5:
