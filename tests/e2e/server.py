@@ -8,12 +8,14 @@ server with just the tasks a test needs (``models="core_penumbra"``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,3 +91,21 @@ def wait_for_training(client: MONAILabelClient, timeout_s: float = 900) -> dict:
             return status
         time.sleep(2)
     raise TimeoutError(f"training did not finish in {timeout_s}s")
+
+
+def http(server: Server, method: str, path: str):
+    """A JSON call to the server's REST API (for endpoints the client has no method for, e.g. /scoring)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(request, timeout=600) as response:
+        return json.loads(response.read() or b"null")
+
+
+def wait_for_scoring(server: Server, timeout_s: float = 300) -> None:
+    """Wait until no scoring run is running or queued."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        status = http(server, "GET", "/scoring/")
+        if not status or status.get("status") not in ("RUNNING", "QUEUED"):
+            return
+        time.sleep(2)
+    raise TimeoutError("scoring did not finish")

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from monailabel.client.client import MONAILabelClientException
 
+from lib.configs.clot_region import SCORING, STRATEGY, UNCERTAINTY_KEY
 from strokelabel.naming import truth_path
 from strokelabel.phantom import generate_dataset
-from tests.e2e.server import running_server, wait_for_training
+from tests.e2e.server import REPO, http, running_server, wait_for_scoring, wait_for_training
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +42,19 @@ def test_info_lists_the_task_and_both_trainers(server):
     info = server.client.info()
     assert info["models"]["clot_region"]["labels"] == {"clot": 1}
     assert {"clot_region", "clot_region_classifier"} <= set(info["trainers"])
+    assert STRATEGY in info["strategies"] and SCORING in info["scoring"]
+
+
+def test_active_learning_picks_the_study_whose_clot_the_model_is_least_sure_of(server):
+    if not (REPO / "apps" / "stroke" / "model" / "shipped" / "clot_region.pt").exists():
+        pytest.skip("no shipped clot_region model to score with")
+    wait_for_scoring(server)  # the start-up run
+    http(server, "POST", f"/scoring/{SCORING}?run_sync=true")
+    objects = server.client.datastore()["objects"]
+    scores = {k: v["image"]["info"].get(UNCERTAINTY_KEY) for k, v in objects.items() if "final" not in v["labels"]}
+    assert scores and all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in scores.values()), scores
+    sample = server.client.next_sample(STRATEGY, {})
+    assert sample["id"] == max(scores, key=scores.get) and sample[UNCERTAINTY_KEY] == pytest.approx(max(scores.values()))
 
 
 def test_infer_correct_train_and_infer_again(server, tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import nibabel as nib
 import numpy as np
@@ -19,7 +18,7 @@ import pytest
 from lib.configs.core_penumbra import SCORING, STRATEGY, UNCERTAINTY_KEY
 from strokelabel.naming import parse_filename, truth_path
 from strokelabel.phantom import generate_dataset
-from tests.e2e.server import REPO, running_server, wait_for_training
+from tests.e2e.server import REPO, http, running_server, wait_for_scoring, wait_for_training
 
 pytestmark = pytest.mark.e2e
 
@@ -47,22 +46,6 @@ def held_out_dice(client, studies, image_ids) -> tuple[dict, list]:
         scores.append(dice(np.asarray(nib.load(label_file).dataobj), truth_of(studies, image_id)))
         results.append(result)
     return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}, results
-
-
-def http(server, method, path):
-    request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(request, timeout=600) as response:
-        return json.loads(response.read() or b"null")
-
-
-def wait_for_scoring(server, timeout_s=300):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        status = http(server, "GET", "/scoring/")
-        if not status or status.get("status") not in ("RUNNING", "QUEUED"):
-            return
-        time.sleep(2)
-    raise TimeoutError("scoring did not finish")
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="no shipped core_penumbra model (scripts/train_core_penumbra.py)")

@@ -89,3 +89,14 @@ def test_ischemic_lesion_infer_correct_train_infer_loop(server, tmp_path):
     _, again = client.infer("ischemic_lesion", image_id, {})
     expected = "ischemic_lesion_mri.pt" if stats["published"] else "shipped/ischemic_lesion_mri.pt"
     assert again["model_file"] == expected and again["route"] == "mri"
+
+    # the hemispheric Siamese model trains through the server too, from the DWI of the same studies
+    client.train_start("ischemic_lesion_siamese", {"max_epochs": 1, "device": "cpu", "dataset": "Dataset", "val_split": 0.25})
+    status = wait_for_training(client, timeout_s=200)
+    assert status["status"] == "DONE", status
+    siamese = client.info()["train_stats"]["ischemic_lesion_siamese"]
+    assert siamese["train_studies"] == 3 and siamese["candidate_val_dice"] is not None and siamese["in_use_val_dice"] is not None
+    assert (server.app_dir / "model" / "ischemic_lesion_siamese" / "versions" / f"{siamese['version']}.pt").exists()
+    _, single_again = client.infer("ischemic_lesion", "sub-strokecase0005_ses-0001_dwi", {})
+    expected = "ischemic_lesion_siamese.pt" if siamese["published"] else "shipped/ischemic_lesion_siamese.pt"
+    assert single_again["route"] == "siamese" and single_again["model_file"] == expected
