@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     trainers = loop["trainers"]
     if args.task == "ischemic_lesion" and kind == "ctp":
         trainers = {"ischemic_lesion_ctp": {}}
-    work = Path(args.workdir or tempfile.mkdtemp(prefix=f"strokelabel-loop-{args.task}-"))
+    work = Path(args.workdir or tempfile.mkdtemp(prefix=f"strokelabel-loop-{args.task}-")).resolve()
     studies = work / "studies"
     log = lambda msg: print(f"[loop {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
 

@@ -115,4 +115,5 @@ def test_the_trainers_learn_from_an_ami_site_as_it_is(ami_root, tmp_path):
         {"device": "cpu", "dataset": "Dataset", "dataloader": "DataLoader", "multi_gpu": False, "max_epochs": 1, "samples_per_study": 4},
         datastore,
     )
-    assert stats["published"] is True and stats["val_studies"] and stats["train_studies"] == 2
+    assert stats["val_studies"] and stats["train_studies"] == 2
+    assert stats["published"] == (stats["candidate_val_dice"] > 0)  # a first model is published unless it got nothing right

@@ -117,3 +117,17 @@ def test_mlflow_tracking_writes_to_its_sqlite_default(trainer, tmp_path):
     result = train(trainer, datastore, tracking="mlflow", max_epochs=1)
     assert "candidate_val_dice" in result
     assert os.path.getsize(tmp_path / "model" / "mlflow.db") > 0
+
+
+def test_a_first_model_that_gets_nothing_right_is_not_published(tmp_path):
+    network = toy_network()
+    with torch.no_grad():
+        network[-1].bias[0] = 50.0  # background everywhere: no lesion voxel on any validation study
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    blind = ToyLesionTrainer(model_dir=str(model_dir), network=network, publish_path=str(model_dir / "toy_lesion.pt"),
+                             kinds=("mri",), labels={"lesion": 1}, description="toy", config={"max_epochs": 1})
+    stats = train(blind, make_studies(tmp_path / "studies"), learning_rate=0.0)
+    assert stats["candidate_val_dice"] == 0 and stats["in_use_val_dice"] is None
+    assert stats["published"] is False and "got nothing right" in stats["reason"]
+    assert not os.path.exists(blind._publish_path_in_use) and os.path.exists(stats["version_path"])

@@ -47,7 +47,8 @@ def running_server(workdir: Path, studies: Path, models: str = "all", shipped_mo
 
     ``shipped_models=False`` leaves out ``model/shipped``: a site with no model at all.
     """
-    app_dir = Path(workdir) / "stroke"
+    workdir = Path(workdir).resolve()  # the server runs in workdir: relative paths would not resolve there
+    app_dir = workdir / "stroke"
     shutil.copytree(REPO / "apps" / "stroke", app_dir, ignore=shutil.ignore_patterns("__pycache__", "logs"))
     if not shipped_models:
         shutil.rmtree(app_dir / "model" / "shipped", ignore_errors=True)

@@ -5,7 +5,8 @@ MONAI Label's BasicTrainTask runs the loop (ignite engines, checkpoints, stats).
 publish each run's best checkpoint straight over the model in use; here nothing is published
 during training. After the run, the run's best checkpoint (the candidate) and the model in use
 are scored by the same SupervisedEvaluator on the same validation studies, and the candidate
-replaces the model in use only if its validation Dice is not worse. Either way the candidate is
+replaces the model in use only if its validation Dice is not worse (and is above 0: a first model
+that got nothing right is not published either). Either way the candidate is
 kept as a version under ``model/<task>/versions/`` with its figures, and the response says
 which model is in use and why.
 """
@@ -196,7 +197,9 @@ class StrokeTrainTask(BasicTrainTask):
         candidate_dice = self._validation_dice(context, candidate)
         in_use = self._model_in_use
         in_use_dice = self._validation_dice(context, in_use) if in_use else None
-        published = in_use_dice is None or candidate_dice >= in_use_dice
+        # A candidate that got nothing right on validation is never published, not even as the first
+        # model: a model that labels the wrong voxels (or names the wrong regions) misleads.
+        published = candidate_dice > 0 and (in_use_dice is None or candidate_dice >= in_use_dice)
         decision = {
             "version": version,
             "version_path": version_path,
@@ -214,6 +217,8 @@ class StrokeTrainTask(BasicTrainTask):
             decision["reason"] = (
                 "first trained model" if in_use_dice is None else f"validation Dice {candidate_dice:.4f} >= {in_use_dice:.4f} of the model in use"
             )
+        elif candidate_dice <= 0:
+            decision["reason"] = f"validation Dice 0: the candidate got nothing right on the validation studies; kept aside as {version}"
         else:
             decision["reason"] = (
                 f"validation Dice {candidate_dice:.4f} < {in_use_dice:.4f} of the model in use: kept aside as {version}"
