@@ -18,12 +18,7 @@ from strokelabel.study import load_study
 AMI_NAMES = {"cta1": "CTA1.nii", "cta2": "CTA2regA.nii", "cta3": "CTA3regA.nii", "spiral": "SpiralregA.nii", "atlas": "ATLASMASKregA.nii"}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_ami_study(record, folder: Path, patient: str, drop=()) -> Path:

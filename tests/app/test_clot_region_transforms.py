@@ -22,12 +22,7 @@ from lib.transforms.clot_region import (
 from strokelabel.errors import StrokeLabelError
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def toy_study(shape=(24, 20, 10)):

@@ -6,13 +6,7 @@ import torch
 from lib.losses.clot_losses import RegionBCELoss, TverskyFocalLoss, pos_weight_from_labels
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP threads on a busy CPU stall (seconds per call)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_pos_weight_scales_the_positive_term_only():

@@ -20,13 +20,7 @@ from lib.networks.ami_net import (
 SMALL = dict(width=0.25, feat_channels=32)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP threads on a busy CPU stall (seconds per call)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize(

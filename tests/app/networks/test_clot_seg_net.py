@@ -10,13 +10,7 @@ from lib.networks.clot_seg_net import ClotSegNet, clot_location, count_parameter
 TINY = (4, 4, 8, 8, 8, 4)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP threads on a busy CPU stall (seconds per call)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("names, k", [(("cta1",), 0), (("cta1", "cta2", "cta3"), 2), (("cta1", "cta2", "cta3", "spiral"), 1)])
