@@ -67,6 +67,18 @@ def held_out_scores(client, task: str, records: list[dict], root: Path, target: 
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}, sorted(models)
 
 
+def parse_options(pairs: list[str]) -> dict:
+    """``["learning_rate=2e-4", "device=cpu"]`` -> ``{"learning_rate": 0.0002, "device": "cpu"}``."""
+    options = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            options[key] = float(value) if any(c in value for c in ".e") else int(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(LOOPS), required=True)
@@ -75,6 +87,8 @@ def main(argv=None) -> int:
     parser.add_argument("--held-out", type=int, default=4, help="studies scored before and after (default 4)")
     parser.add_argument("--epochs", type=int, default=None, help="max_epochs of each training run (default: the trainer's)")
     parser.add_argument("--seed", type=int, default=4100, help="phantom seed, apart from the sample data's and the shipped models'")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="more training request options, e.g. learning_rate=2e-4 (numbers are parsed)")
     parser.add_argument("--workdir", default=None, help="folder for studies and the server copy (default: temporary)")
     args = parser.parse_args(argv)
 
@@ -108,7 +122,7 @@ def main(argv=None) -> int:
 
         decisions = []
         for trainer, knobs in trainers.items():
-            request = {**knobs, **({"max_epochs": args.epochs} if args.epochs else {})}
+            request = {**knobs, **({"max_epochs": args.epochs} if args.epochs else {}), **parse_options(args.set)}
             started = time.time()
             client.train_start(trainer, request)
             status = wait_for_training(client, timeout_s=3600)
