@@ -172,7 +172,8 @@ def evaluate_isles22(task, root, n: int, seed: int) -> list[dict]:
 
 def evaluate_without_spiral(task, studies: list[dict], root) -> list[dict]:
     """clot_region on the same CTA studies with their SPIRAL map removed, as a site without SPIRAL
-    has them: the model runs on the CTA phases alone (the baseline needs SPIRAL and cannot run)."""
+    has them: the CTA-only segmentation runs when installed, else the main one with its SPIRAL
+    channel zeroed (the baseline needs SPIRAL and cannot run)."""
     import shutil
     from pathlib import Path
 
@@ -248,7 +249,7 @@ def main(argv=None) -> int:
             print(SEED_003_NOTE)
         if name == "clot_region":
             print("\nkind: cta = multiphase CTA phantoms with SPIRAL-like map and atlas; cta-no-spiral = the same studies without "
-                  "the SPIRAL map (the baseline needs it). method: baseline = SPIRAL > 0.9 through the atlas (seed 002); "
+                  "the SPIRAL map (the baseline needs it; the model there is the CTA-only segmentation when one is installed). method: baseline = SPIRAL > 0.9 through the atlas (seed 002); "
                   "model = clot segmentation (ClotSegNet), its flags = segmented clot ∩ atlas; classifier = AMI-Net's own flags "
                   "(seed 002: F1 0.87 for AMI-Net, 0.34 for SPIRAL thresholding, on 127 real patients). Dice, detection and "
                   "centre distance are not defined for the classifier, which outputs no voxels.")

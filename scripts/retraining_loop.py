@@ -11,8 +11,8 @@ retraining seconds, and each trainer's decision.
     .venv/bin/python scripts/retraining_loop.py --task core_penumbra [--corrected 12] [--held-out 4] [--epochs 6]
 
 Tasks and trainers: core_penumbra (core_penumbra), ischemic_lesion (ischemic_lesion_mri on MRI
-DWI+ADC phantoms, or --kind ctp for ischemic_lesion_ctp), clot_region (clot_region and
-clot_region_classifier).
+DWI+ADC phantoms, or --kind ctp for ischemic_lesion_ctp), clot_region (clot_region,
+clot_region_cta and clot_region_classifier).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tests.e2e.server import running_server, wait_for_training  # noqa: E402
 LOOPS = {
     "core_penumbra": {"kind": "ctp", "target": "corepenumbra", "trainers": {"core_penumbra": {}}},
     "ischemic_lesion": {"kind": "mri", "target": "lesion", "trainers": {"ischemic_lesion_mri": {}}},
-    "clot_region": {"kind": "cta", "target": "clot", "trainers": {"clot_region": {}, "clot_region_classifier": {}}},
+    "clot_region": {"kind": "cta", "target": "clot", "trainers": {"clot_region": {}, "clot_region_cta": {}, "clot_region_classifier": {}}},
 }
 
 

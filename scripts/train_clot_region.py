@@ -1,9 +1,9 @@
 """Train the shipped starting models of clot_region on generated phantoms (reproducible, seeded).
 
-Generates labelled multiphase-CTA phantom studies, trains the clot segmentation (ClotSegNet)
-and the region classifier (AMI-Net) with the app's own trainers (same transforms, losses,
+Generates labelled multiphase-CTA phantom studies, trains the clot segmentation (ClotSegNet),
+the CTA-only segmentation and the region classifier (AMI-Net) with the app's own trainers (same transforms, losses,
 validation split and publish rule as a site's retraining), then writes the published
-checkpoints in fp16 to ``apps/stroke/model/shipped/clot_region{,_classifier}.pt`` with a JSON
+checkpoints in fp16 to ``apps/stroke/model/shipped/clot_region{,_cta,_classifier}.pt`` with a JSON
 beside each (command, seed, data, epochs, metrics, date).
 
     .venv/bin/python scripts/train_clot_region.py [--studies 24] [--seg-epochs 30] [--cls-epochs 30] [--seed 2002]
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="folder for studies and runs (default: temporary)")
     parser.add_argument("--out", default=str(REPO / "apps" / "stroke" / "model" / "shipped"))
-    parser.add_argument("--only", choices=("clot_region", "clot_region_classifier"), default=None,
+    parser.add_argument("--only", choices=("clot_region", "clot_region_cta", "clot_region_classifier"), default=None,
                         help="train one of the two models (e.g. each in its own process)")
     args = parser.parse_args(argv)
 
@@ -87,10 +87,11 @@ def main(argv=None) -> int:
     config = build_task_configs(str(model_dir), {}, "clot_region")["clot_region"]
     trainers = config.trainer()
     datastore = StrokeDatastore(str(studies))
-    epochs = {config.name: args.seg_epochs, config.classifier_name: args.cls_epochs}
+    epochs = {config.name: args.seg_epochs, config.cta_only_name: args.seg_epochs, config.classifier_name: args.cls_epochs}
     # The segmentation learns from crops around clot (fully convolutional: it infers on whole slices);
     # the classifier needs the whole slice, since where a clot lies decides its region.
     sampling = {config.name: {"crop_size": args.seg_crop, "pos_fraction": 0.7},
+                config.cta_only_name: {"crop_size": args.seg_crop, "pos_fraction": 0.7},
                 config.classifier_name: {"crop_size": 0, "pos_fraction": 0.5}}
     out = Path(args.out)
     for name, trainer in trainers.items():
@@ -111,7 +112,8 @@ def main(argv=None) -> int:
         size = fp16_copy(published, out / f"{name}.pt")
         record = {
             "task": name,
-            "network": "ClotSegNet (2.5D BasicUNet)" if name == config.name else "AMINet (compact MobileNetV2)",
+            "network": "AMINet (compact MobileNetV2)" if name == config.classifier_name else
+                       "ClotSegNet (2.5D BasicUNet)" + (", CTA phases only" if name == config.cta_only_name else ""),
             "command": "python scripts/" + Path(__file__).name + " " + " ".join(argv if argv is not None else sys.argv[1:]),
             "seed": args.seed,
             "data": f"{args.studies} phantom CTA studies, size small (128x128x40, 1.7x1.7x3.2 mm), strokelabel.phantom seed {args.seed}",
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
             "learning_rate": args.lr,
             "train_studies": stats.get("train_studies"),
             "val_studies": stats.get("val_studies"),
-            "val_metric": "clot Dice (whole studies)" if name == config.name else "per-slice region F1 (micro, whole studies)",
+            "val_metric": "per-slice region F1 (micro, whole studies)" if name == config.classifier_name else "clot Dice (whole studies)",
             "val_value": stats.get("candidate_val_dice"),
             "train_seconds": round(seconds, 1),
             "threads": args.threads,

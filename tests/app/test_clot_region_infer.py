@@ -97,6 +97,22 @@ def test_without_spiral_the_model_runs_and_the_baseline_names_the_missing_map(st
         infer(config, reference, method="baseline")
 
 
+def test_without_spiral_the_cta_only_segmentation_runs_when_installed(studies, tmp_path):
+    root, records = studies
+    config = config_with_models(tmp_path / "model", classifier=False, bias=-20.0)  # the main model calls nothing clot
+    torch.manual_seed(1)
+    cta_only = config.trainer()["clot_region_cta"]._network.state_dict()
+    last_bias = [k for k in cta_only if k.endswith("bias")][-1]
+    cta_only[last_bias] = cta_only[last_bias] + 20.0  # and the CTA-only one everything
+    torch.save({"model": cta_only}, config.cta_only_in_use_path)
+
+    pred, result = infer(config, copy_study(records[1], tmp_path, drop=("spiral",)))
+    assert result["models"] == {"segmentation": "clot_region_cta.pt"} and pred.sum() > 0
+    assert "no SPIRAL map: the CTA-only segmentation (clot_region_cta.pt) ran" in result["input_notes"]
+    pred, result = infer(config, records[1]["reference"])  # with SPIRAL: the main model
+    assert result["models"] == {"segmentation": "clot_region.pt"} and pred.sum() == 0
+
+
 def test_without_any_model_auto_falls_back_to_the_spiral_baseline(studies, tmp_path):
     root, records = studies
     config = build_task_configs(str(tmp_path / "empty"), {}, "clot_region")["clot_region"]
@@ -132,7 +148,7 @@ def test_training_without_labels_or_with_wrong_label_values_is_a_clear_error_and
     assert Path(config.in_use_path).read_bytes() == before
 
 
-def test_both_trainers_train_from_clot_labels_and_publish_or_keep_aside(studies, tmp_path):
+def test_every_trainer_trains_from_clot_labels_and_publish_or_keep_aside(studies, tmp_path):
     root, records = studies
     config = build_task_configs(str(tmp_path / "model"), {}, "clot_region")["clot_region"]
     datastore = StrokeDatastore(str(root))

@@ -40,10 +40,10 @@ def train(client, model: str, **params) -> dict:
     return status
 
 
-def test_info_lists_the_task_and_both_trainers(server):
+def test_info_lists_the_task_and_its_three_trainers(server):
     info = server.client.info()
     assert info["models"]["clot_region"]["labels"] == {"clot": 1}
-    assert {"clot_region", "clot_region_classifier"} <= set(info["trainers"])
+    assert {"clot_region", "clot_region_cta", "clot_region_classifier"} <= set(info["trainers"])
     assert STRATEGY in info["strategies"] and SCORING in info["scoring"]
 
 

@@ -1,17 +1,23 @@
 """Task config of clot_region: labels, the two networks, their model paths, infer task, trainers, scoring.
 
-Two learned models serve one infer task (``clot_region``):
+Three learned models serve one infer task (``clot_region``):
 
 - the clot segmentation (ClotSegNet, 2.5D U-Net): ``model/clot_region.pt``;
+- the CTA-only clot segmentation, for studies without a SPIRAL map: ``model/clot_region_cta.pt``;
 - the region classifier (AMI-Net, seed 002): ``model/clot_region_classifier.pt``.
 
-Both take the three CTA phases, the SPIRAL-like map (seed 002 tried CTA and SPIRAL as inputs) and
-phase 1 mirrored about the mid-sagittal plane (hemispheric comparison); the classifier also
-takes head coordinates (where a clot lies decides its region). A study without SPIRAL gets
-zeros in its channel, which training prepares them for.
+The first and the classifier take the three CTA phases, the SPIRAL-like map (seed 002 tried CTA
+and SPIRAL as inputs) and phase 1 mirrored about the mid-sagittal plane (hemispheric
+comparison); the classifier also takes head coordinates (where a clot lies decides its region).
+Why a second segmentation: a model that has SPIRAL leans on it, and with the channel zeroed
+(even when trained with it dropped at random) it found no clot in 12 held-out studies, while the
+same network trained on the CTA phases alone found half of them (docs/clot_region.md). A study
+without SPIRAL is segmented by the CTA-only model when one is installed, else by the first
+with zeros in its SPIRAL channel.
 
-Each has its starting model in ``model/shipped/`` and its own trainer (``clot_region``,
-``clot_region_classifier``), both trained from the corrected clot labels of the datastore.
+Each has its starting model in ``model/shipped/`` (when one learned anything) and its own
+trainer (``clot_region``, ``clot_region_cta``, ``clot_region_classifier``), all trained from the
+corrected clot labels of the datastore.
 The architectures are fixed here, so a shipped or trained checkpoint always fits.
 
 Active learning: scoring ``clot_region_least_confidence`` (1 - the highest clot probability of
@@ -28,6 +34,8 @@ from lib.networks.ami_net import AMINet
 from lib.networks.clot_seg_net import ClotSegNet
 
 SEG_ARGS = dict(input_names=("cta1", "cta2", "cta3", "spiral", "cta1_mirror"), context_slices=2, features=(8, 16, 32, 32, 64, 8))
+#: For studies without SPIRAL: the same network on the CTA phases and the mirrored phase 1 only.
+CTA_ONLY_SEG_ARGS = dict(SEG_ARGS, input_names=("cta1", "cta2", "cta3", "cta1_mirror"))
 UNCERTAINTY_KEY = "clot_region_uncertainty"
 STRATEGY = "clot_region_most_uncertain"
 SCORING = "clot_region_least_confidence"
@@ -37,6 +45,10 @@ CLASSIFIER_ARGS = dict(input_names=("cta1", "cta2", "cta3", "spiral", "cta1_mirr
 
 def segmentation_network() -> ClotSegNet:
     return ClotSegNet(**SEG_ARGS)
+
+
+def cta_only_segmentation_network() -> ClotSegNet:
+    return ClotSegNet(**CTA_ONLY_SEG_ARGS)
 
 
 def classifier_network() -> AMINet:
@@ -54,11 +66,16 @@ class ClotRegion(StrokeTaskConfig):
         self.classifier_shipped_path = os.path.join(model_dir, "shipped", f"{self.classifier_name}.pt")
         self.classifier_in_use_path = os.path.join(model_dir, f"{self.classifier_name}.pt")
         self.classifier_path = [self.classifier_shipped_path, self.classifier_in_use_path]
+        self.cta_only_name = f"{name}_cta"
+        self.cta_only_shipped_path = os.path.join(model_dir, "shipped", f"{self.cta_only_name}.pt")
+        self.cta_only_in_use_path = os.path.join(model_dir, f"{self.cta_only_name}.pt")
 
     def infer(self):
         if getattr(self, "_infer", None) is None:
             self._infer = ClotRegionInfer(path=self.path, network=self.network, labels=self.labels,
-                                          classifier_path=self.classifier_path, classifier_network=self.classifier)
+                                          classifier_path=self.classifier_path, classifier_network=self.classifier,
+                                          cta_only_path=[self.cta_only_shipped_path, self.cta_only_in_use_path],
+                                          cta_only_network=cta_only_segmentation_network())
         return self._infer
 
     def strategy(self):
@@ -82,6 +99,10 @@ class ClotRegion(StrokeTaskConfig):
             self.name: ClotSegmentationTrain(
                 self.model_dir, segmentation_network(), self.in_use_path, shipped_path=self.shipped_path,
                 description="Train the clot segmentation (ClotSegNet) from corrected clot labels",
+            ),
+            self.cta_only_name: ClotSegmentationTrain(
+                self.model_dir, cta_only_segmentation_network(), self.cta_only_in_use_path, shipped_path=self.cta_only_shipped_path,
+                description="Train the CTA-only clot segmentation (for studies without a SPIRAL map) from corrected clot labels",
             ),
             self.classifier_name: ClotRegionClassifierTrain(
                 self.model_dir, classifier_network(), self.classifier_in_use_path, shipped_path=self.classifier_shipped_path,

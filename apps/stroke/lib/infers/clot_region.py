@@ -67,7 +67,8 @@ class ClotRegionInfer(StrokeInferTask):
     required = ("cta1",)
     optional = ("cta2", "cta3", "spiral", "atlas")
 
-    def __init__(self, path, network, labels, classifier_path=None, classifier_network=None, **kwargs):
+    def __init__(self, path, network, labels, classifier_path=None, classifier_network=None,
+                 cta_only_path=None, cta_only_network=None, **kwargs):
         super().__init__(
             path,
             network,
@@ -75,9 +76,12 @@ class ClotRegionInfer(StrokeInferTask):
             description="Clot (1) on multiphase CTA; which of the 15 vascular atlas regions hold clot, with probabilities",
             **kwargs,
         )
-        self.classifier_path = list(classifier_path or [])
-        self.classifier_network = classifier_network
-        self._classifiers: dict = {}
+        # Models beside the main segmentation, each used when its checkpoint exists (the last existing
+        # path: shipped, then the site's own): the region classifier, and the CTA-only segmentation
+        # for studies without a SPIRAL map.
+        self._extra_models = {"classifier": (list(classifier_path or []), classifier_network),
+                              "seg_cta": (list(cta_only_path or []), cta_only_network)}
+        self._loaded: dict = {}
 
     def baseline_transforms(self, data):
         return [ClotRegionBaselined(region_base=self._region_base(data))]
@@ -91,39 +95,55 @@ class ClotRegionInfer(StrokeInferTask):
         return int(getattr(study, "region_base", 1)) if study is not None else 1
 
     # ---- the learned models ------------------------------------------------------------------
-    def classifier_checkpoint(self) -> str | None:
-        existing = [p for p in self.classifier_path if p and os.path.exists(p)]
+    def checkpoint(self, key: str) -> str | None:
+        """The checkpoint in use of an extra model (``classifier``, ``seg_cta``), or None."""
+        existing = [p for p in self._extra_models[key][0] if p and os.path.exists(p)]
         return existing[-1] if existing else None
 
-    def _classifier(self, device: str):
-        path = self.classifier_checkpoint()
-        if self.classifier_network is None or path is None:
-            return None, None
+    def classifier_checkpoint(self) -> str | None:
+        return self.checkpoint("classifier")
+
+    def _extra_model(self, key: str, device: str):
+        """The extra model ``key`` on ``device``, reloaded when its checkpoint changes (a retraining
+        published a new one); None when it is not installed."""
+        path, network = self.checkpoint(key), self._extra_models[key][1]
+        if network is None or path is None:
+            return None
         mtime = os.stat(path).st_mtime
-        cached = self._classifiers.get(device)
+        cached = self._loaded.get((key, device))
         if cached and cached[1] == (path, mtime):
-            return cached[0], path
+            return cached[0]
         import copy
 
-        net = copy.deepcopy(self.classifier_network).to(torch.device(device))
+        net = copy.deepcopy(network).to(torch.device(device))
         state = torch.load(path, map_location=torch.device(device))
         net.load_state_dict(state.get("model", state))
         net.eval()
-        self._classifiers[device] = (net, (path, mtime))
-        return net, path
+        self._loaded[(key, device)] = (net, (path, mtime))
+        return net
 
-    def _inputs(self, data, device, plan) -> tuple[dict, list[str]]:
-        """Each installed network (``seg``, ``classifier``) and its input on the working grid. The
-        inputs are built once for both (one resampling, one mid-sagittal search), then picked."""
+    def _inputs(self, data, device, plan) -> tuple[dict, list[str], str]:
+        """Each installed network (``seg``, ``classifier``) and its input on the working grid, notes,
+        and the segmentation's checkpoint. A study without SPIRAL is segmented by the CTA-only model
+        when one is installed. The inputs are built once for all (one resampling, one mid-sagittal
+        search), then picked."""
         study = data["study"]
-        nets = {"seg": self._get_network(device, data)}
-        classifier, _ = self._classifier(device)
+        seg, seg_path, notes = None, None, []
+        if data.get("spiral") is None:
+            seg = self._extra_model("seg_cta", device)
+            if seg is not None:
+                seg_path = self.checkpoint("seg_cta")
+                notes.append(f"no SPIRAL map: the CTA-only segmentation ({os.path.basename(seg_path)}) ran")
+        if seg is None:
+            seg, seg_path = self._get_network(device, data), self.get_path()
+        nets = {"seg": seg}
+        classifier = self._extra_model("classifier", device)
         if classifier is not None:
             nets["classifier"] = classifier
         names = list(dict.fromkeys(n for net in nets.values() for n in net.input_names))
-        volume, notes = network_input(data, names, study.spacing_mm, study.study_id, plan)
+        volume, input_notes = network_input(data, names, study.spacing_mm, study.study_id, plan)
         picked = {key: (net, volume[[names.index(n) for n in net.input_names]]) for key, net in nets.items()}
-        return picked, notes
+        return picked, input_notes + notes, seg_path
 
     def _segment(self, seg, volume: torch.Tensor, data) -> torch.Tensor:
         """Clot probability on the working grid, inside the study's atlas box (if it has an atlas)."""
@@ -140,7 +160,7 @@ class ClotRegionInfer(StrokeInferTask):
         the segmentation gives anywhere (high when it finds no clot it is sure of: a stroke CTA holds one,
         so that study is worth correcting), and the classifier's MC-dropout spread beside it."""
         data = self.pre_transforms()[0]({"image": image_path})
-        nets, _ = self._inputs(data, device, load_plan())
+        nets, _, _ = self._inputs(data, device, load_plan())
         prob = self._segment(*nets["seg"], data)
         figures = {"least_confidence": round(1.0 - float(prob.max()), 6), "max_clot_probability": round(float(prob.max()), 6)}
         if "classifier" in nets and samples > 0:
@@ -155,7 +175,7 @@ class ClotRegionInfer(StrokeInferTask):
         atlas = data.get("atlas")
 
         plan = load_plan()
-        nets, notes = self._inputs(data, device, plan)
+        nets, notes, seg_path = self._inputs(data, device, plan)
         prob_working = self._segment(*nets["seg"], data)
         native, working = tuple(study.shape), tuple(prob_working.shape)
         prob = resample(prob_working[None], native, kind="probability")[0]
@@ -164,7 +184,7 @@ class ClotRegionInfer(StrokeInferTask):
         result["clot_candidates_dropped"] = dropped
         result["working_grid"] = {"shape": list(working), "spacing_mm": list(plan["spacing_mm"])}
         data["pred"] = clot.astype(np.uint8)
-        result["models"] = {"segmentation": os.path.basename(self.get_path() or "")}
+        result["models"] = {"segmentation": os.path.basename(seg_path or "")}
         result["clot_threshold"] = CLOT_THRESHOLD
         if atlas is not None:
             flags, probabilities = regions_from_clot(prob, atlas, region_base, CLOT_THRESHOLD)

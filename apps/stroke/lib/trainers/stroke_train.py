@@ -194,17 +194,19 @@ class StrokeTrainTask(BasicTrainTask):
         version_path = os.path.join(versions_dir, version + ".pt")
         shutil.copy(candidate, version_path)
 
-        candidate_dice = self._validation_dice(context, candidate)
+        # Decided on the figures reported (4 decimals): a Dice of 3e-6 (a whole head called clot, one
+        # voxel right) is "nothing right" as the response shows it.
+        candidate_dice = round(self._validation_dice(context, candidate), 4)
         in_use = self._model_in_use
-        in_use_dice = self._validation_dice(context, in_use) if in_use else None
+        in_use_dice = round(self._validation_dice(context, in_use), 4) if in_use else None
         # A candidate that got nothing right on validation is never published, not even as the first
         # model: a model that labels the wrong voxels (or names the wrong regions) misleads.
         published = candidate_dice > 0 and (in_use_dice is None or candidate_dice >= in_use_dice)
         decision = {
             "version": version,
             "version_path": version_path,
-            "candidate_val_dice": round(candidate_dice, 4),
-            "in_use_val_dice": None if in_use_dice is None else round(in_use_dice, 4),
+            "candidate_val_dice": candidate_dice,
+            "in_use_val_dice": in_use_dice,
             "val_studies": [os.path.basename(d["image"]) for d in context.val_datalist],
             "train_studies": len(context.train_datalist),
             "train_seconds": round(time.time() - started, 1),
