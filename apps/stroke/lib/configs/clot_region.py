@@ -10,8 +10,8 @@ The first and the classifier take the three CTA phases, the SPIRAL-like map (see
 and SPIRAL as inputs) and phase 1 mirrored about the mid-sagittal plane (hemispheric
 comparison); the classifier also takes head coordinates (where a clot lies decides its region).
 Why a second segmentation: a model that has SPIRAL leans on it, and with the channel zeroed
-(even when trained with it dropped at random) it found no clot in 12 held-out studies, while the
-same network trained on the CTA phases alone found half of them (docs/clot_region.md). A study
+it found no clot in 12 held-out studies (2 when trained with SPIRAL dropped from half of its
+samples), while the same network trained on the CTA phases alone found 7 (docs/clot_region.md). A study
 without SPIRAL is segmented by the CTA-only model when one is installed, else by the first
 with zeros in its SPIRAL channel.
 
