@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="folder for studies and runs (default: temporary)")
     parser.add_argument("--out", default=str(REPO / "apps" / "stroke" / "model" / "shipped"))
     parser.add_argument("--only", choices=("clot_region", "clot_region_cta", "clot_region_classifier"), default=None,
-                        help="train one of the two models (e.g. each in its own process)")
+                        help="train one of the models (e.g. each in its own process)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -90,8 +90,8 @@ def main(argv=None) -> int:
     epochs = {config.name: args.seg_epochs, config.cta_only_name: args.seg_epochs, config.classifier_name: args.cls_epochs}
     # The segmentation learns from crops around clot (fully convolutional: it infers on whole slices);
     # the classifier needs the whole slice, since where a clot lies decides its region.
-    sampling = {config.name: {"crop_size": args.seg_crop, "pos_fraction": 0.7},
-                config.cta_only_name: {"crop_size": args.seg_crop, "pos_fraction": 0.7},
+    seg_sampling = {"crop_size": args.seg_crop, "pos_fraction": 0.7}
+    sampling = {config.name: seg_sampling, config.cta_only_name: seg_sampling,
                 config.classifier_name: {"crop_size": 0, "pos_fraction": 0.5}}
     out = Path(args.out)
     for name, trainer in trainers.items():

@@ -1,9 +1,10 @@
 """What the stroke task configs share. Abstract (no ``infer``), so the app does not serve it."""
 
-import os
 from typing import Dict
 
 from monailabel.interfaces.config import TaskConfig
+
+from lib.checkpoints import model_paths
 
 
 class StrokeTaskConfig(TaskConfig):
@@ -16,10 +17,9 @@ class StrokeTaskConfig(TaskConfig):
         self.labels = dict(type(self).labels)
         # The model in use is model/<task>.pt, written only by a training run that did not get
         # worse; until one exists, the starting model shipped in model/shipped/<task>.pt (if any)
-        # is used. BasicInferTask loads the last existing path of the list.
-        self.shipped_path = os.path.join(model_dir, "shipped", f"{name}.pt")
-        self.in_use_path = os.path.join(model_dir, f"{name}.pt")
-        self.path = [self.shipped_path, self.in_use_path]
+        # is used (lib.checkpoints).
+        self.path = model_paths(model_dir, name)
+        self.shipped_path, self.in_use_path = self.path
 
     def trainer(self):
         return None

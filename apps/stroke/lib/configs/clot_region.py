@@ -25,9 +25,8 @@ the segmentation in use; the classifier's MC-dropout spread is stored beside it)
 ``clot_region_most_uncertain``; ``--conf clot_region_mc_samples`` (default 4).
 """
 
-import os
-
 from lib.activelearning.uncertainty import MostUncertain, StrokeUncertaintyScoring
+from lib.checkpoints import model_paths
 from lib.configs.base import StrokeTaskConfig
 from lib.infers.clot_region import ClotRegionInfer
 from lib.networks.ami_net import AMINet
@@ -63,18 +62,17 @@ class ClotRegion(StrokeTaskConfig):
         self.network = segmentation_network()
         self.classifier = classifier_network()
         self.classifier_name = f"{name}_classifier"
-        self.classifier_shipped_path = os.path.join(model_dir, "shipped", f"{self.classifier_name}.pt")
-        self.classifier_in_use_path = os.path.join(model_dir, f"{self.classifier_name}.pt")
-        self.classifier_path = [self.classifier_shipped_path, self.classifier_in_use_path]
+        self.classifier_path = model_paths(model_dir, self.classifier_name)
+        self.classifier_shipped_path, self.classifier_in_use_path = self.classifier_path
         self.cta_only_name = f"{name}_cta"
-        self.cta_only_shipped_path = os.path.join(model_dir, "shipped", f"{self.cta_only_name}.pt")
-        self.cta_only_in_use_path = os.path.join(model_dir, f"{self.cta_only_name}.pt")
+        self.cta_only_path = model_paths(model_dir, self.cta_only_name)
+        self.cta_only_shipped_path, self.cta_only_in_use_path = self.cta_only_path
 
     def infer(self):
         if getattr(self, "_infer", None) is None:
             self._infer = ClotRegionInfer(path=self.path, network=self.network, labels=self.labels,
                                           classifier_path=self.classifier_path, classifier_network=self.classifier,
-                                          cta_only_path=[self.cta_only_shipped_path, self.cta_only_in_use_path],
+                                          cta_only_path=self.cta_only_path,
                                           cta_only_network=cta_only_segmentation_network())
         return self._infer
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from lib.checkpoints import checkpoint_in_use
 from lib.infers.stroke_infer import StrokeInferTask
 from lib.losses.clot_losses import unweighted_probability
 from lib.networks.ami_net import predict_slices, study_flags
@@ -76,9 +77,9 @@ class ClotRegionInfer(StrokeInferTask):
             description="Clot (1) on multiphase CTA; which of the 15 vascular atlas regions hold clot, with probabilities",
             **kwargs,
         )
-        # Models beside the main segmentation, each used when its checkpoint exists (the last existing
-        # path: shipped, then the site's own): the region classifier, and the CTA-only segmentation
-        # for studies without a SPIRAL map.
+        # Models beside the main segmentation, each used when a checkpoint of it exists
+        # (lib.checkpoints): the region classifier, and the CTA-only segmentation for studies
+        # without a SPIRAL map.
         self._extra_models = {"classifier": (list(classifier_path or []), classifier_network),
                               "seg_cta": (list(cta_only_path or []), cta_only_network)}
         self._loaded: dict = {}
@@ -95,24 +96,18 @@ class ClotRegionInfer(StrokeInferTask):
         return int(getattr(study, "region_base", 1)) if study is not None else 1
 
     # ---- the learned models ------------------------------------------------------------------
-    def checkpoint(self, key: str) -> str | None:
-        """The checkpoint in use of an extra model (``classifier``, ``seg_cta``), or None."""
-        existing = [p for p in self._extra_models[key][0] if p and os.path.exists(p)]
-        return existing[-1] if existing else None
-
-    def classifier_checkpoint(self) -> str | None:
-        return self.checkpoint("classifier")
-
     def _extra_model(self, key: str, device: str):
-        """The extra model ``key`` on ``device``, reloaded when its checkpoint changes (a retraining
-        published a new one); None when it is not installed."""
-        path, network = self.checkpoint(key), self._extra_models[key][1]
+        """The extra model ``key`` (``classifier``, ``seg_cta``) on ``device`` and its checkpoint,
+        reloaded when the checkpoint changes (a retraining published a new one); ``(None, None)``
+        when it is not installed."""
+        paths, network = self._extra_models[key]
+        path = checkpoint_in_use(paths)
         if network is None or path is None:
-            return None
+            return None, None
         mtime = os.stat(path).st_mtime
         cached = self._loaded.get((key, device))
         if cached and cached[1] == (path, mtime):
-            return cached[0]
+            return cached[0], path
         import copy
 
         net = copy.deepcopy(network).to(torch.device(device))
@@ -120,30 +115,29 @@ class ClotRegionInfer(StrokeInferTask):
         net.load_state_dict(state.get("model", state))
         net.eval()
         self._loaded[(key, device)] = (net, (path, mtime))
-        return net
+        return net, path
 
-    def _inputs(self, data, device, plan) -> tuple[dict, list[str], str]:
+    def _inputs(self, data, device, plan) -> tuple[dict, list[str], dict]:
         """Each installed network (``seg``, ``classifier``) and its input on the working grid, notes,
-        and the segmentation's checkpoint. A study without SPIRAL is segmented by the CTA-only model
+        and each network's checkpoint. A study without SPIRAL is segmented by the CTA-only model
         when one is installed. The inputs are built once for all (one resampling, one mid-sagittal
         search), then picked."""
         study = data["study"]
         seg, seg_path, notes = None, None, []
         if data.get("spiral") is None:
-            seg = self._extra_model("seg_cta", device)
+            seg, seg_path = self._extra_model("seg_cta", device)
             if seg is not None:
-                seg_path = self.checkpoint("seg_cta")
                 notes.append(f"no SPIRAL map: the CTA-only segmentation ({os.path.basename(seg_path)}) ran")
         if seg is None:
             seg, seg_path = self._get_network(device, data), self.get_path()
-        nets = {"seg": seg}
-        classifier = self._extra_model("classifier", device)
+        nets, paths = {"seg": seg}, {"seg": seg_path}
+        classifier, classifier_path = self._extra_model("classifier", device)
         if classifier is not None:
-            nets["classifier"] = classifier
+            nets["classifier"], paths["classifier"] = classifier, classifier_path
         names = list(dict.fromkeys(n for net in nets.values() for n in net.input_names))
         volume, input_notes = network_input(data, names, study.spacing_mm, study.study_id, plan)
         picked = {key: (net, volume[[names.index(n) for n in net.input_names]]) for key, net in nets.items()}
-        return picked, input_notes + notes, seg_path
+        return picked, input_notes + notes, paths
 
     def _segment(self, seg, volume: torch.Tensor, data) -> torch.Tensor:
         """Clot probability on the working grid, inside the study's atlas box (if it has an atlas)."""
@@ -175,7 +169,7 @@ class ClotRegionInfer(StrokeInferTask):
         atlas = data.get("atlas")
 
         plan = load_plan()
-        nets, notes, seg_path = self._inputs(data, device, plan)
+        nets, notes, paths = self._inputs(data, device, plan)
         prob_working = self._segment(*nets["seg"], data)
         native, working = tuple(study.shape), tuple(prob_working.shape)
         prob = resample(prob_working[None], native, kind="probability")[0]
@@ -184,7 +178,7 @@ class ClotRegionInfer(StrokeInferTask):
         result["clot_candidates_dropped"] = dropped
         result["working_grid"] = {"shape": list(working), "spacing_mm": list(plan["spacing_mm"])}
         data["pred"] = clot.astype(np.uint8)
-        result["models"] = {"segmentation": os.path.basename(seg_path or "")}
+        result["models"] = {"segmentation": os.path.basename(paths["seg"] or "")}
         result["clot_threshold"] = CLOT_THRESHOLD
         if atlas is not None:
             flags, probabilities = regions_from_clot(prob, atlas, region_base, CLOT_THRESHOLD)
@@ -197,7 +191,7 @@ class ClotRegionInfer(StrokeInferTask):
             # Each study slice takes the working slice it falls in.
             slice_probs = slice_probs[working_slice_of(native[2], slice_probs.shape[0])]
             cls_flags, cls_probs = study_flags(slice_probs, CLOT_THRESHOLD)
-            result["models"]["classifier"] = os.path.basename(self.classifier_checkpoint())
+            result["models"]["classifier"] = os.path.basename(paths["classifier"])
             result["classifier_regions"] = regions_list(cls_flags, cls_probs, region_base)
             # Study slice -> the atlas regions the classifier flags there (slices with none left out).
             per_slice = slice_probs.numpy() >= CLOT_THRESHOLD

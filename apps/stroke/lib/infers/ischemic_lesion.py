@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from monai.transforms import Transform
 
+from lib.checkpoints import checkpoint_in_use, model_paths
 from lib.infers.stroke_infer import METHODS, StrokeInferTask, first_choice
 from lib.transforms.baselines import LesionBaselined
 from lib.transforms.figures import LesionFiguresd
@@ -42,15 +43,7 @@ MODEL_NAMES = {"ctp": "MDANet (CBF, CBV | MTT, Tmax)", "mri": "MDANet (DWI | ADC
 
 def route_paths(model_dir: str) -> Dict[str, list]:
     """Per route: [shipped starting model, model in use]; the last existing one is loaded."""
-    return {
-        r: [os.path.join(model_dir, "shipped", f"ischemic_lesion_{r}.pt"), os.path.join(model_dir, f"ischemic_lesion_{r}.pt")]
-        for r in KIND_OF_ROUTE
-    }
-
-
-def _existing(paths) -> str | None:
-    found = [p for p in paths if os.path.exists(p)]
-    return found[-1] if found else None
+    return {r: model_paths(model_dir, f"ischemic_lesion_{r}") for r in KIND_OF_ROUTE}
 
 
 class DwiOnlyBaselined(Transform):
@@ -89,7 +82,7 @@ class IschemicLesionInfer(StrokeInferTask):
     # ---- which model -----------------------------------------------------------------------
     def model_available(self, route: str | None = None) -> bool:
         routes = [route] if route else list(self.route_paths)
-        return any(_existing(self.route_paths[r]) for r in routes)
+        return any(checkpoint_in_use(self.route_paths[r]) for r in routes)
 
     def pre_transforms(self, data=None):
         image = data["image"]
@@ -140,7 +133,7 @@ class IschemicLesionInfer(StrokeInferTask):
 
     # ---- the learned model -----------------------------------------------------------------
     def _network(self, route: str, device: str) -> tuple[torch.nn.Module, str]:
-        path = _existing(self.route_paths[route])
+        path = checkpoint_in_use(self.route_paths[route])
         mtime = os.path.getmtime(path)
         cached = self._loaded.get(route)
         if cached and cached[1] == path and cached[2] == mtime and cached[3] == device:
@@ -179,7 +172,7 @@ class IschemicLesionInfer(StrokeInferTask):
 
     def get_path(self, validate=True):
         """The newest model file of any route (active learning rescores when it changes)."""
-        found = [p for p in (_existing(paths) for paths in self.route_paths.values()) if p]
+        found = [p for p in (checkpoint_in_use(paths) for paths in self.route_paths.values()) if p]
         return max(found, key=os.path.getmtime) if found else None
 
     # ---- active learning -------------------------------------------------------------------
