@@ -1,22 +1,38 @@
 """Loading one multimodal stroke study and checking it, the same way for every task.
 
-Every task reads its inputs through :func:`load_study`, so every task fails the same way on
-the same bad input: a :class:`StrokeLabelError` naming the study, the modality and the problem
-(missing file, wrong dimensionality, grids that disagree, NaN, empty or absurd volume).
+Every task, every method and every script reads its inputs through :func:`load_study`, so every
+task sees the same clean volumes and fails the same way on the same bad input (a
+:class:`StrokeLabelError` naming the study, the modality and the problem: missing file, wrong
+dimensionality, grids that disagree, an empty or absurd volume).
+
+Real scans come in every convention; the loader turns them into one:
+
+- **voxel order**: read in the closest RAS order (:mod:`strokelabel.orientation`); ``Study.affine``
+  is the affine of that order, and :meth:`Study.to_native` brings a label back to the voxel order
+  and grid the study is stored in;
+- **values**: background fills, NaN, negative fit noise and CT padding (:mod:`strokelabel.cleaning`);
+- **units**: ADC is always 10^-3 mm²/s after loading (10^-6 and mm²/s are detected from the
+  brain's values); perfusion maps are checked for the units a threshold needs;
+- **brain**: :attr:`Study.brain_mask`, one mask per study that every method uses (from the
+  perfusion maps or MIP, from DWI/ADC with or without skull, from CT).
+
+What was assumed or cleaned is in ``Study.notes``, for the result JSON.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from strokelabel.cleaning import clean_volume
 from strokelabel.errors import StrokeLabelError
-from strokelabel.units import check_finite, check_not_empty
 from strokelabel.naming import ami_filename, find_modalities, find_sidecar, parse_filename, study_filename, study_kind
+from strokelabel.orientation import Reorientation, reorientation_of
 
 # Label values a saved label may hold, per study kind (DESIGN.md).
 LABEL_VALUES = {"ctp": (0, 1, 2), "mri": (0, 1), "cta": (0, 1)}
@@ -24,25 +40,78 @@ LABEL_VALUES = {"ctp": (0, 1, 2), "mri": (0, 1), "cta": (0, 1)}
 # Modalities whose voxel grid must equal the reference volume's. FLAIR is deliberately
 # absent: ISLES'22 ships it on its own grid, not co-registered.
 GRID_BOUND = {"cbf", "cbv", "mtt", "tmax", "ttp", "mip", "ncct", "dwi", "adc", "cta1", "cta2", "cta3", "spiral", "atlas", "ctp"}
+PERFUSION_MAPS = ("cbf", "cbv", "mtt", "tmax", "ttp")
 
 # Voxel spacing outside this range (mm) is not a clinical head scan.
 SPACING_RANGE_MM = (0.05, 20.0)
 GRID_TOLERANCE_MM = 1e-2
 
 
+@dataclass(frozen=True)
+class StudyDescriptor:
+    """What the name of a study's reference file tells, parsed once: id, kind, layout and where its modalities are."""
+
+    reference: Path
+    study_id: str
+    kind: str
+    layout: str
+    subject: str
+    session: str
+    modality: str
+    modalities: dict
+    sidecar: Path | None
+
+    def expected_filename(self, modality: str) -> str:
+        """The file a missing modality is expected in, as the study's layout names it."""
+        if self.layout == "ami":
+            return ami_filename(modality)
+        return study_filename(self.subject, self.session, modality)
+
+    @property
+    def region_base(self) -> int:
+        """Atlas numbering: 1 = regions 1..15 with 0 outside (DESIGN.md), 0 = the AMI layout's 0..14."""
+        return 0 if self.layout == "ami" else 1
+
+
+def describe_study(reference: str | Path) -> StudyDescriptor:
+    """Parse a study reference file name and find its modalities (the naming rule, once)."""
+    reference = Path(reference)
+    parsed = parse_filename(str(reference))
+    if parsed is None:
+        raise StrokeLabelError(f"{reference.name} does not follow the naming rule sub-<id>_ses-<n>_<suffix>.nii.gz")
+    if not reference.exists():
+        raise StrokeLabelError(f"the study image {reference.name} does not exist", study=parsed.study_id)
+    return StudyDescriptor(
+        reference=reference,
+        study_id=parsed.study_id,
+        kind=study_kind(reference),
+        layout=parsed.layout,
+        subject=parsed.subject,
+        session=parsed.session,
+        modality=parsed.modality,
+        modalities=find_modalities(reference),
+        sidecar=find_sidecar(reference),
+    )
+
+
 @dataclass
 class Study:
-    """The arrays of one study on its reference grid, with the facts every task needs."""
+    """The arrays of one study on its reference grid in RAS voxel order, with the facts every task needs."""
 
     study_id: str
     kind: str
     reference: Path
-    affine: np.ndarray
+    affine: np.ndarray  # of the RAS-ordered arrays
     images: dict[str, np.ndarray]
     paths: dict[str, Path]
     clinical: dict = field(default_factory=dict)
-    # Atlas numbering: 1 = regions 1..15 with 0 outside (DESIGN.md), 0 = the AMI layout's 0..14.
     region_base: int = 1
+    reorientation: Reorientation | None = None
+    notes: dict = field(default_factory=dict)
+    # Voxels that held a fill or NaN in any grid-bound map (None: none did).
+    no_value: np.ndarray | None = None
+    # Affines of modalities on their own grid (FLAIR), in their RAS order.
+    own_affines: dict = field(default_factory=dict)
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
@@ -56,26 +125,47 @@ class Study:
     def voxel_volume_ml(self) -> float:
         return float(np.prod(self.spacing_mm)) / 1000.0
 
+    @property
+    def native_affine(self) -> np.ndarray:
+        return self.affine if self.reorientation is None else self.reorientation.native_affine
+
+    def to_native(self, array) -> np.ndarray:
+        """An array on this study's RAS grid -> the study's stored voxel order (what is written beside it)."""
+        array = np.asarray(array)
+        return array if self.reorientation is None else self.reorientation.to_native(array)
+
+    def to_canonical(self, array) -> np.ndarray:
+        """An array in the study's stored voxel order (a saved label) -> the RAS order of ``images``."""
+        array = np.asarray(array)
+        return array if self.reorientation is None else self.reorientation.to_canonical(array)
+
+    @cached_property
+    def brain_mask(self) -> np.ndarray:
+        """The study's brain (bool, RAS grid), one for every method: see :func:`strokelabel.baselines.masks.study_brain_mask`."""
+        from strokelabel.baselines.masks import study_brain_mask
+
+        return study_brain_mask(self)
+
 
 def voxel_spacing_mm(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
 
 
-def check_volume(array: np.ndarray, modality: str, study: str, ndim: int = 3) -> np.ndarray:
-    """Dimensionality, finiteness and emptiness of one volume; returns it as float32."""
-    if array.ndim == ndim + 1 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != ndim:
-        raise StrokeLabelError(f"{modality} has {array.ndim} dimensions {array.shape}; expected {ndim}", study=study)
-    if min(array.shape[:3]) < 2:
-        raise StrokeLabelError(f"{modality} has shape {array.shape}: too small to be a head scan", study=study)
-    array = np.asarray(array, dtype=np.float32)
-    check_finite(array, modality, study)
-    check_not_empty(array, modality, study)
-    return array
+def check_dimensions(shape, modality: str, study: str, ndim: int = 3) -> None:
+    """A head volume of ``ndim`` dimensions (a trailing axis of 1 is allowed), at least 2 voxels per spatial axis."""
+    shape = tuple(shape)
+    if len(shape) == ndim + 1 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != ndim:
+        raise StrokeLabelError(f"{modality} has {len(shape)} dimensions {shape}; expected {ndim}", study=study)
+    if min(shape[:3]) < 2:
+        raise StrokeLabelError(f"{modality} has shape {shape}: too small to be a head scan", study=study)
 
 
 def check_spacing(affine: np.ndarray, modality: str, study: str) -> None:
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise StrokeLabelError(f"{modality} has a non-finite affine (NaN or infinite in its header)", study=study)
     spacing = voxel_spacing_mm(affine)
     low, high = SPACING_RANGE_MM
     if not all(low <= s <= high for s in spacing):
@@ -103,7 +193,7 @@ def check_same_grid(shape, affine, ref_shape, ref_affine, modality: str, referen
 
 
 def check_label(values, affine, ref_shape, ref_affine, allowed, study: str) -> None:
-    """A label to be saved: on the study's grid, and only the task's label values."""
+    """A label to be saved: on the study's stored grid, and only the task's label values."""
     values = np.asarray(values)
     if values.ndim == 4 and values.shape[-1] == 1:
         values = values[..., 0]
@@ -121,57 +211,115 @@ def check_label(values, affine, ref_shape, ref_affine, allowed, study: str) -> N
         )
 
 
+def load_label(study: Study, path: str | Path, allowed: tuple | None = None) -> np.ndarray:
+    """A saved label of ``study`` as uint8 in the RAS order of ``study.images``.
+
+    Checked to lie on the study's stored grid and to hold only ``allowed`` values (default: the
+    study kind's label values; a data set's own label files, e.g. AMI clots 0/1/2, pass theirs).
+    """
+    img = nib.load(str(path))
+    values = np.asanyarray(img.dataobj)
+    native_shape = study.reorientation.native_shape if study.reorientation else study.shape
+    check_label(values, img.affine, native_shape, study.native_affine, allowed or LABEL_VALUES[study.kind], study.study_id)
+    if values.ndim == 4:
+        values = values[..., 0]
+    return study.to_canonical(np.asarray(values, dtype=np.uint8))
+
+
 def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> Study:
     """Load the modalities a task needs from the study that ``reference`` belongs to.
 
     ``required``/``optional`` are modality keys (``cbf``, ``tmax``, ``dwi``, ``cta1``...). The 4D
     CTP series (``ctp``) keeps its time axis last; every other modality must be 3D. All grid-bound
-    modalities must share the reference's grid.
+    modalities must share the reference's stored grid. See the module docstring for what is cleaned.
     """
-    reference = Path(reference)
-    parsed = parse_filename(str(reference))
-    if parsed is None:
-        raise StrokeLabelError(f"{reference.name} does not follow the naming rule sub-<id>_ses-<n>_<suffix>.nii.gz")
-    study_id = parsed.study_id
-    if not reference.exists():
-        raise StrokeLabelError(f"the study image {reference} does not exist", study=study_id)
-    found = find_modalities(reference)
+    descriptor = describe_study(reference)
+    study_id, found = descriptor.study_id, descriptor.modalities
     missing = [m for m in required if m not in found]
     if missing:
-        names = ", ".join(ami_filename(m) if parsed.layout == "ami" else study_filename(parsed.subject, parsed.session, m) for m in missing)
-        raise StrokeLabelError(
-            f"missing modality {', '.join(missing)}: expected {names} beside {reference.name}", study=study_id
-        )
+        names = ", ".join(descriptor.expected_filename(m) for m in missing)
+        raise StrokeLabelError(f"missing modality {', '.join(missing)}: expected {names} beside {descriptor.reference.name}", study=study_id)
 
-    ref_img = nib.load(str(reference))
-    check_spacing(ref_img.affine, parsed.modality, study_id)
+    ref_img = _open(descriptor.reference, descriptor.modality, study_id)
+    check_spacing(ref_img.affine, descriptor.modality, study_id)
+    reorientation = reorientation_of(ref_img)
     images: dict[str, np.ndarray] = {}
     paths: dict[str, Path] = {}
+    notes: dict = {}
+    own_affines: dict = {}
+    no_value = None
+    if not reorientation.is_canonical:
+        notes["orientation"] = f"stored {reorientation.native_axcodes}, read as RAS; labels are written back in {reorientation.native_axcodes}"
     for modality in (*required, *[m for m in optional if m in found]):
         if modality in images:
             continue
-        img = ref_img if found[modality] == reference else nib.load(str(found[modality]))
+        img = ref_img if found[modality] == descriptor.reference else _open(found[modality], modality, study_id)
+        check_dimensions(img.shape, modality, study_id, ndim=4 if modality == "ctp" else 3)
         if modality in GRID_BOUND:
-            check_same_grid(img.shape, img.affine, ref_img.shape, ref_img.affine, modality, parsed.modality, study_id)
+            check_same_grid(img.shape, img.affine, ref_img.shape, ref_img.affine, modality, descriptor.modality, study_id)
+            own = reorientation
         else:
             check_spacing(img.affine, modality, study_id)
-        images[modality] = check_volume(np.asanyarray(img.dataobj), modality, study_id, ndim=4 if modality == "ctp" else 3)
+            own = reorientation_of(img)
+            own_affines[modality] = own.canonical_affine
+        raw = np.asanyarray(img.dataobj)
+        if raw.ndim == (5 if modality == "ctp" else 4):
+            raw = raw[..., 0]
+        clean = clean_volume(raw, modality, study_id)
+        del raw
+        images[modality] = own.to_canonical(clean.values)
         paths[modality] = found[modality]
+        if clean.notes:
+            notes.setdefault("values", {})[modality] = clean.notes
+        if clean.no_value is not None and modality in GRID_BOUND and modality != "ctp":
+            mask = own.to_canonical(clean.no_value)
+            no_value = mask if no_value is None else (no_value | mask)
 
-    return Study(
+    study = Study(
         study_id=study_id,
-        kind=study_kind(reference),
-        reference=reference,
-        affine=np.asarray(ref_img.affine, dtype=np.float64),
+        kind=descriptor.kind,
+        reference=descriptor.reference,
+        affine=reorientation.canonical_affine,
         images=images,
         paths=paths,
-        clinical=_read_clinical(reference, study_id),
-        region_base=0 if parsed.layout == "ami" else 1,
+        clinical=_read_clinical(descriptor.sidecar, study_id),
+        region_base=descriptor.region_base,
+        reorientation=reorientation,
+        notes=notes,
+        no_value=no_value,
+        own_affines=own_affines,
     )
+    _check_units(study)
+    return study
 
 
-def _read_clinical(reference: Path, study_id: str) -> dict:
-    sidecar = find_sidecar(reference)
+def _open(path: Path, modality: str, study_id: str):
+    try:
+        return nib.load(str(path))
+    except Exception as e:  # nibabel raises several types for unreadable or truncated files
+        raise StrokeLabelError(f"{modality} ({Path(path).name}) could not be read as NIfTI: {e}", study=study_id) from e
+
+
+def _check_units(study: Study) -> None:
+    """ADC to 10^-3 mm²/s; perfusion maps in the units their thresholds need (else a clear error)."""
+    from strokelabel.units import check_perfusion_map, detect_adc_unit
+
+    if "adc" in study.images:
+        unit = detect_adc_unit(study.images["adc"], mask=study.brain_mask & (study.images["adc"] > 0), study=study.study_id)
+        study.notes["adc_unit_assumption"] = unit.assumption
+        factor = unit.factor_to_mm2_s / 1e-3
+        if factor != 1.0:
+            study.images["adc"] = (study.images["adc"] * np.float32(factor)).astype(np.float32)
+    maps = [m for m in PERFUSION_MAPS if m in study.images]
+    if maps:
+        brain = study.brain_mask
+        for m in maps:
+            values = study.images[m]
+            # Non-zero voxels only: ventricles filled into the brain mask hold no perfusion value.
+            study.notes.setdefault("units", {})[m] = check_perfusion_map(values, m, mask=brain & (values != 0), study=study.study_id)
+
+
+def _read_clinical(sidecar: Path | None, study_id: str) -> dict:
     if sidecar is None:
         return {}
     try:

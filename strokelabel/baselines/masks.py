@@ -138,15 +138,82 @@ def brain_mask_from_mip(
     return brain_mask_from_ct(mip_hu, low_hu, high_hu, opening_iterations, slice_axis)
 
 
-def brain_mask_from_mri(dwi: np.ndarray, adc: np.ndarray | None = None, fraction: float = 0.1, slice_axis: int | None = -1) -> np.ndarray:
-    """Brain mask from DWI (and ADC): DWI above ``fraction`` of its 99th percentile (noise floor), ADC > 0."""
-    dwi = np.asarray(dwi, dtype=np.float64)
+def _ball(radius_mm: float, spacing_mm) -> np.ndarray:
+    """A ball of ``radius_mm`` as a structuring element on a grid of ``spacing_mm`` (at least the 6-neighbourhood)."""
+    half = [max(1, int(np.floor(radius_mm / float(s)))) if radius_mm >= float(s) else 0 for s in spacing_mm]
+    grids = np.meshgrid(*[np.arange(-h, h + 1) * float(s) for h, s in zip(half, spacing_mm)], indexing="ij")
+    ball = sum(g**2 for g in grids) <= radius_mm**2
+    if ball.sum() <= 1:
+        ball = ndimage.generate_binary_structure(len(spacing_mm), 1)
+    return ball
+
+
+# Parenchyma has an ADC of 0.6-1.0 x 10^-3 mm²/s and CSF ~3: above this multiple of the head's
+# median ADC a voxel is CSF (or noise), which separates the brain from skull and scalp.
+MRI_CSF_ADC_FACTOR = 1.9
+# Opening radius that cuts the brain from scalp, eyes and neck through the thin bridges left by
+# the CSF/skull gap on a non-skull-stripped DWI (a few voxels at 2 mm, well below a gyrus).
+MRI_OPENING_MM = 4.0
+
+
+def brain_mask_from_mri(
+    dwi: np.ndarray,
+    adc: np.ndarray | None = None,
+    spacing_mm=None,
+    fraction: float = 0.1,
+    slice_axis: int | None = -1,
+) -> np.ndarray:
+    """Brain mask from DWI (and ADC), skull-stripped or not.
+
+    Tissue = DWI above ``fraction`` of its 99th percentile (the noise floor) and, with ADC, ADC > 0
+    (fitted) and below ``MRI_CSF_ADC_FACTOR`` x the median ADC of those voxels (not CSF; unit-free,
+    so it works before the ADC unit is known). On a head with skull and scalp, the subarachnoid CSF
+    and the skull are a dark gap around the brain; an opening of ``MRI_OPENING_MM`` cuts what
+    bridges it, the largest component is the brain, the opening's edges are given back, and holes
+    (ventricles, enclosed CSF) are filled. On a skull-stripped study the same steps keep the brain.
+    """
+    dwi = np.asarray(dwi, dtype=np.float32)
     finite = np.isfinite(dwi)
     positive = dwi[finite & (dwi > 0)]
     if positive.size == 0:
         raise StrokeLabelError("DWI has no positive voxels: no brain to find")
     candidate = finite & (dwi > fraction * np.percentile(positive, 99))
     if adc is not None:
-        adc = np.asarray(adc, dtype=np.float64)
-        candidate &= np.isfinite(adc) & (adc > 0)
-    return clean_mask(candidate, slice_axis=slice_axis)
+        adc = np.asarray(adc, dtype=np.float32)
+        fitted = candidate & np.isfinite(adc) & (adc > 0)
+        if fitted.any():
+            candidate = fitted & (adc < MRI_CSF_ADC_FACTOR * float(np.median(adc[fitted])))
+    spacing = tuple(spacing_mm) if spacing_mm is not None else (1.0,) * dwi.ndim
+    ball = _ball(MRI_OPENING_MM, spacing)
+    opened = ndimage.binary_opening(candidate, structure=ball)
+    brain = largest_component(opened if opened.any() else candidate)
+    if not brain.any():
+        raise StrokeLabelError("no brain found: the brain mask threshold selects no voxels")
+    brain = ndimage.binary_dilation(brain, structure=ball) & candidate
+    brain = largest_component(brain)
+    # Close sulci and the ventricles' walls before filling, so enclosed CSF counts as brain.
+    closed = ndimage.binary_closing(brain, structure=_ball(2 * MRI_OPENING_MM, spacing), border_value=0)
+    return fill_holes(closed | brain, slice_axis=slice_axis)
+
+
+def study_brain_mask(study) -> np.ndarray:
+    """The brain of a loaded study (:class:`strokelabel.study.Study`), one mask for every method.
+
+    CT perfusion: from the CTP MIP when the study has one (HU), else from the maps (voxels where a
+    map holds a value, fills and NaN excluded). MRI: from DWI and ADC (skull or not). CTA: from
+    phase 1 (HU window of brain tissue).
+    """
+    images = study.images
+    if study.kind == "ctp":
+        if "mip" in images:
+            return brain_mask_from_mip(images["mip"])
+        maps = [images[m] for m in ("cbf", "cbv", "mtt", "tmax") if m in images]
+        if not maps:
+            raise StrokeLabelError("no perfusion map loaded to find the brain in", study=study.study_id)
+        mask = brain_mask_from_perfusion(*maps)
+        return mask if study.no_value is None else mask & ~study.no_value
+    if study.kind == "mri":
+        return brain_mask_from_mri(images["dwi"], images.get("adc"), spacing_mm=study.spacing_mm)
+    if study.kind == "cta":
+        return brain_mask_from_ct(images["cta1"])
+    raise ValueError(f"unknown study kind {study.kind!r}")

@@ -36,7 +36,7 @@ def config(tmp_path_factory):
 def test_the_model_path_labels_only_brain_voxels_and_reports_the_clinical_figures(config, study):
     task = config.infer()
     assert task.model_available()
-    _, data = task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu"})
+    _, data = task({"image": str(study["reference"]), "method": "model", "skip_writer": True, "device": "cpu"})
     pred = np.asarray(data["pred"])
     result = data["result"]
     assert pred.shape == (128, 128, 24) and pred.dtype == np.uint8
@@ -129,7 +129,7 @@ def test_without_any_model_auto_falls_back_to_the_baseline_and_model_is_a_clear_
     task = config.infer()
     assert not task.model_available()
     _, data = task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu"})
-    assert data["result"]["method"] == "baseline" and "no trained model" in data["result"]["method_note"]
+    assert data["result"]["method"] == "baseline" and "no trained model" in data["result"]["method_reason"]
     with pytest.raises(StrokeLabelError, match="no trained"):
         task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu", "method": "model"})
 
@@ -173,3 +173,46 @@ def test_a_finer_in_plane_grid_is_read_at_the_plan_spacing_and_labelled_on_its_o
              for c in (1, 2)}
     assert agree[1] > 0.9 and agree[2] > 0.9, agree  # core and penumbra: the same label, on the finer grid
     assert finer["result"]["core_volume_ml"] == pytest.approx(coarse["result"]["core_volume_ml"], rel=0.1, abs=0.5)
+
+
+def whole_brain_penumbra(task):
+    """A model that calls every brain voxel penumbra: what a model lost on an unfamiliar scan may do."""
+
+    def run_model(data, device):
+        data["pred"] = data["study"].brain_mask.astype(np.uint8) * 2
+        return data
+
+    return run_model
+
+
+def test_auto_serves_the_baseline_when_the_model_disagrees_with_the_physiology_and_says_why(config, study, monkeypatch):
+    task = config.infer()
+    monkeypatch.setattr(task, "run_model", whole_brain_penumbra(task))
+    _, auto = task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu"})
+    _, baseline = task({"image": str(study["reference"]), "method": "baseline", "skip_writer": True, "device": "cpu"})
+    result = auto["result"]
+    assert result["method"] == "baseline" and "disagrees with the physiology" in result["method_reason"]
+    assert result["review"] is True and "Tmax > 6 s" in result["review_reason"]
+    assert result["quality"]["passed"] is False and result["quality"]["figures"]["hypoperfusion_ratio"] > 1.25
+    np.testing.assert_array_equal(auto["pred"], baseline["pred"])
+    assert result["hypoperfusion_volume_ml"] == baseline["result"]["hypoperfusion_volume_ml"]  # figures of what was served
+    assert baseline["result"]["review"] is False and baseline["result"]["method_reason"] == "requested"
+
+
+def test_the_model_asked_for_by_name_is_served_with_the_review_flag(config, study, monkeypatch):
+    task = config.infer()
+    monkeypatch.setattr(task, "run_model", whole_brain_penumbra(task))
+    _, data = task({"image": str(study["reference"]), "method": "model", "skip_writer": True, "device": "cpu"})
+    assert data["result"]["method"] == "model" and data["result"]["review"] is True
+    assert (np.asarray(data["pred"]) == 2).sum() == data["study"].brain_mask.sum()
+
+
+def test_auto_serves_a_model_that_agrees_with_the_physiology(config, study, monkeypatch):
+    task = config.infer()
+
+    def physics_model(data, device):  # a model that reproduces the physics exactly
+        return task.run_baseline(data)
+
+    monkeypatch.setattr(task, "run_model", physics_model)
+    _, data = task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu"})
+    assert data["result"]["method"] == "model" and data["result"]["quality"]["passed"] and data["result"]["review"] is False

@@ -54,7 +54,7 @@ def test_without_models_each_study_gets_its_baseline_and_the_result_says_so(stud
         _, data = infer({"image": str(studies[key]), "skip_writer": True, "device": "cpu"})
         result = data["result"]
         assert result["method"] == "baseline" and result["route"] == route
-        assert "no trained" in result["method_note"]
+        assert "no trained" in result["method_reason"]
         assert data["pred"].shape == data["study"].shape
     with pytest.raises(StrokeLabelError, match="no trained hemispheric Siamese"):
         infer({"image": str(studies["dwi_only"]), "method": "model", "skip_writer": True, "device": "cpu"})

@@ -12,7 +12,7 @@ from strokelabel.naming import find_modalities, study_filename
 # study subject -> (what is wrong, the words the error message must contain)
 BROKEN = {
     "brokenmissing": ("cbv file missing", "missing modality cbv"),
-    "brokennan": ("NaN voxels in CBF", "NaN"),
+    "brokenempty": ("CBF all NaN: a failed export (a few NaN voxels are read as 'no value')", "holds no finite value"),
     "brokengrid": ("CBF on another grid", "grids do not match"),
     "brokendims": ("CBF stored as 4D", "dimensions"),
 }
@@ -33,8 +33,8 @@ def plant(root: Path, source_subject: str = "ctp0001") -> dict[str, str]:
             data = np.asarray(img.dataobj, dtype=np.float32)
             affine = img.affine
             if modality == "cbf":
-                if subject == "brokennan":
-                    data[data.shape[0] // 2, data.shape[1] // 2, :] = np.nan
+                if subject == "brokenempty":
+                    data[:] = np.nan
                 elif subject == "brokengrid":
                     data = data[:-4]
                 elif subject == "brokendims":

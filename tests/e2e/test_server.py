@@ -56,12 +56,14 @@ def test_each_task_infers_a_label_on_the_study_grid_with_its_figures(client, ser
     assert np.allclose(label.affine, reference.affine, atol=1e-3)
     values = set(np.unique(np.asarray(label.dataobj)).tolist())
     assert values <= {0, *TASKS[task].values()}
-    # Starting models ship in model/shipped; a task without one runs its baseline and says so.
+    # Starting models ship in model/shipped; auto serves one when the physiology guard passes it, else the
+    # baseline; a task without one runs its baseline and says so.
     shipped = SHIPPED[task].format(kind=kind)
     if (REPO / "apps" / "stroke" / "model" / "shipped" / shipped).exists():
-        assert result["method"] == "model", result
+        assert result["method"] == ("model" if result["quality"]["passed"] else "baseline"), result
+        assert result["review"] is (not result["quality"]["passed"]) and result["method_reason"]
     else:
-        assert result["method"] == "baseline" and "no trained" in result["method_note"]
+        assert result["method"] == "baseline" and "no trained" in result["method_reason"]
     assert result["study_kind"] == kind
     if task == "core_penumbra":
         for key in ("core_volume_ml", "penumbra_volume_ml", "mismatch_volume_ml", "mismatch_ratio"):
@@ -91,7 +93,7 @@ def test_a_site_without_any_model_gets_the_baseline_and_a_clear_error_for_the_mo
     with running_server(tmp_path, studies_dir, models="core_penumbra", shipped_models=False) as bare:
         image_id = unlabelled_image(bare.client, "ctp")
         _, result = bare.client.infer("core_penumbra", image_id, {})
-        assert result["method"] == "baseline" and "no trained model" in result["method_note"]
+        assert result["method"] == "baseline" and "no trained model" in result["method_reason"]
         with pytest.raises(MONAILabelClientException) as error:
             bare.client.infer("core_penumbra", image_id, {"method": "model"})
         assert "422" in error.value.msg and "no trained" in error.value.msg

@@ -28,13 +28,14 @@ import torch
 from scipy import ndimage
 
 from lib.checkpoints import checkpoint_in_use
-from lib.infers.stroke_infer import StrokeInferTask
+from lib.infers.stroke_infer import StrokeInferTask, label_array
 from lib.losses.clot_losses import unweighted_probability
 from lib.networks.ami_net import predict_slices, study_flags
 from lib.networks.clot_seg_net import regions_from_clot, segment_volume
 from lib.transforms.baselines import ClotRegionBaselined
 from lib.transforms.clot_region import load_plan, network_input, regions_list, resample
 from lib.transforms.figures import ClotFiguresd
+from strokelabel.guard import clot_evidence, clot_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,14 @@ class ClotRegionInfer(StrokeInferTask):
 
     def figure_transforms(self, data):
         return [ClotFiguresd()]
+
+    def baseline_possible(self, data) -> bool:
+        return data.get("spiral") is not None
+
+    def guard(self, data, physics):
+        study = data["study"]
+        evidence = clot_evidence(study.images["cta1"], study.brain_mask, study.spacing_mm)
+        return clot_verdict(label_array(data["pred"]), evidence, study.spacing_mm)
 
     @staticmethod
     def _region_base(data) -> int:

@@ -13,11 +13,12 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from lib.infers.stroke_infer import StrokeInferTask
+from lib.infers.stroke_infer import StrokeInferTask, label_array
 from lib.transforms.baselines import CorePenumbraBaselined
 from lib.transforms.core_penumbra import CorePenumbraInputd, slice_inferer
 from lib.transforms.figures import CorePenumbraFiguresd
 from lib.transforms.grid import resample_inplane
+from strokelabel.guard import core_penumbra_verdict
 
 
 class CorePenumbraInfer(StrokeInferTask):
@@ -39,6 +40,9 @@ class CorePenumbraInfer(StrokeInferTask):
 
     def figure_transforms(self, data):
         return [CorePenumbraFiguresd()]
+
+    def guard(self, data, physics):
+        return core_penumbra_verdict(label_array(data["pred"]), physics["pred"], data["study"].spacing_mm)
 
     # ---- the learned model -------------------------------------------------------------------
     def _model_input(self, data: Dict[str, Any]) -> Dict[str, Any]:

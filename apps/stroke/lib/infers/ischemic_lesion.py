@@ -16,7 +16,7 @@ import torch
 from monai.transforms import Transform
 
 from lib.checkpoints import checkpoint_in_use, model_paths
-from lib.infers.stroke_infer import METHODS, StrokeInferTask, first_choice
+from lib.infers.stroke_infer import METHODS, StrokeInferTask, first_choice, label_array
 from lib.transforms.baselines import LesionBaselined
 from lib.transforms.figures import LesionFiguresd
 from lib.transforms.grid import resample_inplane
@@ -31,7 +31,7 @@ from lib.transforms.ischemic_lesion import (
     uncertainty_score,
 )
 from lib.transforms.study import LoadStudyd
-from strokelabel import baselines
+from strokelabel import baselines, guard
 from strokelabel.errors import StrokeLabelError
 from strokelabel.midsagittal import find_midsagittal_plane, mirror_about_plane
 from strokelabel.naming import find_modalities, parse_filename, study_kind
@@ -53,7 +53,7 @@ class DwiOnlyBaselined(Transform):
         d = dict(data)
         study = d["study"]
         dwi = np.asarray(d["dwi"], dtype=np.float64)
-        brain = baselines.brain_mask_from_mri(dwi)
+        brain = study.brain_mask
         plane = find_midsagittal_plane(dwi, study.spacing_mm)
         mirror = mirror_about_plane(dwi, plane)
         values = dwi[brain]
@@ -128,7 +128,7 @@ class IschemicLesionInfer(StrokeInferTask):
         if data["result"].get("method") == "baseline":
             data["result"]["route"] = data.get("route")
             if not self.model_available(data.get("route")):
-                data["result"]["method_note"] = f"no trained {MODEL_NAMES[data.get('route')]} model installed: training-free baseline used"
+                data["result"]["method_reason"] = f"no trained {MODEL_NAMES[data.get('route')]} model installed: training-free baseline used"
         return data
 
     # ---- the learned model -----------------------------------------------------------------
@@ -151,7 +151,7 @@ class IschemicLesionInfer(StrokeInferTask):
             device = "cpu"
         study = data["study"]
         route = data.get("route") or route_for(study.kind, study.images)
-        channels, info = study_channels(study.images, route, study.spacing_mm, study.study_id)
+        channels, info = study_channels(study, route)
         size = inplane_size(channels.shape[1:], study.spacing_mm)
         image = resample_inplane(torch.from_numpy(channels), size)
         network, path = self._network(route, device)
@@ -169,6 +169,15 @@ class IschemicLesionInfer(StrokeInferTask):
 
     def figure_transforms(self, data):
         return [LesionFiguresd()]
+
+    def guard(self, data, physics):
+        study = data["study"]
+        pred = label_array(data["pred"])
+        if study.kind == "ctp":
+            return guard.lesion_ctp_verdict(pred, physics["pred"], study.spacing_mm)
+        dwi, adc = study.images["dwi"], study.images.get("adc")
+        evidence = guard.mri_lesion_evidence(dwi, adc, study.brain_mask, guard.mirror_reference(dwi * study.brain_mask, study.spacing_mm))
+        return guard.lesion_mri_verdict(pred, evidence, physics["pred"] > 0, study.spacing_mm)
 
     def get_path(self, validate=True):
         """The newest model file of any route (active learning rescores when it changes)."""
@@ -191,7 +200,7 @@ class IschemicLesionInfer(StrokeInferTask):
         route = route_for(kind, study.images)
         if not self.model_available(route):
             raise StrokeLabelError(f"no {MODEL_NAMES[route]} model to score with", study=study.study_id)
-        channels, _ = study_channels(study.images, route, study.spacing_mm, study.study_id)
+        channels, _ = study_channels(study, route)
         image = resample_inplane(torch.from_numpy(channels), inplane_size(channels.shape[1:], study.spacing_mm))
         network, _ = self._network(route, device)
         try:

@@ -1,24 +1,53 @@
-"""What every stroke infer task shares: study loading, the baseline fallback, the result JSON."""
+"""What every stroke infer task shares: study loading, the physiology guard, the baseline fallback, the result JSON.
+
+``method`` (request option): ``baseline`` runs the training-free rule; ``model`` the learned model;
+``auto`` (default) the model when one is installed *and* the physiology guard
+(:mod:`strokelabel.guard`) finds it agrees with the physics of the same study, else the baseline.
+Whenever a model runs, the result carries the guard's ``quality`` (what was compared, the figures,
+the limits, the verdict) and a plain ``review`` flag with ``review_reason`` when they disagree;
+``method`` and ``method_reason`` say what was served and why.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Dict, Sequence
 
+import numpy as np
+from monai.transforms import Transform
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.transforms.study import LoadStudyd
 from strokelabel.errors import StrokeLabelError
+from strokelabel.guard import Verdict
 
 logger = logging.getLogger(__name__)
 
 METHODS = ["auto", "baseline", "model"]
 
 
+def label_array(pred) -> np.ndarray:
+    """A prediction (numpy array or torch tensor) as a numpy array."""
+    return np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred)
+
+
 def first_choice(value):
     """A config value as the client sent it: dropdown defaults arrive as the whole list."""
     return value[0] if isinstance(value, (list, tuple)) else value
+
+
+class ToStoredVoxelOrderd(Transform):
+    """The label (``pred``, RAS order) in the voxel order of the study's stored grid, and what the
+    loader assumed or cleaned (``Study.notes``) in the result JSON."""
+
+    def __call__(self, data):
+        d = dict(data)
+        study = d["study"]
+        d["pred"] = study.to_native(label_array(d["pred"]))
+        if study.notes:
+            d.setdefault("result", {})["input_notes"] = study.notes
+        return d
 
 
 class StrokeInferTask(BasicInferTask):
@@ -65,7 +94,9 @@ class StrokeInferTask(BasicInferTask):
         return None
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
-        return list(self.figure_transforms(data))
+        # Figures are computed in RAS order (atlas, mirror); the label then goes back to the
+        # voxel order the study is stored in, so it lies on the study's own grid for every caller.
+        return [*self.figure_transforms(data), ToStoredVoxelOrderd()]
 
     def chosen_method(self, data) -> str:
         method = first_choice(data.get("method", "auto"))
@@ -77,24 +108,65 @@ class StrokeInferTask(BasicInferTask):
             method = "model" if self.model_available() else "baseline"
         return method
 
+    def run_baseline(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        """The baseline's answer for a loaded study (``pred`` and its own ``result`` entries)."""
+        for transform in self.baseline_transforms(data):
+            data = transform(data)
+        return data
+
+    def baseline_possible(self, data: Dict[str, Any]) -> bool:
+        """Whether the baseline can run on this study (clot_region's needs a SPIRAL map)."""
+        return True
+
+    def guard(self, data: Dict[str, Any], physics: Dict[str, Any] | None) -> Verdict:
+        """The physiology guard's verdict on the model's ``pred`` (``physics``: the baseline's answer, if it can run)."""
+        raise NotImplementedError
+
     def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cuda"):
+        requested = first_choice(data.get("method", "auto"))
         method = self.chosen_method(data)
-        data.setdefault("result", {})
+        result = data.setdefault("result", {})
         if method == "baseline":
-            for transform in self.baseline_transforms(data):
-                data = transform(data)
-            data["result"]["method"] = "baseline"
-            if not self.model_available():
-                data["result"]["method_note"] = "no trained model installed: training-free baseline used"
+            data = self.run_baseline(data)
+            result["method"] = "baseline"
+            if requested == "auto":
+                result["method_reason"] = "no trained model installed: training-free baseline used"
+            else:
+                result["method_reason"] = "requested"
+            result["quality"] = {"check": "none needed: the baseline is the physiological rule itself", "passed": True}
+            result["review"] = False
             return data
-        data["result"]["method"] = "model"
-        return self.run_model(data, device)
+        result["method"] = "model"
+        data = self.run_model(data, device)
+        physics = self.run_baseline({**data, "result": {}}) if self.baseline_possible(data) else None
+        verdict = self.guard(data, physics)
+        result["quality"] = verdict.as_json()
+        result["review"] = not verdict.passed
+        if not verdict.passed:
+            result["review_reason"] = f"the model disagrees with the physiology of this study: {verdict.reason}"
+        if requested != "auto":
+            result["method_reason"] = "requested"
+        elif verdict.passed:
+            result["method_reason"] = "the model agrees with the physiology of this study"
+        elif physics is None:
+            result["method_reason"] = "the model disagrees with the physiology, but no baseline can run on this study: model served, review it"
+        else:
+            data["pred"] = physics["pred"]
+            for key, value in physics["result"].items():
+                result.setdefault(key, value)
+            for key in ("region_flags", "region_probabilities", "region_base", "brain_mask"):
+                if key in physics:
+                    data[key] = physics[key]
+            result["method"] = "baseline"
+            result["method_reason"] = "the model disagrees with the physiology of this study (see quality): the physiological rule was served"
+        return data
 
     def run_model(self, data: Dict[str, Any], device: str):
         """The learned model's inference; tasks with a trained network override this."""
         return super().run_inferer(data, device=device)
 
     def writer(self, data: Dict[str, Any], extension=None, dtype=None):
-        data["result"]["study_id"] = data["study"].study_id
-        data["result"]["study_kind"] = data["study"].kind
+        study = data["study"]
+        data["result"]["study_id"] = study.study_id
+        data["result"]["study_kind"] = study.kind
         return super().writer(data, extension=extension or ".nii.gz", dtype=dtype or "uint8")

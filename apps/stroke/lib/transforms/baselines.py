@@ -13,10 +13,8 @@ from strokelabel.errors import StrokeLabelError
 
 
 def perfusion_brain_mask(d):
-    """Brain mask from the MIP (HU) when the study has one, else from the perfusion maps."""
-    if d.get("mip") is not None:
-        return baselines.brain_mask_from_mip(d["mip"])
-    return baselines.brain_mask_from_perfusion(d["cbf"], d["cbv"])
+    """The loaded study's brain mask (one per study: see ``Study.brain_mask``)."""
+    return d["study"].brain_mask
 
 
 class CorePenumbraBaselined(Transform):
@@ -45,6 +43,7 @@ class CorePenumbraBaselined(Transform):
             rcbf_threshold=self.rcbf_threshold,
             tmax_threshold_s=self.tmax_threshold_s,
             min_cluster_ml=self.min_cluster_ml,
+            check_units=False,  # checked once by the study loader
             study=study.study_id,
         )
         d.setdefault("result", {})["thresholds"] = {
@@ -67,13 +66,14 @@ class LesionBaselined(Transform):
         result = d.setdefault("result", {})
         if study.kind == "mri":
             label, assumption = baselines.adc_lesion_baseline(
-                d["adc"], d["dwi"], study.spacing_mm, min_cluster_ml=self.min_cluster_ml, study=study.study_id
+                d["adc"], d["dwi"], study.spacing_mm, brain_mask=study.brain_mask, min_cluster_ml=self.min_cluster_ml, study=study.study_id
             )
-            result["adc_unit_assumption"] = assumption
+            result["adc_unit_assumption"] = study.notes.get("adc_unit_assumption", assumption)
             result["rule"] = "ADC < 620e-6 mm2/s and DWI hyperintense"
         else:
             label = baselines.ctp_lesion_baseline(
-                d["cbf"], study.spacing_mm, tmax=d["tmax"], brain_mask=perfusion_brain_mask(d), min_cluster_ml=self.min_cluster_ml
+                d["cbf"], study.spacing_mm, tmax=d["tmax"], brain_mask=study.brain_mask, min_cluster_ml=self.min_cluster_ml,
+                check_units=False,
             )
             result["rule"] = "rCBF < 30 % of the healthy side"
         d["pred"] = label

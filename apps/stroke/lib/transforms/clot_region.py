@@ -53,7 +53,7 @@ from lib.networks.ami_net import NUM_REGIONS, slice_region_labels, slice_windows
 from strokelabel.errors import StrokeLabelError
 from strokelabel.midsagittal import find_midsagittal_plane, mirror_about_plane
 from strokelabel.phantom.render import clot_mask
-from strokelabel.study import load_study
+from strokelabel.study import load_label, load_study
 
 CTA_WINDOW_HU = (-100.0, 600.0)
 _STRIDE = 16  # BasicUNet pools four times
@@ -209,17 +209,13 @@ class LoadClotStudyd(Transform):
         self.plan = plan or load_plan()
 
     def __call__(self, data):
-        import nibabel as nib
-
         d = dict(data)
         required = ("cta1",) + (("atlas",) if self.need_atlas else ())
         optional = tuple(n for n in self.input_names if n not in required and not n.endswith(MIRROR_SUFFIX) and n not in COORDINATES) + ("atlas",)
         study = load_study(d["image"], required, optional)
         image, _ = network_input(study.images, self.input_names, study.spacing_mm, study.study_id, self.plan)
         shape = tuple(image.shape[1:])
-        clot = np.asarray(nib.load(str(d["label"])).dataobj)
-        if clot.ndim == 4 and clot.shape[-1] == 1:
-            clot = clot[..., 0]
+        clot = load_label(study, d["label"], allowed=(0, 1, 2))  # AMI clot files hold 0/1/2, both clot
         d["image"] = image.numpy().astype(np.float32, copy=False)
         d["label"] = resample_clot_label(clot, shape).numpy().astype(np.float32)[None]
         atlas = study.images.get("atlas")

@@ -47,7 +47,6 @@ import json
 import os
 from typing import Dict, Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -59,6 +58,7 @@ from lib.transforms.baselines import perfusion_brain_mask
 from lib.transforms.grid import inplane_size, resample_inplane
 from strokelabel.baselines.perfusion import relative_cbf
 from strokelabel.errors import StrokeLabelError
+from strokelabel.study import load_label
 
 PLAN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "core_penumbra_plan.json")
 
@@ -205,14 +205,11 @@ class CorePenumbraInputd(Transform):
 
 
 class LoadLabeld(Transform):
-    """The saved label (``label`` path) as a ``(1, H, W, D)`` uint8 array."""
+    """After :class:`LoadStudyd`: the saved label (``label`` path) as a ``(1, H, W, D)`` uint8 array in the study's RAS order."""
 
     def __call__(self, data):
         d = dict(data)
-        label = np.asanyarray(nib.load(str(d["label"])).dataobj)
-        if label.ndim == 4 and label.shape[-1] == 1:
-            label = label[..., 0]
-        d["label"] = np.asarray(label, dtype=np.uint8)[None]
+        d["label"] = load_label(d["study"], d["label"])[None]
         return d
 
 

@@ -32,10 +32,8 @@ from torch import nn
 
 from lib.transforms import grid
 from lib.transforms.grid import resample_inplane
-from strokelabel.baselines.masks import brain_mask_from_mri
 from strokelabel.errors import StrokeLabelError
 from strokelabel.midsagittal import find_midsagittal_plane, mirror_about_plane
-from strokelabel.units import detect_adc_unit
 
 ROUTES = ("ctp", "mri", "siamese")
 
@@ -67,24 +65,24 @@ def normalised_dwi(dwi: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return np.clip(dwi / max(median, 1e-6), 0.0, PLAN["dwi_clip"]).astype(np.float32)
 
 
-def study_channels(images: dict, route: str, spacing_mm, study: str | None = None) -> tuple[np.ndarray, dict]:
-    """The route's input channels (C, X, Y, Z) on the study grid, and facts for the result JSON."""
+def study_channels(study, route: str) -> tuple[np.ndarray, dict]:
+    """The route's input channels (C, X, Y, Z) on the study's (RAS) grid, and facts for the result JSON.
+
+    Everything outside the study's brain mask is 0, so a model sees the same input whether the
+    site strips the skull or not; ADC arrives from the loader in 10^-3 mm²/s."""
+    images, brain = study.images, study.brain_mask
     info: dict = {}
     if route == "ctp":
-        chans = [np.clip(np.nan_to_num(images[m]) / PLAN["ctp_scale"][m], 0.0, PLAN["ctp_clip"]) for m in ("cbf", "cbv", "mtt", "tmax")]
+        chans = [np.clip(images[m] / PLAN["ctp_scale"][m], 0.0, PLAN["ctp_clip"]) * brain for m in ("cbf", "cbv", "mtt", "tmax")]
         return np.stack(chans).astype(np.float32), info
     dwi = np.asarray(images["dwi"], dtype=np.float32)
     if route == "mri":
-        adc = np.asarray(images["adc"], dtype=np.float32)
-        brain = brain_mask_from_mri(dwi, adc)
-        unit = detect_adc_unit(adc, mask=brain, study=study)
-        info["adc_unit_assumption"] = unit.assumption
-        adc_1e3 = np.clip(adc * (unit.factor_to_mm2_s / 1e-3), 0.0, PLAN["adc_clip_1e3"])  # negative fits -> 0
-        return np.stack([normalised_dwi(dwi, brain), adc_1e3.astype(np.float32)]), info
+        adc_1e3 = np.clip(images["adc"], 0.0, PLAN["adc_clip_1e3"]) * brain
+        info["adc_unit_assumption"] = study.notes.get("adc_unit_assumption")
+        return np.stack([normalised_dwi(dwi, brain) * brain, adc_1e3.astype(np.float32)]), info
     if route == "siamese":
-        brain = brain_mask_from_mri(dwi)
-        x = normalised_dwi(dwi, brain)
-        plane = find_midsagittal_plane(x, spacing_mm)
+        x = normalised_dwi(dwi, brain) * brain
+        plane = find_midsagittal_plane(x, study.spacing_mm)
         info["midsagittal_plane"] = {"offset_mm": round(plane.offset_mm, 2), "angle_deg": round(plane.angle_deg, 2)}
         return np.stack([x, mirror_about_plane(x, plane).astype(np.float32)]), info
     raise ValueError(f"unknown route {route!r}")
@@ -113,18 +111,16 @@ class IschemicLesionInputd(Transform):
         self.route = route
 
     def __call__(self, data):
-        import nibabel as nib
-
-        from strokelabel.study import load_study
+        from strokelabel.study import load_label, load_study
 
         d = dict(data)
         required = {"ctp": ("cbf", "cbv", "mtt", "tmax"), "mri": ("dwi", "adc"), "siamese": ("dwi",)}[self.route]
         study = load_study(d["image"], required)
-        channels, _ = study_channels(study.images, self.route, study.spacing_mm, study.study_id)
+        channels, _ = study_channels(study, self.route)
         size = inplane_size(channels.shape[1:], study.spacing_mm)
         d["image"] = resample_inplane(torch.from_numpy(channels), size)
         if "label" in d:
-            label = lesion_target(np.asarray(nib.load(str(d["label"])).dataobj), study.kind)
+            label = lesion_target(load_label(study, d["label"]), study.kind)
             d["label"] = resample_inplane(torch.from_numpy(label[None].astype(np.float32)), size, mode="nearest")
         return d
 

@@ -13,9 +13,11 @@ class LoadStudyd(Transform):
     """Load the modalities a task needs from the study of ``data["image"]`` (its reference volume).
 
     Each modality lands under its own key (``cbf``, ``tmax``, ``dwi``, ``cta1``...) as a float32
-    array on the reference grid; ``study`` holds the :class:`strokelabel.study.Study` (id, kind,
-    affine, spacing, clinical sidecar) and ``pred_meta_dict`` the affine the label is written with.
-    A missing modality, a grid mismatch, NaN or an empty volume raises StrokeLabelError.
+    array on the reference grid in RAS voxel order; ``study`` holds the
+    :class:`strokelabel.study.Study` (id, kind, affine, spacing, brain mask, clinical sidecar, what
+    the loader cleaned) and ``pred_meta_dict`` the study's stored affine, which the label is
+    written with once :meth:`Study.to_native` has put it back in the stored voxel order.
+    A missing modality, a grid mismatch or an empty volume raises StrokeLabelError.
     """
 
     def __init__(self, required: Sequence[str], optional: Sequence[str] = ()):
@@ -27,5 +29,5 @@ class LoadStudyd(Transform):
         study = load_study(d["image"], self.required, self.optional)
         d.update(study.images)
         d["study"] = study
-        d["pred_meta_dict"] = {"affine": study.affine}
+        d["pred_meta_dict"] = {"affine": study.native_affine}
         return d

@@ -1,0 +1,102 @@
+"""The value conventions of real exports, turned into one clean convention before any task sees them.
+
+What sites and vendors write, and what the loader makes of it (measured on the real cases of
+``../shared/real``: ISLES'24 maps fill the background with 1e-6 (CBF), -30 (Tmax) and 0 (CBV,
+MTT), and hold negative CBV down to -56 and MTT down to -29 992 where the vendor fit failed;
+ISLES'22 DWI/ADC hold small negative values from the fit):
+
+- **Quantities that cannot be negative** (perfusion maps, DWI, ADC, FLAIR, SPIRAL): non-finite
+  voxels (NaN, inf) and the *background fill* hold no value and become 0, the project's "nothing
+  here"; negative values (fit noise, failed fits) become 0 too. The fill is the volume's minimum
+  when at least ``FILL_MIN_SHARE`` of the voxels hold exactly it (a fill covers the background,
+  noise never repeats one value that often) and it is no tissue value: negative, or below
+  ``FILL_MAX_RELATIVE`` of the volume's 99th percentile (1e-6 beside CBF values of 10-100). A
+  minimum of 0 needs no step: 0 already means "nothing here".
+- **CT in HU** (NCCT, CTA phases, MIP, the 4D CTP): scanner padding below -1024 HU and
+  non-finite voxels become -1024 (air), so HU windows and masks behave.
+- **Label maps** (the vascular atlas): non-finite voxels become 0 (outside).
+
+Each step is counted in :class:`CleanVolume.notes`, which the result JSON carries, so a user sees
+what was assumed. A volume with no value left, or one value everywhere, is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from strokelabel.errors import StrokeLabelError
+
+NON_NEGATIVE = ("cbf", "cbv", "mtt", "tmax", "ttp", "dwi", "adc", "flair", "spiral")
+HOUNSFIELD = ("ncct", "cta1", "cta2", "cta3", "mip", "ctp")
+LABEL_MAPS = ("atlas",)
+FILL_MIN_SHARE = 0.05
+FILL_MAX_RELATIVE = 1e-3
+AIR_HU = -1024.0
+
+
+@dataclass
+class CleanVolume:
+    values: np.ndarray  # float32
+    no_value: np.ndarray | None  # voxels that held a fill or a non-finite value (None: none did)
+    notes: dict = field(default_factory=dict)
+
+
+def _count(mask) -> int:
+    return int(np.count_nonzero(mask))
+
+
+def background_fill(values: np.ndarray, finite: np.ndarray) -> float | None:
+    """The background fill value of a volume, or None: its minimum, if it covers >= ``FILL_MIN_SHARE``."""
+    if not finite.any():
+        return None
+    low = float(values[finite].min())
+    if low == 0.0 or _count(values == low) / values.size < FILL_MIN_SHARE:
+        return None
+    high = float(np.percentile(values[finite], 99))
+    return low if low < 0 or low <= FILL_MAX_RELATIVE * high else None
+
+
+def clean_volume(values: np.ndarray, modality: str, study: str | None = None) -> CleanVolume:
+    """``values`` (any dtype) as float32 in the project's convention for ``modality`` (module doc)."""
+    values = np.asarray(values, dtype=np.float32)
+    finite = np.isfinite(values)
+    nonfinite = values.size - _count(finite)
+    notes: dict = {}
+    no_value = None
+    if nonfinite:
+        notes["nonfinite_voxels"] = nonfinite
+        no_value = ~finite
+    if not finite.any():
+        raise StrokeLabelError(f"{modality} holds no finite value (every voxel is NaN or infinite)", study=study)
+
+    if modality in HOUNSFIELD:
+        padded = finite & (values < AIR_HU)
+        if padded.any():
+            notes["padding_below_-1024_hu_voxels"] = _count(padded)
+        if nonfinite or padded.any():
+            values = np.where(finite & ~padded, values, np.float32(AIR_HU))
+    elif modality in LABEL_MAPS:
+        if nonfinite:
+            values = np.where(finite, values, np.float32(0))
+    else:
+        fill = background_fill(values, finite) if modality in NON_NEGATIVE else None
+        if fill is not None:
+            filled = values == np.float32(fill)
+            notes["background_fill"] = float(f"{fill:.6g}")
+            notes["background_fill_voxels"] = _count(filled)
+            no_value = filled if no_value is None else (no_value | filled)
+        if no_value is not None:
+            values = np.where(no_value, np.float32(0), values)
+        if modality in NON_NEGATIVE:
+            negative = values < 0
+            if negative.any():
+                notes["negative_voxels_set_to_0"] = _count(negative)
+                values = np.maximum(values, np.float32(0))
+
+    kept = values if no_value is None else values[~no_value]
+    if kept.size == 0 or float(kept.min()) == float(kept.max()):
+        only = "no voxel" if kept.size == 0 else f"every voxel is {float(kept.min()):g}"
+        raise StrokeLabelError(f"{modality} is empty: {only} once fills and non-finite voxels are set aside", study=study)
+    return CleanVolume(np.ascontiguousarray(values, dtype=np.float32), no_value, notes)

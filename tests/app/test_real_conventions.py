@@ -1,0 +1,86 @@
+"""Studies stored in other conventions (phantoms always; the real cases of ../shared/real when they are
+there): every task reads them alike and the label follows the study (same label in every voxel order)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+from tests.conftest import REAL_DIR
+
+ISLES22_DWI = Path(REAL_DIR) / "isles22/rawdata/sub-strokecase0001/ses-0001/dwi/sub-strokecase0001_ses-0001_dwi.nii.gz"
+ISLES24_TMAX = Path(REAL_DIR) / "isles24/raw_data/sub-stroke0143/ses-01/perfusion-maps/sub-stroke0143_ses-01_tmax.nii.gz"
+needs_real = pytest.mark.skipif(not ISLES22_DWI.exists(), reason=f"the real cases are not in {REAL_DIR}")
+
+
+def stored_in(reference: Path, axcodes: str, out: Path) -> Path:
+    """Every file of the study of ``reference`` re-stored in voxel order ``axcodes`` (same world positions)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in reference.parent.glob(reference.name.split("_")[0] + "_*.nii*"):
+        img = nib.load(str(path))
+        transform = ornt_transform(io_orientation(img.affine), axcodes2ornt(axcodes))
+        data = apply_orientation(np.asanyarray(img.dataobj), transform)
+        nib.save(nib.Nifti1Image(data, img.affine @ inv_ornt_aff(transform, img.shape)), str(out / path.name))
+    return out / reference.name
+
+
+def in_ras(label: np.ndarray, reference: Path) -> np.ndarray:
+    return apply_orientation(label, io_orientation(nib.load(str(reference)).affine))
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    from scripts.harness import load_infer_tasks
+
+    return load_infer_tasks()
+
+
+@needs_real
+@pytest.mark.parametrize("axcodes", ["RAS", "LPS"])
+def test_the_real_mri_case_gets_the_same_label_in_any_voxel_order(tasks, tmp_path, axcodes, one_torch_thread):
+    from scripts.harness import run_infer
+
+    other = stored_in(ISLES22_DWI, axcodes, tmp_path / axcodes)
+    for method in ("baseline", "model"):
+        native, _ = run_infer(tasks["ischemic_lesion"], ISLES22_DWI, method)
+        reoriented, result = run_infer(tasks["ischemic_lesion"], other, method)
+        assert reoriented.shape == nib.load(str(other)).shape  # on the variant's own stored grid
+        assert np.array_equal(in_ras(native, ISLES22_DWI), in_ras(reoriented, other)), method
+        if axcodes != "LAS":
+            assert "orientation" in result.get("input_notes", {}) or axcodes == "RAS"
+
+
+@needs_real
+@pytest.mark.skipif(not ISLES24_TMAX.exists(), reason="no ISLES'24 case")
+def test_the_real_perfusion_maps_with_vendor_fills_are_read_and_thresholded(tasks):
+    from scripts.harness import run_infer
+    from strokelabel.study import load_study
+
+    label, result = run_infer(tasks["core_penumbra"], ISLES24_TMAX, "baseline")
+    notes = result["input_notes"]["values"]
+    assert notes["cbf"]["background_fill"] == pytest.approx(1e-6) and notes["tmax"]["background_fill"] == -30
+    study = load_study(ISLES24_TMAX, ("cbf", "cbv", "mtt", "tmax"))
+    tmax6_ml = float((study.brain_mask & (study.images["tmax"] > 6)).sum() * study.voxel_volume_ml)
+    assert result["hypoperfusion_volume_ml"] == pytest.approx(tmax6_ml, rel=0.05)
+    assert 0 < result["core_volume_ml"] < result["hypoperfusion_volume_ml"]
+
+
+@pytest.mark.parametrize("axcodes", ["LPS", "PIL"])
+def test_a_phantom_stored_in_another_voxel_order_gets_the_same_label_from_every_task(tasks, tmp_path, axcodes, one_torch_thread):
+    from scripts.harness import run_infer
+    from strokelabel.phantom import generate_dataset
+
+    records = generate_dataset(tmp_path / "ras", per_kind=1, labelled_per_kind=0, seed=11, kinds=("ctp",), progress=None)
+    tmax = records[0]["reference"]
+    other = stored_in(tmax, axcodes, tmp_path / axcodes)
+    for name in ("core_penumbra", "ischemic_lesion"):
+        for method in ("baseline", "model"):
+            ras, _ = run_infer(tasks[name], tmax, method)
+            label, result = run_infer(tasks[name], other, method)
+            assert np.array_equal(ras, in_ras(label, other)), (name, method)
+            assert result["input_notes"]["orientation"].startswith(f"stored {axcodes}")

@@ -1,0 +1,105 @@
+"""The physiology guard: a model's answer against the physics of the same study."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from strokelabel import guard
+
+SPACING = (2.0, 2.0, 2.0)  # 8 uL voxels: 125 voxels = 1 mL
+
+
+def box(shape, lo, hi):
+    m = np.zeros(shape, bool)
+    m[tuple(slice(a, b) for a, b in zip(lo, hi))] = True
+    return m
+
+
+def test_a_core_penumbra_label_equal_to_the_physics_passes_and_says_so():
+    physics = np.zeros((40, 40, 20), np.uint8)
+    physics[box(physics.shape, (5, 5, 5), (25, 25, 15))] = 2
+    physics[box(physics.shape, (10, 10, 8), (15, 15, 12))] = 1
+    verdict = guard.core_penumbra_verdict(physics.copy(), physics, SPACING)
+    assert verdict.passed and verdict.reason.startswith("agrees")
+    assert verdict.figures["hypoperfusion_ratio"] == 1.0 and verdict.figures["hypoperfusion_dice"] == 1.0
+
+
+def test_twice_the_hypoperfusion_of_tmax6_fails_with_the_figures_in_the_reason():
+    physics = np.zeros((40, 40, 20), np.uint8)
+    physics[box(physics.shape, (5, 5, 5), (25, 25, 15))] = 2
+    model = physics.copy()
+    model[box(physics.shape, (25, 5, 5), (35, 25, 15))] = 2  # 50 % more hypoperfused tissue
+    verdict = guard.core_penumbra_verdict(model, physics, SPACING)
+    assert not verdict.passed
+    assert "1.50 x the Tmax > 6 s volume" in verdict.reason
+    assert verdict.as_json()["limits"]["hypo_volume_ratio_max"] == guard.LIMITS["core_penumbra"]["hypo_volume_ratio_max"]
+
+
+def test_small_volumes_are_judged_by_their_absolute_difference():
+    physics = np.zeros((40, 40, 20), np.uint8)
+    physics[box(physics.shape, (5, 5, 5), (10, 10, 10))] = 2  # 1 mL
+    model = np.zeros_like(physics)
+    model[box(physics.shape, (20, 20, 5), (25, 25, 10))] = 2  # 1 mL elsewhere: ratio 1, Dice 0, but tiny
+    assert guard.core_penumbra_verdict(model, physics, SPACING).passed
+
+
+def test_a_core_far_from_rcbf30_fails():
+    physics = np.zeros((40, 40, 20), np.uint8)
+    physics[box(physics.shape, (5, 5, 5), (25, 25, 15))] = 2
+    model = physics.copy()
+    model[physics == 2] = 1  # all of it called core: 32 mL against none
+    verdict = guard.core_penumbra_verdict(model, physics, SPACING)
+    assert not verdict.passed and "core 32.0 mL vs rCBF < 30 % 0.0 mL" in verdict.reason
+
+
+def mri_head(shape=(48, 48, 16)):
+    """DWI/ADC of a round 'brain' with a bright cortical rim on both sides and a lesion on one side."""
+    rng = np.random.default_rng(0)
+    x, y = np.meshgrid(np.arange(shape[0]) - 23.5, np.arange(shape[1]) - 23.5, indexing="ij")
+    r = np.hypot(x, y)[..., None].repeat(shape[2], axis=2)
+    brain = r < 20
+    dwi = np.where(brain, 100 + rng.normal(0, 4, shape), 0).astype(np.float32)
+    adc = np.where(brain, 0.8, 0).astype(np.float32)
+    rim = brain & (r > 18)
+    dwi[rim] = 150  # symmetric: a mimic
+    lesion = box(shape, (8, 20, 4), (13, 26, 10))
+    dwi[lesion], adc[lesion] = 190, 0.5
+    csf = box(shape, (30, 20, 4), (34, 26, 10))
+    dwi[csf], adc[csf] = 160, 2.8  # bright on DWI, but CSF-like ADC: shine-through
+    return dwi, adc, brain, lesion, rim, csf
+
+
+def test_mri_evidence_is_the_unilateral_restricted_lesion_not_the_rim_nor_shine_through():
+    dwi, adc, brain, lesion, rim, csf = mri_head()
+    mirror = guard.mirror_reference(dwi * brain, SPACING)
+    evidence = guard.mri_lesion_evidence(dwi, adc, brain, mirror)
+    assert evidence[lesion].mean() > 0.8
+    assert evidence[rim].mean() < 0.1
+    assert not evidence[csf].any()
+
+
+def test_a_lesion_model_labelling_the_rim_fails_and_one_labelling_the_lesion_passes():
+    dwi, adc, brain, lesion, rim, csf = mri_head()
+    evidence = guard.mri_lesion_evidence(dwi, adc, brain, guard.mirror_reference(dwi * brain, SPACING))
+    good = guard.lesion_mri_verdict(lesion, evidence, lesion, SPACING)
+    assert good.passed and good.figures["support"] > 0.8 and good.figures["coverage"] == 1.0
+    rim_model = guard.lesion_mri_verdict(rim, evidence, lesion, SPACING)
+    assert not rim_model.passed
+    assert "DWI-bright" in rim_model.reason and "labels 0%" in rim_model.reason
+
+
+def test_a_clot_beside_an_enhancing_artery_is_supported_and_one_in_the_brain_is_not():
+    shape = (40, 40, 20)
+    cta = np.full(shape, 35.0, np.float32)
+    brain = box(shape, (5, 5, 2), (35, 35, 18))
+    artery = box(shape, (18, 5, 8), (20, 25, 10))
+    cta[artery] = 350.0
+    clot = box(shape, (18, 25, 8), (20, 28, 10))  # the artery stops: a filling defect at its end
+    cta[clot] = 60.0
+    evidence = guard.clot_evidence(cta, brain, SPACING)
+    assert guard.clot_verdict(clot, evidence, SPACING).passed
+    far = box(shape, (6, 30, 14), (8, 33, 16))
+    verdict = guard.clot_verdict(far, evidence, SPACING)
+    assert not verdict.passed and verdict.figures["support"] == 0.0
+    assert guard.clot_verdict(np.zeros(shape, bool), evidence, SPACING).reason == "agrees: the model finds no clot"
