@@ -7,6 +7,12 @@ error (mL), HD95 (mm), lesion-wise F1 and count difference, and for clots the re
 precision/recall/F1/accuracy per study and per slice (seed 002), detection and centre distance.
 
     .venv/bin/python scripts/evaluate.py [--per-kind 6] [--seed 9000] [--tasks core_penumbra,...]
+
+With ``--real DIR`` it measures real data trees instead (ISLES'22/'24 as distributed; see
+``scripts/evaluate_real.py``), and with ``--variants`` also the same studies stored in other
+conventions (orientation, oblique thick slices, units, skull, mirror, dtype, fill values):
+
+    .venv/bin/python scripts/evaluate.py --real ../shared/real [--variants] [--methods baseline,auto]
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 
 import nibabel as nib
 import numpy as np
-from harness import TASK_KINDS, TASK_TARGET, held_out_studies, load_infer_tasks, methods_of, run_infer, truth_of
+from harness import TASK_KINDS, TASK_TARGET, extra_methods, held_out_studies, load_infer_tasks, methods_of, run_infer, truth_of
 
 from strokelabel import metrics
 from strokelabel.baselines import region_flags
@@ -126,13 +132,6 @@ def score_classifier(result: dict, info: dict, atlas, truth) -> dict:
     return row
 
 
-def extra_methods(name: str, task, kind: str) -> list[str]:
-    """Methods beyond baseline/model: ischemic_lesion also runs its DWI-only Siamese model on MRI."""
-    if name == "ischemic_lesion" and kind == "mri" and task.model_available("siamese"):
-        return ["siamese"]
-    return []
-
-
 # ---- ischemic_lesion: ISLES'22-layout phantoms and the comparison with seed 003 ----------------
 SEED_003_NOTE = """Seed 003 (MDANet, 2-D, 25.3 M parameters) reports Dice 58.3 on ISLES 2018 (CTP) and 70.4 on ISLES 2022 (MRI).
 The phantoms are EASIER than ISLES in: one lesion per study from one occluded vessel (ISLES'22 has many small
@@ -216,9 +215,18 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default="all", help="comma-separated task names (default all)")
     parser.add_argument("--studies", default=None, help="folder for the generated studies (default: a temporary one)")
     parser.add_argument("--per-study", action="store_true", help="also print one row per study")
+    parser.add_argument("--real", default=None, metavar="DIR", help="measure the real data trees under DIR instead of phantoms")
+    parser.add_argument("--variants", action="store_true", help="with --real: also the same studies stored in other conventions")
+    parser.add_argument("--methods", default="all", help="with --real: comma-separated methods (baseline, model, siamese, auto; default all)")
     args = parser.parse_args(argv)
+    if args.variants and not args.real:
+        parser.error("--variants needs --real DIR")
 
     tasks = load_infer_tasks(models=args.tasks)
+    if args.real:
+        from evaluate_real import main_real
+
+        return main_real(tasks, args.real, variants=args.variants, methods=args.methods)
     root = args.studies or tempfile.mkdtemp(prefix="strokelabel-eval-")
     kinds = sorted({k for name in tasks for k in TASK_KINDS[name]})
     studies = held_out_studies(root, args.per_kind, args.seed, kinds=kinds)

@@ -1,11 +1,12 @@
 """What the evaluation and benchmark scripts share: the app's own infer tasks, run in-process
-on generated phantom studies, so the figures measure the code the server runs."""
+on generated phantom studies or on real data trees, so the figures measure the code the server runs."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +17,7 @@ APP_DIR = REPO / "apps" / "stroke"
 if str(APP_DIR) not in sys.path:
     sys.path.insert(0, str(APP_DIR))
 
-from strokelabel.naming import parse_filename, truth_path  # noqa: E402
+from strokelabel.naming import find_derivative_mask, parse_filename, study_kind, truth_path  # noqa: E402
 from strokelabel.phantom import generate_dataset  # noqa: E402
 
 # Task -> study kinds it reads, and the ground-truth target it is scored against.
@@ -39,6 +40,13 @@ def load_infer_tasks(model_dir: str | Path | None = None, models: str = "all") -
 def methods_of(task) -> list[str]:
     """The methods a task can run now: the baseline always, the model when one is installed."""
     return ["baseline", "model"] if task.model_available() else ["baseline"]
+
+
+def extra_methods(name: str, task, kind: str) -> list[str]:
+    """Methods beyond baseline/model: ischemic_lesion also runs its DWI-only Siamese model on MRI."""
+    if name == "ischemic_lesion" and kind == "mri" and task.model_available("siamese"):
+        return ["siamese"]
+    return []
 
 
 def run_infer(task, reference: str | Path, method: str) -> tuple[np.ndarray, dict]:
@@ -67,3 +75,66 @@ def truth_of(reference: str | Path, root: str | Path, target: str) -> tuple[np.n
     label = np.asarray(nib.load(str(truth_path(root, parsed.subject, parsed.session, target))).dataobj)
     info = json.loads(truth_path(root, parsed.subject, parsed.session, "truth").read_text())
     return label, info
+
+
+# ---- real data trees ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RealStudy:
+    """A study found in a data tree as a site has it: its reference volume, kind, and the
+    expert mask the data set ships beside it (ISLES'22 ``derivatives/…_msk``), if any."""
+
+    reference: Path
+    kind: str
+    expert_mask: Path | None
+
+    @property
+    def study_id(self) -> str:
+        return parse_filename(self.reference.name).study_id
+
+
+def real_studies(top: str | Path) -> list[RealStudy]:
+    """Every study under ``top``, found as the server's datastore finds them (one or several
+    ISLES'22/'24 trees, flat folders or AMI folders; derivative and label folders skipped)."""
+    from lib.datastore import find_reference_volumes
+
+    top = Path(top)
+    studies = []
+    for _, relpath in sorted(find_reference_volumes(str(top)).items(), key=lambda item: item[1]):
+        reference = top / relpath
+        studies.append(RealStudy(reference, study_kind(reference), expert_mask_of(reference, top)))
+    return studies
+
+
+def expert_mask_of(reference: str | Path, top: str | Path) -> Path | None:
+    """The mask the data set ships for ``reference``: ``derivatives/`` beside ``rawdata`` in the
+    nearest enclosing folder, searched from the study's folder up to ``top``."""
+    top = Path(top).resolve()
+    for folder in Path(reference).resolve().parents:
+        mask = find_derivative_mask(folder, reference)
+        if mask is not None:
+            return mask
+        if folder == top:
+            break
+    return None
+
+
+def on_stored_grid(study, values: np.ndarray, reference: str | Path) -> np.ndarray:
+    """An array on the loaded study's grid (``study.affine``), brought to the grid the reference
+    file is stored on, where ``run_infer`` returns labels: the loader's own ``to_stored_grid``
+    when it has one, else nearest-neighbour resampling through the two affines (exact for a
+    reorientation, the identity when the loader kept the stored grid)."""
+    from strokelabel.conventions import resample_array
+
+    to_stored = getattr(study, "to_stored_grid", None)
+    if callable(to_stored):
+        return np.asarray(to_stored(values))
+    stored = nib.load(str(reference))
+    if tuple(values.shape[:3]) == tuple(stored.shape[:3]) and np.allclose(study.affine, stored.affine, atol=1e-3):
+        return np.asarray(values)
+    return resample_array(values, study.affine, stored.shape[:3], stored.affine, order=0)
+
+
+def label_array(pred) -> np.ndarray:
+    """A task's label as a 3D array (a leading channel of 1 dropped)."""
+    pred = np.asarray(pred)
+    return pred[0] if pred.ndim == 4 and pred.shape[0] == 1 else pred
