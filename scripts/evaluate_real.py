@@ -35,7 +35,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from harness import RealStudy, expert_mask_of, extra_methods, label_array, methods_of, on_stored_grid, real_studies, run_infer
+from harness import RealStudy, expert_mask_of, extra_methods, label_array, methods_of, real_studies, run_infer
 
 from strokelabel import conventions, metrics
 from strokelabel.baselines import RCBF_CORE_THRESHOLD, TMAX_HYPOPERFUSION_THRESHOLD_S, relative_cbf
@@ -128,7 +128,7 @@ def notes(runs: list[Run]) -> list[str]:
         if run.method != "auto":
             continue
         result = run.result
-        reason = result.get("method_reason") or result.get("method_note") or "the result gives no reason"
+        reason = result.get("method_reason") or "the result gives no reason"
         line = f"- auto on {run.study.study_id} served {served_by(result)}: {reason}"
         quality = result.get("quality")
         if isinstance(quality, dict):
@@ -187,37 +187,29 @@ class Physiology:
     error: str | None = None
 
 
-BASELINE_MASK = "the baseline's (lib.transforms.baselines.perfusion_brain_mask: MIP, else CBF or CBV > 0, largest component, holes filled)"
-LOADER_MASK = "the loader's (Study.brain_mask)"
+LOADER_MASK = "the loader's (Study.brain_mask: the one every method uses)"
 # An adult brain with its CSF is 1.1-1.7 L; a mask above this took background for brain.
 MAX_BRAIN_ML = 2000.0
 
 
 def physiology_of(reference: Path) -> Physiology:
-    """The physiological definitions on the loaded study's maps, inside the loader's brain mask
-    when the study has one, else the baseline's, restricted to voxels with a perfusion signal
-    (CBF > 0 or Tmax > 0, as the baseline does: filled ventricles carry none)."""
-    from lib.transforms.baselines import perfusion_brain_mask
-
+    """The physiological definitions on the loaded study's maps, inside the loader's brain mask (the
+    one every method uses), restricted to voxels with a perfusion signal (CBF > 0 or Tmax > 0, as the
+    baseline does: filled ventricles carry none); brought back to the study's stored grid."""
     from strokelabel.study import load_study
 
+    source = LOADER_MASK
     try:
         study = load_study(reference, ("cbf", "tmax"), ("cbv", "mip"))
-    except Exception as e:
-        return Physiology("(study not loaded)", error=f"{type(e).__name__}: {e}")
-    loader_mask = getattr(study, "brain_mask", None)
-    source = LOADER_MASK if loader_mask is not None else BASELINE_MASK
-    try:
-        brain = np.asarray(loader_mask if loader_mask is not None else perfusion_brain_mask({"cbv": None, **study.images}), dtype=bool)
+        brain = study.brain_mask
         cbf, tmax = (np.asarray(study.images[m], dtype=np.float64) for m in ("cbf", "tmax"))
-        tissue = brain & np.isfinite(cbf) & np.isfinite(tmax) & ((cbf > 0) | (tmax > 0))
+        tissue = brain & ((cbf > 0) | (tmax > 0))
         tmax6 = tissue & (tmax > TMAX_HYPOPERFUSION_THRESHOLD_S)
-        # the hemispheres are split along the voxel axis nearest to left-right, whatever the storage
-        rcbf = relative_cbf(cbf, tissue, study.spacing_mm, tmax, reference="contralateral", axis=conventions.lr_axis(study.affine))
+        rcbf = relative_cbf(cbf, tissue, study.spacing_mm, tmax, reference="contralateral")  # RAS: axis 0 is left-right
         rcbf30 = tissue & (rcbf < RCBF_CORE_THRESHOLD)
     except Exception as e:
         return Physiology(source, error=f"{type(e).__name__}: {e}")
-    stored = lambda values: on_stored_grid(study, values, reference).astype(bool)  # noqa: E731
+    stored = lambda values: study.to_native(values).astype(bool)  # noqa: E731
     return Physiology(source, stored(brain), stored(tmax6), stored(rcbf30))
 
 

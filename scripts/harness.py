@@ -118,22 +118,6 @@ def expert_mask_of(reference: str | Path, top: str | Path) -> Path | None:
     return None
 
 
-def on_stored_grid(study, values: np.ndarray, reference: str | Path) -> np.ndarray:
-    """An array on the loaded study's grid (``study.affine``), brought to the grid the reference
-    file is stored on, where ``run_infer`` returns labels: the loader's own ``to_stored_grid``
-    when it has one, else nearest-neighbour resampling through the two affines (exact for a
-    reorientation, the identity when the loader kept the stored grid)."""
-    from strokelabel.conventions import resample_array
-
-    to_stored = getattr(study, "to_stored_grid", None)
-    if callable(to_stored):
-        return np.asarray(to_stored(values))
-    stored = nib.load(str(reference))
-    if tuple(values.shape[:3]) == tuple(stored.shape[:3]) and np.allclose(study.affine, stored.affine, atol=1e-3):
-        return np.asarray(values)
-    return resample_array(values, study.affine, stored.shape[:3], stored.affine, order=0)
-
-
 def label_array(pred) -> np.ndarray:
     """A task's label as a 3D array (a leading channel of 1 dropped)."""
     pred = np.asarray(pred)
