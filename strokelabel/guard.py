@@ -44,10 +44,12 @@ class Verdict:
     limits: dict
     passed: bool
     reason: str
+    kind: str = ""  # the key of CHECKS
     notes: list = field(default_factory=list)
 
     def as_json(self) -> dict:
-        out = {"check": self.check, "passed": bool(self.passed), "reason": self.reason, "figures": self.figures, "limits": self.limits}
+        out = {"check": self.check, "kind": self.kind, "passed": bool(self.passed), "reason": self.reason, "figures": self.figures,
+               "limits": self.limits}
         if self.notes:
             out["notes"] = list(self.notes)
         return out
@@ -105,49 +107,54 @@ def _round(x, digits=3):
     return None if x is None else round(float(x), digits)
 
 
-def volume_agreement(model: np.ndarray, physics: np.ndarray, spacing_mm, abs_ml: float, rel: float) -> tuple[bool, dict]:
-    """Model and physics volumes agree when they differ by at most max(``abs_ml``, ``rel`` x physics)."""
+def _volume_figures(model: np.ndarray, physics: np.ndarray, spacing_mm, name: str, physics_name: str) -> dict:
     v_model, v_phys = _volume_ml(model, spacing_mm), _volume_ml(physics, spacing_mm)
+    return {f"{name}_model_ml": _round(v_model, 2), f"{name}_{physics_name}_ml": _round(v_phys, 2), f"{name}_dice": _round(_dice(model, physics))}
+
+
+def _volume_failure(figures: dict, name: str, physics_name: str, words: str, abs_ml: float, rel: float) -> str | None:
+    """Model and physics volumes agree when they differ by at most max(``abs_ml``, ``rel`` x physics)."""
+    v_model, v_phys = figures[f"{name}_model_ml"], figures[f"{name}_{physics_name}_ml"]
     allowed = max(abs_ml, rel * v_phys)
-    return abs(v_model - v_phys) <= allowed, {"model_ml": _round(v_model, 2), "physics_ml": _round(v_phys, 2),
-                                                "dice": _round(_dice(model, physics)), "allowed_diff_ml": _round(allowed, 2)}
+    if abs(v_model - v_phys) <= allowed:
+        return None
+    return f"{name} {v_model:.1f} mL vs {words} {v_phys:.1f} mL (allowed difference {allowed:.1f} mL)"
 
 
-def core_penumbra_verdict(label: np.ndarray, physics_label: np.ndarray, spacing_mm, limits: dict | None = None) -> Verdict:
-    """A core (1) / penumbra (2) label against the baseline's (Tmax > 6 s, rCBF < 30 %) on the same brain."""
-    lim = {**LIMITS["core_penumbra"], **(limits or {})}
-    model_hypo, phys_hypo = label > 0, physics_label > 0
-    v_model, v_phys = _volume_ml(model_hypo, spacing_mm), _volume_ml(phys_hypo, spacing_mm)
-    hypo_dice = _dice(model_hypo, phys_hypo)
-    if v_phys < lim["small_volume_ml"]:
-        hypo_ok = abs(v_model - v_phys) <= lim["small_volume_abs_diff_ml"]
-        hypo_why = f"hypoperfusion {v_model:.1f} mL vs Tmax > 6 s {v_phys:.1f} mL (allowed difference {lim['small_volume_abs_diff_ml']:g} mL)"
+# ---- per check: figures from the arrays, then a decision from the figures alone ----------------
+# (scripts/calibrate_guard.py re-decides stored figures under other limits with the same functions)
+
+def core_penumbra_figures(label: np.ndarray, physics_label: np.ndarray, spacing_mm) -> dict:
+    label, physics_label = np.asarray(label), np.asarray(physics_label)
+    figures = _volume_figures(label > 0, physics_label > 0, spacing_mm, "hypoperfusion", "tmax6")
+    figures.update(_volume_figures(label == 1, physics_label == 1, spacing_mm, "core", "rcbf30"))
+    v_phys = figures["hypoperfusion_tmax6_ml"]
+    figures["hypoperfusion_ratio"] = _round(figures["hypoperfusion_model_ml"] / v_phys) if v_phys > 0 else None
+    return figures
+
+
+def core_penumbra_failures(figures: dict, limits: dict) -> list[str]:
+    v_model, v_phys, dice = figures["hypoperfusion_model_ml"], figures["hypoperfusion_tmax6_ml"], figures["hypoperfusion_dice"] or 0.0
+    failures = []
+    if v_phys < limits["small_volume_ml"]:
+        if abs(v_model - v_phys) > limits["small_volume_abs_diff_ml"]:
+            failures.append(f"hypoperfusion {v_model:.1f} mL vs Tmax > 6 s {v_phys:.1f} mL (allowed difference {limits['small_volume_abs_diff_ml']:g} mL)")
     else:
-        ratio = v_model / v_phys
-        hypo_ok = 1 / lim["hypo_volume_ratio_max"] <= ratio <= lim["hypo_volume_ratio_max"] and (hypo_dice or 0) >= lim["hypo_dice_min"]
-        hypo_why = (f"hypoperfusion {v_model:.1f} mL is {ratio:.2f} x the Tmax > 6 s volume {v_phys:.1f} mL (Dice {hypo_dice:.2f}; "
-                    f"allowed ratio 1/{lim['hypo_volume_ratio_max']:g}-{lim['hypo_volume_ratio_max']:g}, Dice >= {lim['hypo_dice_min']:g})")
-    core_ok, core = volume_agreement(label == 1, physics_label == 1, spacing_mm, lim["core_abs_diff_ml"], lim["core_rel_diff"])
-    core_why = f"core {core['model_ml']} mL vs rCBF < 30 % {core['physics_ml']} mL (allowed difference {core['allowed_diff_ml']} mL)"
-    figures = {"hypoperfusion_model_ml": _round(v_model, 2), "hypoperfusion_tmax6_ml": _round(v_phys, 2),
-               "hypoperfusion_ratio": _round(v_model / v_phys) if v_phys > 0 else None, "hypoperfusion_dice": _round(hypo_dice),
-               "core_model_ml": core["model_ml"], "core_rcbf30_ml": core["physics_ml"], "core_dice": core["dice"]}
-    failed = [why for ok, why in ((hypo_ok, hypo_why), (core_ok, core_why)) if not ok]
-    return Verdict(
-        check="model against the physiological definitions on the same maps: hypoperfusion = Tmax > 6 s, core = rCBF < 30 %",
-        figures=figures, limits=lim, passed=not failed,
-        reason="; ".join(failed) if failed else f"agrees: {hypo_why}; {core_why}",
-    )
+        ratio, high = v_model / v_phys, limits["hypo_volume_ratio_max"]
+        if not (1 / high <= ratio <= high and dice >= limits["hypo_dice_min"]):
+            failures.append(f"hypoperfusion {v_model:.1f} mL is {ratio:.2f} x the Tmax > 6 s volume {v_phys:.1f} mL (Dice {dice:.2f}; "
+                            f"allowed ratio 1/{high:g}-{high:g}, Dice >= {limits['hypo_dice_min']:g})")
+    core = _volume_failure(figures, "core", "rcbf30", "rCBF < 30 %", limits["core_abs_diff_ml"], limits["core_rel_diff"])
+    return failures + ([core] if core else [])
 
 
-def lesion_ctp_verdict(label: np.ndarray, physics_label: np.ndarray, spacing_mm, limits: dict | None = None) -> Verdict:
-    """A CTP lesion (the core) against rCBF < 30 % of the healthy side on the same maps."""
-    lim = {**LIMITS["lesion_ctp"], **(limits or {})}
-    ok, core = volume_agreement(label > 0, physics_label > 0, spacing_mm, lim["core_abs_diff_ml"], lim["core_rel_diff"])
-    why = f"lesion {core['model_ml']} mL vs rCBF < 30 % {core['physics_ml']} mL (allowed difference {core['allowed_diff_ml']} mL)"
-    return Verdict(check="model against the core definition on the same maps: rCBF < 30 %",
-                   figures={"lesion_model_ml": core["model_ml"], "lesion_rcbf30_ml": core["physics_ml"], "dice": core["dice"]},
-                   limits=lim, passed=ok, reason=("agrees: " if ok else "") + why)
+def lesion_ctp_figures(label: np.ndarray, physics_label: np.ndarray, spacing_mm) -> dict:
+    return _volume_figures(np.asarray(label) > 0, np.asarray(physics_label) > 0, spacing_mm, "lesion", "rcbf30")
+
+
+def lesion_ctp_failures(figures: dict, limits: dict) -> list[str]:
+    failure = _volume_failure(figures, "lesion", "rcbf30", "rCBF < 30 %", limits["core_abs_diff_ml"], limits["core_rel_diff"])
+    return [failure] if failure else []
 
 
 def mri_lesion_evidence(dwi: np.ndarray, adc_1e3: np.ndarray | None, brain: np.ndarray, mirror_dwi: np.ndarray | None) -> np.ndarray:
@@ -187,28 +194,25 @@ def mirror_reference(values: np.ndarray, spacing_mm, radius_mm: float = MRI_EVID
     return mirror_about_plane(ndimage.maximum_filter(smooth, size=size), plane)
 
 
-def lesion_mri_verdict(label: np.ndarray, evidence: np.ndarray, unmistakable: np.ndarray, spacing_mm, limits: dict | None = None) -> Verdict:
-    """An MRI lesion against the DWI/ADC evidence (support) and the unmistakable lesion (coverage)."""
-    lim = {**LIMITS["lesion_mri"], **(limits or {})}
-    lesion = np.asarray(label) > 0
-    unmistakable = np.asarray(unmistakable, bool)
-    v_lesion, v_sure = _volume_ml(lesion, spacing_mm), _volume_ml(unmistakable, spacing_mm)
+def lesion_mri_figures(label: np.ndarray, evidence: np.ndarray, unmistakable: np.ndarray, spacing_mm) -> dict:
+    lesion, unmistakable = np.asarray(label) > 0, np.asarray(unmistakable, bool)
     support = float(np.count_nonzero(lesion & _grown(evidence)) / np.count_nonzero(lesion)) if lesion.any() else None
     coverage = float(np.count_nonzero(unmistakable & _grown(lesion)) / np.count_nonzero(unmistakable)) if unmistakable.any() else None
-    failed = []
-    if support is not None and support < lim["support_min"]:
-        failed.append(f"only {support:.0%} of the {v_lesion:.1f} mL lesion is DWI-bright, brighter than the other hemisphere and not "
-                      f"CSF (limit {lim['support_min']:.0%})")
-    if v_sure >= lim["coverage_from_ml"] and (coverage or 0) < lim["coverage_min"]:
-        failed.append(f"the model labels {coverage or 0:.0%} of the {v_sure:.1f} mL with ADC < 620e-6 mm2/s and bright DWI "
-                      f"(limit {lim['coverage_min']:.0%})")
-    figures = {"lesion_model_ml": _round(v_lesion, 2), "support": _round(support), "unmistakable_ml": _round(v_sure, 2),
-               "coverage": _round(coverage), "evidence_ml": _round(_volume_ml(evidence, spacing_mm), 2)}
-    agree = f"{support if support is not None else 1:.0%} of the lesion shows diffusion restriction" + (
-        f", it covers {coverage:.0%} of the unmistakable lesion" if coverage is not None else "")
-    return Verdict(check="model against DWI/ADC: lesion voxels DWI-bright, brighter than the mirror side, ADC not high; "
-                         "and the unmistakable lesion (ADC < 620e-6 mm2/s, DWI bright) labelled",
-                   figures=figures, limits=lim, passed=not failed, reason="; ".join(failed) if failed else f"agrees: {agree}")
+    return {"lesion_model_ml": _round(_volume_ml(lesion, spacing_mm), 2), "support": _round(support),
+            "unmistakable_ml": _round(_volume_ml(unmistakable, spacing_mm), 2), "coverage": _round(coverage),
+            "evidence_ml": _round(_volume_ml(evidence, spacing_mm), 2)}
+
+
+def lesion_mri_failures(figures: dict, limits: dict) -> list[str]:
+    failures = []
+    support, coverage = figures["support"], figures["coverage"]
+    if support is not None and support < limits["support_min"]:
+        failures.append(f"only {support:.0%} of the {figures['lesion_model_ml']:.1f} mL lesion is DWI-bright, brighter than the other "
+                        f"hemisphere and not CSF (limit {limits['support_min']:.0%})")
+    if figures["unmistakable_ml"] >= limits["coverage_from_ml"] and (coverage or 0) < limits["coverage_min"]:
+        failures.append(f"the model labels {coverage or 0:.0%} of the {figures['unmistakable_ml']:.1f} mL with ADC < 620e-6 mm2/s and "
+                        f"bright DWI (limit {limits['coverage_min']:.0%})")
+    return failures
 
 
 def clot_evidence(cta1_hu: np.ndarray, brain: np.ndarray, spacing_mm) -> np.ndarray:
@@ -224,16 +228,53 @@ def clot_evidence(cta1_hu: np.ndarray, brain: np.ndarray, spacing_mm) -> np.ndar
     return near_brain & near_artery & (cta < e["clot_hu_max"]) & (cta > 0)
 
 
-def clot_verdict(label: np.ndarray, evidence: np.ndarray, spacing_mm, limits: dict | None = None) -> Verdict:
-    lim = {**LIMITS["clot"], **(limits or {})}
+def clot_figures(label: np.ndarray, evidence: np.ndarray, spacing_mm) -> dict:
     clot = np.asarray(label) > 0
     support = float(np.count_nonzero(clot & _grown(evidence)) / np.count_nonzero(clot)) if clot.any() else None
-    ok = support is None or support >= lim["support_min"]
-    figures = {"clot_model_ml": _round(_volume_ml(clot, spacing_mm), 4), "support": _round(support)}
-    if support is None:
-        why = "the model finds no clot"
-    else:
-        why = (f"{support:.0%} of the clot lies beside an enhancing artery, unenhanced, near the brain"
-               + ("" if ok else f" (limit {lim['support_min']:.0%})"))
-    return Verdict(check="model against the vessel anatomy of CTA phase 1: a clot is an unenhanced defect beside an enhancing artery",
-                   figures=figures, limits=lim, passed=ok, reason=("agrees: " if ok else "") + why)
+    return {"clot_model_ml": _round(_volume_ml(clot, spacing_mm), 4), "support": _round(support)}
+
+
+def clot_failures(figures: dict, limits: dict) -> list[str]:
+    support = figures["support"]
+    if support is None or support >= limits["support_min"]:
+        return []
+    return [f"only {support:.0%} of the clot lies beside an enhancing artery, unenhanced, near the brain (limit {limits['support_min']:.0%})"]
+
+
+# ---- the checks ---------------------------------------------------------------------------------
+CHECKS = {
+    "core_penumbra": ("model against the physiological definitions on the same maps: hypoperfusion = Tmax > 6 s, core = rCBF < 30 %",
+                      core_penumbra_figures, core_penumbra_failures),
+    "lesion_ctp": ("model against the core definition on the same maps: rCBF < 30 %", lesion_ctp_figures, lesion_ctp_failures),
+    "lesion_mri": ("model against DWI/ADC: lesion voxels DWI-bright, brighter than the mirror side, ADC not high; and the unmistakable "
+                   "lesion (ADC < 620e-6 mm2/s, DWI bright) labelled", lesion_mri_figures, lesion_mri_failures),
+    "clot": ("model against the vessel anatomy of CTA phase 1: a clot is an unenhanced defect beside an enhancing artery",
+             clot_figures, clot_failures),
+}
+
+
+def decide(check: str, figures: dict, limits: dict | None = None) -> list[str]:
+    """The failures (plain words; empty = agrees) of ``figures`` under ``limits`` (default ``LIMITS[check]``)."""
+    return CHECKS[check][2](figures, {**LIMITS[check], **(limits or {})})
+
+
+def verdict(check: str, *arrays, spacing_mm, limits: dict | None = None) -> Verdict:
+    """The guard's verdict of ``check`` (a key of ``CHECKS``) on the arrays its figures function takes."""
+    words, figures_of, _ = CHECKS[check]
+    figures = figures_of(*arrays, spacing_mm)
+    lim = {**LIMITS[check], **(limits or {})}
+    failures = decide(check, figures, lim)
+    return Verdict(check=words, figures=figures, limits=lim, passed=not failures,
+                   reason="; ".join(failures) if failures else "agrees: " + _agreement(check, figures), kind=check)
+
+
+def _agreement(check: str, f: dict) -> str:
+    if check == "core_penumbra":
+        return (f"hypoperfusion {f['hypoperfusion_model_ml']} mL vs Tmax > 6 s {f['hypoperfusion_tmax6_ml']} mL (Dice "
+                f"{f['hypoperfusion_dice']}), core {f['core_model_ml']} mL vs rCBF < 30 % {f['core_rcbf30_ml']} mL")
+    if check == "lesion_ctp":
+        return f"lesion {f['lesion_model_ml']} mL vs rCBF < 30 % {f['lesion_rcbf30_ml']} mL"
+    if check == "lesion_mri":
+        support = "no lesion labelled" if f["support"] is None else f"{f['support']:.0%} of the lesion shows diffusion restriction"
+        return support + (f", it covers {f['coverage']:.0%} of the unmistakable lesion" if f["coverage"] is not None else "")
+    return "the model finds no clot" if f["support"] is None else f"{f['support']:.0%} of the clot lies beside an enhancing artery, unenhanced"

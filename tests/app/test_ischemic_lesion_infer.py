@@ -63,9 +63,10 @@ def test_without_models_each_study_gets_its_baseline_and_the_result_says_so(stud
 @pytest.mark.parametrize("key,route,model", [("mri", "mri", "MDANet (DWI | ADC)"), ("ctp", "ctp", "MDANet (CBF"),
                                              ("dwi_only", "siamese", "Siamese")])
 def test_the_model_is_chosen_by_the_study_modalities(studies, model_dir, key, route, model):
-    _, data = _infer(model_dir)({"image": str(studies[key]), "skip_writer": True, "device": "cpu"})
+    _, data = _infer(model_dir)({"image": str(studies[key]), "method": "model", "skip_writer": True, "device": "cpu"})
     result = data["result"]
     assert result["method"] == "model" and result["route"] == route and model in result["model"]
+    assert "passed" in result["quality"] and result["review"] is (not result["quality"]["passed"])
     assert result["model_file"] == f"shipped/ischemic_lesion_{route}.pt"
     assert data["pred"].shape == data["study"].shape and data["pred"].dtype == np.uint8
     assert 0.0 <= result["uncertainty"] <= 1.0

@@ -20,9 +20,11 @@ def test_a_core_penumbra_label_equal_to_the_physics_passes_and_says_so():
     physics = np.zeros((40, 40, 20), np.uint8)
     physics[box(physics.shape, (5, 5, 5), (25, 25, 15))] = 2
     physics[box(physics.shape, (10, 10, 8), (15, 15, 12))] = 1
-    verdict = guard.core_penumbra_verdict(physics.copy(), physics, SPACING)
+    verdict = guard.verdict("core_penumbra", physics.copy(), physics, spacing_mm=SPACING)
     assert verdict.passed and verdict.reason.startswith("agrees")
     assert verdict.figures["hypoperfusion_ratio"] == 1.0 and verdict.figures["hypoperfusion_dice"] == 1.0
+    assert guard.decide("core_penumbra", verdict.figures) == []
+    assert guard.decide("core_penumbra", verdict.figures, {"hypo_dice_min": 1.01})  # the same figures re-decided under other limits
 
 
 def test_twice_the_hypoperfusion_of_tmax6_fails_with_the_figures_in_the_reason():
@@ -30,7 +32,7 @@ def test_twice_the_hypoperfusion_of_tmax6_fails_with_the_figures_in_the_reason()
     physics[box(physics.shape, (5, 5, 5), (25, 25, 15))] = 2
     model = physics.copy()
     model[box(physics.shape, (25, 5, 5), (35, 25, 15))] = 2  # 50 % more hypoperfused tissue
-    verdict = guard.core_penumbra_verdict(model, physics, SPACING)
+    verdict = guard.verdict("core_penumbra", model, physics, spacing_mm=SPACING)
     assert not verdict.passed
     assert "1.50 x the Tmax > 6 s volume" in verdict.reason
     assert verdict.as_json()["limits"]["hypo_volume_ratio_max"] == guard.LIMITS["core_penumbra"]["hypo_volume_ratio_max"]
@@ -41,7 +43,7 @@ def test_small_volumes_are_judged_by_their_absolute_difference():
     physics[box(physics.shape, (5, 5, 5), (10, 10, 10))] = 2  # 1 mL
     model = np.zeros_like(physics)
     model[box(physics.shape, (20, 20, 5), (25, 25, 10))] = 2  # 1 mL elsewhere: ratio 1, Dice 0, but tiny
-    assert guard.core_penumbra_verdict(model, physics, SPACING).passed
+    assert guard.verdict("core_penumbra", model, physics, spacing_mm=SPACING).passed
 
 
 def test_a_core_far_from_rcbf30_fails():
@@ -49,7 +51,7 @@ def test_a_core_far_from_rcbf30_fails():
     physics[box(physics.shape, (5, 5, 5), (25, 25, 15))] = 2
     model = physics.copy()
     model[physics == 2] = 1  # all of it called core: 32 mL against none
-    verdict = guard.core_penumbra_verdict(model, physics, SPACING)
+    verdict = guard.verdict("core_penumbra", model, physics, spacing_mm=SPACING)
     assert not verdict.passed and "core 32.0 mL vs rCBF < 30 % 0.0 mL" in verdict.reason
 
 
@@ -82,9 +84,9 @@ def test_mri_evidence_is_the_unilateral_restricted_lesion_not_the_rim_nor_shine_
 def test_a_lesion_model_labelling_the_rim_fails_and_one_labelling_the_lesion_passes():
     dwi, adc, brain, lesion, rim, csf = mri_head()
     evidence = guard.mri_lesion_evidence(dwi, adc, brain, guard.mirror_reference(dwi * brain, SPACING))
-    good = guard.lesion_mri_verdict(lesion, evidence, lesion, SPACING)
+    good = guard.verdict("lesion_mri", lesion, evidence, lesion, spacing_mm=SPACING)
     assert good.passed and good.figures["support"] > 0.8 and good.figures["coverage"] == 1.0
-    rim_model = guard.lesion_mri_verdict(rim, evidence, lesion, SPACING)
+    rim_model = guard.verdict("lesion_mri", rim, evidence, lesion, spacing_mm=SPACING)
     assert not rim_model.passed
     assert "DWI-bright" in rim_model.reason and "labels 0%" in rim_model.reason
 
@@ -98,8 +100,8 @@ def test_a_clot_beside_an_enhancing_artery_is_supported_and_one_in_the_brain_is_
     clot = box(shape, (18, 25, 8), (20, 28, 10))  # the artery stops: a filling defect at its end
     cta[clot] = 60.0
     evidence = guard.clot_evidence(cta, brain, SPACING)
-    assert guard.clot_verdict(clot, evidence, SPACING).passed
+    assert guard.verdict("clot", clot, evidence, spacing_mm=SPACING).passed
     far = box(shape, (6, 30, 14), (8, 33, 16))
-    verdict = guard.clot_verdict(far, evidence, SPACING)
+    verdict = guard.verdict("clot", far, evidence, spacing_mm=SPACING)
     assert not verdict.passed and verdict.figures["support"] == 0.0
-    assert guard.clot_verdict(np.zeros(shape, bool), evidence, SPACING).reason == "agrees: the model finds no clot"
+    assert guard.verdict("clot", np.zeros(shape, bool), evidence, spacing_mm=SPACING).reason == "agrees: the model finds no clot"

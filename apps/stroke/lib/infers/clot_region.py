@@ -35,7 +35,7 @@ from lib.networks.clot_seg_net import regions_from_clot, segment_volume
 from lib.transforms.baselines import ClotRegionBaselined
 from lib.transforms.clot_region import load_plan, network_input, regions_list, resample
 from lib.transforms.figures import ClotFiguresd
-from strokelabel.guard import clot_evidence, clot_verdict
+from strokelabel.guard import clot_evidence, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class ClotRegionInfer(StrokeInferTask):
     def guard(self, data, physics):
         study = data["study"]
         evidence = clot_evidence(study.images["cta1"], study.brain_mask, study.spacing_mm)
-        return clot_verdict(label_array(data["pred"]), evidence, study.spacing_mm)
+        return verdict("clot", label_array(data["pred"]), evidence, spacing_mm=study.spacing_mm)
 
     @staticmethod
     def _region_base(data) -> int:

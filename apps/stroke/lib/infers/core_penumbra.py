@@ -18,7 +18,7 @@ from lib.transforms.baselines import CorePenumbraBaselined
 from lib.transforms.core_penumbra import CorePenumbraInputd, slice_inferer
 from lib.transforms.figures import CorePenumbraFiguresd
 from lib.transforms.grid import resample_inplane
-from strokelabel.guard import core_penumbra_verdict
+from strokelabel.guard import verdict
 
 
 class CorePenumbraInfer(StrokeInferTask):
@@ -42,7 +42,7 @@ class CorePenumbraInfer(StrokeInferTask):
         return [CorePenumbraFiguresd()]
 
     def guard(self, data, physics):
-        return core_penumbra_verdict(label_array(data["pred"]), physics["pred"], data["study"].spacing_mm)
+        return verdict("core_penumbra", label_array(data["pred"]), physics["pred"], spacing_mm=data["study"].spacing_mm)
 
     # ---- the learned model -------------------------------------------------------------------
     def _model_input(self, data: Dict[str, Any]) -> Dict[str, Any]:

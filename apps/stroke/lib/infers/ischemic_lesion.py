@@ -174,10 +174,10 @@ class IschemicLesionInfer(StrokeInferTask):
         study = data["study"]
         pred = label_array(data["pred"])
         if study.kind == "ctp":
-            return guard.lesion_ctp_verdict(pred, physics["pred"], study.spacing_mm)
+            return guard.verdict("lesion_ctp", pred, physics["pred"], spacing_mm=study.spacing_mm)
         dwi, adc = study.images["dwi"], study.images.get("adc")
         evidence = guard.mri_lesion_evidence(dwi, adc, study.brain_mask, guard.mirror_reference(dwi * study.brain_mask, study.spacing_mm))
-        return guard.lesion_mri_verdict(pred, evidence, physics["pred"] > 0, study.spacing_mm)
+        return guard.verdict("lesion_mri", pred, evidence, physics["pred"] > 0, spacing_mm=study.spacing_mm)
 
     def get_path(self, validate=True):
         """The newest model file of any route (active learning rescores when it changes)."""
