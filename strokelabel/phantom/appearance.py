@@ -15,8 +15,9 @@ Two settings:
   its own RNG stream (turning one step off leaves the others' draws unchanged).
 
 A spec is ``"fixed"``, ``"random"`` or a dict ``{"setting": "random", "off": [step, ...],
-"ranges": {"step.knob": [low, high]}}`` (widen or narrow a range; ``off`` steps keep today's
-values, or do nothing where today had nothing). The drawn values, which :func:`draw_appearance`
+"on": [step, ...], "ranges": {"step.knob": [low, high]}}`` (``off`` steps keep today's values,
+or do nothing where today had nothing; ``on`` steps apply whatever their chance; ``ranges``
+widen or narrow a knob's range). The drawn values, which :func:`draw_appearance`
 returns, go into the study's truth JSON.
 
 Ranges and where they come from (real cases in ``../shared/real``, measured, never copied):
@@ -115,8 +116,8 @@ MRI_CHAIN = (
          "along the phase-encode axis (pile-up, stretching) and dephasing thick slices (drop-out); b = 1000 adds an eddy-"
          "current shift, so the fitted ADC is wrong there. FLAIR (spin echo) is not distorted",
          {"field_t": Choice((1.5, 3.0), (0.4, 0.6)), "pe_axis": Choice((1, 0), (0.85, 0.15)), "pe_sign": Choice((1, -1), (0.5, 0.5)),
-          "bandwidth_hz_per_px": Uniform(14.0, 40.0), "te_ms": Uniform(55.0, 100.0), "eddy_shift_px": Uniform(-0.8, 0.8),
-          "cavity_scale": Uniform(0.7, 1.4)},
+          "bandwidth_hz_per_px": Uniform(10.0, 30.0), "te_ms": Uniform(55.0, 100.0), "eddy_shift_px": Uniform(-0.8, 0.8),
+          "cavity_scale": Uniform(0.6, 1.2)},
          off={}, chance=0.9),
     Step("cortical_rim", "bright cortical ribbon on DWI and b = 0 (T2 of the outer cortex), normal ADC",
          {"gain": Uniform(1.06, 1.35), "width_mm": Uniform(1.5, 4.0)}, off={}, chance=0.6),
@@ -181,13 +182,16 @@ def _parse(spec) -> tuple[str, set, dict]:
         spec = {"setting": spec}
     if not isinstance(spec, dict):
         raise ValueError(f"appearance must be 'fixed', 'random' or a dict, not {spec!r}")
-    unknown = set(spec) - {"setting", "off", "ranges"}
+    unknown = set(spec) - {"setting", "off", "on", "ranges"}
     if unknown:
-        raise ValueError(f"unknown appearance keys {sorted(unknown)}; expected setting, off, ranges")
+        raise ValueError(f"unknown appearance keys {sorted(unknown)}; expected setting, off, on, ranges")
     setting = spec.get("setting", "random")
     if setting not in SETTINGS:
         raise ValueError(f"unknown appearance setting {setting!r}; expected one of {SETTINGS}")
-    return setting, set(spec.get("off", ())), dict(spec.get("ranges", {}))
+    off, on = set(spec.get("off", ())), set(spec.get("on", ()))
+    if off & on:
+        raise ValueError(f"appearance steps {sorted(off & on)} are both on and off")
+    return setting, off, on, dict(spec.get("ranges", {}))
 
 
 def draw_appearance(seed: int, kind: str, spec="fixed") -> dict:
@@ -198,12 +202,12 @@ def draw_appearance(seed: int, kind: str, spec="fixed") -> dict:
     """
     if kind not in CHAINS:
         raise ValueError(f"unknown study kind {kind!r}; expected one of {tuple(CHAINS)}")
-    setting, off, overrides = _parse(spec)
+    setting, off, on, overrides = _parse(spec)
     if setting == "fixed":
         return {"setting": "fixed", "steps": {}}
     chain = CHAINS[kind]
     names = {s.name for s in chain}
-    bad = (off - names) | {k.split(".")[0] for k in overrides} - names
+    bad = (off - names) | (on - names) | {k.split(".")[0] for k in overrides} - names
     if bad:
         raise ValueError(f"unknown {kind} appearance step(s) {sorted(bad)}; steps are {[s.name for s in chain]}")
     steps: dict = {}
@@ -219,8 +223,8 @@ def draw_appearance(seed: int, kind: str, spec="fixed") -> dict:
                 knob = Uniform(float(low), float(high), getattr(knob, "log", False))
             values[name] = knob.draw(rng)
         values["stream"] = [int(seed), _KIND_TAG[kind], _STREAM, index, 1]  # seed of the step's spatial draws
-        steps[step.name] = values if (applies and step.name not in off) else None
-    return {"setting": "random", "steps": steps, "off": sorted(off)}
+        steps[step.name] = values if ((applies or step.name in on) and step.name not in off) else None
+    return {"setting": "random", "steps": steps, "off": sorted(off), "on": sorted(on)}
 
 
 def step_values(appearance: dict | None, kind: str, name: str) -> dict | None:

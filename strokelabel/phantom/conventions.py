@@ -213,7 +213,7 @@ def vendor_negative_noise(images: dict, foreground: dict, fraction: float, rng: 
     if "adc" in out and "adc" in foreground:
         adc = out["adc"].copy()
         fg = foreground["adc"]
-        low = fg & (adc < np.percentile(adc[fg], 5)) if fg.any() else fg
+        low = fg & (adc <= np.percentile(adc[fg], 5)) if fg.any() else fg
         chosen = _choose(low, fraction, rng)
         adc[chosen] = -np.abs(rng.normal(0.0, 0.08, chosen.sum())).astype(adc.dtype)
         out["adc"] = adc

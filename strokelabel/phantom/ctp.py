@@ -160,10 +160,10 @@ def vendor_maps(series: np.ndarray, dt_s: float, grid: Grid, icv: np.ndarray, ap
         for k in ("cbf", "cbv", "mtt", "tmax", "ttp"):
             out[k] = perfusion.smooth_in_plane(out[k], mask, sigma, grid.spacing_mm).astype(np.float32)
     q = value(appearance, "ctp", "tmax_quantisation")
-    if q["step_s"]:
-        out["tmax"] = (np.round(out["tmax"] / q["step_s"]) * q["step_s"]).astype(np.float32)
     if q["cap_s"]:
         out["tmax"] = np.minimum(out["tmax"], np.float32(q["cap_s"]))
+    if q["step_s"]:
+        out["tmax"] = (np.round(out["tmax"] / q["step_s"]) * q["step_s"]).astype(np.float32)
     out["mip"] = maps["mip"].astype(np.int16)
     out["ncct"] = np.rint(maps["ncct"]).astype(np.int16)
     out["aif_hu"] = maps["aif"]

@@ -90,20 +90,20 @@ def skull_base_air(head_mm: np.ndarray, parenchyma: np.ndarray, icv: np.ndarray,
         centre = (high + low) / 2.0
     s = float(scale)
     cavities = [
-        # (centre in brain half-extents from the brain centre, semi-axes mm)
-        ((0.0, 0.98, -0.30), (13.0 * s, 7.0 * s, 11.0 * s)),  # frontal sinus
-        ((0.0, 0.62, -0.78), (9.0 * s, 15.0 * s, 8.0 * s)),  # ethmoid cells
-        ((0.0, 0.22, -0.98), (12.0 * s, 11.0 * s, 10.0 * s)),  # sphenoid sinus
-        ((-0.72, -0.30, -0.82), (9.0 * s, 12.0 * s, 9.0 * s)),  # mastoid cells, both sides
-        ((0.72, -0.30, -0.82), (9.0 * s, 12.0 * s, 9.0 * s)),
+        # (centre: brain half-extents from the brain centre, plus mm beyond the brain surface; semi-axes mm)
+        ((0.0, 1.0, -0.25), (0.0, 14.0, 0.0), (14.0 * s, 8.0 * s, 12.0 * s)),  # frontal sinus
+        ((0.0, 0.62, -0.785), (0.0, 0.0, -14.0), (10.0 * s, 16.0 * s, 9.0 * s)),  # ethmoid cells
+        ((0.0, 0.2, -1.0), (0.0, 0.0, -15.0), (13.0 * s, 12.0 * s, 11.0 * s)),  # sphenoid sinus
+        ((-0.72, -0.30, -0.63), (0.0, 0.0, -14.0), (10.0 * s, 14.0 * s, 10.0 * s)),  # mastoid cells, both sides
+        ((0.72, -0.30, -0.63), (0.0, 0.0, -14.0), (10.0 * s, 14.0 * s, 10.0 * s)),
     ]
     air = np.zeros(parenchyma.shape, np.float32)
     # Only points outside the intracranial space, below the brain's middle, can hold them.
     candidates = (icv < 1.0) & (head_mm[..., 2] < centre[2])
     points = head_mm[candidates]
     values = np.zeros(len(points), np.float32)
-    for offset, semi in cavities:
-        point = centre + np.asarray(offset) * (a, b, c)
+    for offset, beyond_mm, semi in cavities:
+        point = centre + np.asarray(offset) * (a, b, c) + np.asarray(beyond_mm)
         values = np.maximum(values, _ellipsoid_fraction(points, point, semi, edge_mm))
     air[candidates] = values * (1.0 - icv[candidates])
     return air
@@ -242,15 +242,18 @@ def wmh_pattern(wm: np.ndarray, vents: np.ndarray, grade: int, spacing_mm, rng: 
     return (np.maximum(periventricular, patches) * np.clip(wm, 0.0, 1.0) * (wm > 0.3)).astype(np.float32)
 
 
-def kspace_truncate(volume: np.ndarray, fraction: float) -> np.ndarray:
+def kspace_truncate(volume: np.ndarray, fraction: float, taper: float = 0.5) -> np.ndarray:
     """Keep the central ``fraction`` of in-plane k-space (a matrix acquired smaller than it is
-    reconstructed): blur and Gibbs ringing at sharp edges (brain/CSF, skull)."""
+    reconstructed): blur and Gibbs ringing at sharp edges (brain/CSF, skull). The kept band is
+    tapered over its outer ``taper`` part (a Tukey window, as scanners filter k-space), so the
+    ringing stays at strong edges instead of striping the whole brain."""
     if fraction >= 0.999:
         return volume
     spectrum = np.fft.fft2(volume, axes=(0, 1))
-    keep = np.ones(volume.shape[:2], bool)
+    window = np.ones(volume.shape[:2], np.float32)
     for axis, n in enumerate(volume.shape[:2]):
-        freq = np.abs(np.fft.fftfreq(n))
-        keep_axis = freq <= 0.5 * fraction
-        keep &= keep_axis[:, None] if axis == 0 else keep_axis[None, :]
-    return np.real(np.fft.ifft2(spectrum * keep[..., None], axes=(0, 1))).astype(np.float32)
+        r = np.abs(np.fft.fftfreq(n)) / (0.5 * fraction)  # 0 at the centre, 1 at the band's edge
+        w = np.where(r <= 1 - taper, 1.0, 0.5 * (1 + np.cos(np.pi * (r - (1 - taper)) / max(taper, 1e-6))))
+        w = np.where(r <= 1, w, 0.0).astype(np.float32)
+        window *= w[:, None] if axis == 0 else w[None, :]
+    return np.real(np.fft.ifft2(spectrum * window[..., None], axes=(0, 1))).astype(np.float32)

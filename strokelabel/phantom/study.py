@@ -331,6 +331,7 @@ def _appearance_record(look: dict, truth: dict) -> dict:
         record["steps"] = {k: (None if v is None else {n: (round(x, 4) if isinstance(x, float) else x) for n, x in v.items() if n != "stream"})
                            for k, v in look["steps"].items()}
         record["off"] = look.get("off", [])
+        record["on"] = look.get("on", [])
         if "record" in truth:
             record["drawn"] = truth["record"]
         if "mimics" in truth:
