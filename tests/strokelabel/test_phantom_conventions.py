@@ -146,6 +146,6 @@ def test_cli_takes_appearance_and_conventions(tmp_path, capsys):
                  "--conventions", '{"orientation": "LPS"}']) == 0
     record = json.loads((tmp_path / "derivatives/truth/sub-cta0001/ses-01/sub-cta0001_ses-01_truth.json").read_text())
     assert record["appearance"]["setting"] == "random" and record["conventions"]["orientation"] == "LPS"
-    assert "".join(nib.aff2axcodes(nib.load(str(tmp_path / "sub-cta0001/ses-01/sub-cta0001_ses-01_cta1.nii.gz")).affine)) == "LPS"
+    assert "".join(nib.aff2axcodes(nib.load(str(tmp_path / "sub-cta0001/ses-01/sub-cta0001_ses-01_acq-phase1_cta.nii.gz")).affine)) == "LPS"
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--conventions", "sideways"])
