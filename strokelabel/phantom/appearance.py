@@ -140,11 +140,17 @@ MRI_CHAIN = (
          "left or cortex cut)", {"offset_mm": Uniform(-2.5, 2.5), "wobble_mm": Uniform(0.0, 2.5)}, off={}, chance=0.5),
 )
 
+PIAL_VESSELS = Step(
+    "pial_vessels", "small cortical veins in the subarachnoid and sulcal CSF (lumen fraction at a line's centre, line width in "
+    "standard deviations of a smooth field whose zero set they follow, its correlation length): bright vessels on CBF/CBV and CTA",
+    {"fraction": Uniform(0.15, 0.5), "width": Uniform(0.08, 0.2), "spacing_mm": Uniform(5.0, 9.0)}, off={}, chance=0.85)
+
 CTP_CHAIN = (
-    Step("series_noise", "noise of each CT perfusion frame (HU), low-dose to standard", {"hu": Uniform(3.0, 12.0)}, off={"hu": None}),
+    Step("series_noise", "noise of each CT perfusion frame (HU), low-dose to standard", {"hu": Uniform(3.0, 9.0)}, off={"hu": None}),
+    PIAL_VESSELS,
     Step("deconvolution", "the vendor's deconvolution: SVD threshold (higher underestimates CBF and lengthens MTT), "
          "oscillation-index SVD or plain, in-plane smoothing sigma",
-         {"svd_threshold": Uniform(0.05, 0.3), "oscillation": Choice((True, False), (0.6, 0.4)), "smooth_mm": Uniform(1.5, 5.0)},
+         {"svd_threshold": Uniform(0.05, 0.3), "oscillation": Choice((True, False), (0.75, 0.25)), "smooth_mm": Uniform(3.0, 5.5)},
          off={"svd_threshold": 0.1, "oscillation": True, "smooth_mm": 3.0}),
     Step("vendor_mask", "maps cut to the vendor's brain mask: the intracranial space (CSF and vessels included) from the NCCT, "
          "shrunk or grown; vessels kept (bright on CBF/CBV) or removed",
@@ -162,6 +168,7 @@ CTA_CHAIN = (
          {"offset_s": Uniform(-3.0, 6.0), "spacing_s": Uniform(6.0, 10.0), "peak_scale": Uniform(0.75, 1.3)},
          off={"offset_s": 0.0, "spacing_s": 8.0, "peak_scale": 1.0}),
     Step("noise", "image noise (HU)", {"hu": Uniform(4.0, 16.0)}, off={"hu": None}),
+    PIAL_VESSELS,
     Step("resolution", "reconstruction kernel and slice thickness: Gaussian point spread, sigma in mm in-plane and along z",
          {"inplane_sigma_mm": Uniform(0.2, 0.9), "slice_sigma_mm": Uniform(0.3, 1.5)}, off={"inplane_sigma_mm": 0.0, "slice_sigma_mm": 0.0}),
 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from strokelabel.phantom.ctp import CurveTable, enhancement_hu, precontrast_hu
+from strokelabel.phantom.ctp import CurveTable, add_pial_veins, enhancement_hu, pial_veins, precontrast_hu
 from strokelabel.phantom.geometry import Grid, segment_distance_mm
 from strokelabel.phantom.patient import Patient
 from strokelabel.phantom.render import render_chunk
@@ -72,17 +72,18 @@ def simulate_cta(patient: Patient, grid: Grid, pieces, noise_seed, appearance: d
     sets the noise and blurs by the reconstruction kernel (in-plane, before the noise) and the
     slice thickness (along z, after it: a thick slice averages its noise too).
     """
-    from strokelabel.phantom.appearance import value
+    from strokelabel.phantom.appearance import step_values, value
 
     timing = value(appearance, "cta", "timing") if appearance and appearance.get("setting") == "random" else None
     times = phase_times_s(patient) if timing is None else phase_times_s(patient, timing["offset_s"], timing["spacing_s"])
     aif = patient.aif_cta if timing is None else {**patient.aif_cta, "peak_hu": patient.aif_cta["peak_hu"] * timing["peak_scale"]}
     curves = CurveTable(aif, times[-1])
     sigma = patient.noise["cta_hu"]
-    blur = None
+    blur = lines = None
     if timing is not None:
         sigma = value(appearance, "cta", "noise")["hu"] or sigma
         blur = value(appearance, "cta", "resolution")
+        lines = pial_veins(grid, step_values(appearance, "cta", "pial_vessels"))
     params = spiral_parameters(patient, pieces, np.random.default_rng(np.random.SeedSequence([*noise_seed, 777])))
     images = {f"cta{i}": np.zeros(grid.shape, np.int16) for i in (1, 2, 3)}
     images["spiral"] = np.zeros(grid.shape, np.float32)
@@ -90,7 +91,7 @@ def simulate_cta(patient: Patient, grid: Grid, pieces, noise_seed, appearance: d
     truth = {"corepenumbra": np.zeros(grid.shape, np.uint8), "clot_fraction": np.zeros(grid.shape, np.float32), "head": np.zeros(grid.shape, bool)}
     for index, zs in enumerate(grid.chunks()):
         rng = np.random.default_rng(np.random.SeedSequence([*noise_seed, index]))
-        r = render_chunk(patient, grid, zs, pieces)
+        r = add_pial_veins(render_chunk(patient, grid, zs, pieces), lines, zs)
         hu = precontrast_hu(r, patient)[..., None] + enhancement_hu(r, curves, times)
         if blur is not None and blur["inplane_sigma_mm"] > 0:
             hu = ndimage.gaussian_filter(hu, [blur["inplane_sigma_mm"] / grid.spacing_mm[0], blur["inplane_sigma_mm"] / grid.spacing_mm[1], 0, 0])

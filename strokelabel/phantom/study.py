@@ -24,7 +24,7 @@ from strokelabel import __version__
 from strokelabel.naming import REFERENCE_MODALITY, sidecar_filename, study_filename, truth_path
 from strokelabel.phantom import conventions as conv
 from strokelabel.phantom.anatomy import REGIONS
-from strokelabel.phantom.appearance import draw_appearance, is_random, value
+from strokelabel.phantom.appearance import draw_appearance, is_random, step_values, value
 from strokelabel.phantom.cta import phase_times_s, simulate_cta
 from strokelabel.phantom.ctp import derive_maps, simulate_ctp, vendor_maps
 from strokelabel.phantom.geometry import SIZES, Grid, grid_for
@@ -167,7 +167,7 @@ def simulate_study(kind: str, seed: int, size: str = "small", *, write_ctp_serie
     no_flow = None
     if kind == "ctp":
         noise_hu = value(look, "ctp", "series_noise")["hu"] if is_random(look) else None
-        series, truth = simulate_ctp(patient, grid, pieces, noise_seed, noise_hu=noise_hu)
+        series, truth = simulate_ctp(patient, grid, pieces, noise_seed, noise_hu=noise_hu, pial=step_values(look, "ctp", "pial_vessels"))
         dt = patient.ctp_protocol["dt_s"]
         if is_random(look):
             maps = vendor_maps(series["ctp"], dt, grid, truth["icv"], look)

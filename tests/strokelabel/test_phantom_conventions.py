@@ -87,7 +87,18 @@ def test_dtype_unit_and_negative_noise_conventions(ras, tmp_path):
     assert nib.load(str(double["truth"]["lesion"])).get_data_dtype() == np.uint16
 
 
-def test_fills_appear_only_outside_the_head_or_the_vendors_brain(ras, tmp_path):
+@pytest.fixture(scope="module")
+def vendor_ctp(tmp_path_factory):
+    """A random-appearance CT perfusion study stored as ISLES'24 stores its maps (LPS, fills)."""
+    spec = {"setting": "random", "on": ["vendor_mask"], "ranges": {"tmax_quantisation.step_s": [0.5, 0.5]}}
+    study = generate_study(tmp_path_factory.mktemp("ctp"), "ctp", "v", SEED, appearance=spec,
+                           conventions={"fill": "isles24", "orientation": "LPS"}, write_ctp_series=False)
+    maps = {k: canonical(study["modalities"][k])[0] for k in ("cbf", "cbv", "mtt", "tmax")}
+    maps["corepenumbra"] = canonical(study["truth"]["corepenumbra"])[0]
+    return maps
+
+
+def test_fills_appear_only_outside_the_head(ras, tmp_path):
     arrays, _ = ras
     study = generate_study(tmp_path / "mri", "mri", "f", SEED, conventions={"fill": "nan"})
     dwi = load(study["modalities"]["dwi"])
@@ -95,9 +106,10 @@ def test_fills_appear_only_outside_the_head_or_the_vendors_brain(ras, tmp_path):
     head = air <= 0.5
     assert np.isnan(dwi).any() and not np.isnan(dwi[head]).any()
     np.testing.assert_array_equal(dwi[head], arrays["dwi"][head])
-    ctp = generate_study(tmp_path / "ctp", "ctp", "f", SEED, appearance="random", conventions={"fill": "isles24", "orientation": "LPS"},
-                         write_ctp_series=False)
-    cbf, tmax, mtt = (canonical(ctp["modalities"][k])[0] for k in ("cbf", "tmax", "mtt"))
+
+
+def test_map_fills_appear_only_outside_the_vendors_brain_mask(vendor_ctp):
+    cbf, tmax, mtt = vendor_ctp["cbf"], vendor_ctp["tmax"], vendor_ctp["mtt"]
     background = tmax == -30.0
     assert background.mean() > 0.5  # the maps are cut to the brain...
     assert np.all(cbf[background] == np.float32(1e-6)) and (cbf[~background] != np.float32(1e-6)).all()
@@ -108,6 +120,16 @@ def test_fills_appear_only_outside_the_head_or_the_vendors_brain(ras, tmp_path):
     no_flow = mtt == -29992.0
     assert not no_flow[background].any()  # MTT's no-flow value lies inside the brain, where CBF ~ 0
     assert np.all(cbf[no_flow] < 0.1)
+
+
+def test_vendor_like_maps_keep_the_physics(vendor_ctp):
+    cbf, tmax = vendor_ctp["cbf"], vendor_ctp["tmax"]
+    brain = tmax != -30.0
+    assert np.allclose(tmax[brain] / 0.5, np.round(tmax[brain] / 0.5), atol=1e-4)  # Tmax in 0.5 s steps
+    assert np.percentile(cbf[brain], 99.9) > 3 * np.median(cbf[brain])  # bright vessels
+    truth = vendor_ctp["corepenumbra"] > 0
+    hypo = brain & (tmax > 6)
+    assert 2 * (hypo & truth).sum() / (hypo.sum() + truth.sum()) > 0.5  # the maps still show the hypoperfusion
 
 
 def test_random_conventions_vary_by_study_and_are_recorded(tmp_path):
