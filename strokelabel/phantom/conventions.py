@@ -60,6 +60,7 @@ FILL_PRESETS = {
 # The volumes each convention applies to.
 FLOAT_IMAGES = ("dwi", "adc", "flair", "cbf", "cbv", "mtt", "tmax", "ttp", "spiral")
 FILLED = ("dwi", "adc", "flair", "cbf", "cbv", "mtt", "tmax", "ttp")
+HU_IMAGES = ("ctp", "ncct", "mip", "cta1", "cta2", "cta3")  # air (-1024 HU) beyond an oblique grid's original field of view
 LABELS = ("corepenumbra", "lesion", "clot", "atlas", "mimics", "msk")
 MTT_NO_FLOW_CBF = 0.1  # mL/100g/min: below this CBF the vendor's MTT = CBV/CBF blows up
 _STREAM = 0xC0417
@@ -169,7 +170,8 @@ class StoredGeometry:
         return tuple(int(n) for n in ornt.apply_orientation(np.empty(self.shape, np.uint8), self.transform).shape)
 
     def apply(self, volume: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
-        """A RAS-grid volume (X, Y, Z[, T]) as stored: resampled if oblique, then permuted/flipped."""
+        """A RAS-grid volume (X, Y, Z[, T]) as stored: resampled if oblique (``cval`` where the
+        rotated grid leaves the original field of view), then permuted/flipped."""
         out = np.asarray(volume)
         if self.oblique:
             out = self._resample(out, order, cval)

@@ -98,7 +98,7 @@ def write_stored(path: Path, key: str, array: np.ndarray, geometry: conv.StoredG
     values = conv.in_unit(key, array, conventions)
     if not is_label and not np.issubdtype(values.dtype, np.integer):
         values = values.astype(np.float64 if conventions["dtype"] == "float64" else np.float32)
-    stored = geometry.apply(values, order=order)
+    stored = geometry.apply(values, order=order, cval=-1024.0 if key in conv.HU_IMAGES else 0.0)
     stored_fg = geometry.apply(foreground.astype(np.uint8), order=0).astype(bool) if foreground is not None else None
     stored_no_flow = geometry.apply(no_flow.astype(np.uint8), order=0).astype(bool) if no_flow is not None else None
     stored = conv.filled(key, stored, stored_fg, conventions, stored_no_flow)
