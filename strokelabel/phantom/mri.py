@@ -253,8 +253,9 @@ def simulate_mri_random(patient: Patient, grid: Grid, pieces, noise_seed, appear
     fields, record = _mimics(f, patient, grid, appearance, coarse)
     record["lesion"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in lesion.items()}
 
-    # Chronic cavities turn parenchyma into CSF; skull-base air replaces bone and soft tissue.
-    cavity = fields["old_infarct"]
+    # Chronic cavities drawn here turn parenchyma into CSF (an anatomy's own old_infarct is already
+    # counted as CSF by render_chunk); skull-base air replaces bone and soft tissue.
+    cavity = fields["old_infarct"] if "old_infarct" not in f else np.zeros(shape, np.float32)
     gm, wm = f["gm"] * (1 - cavity), f["wm"] * (1 - cavity)
     csf = f["csf"] + (f["gm"] + f["wm"]) * cavity
     air_cavity = fields["air_cavity"]

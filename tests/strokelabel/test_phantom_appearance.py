@@ -131,3 +131,24 @@ def test_random_cta_moves_the_phases_and_sets_the_noise():
     corner = study.images["cta1"][:16, :16, :].astype(float)  # air, where only noise varies (clipped at -1024)
     fixed = simulate_study("cta", 4).images["cta1"][:16, :16, :].astype(float)
     assert np.std(corner[corner > -1024]) > 1.5 * np.std(fixed[fixed > -1024])
+
+
+def test_chronic_findings_from_the_anatomy_are_used_when_render_chunk_provides_them(monkeypatch):
+    from strokelabel.phantom import mri
+
+    real = mri.render_chunk
+
+    def with_findings(patient, grid, zs, pieces=None):
+        r = real(patient, grid, zs, pieces)
+        deep_wm = (r["wm"] > 0.9) & (r["head_mm"][..., 2] > 20)  # a band of "WMH" high in the white matter
+        return {**r, "wmh": deep_wm.astype(np.float32), "old_infarct": np.zeros_like(r["wm"]),
+                "gliosis": np.zeros_like(r["wm"]), "skull_base_air": np.zeros_like(r["wm"])}
+
+    monkeypatch.setattr(mri, "render_chunk", with_findings)
+    spec = {"setting": "random", "on": ["wmh", "old_infarcts"], "off": ["skull", "susceptibility"],
+            "ranges": {"resolution.slice_mm": [5.0, 6.0]}}
+    s = simulate_study("mri", 24, appearance=spec)
+    assert s.truth["record"]["fields_from_anatomy"] == ["gliosis", "old_infarct", "skull_base_air", "wmh"]
+    assert not (s.labels["mimics"] == MIMIC_CODES["old_infarct"]).any()  # the anatomy has none: none drawn
+    wmh = s.labels["mimics"] == MIMIC_CODES["wmh"]
+    assert wmh.sum() > 100 and np.median(s.images["flair"][wmh]) > 1.2 * np.median(s.images["flair"][brain_tissue(s)])
