@@ -14,8 +14,9 @@ poor precision the seed reports. It is not the SPIRAL algorithm.
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
-from strokelabel.phantom.ctp import CurveTable, enhancement_hu, precontrast_hu
+from strokelabel.phantom.ctp import CurveTable, add_pial_veins, enhancement_hu, pial_veins, precontrast_hu
 from strokelabel.phantom.geometry import Grid, segment_distance_mm
 from strokelabel.phantom.patient import Patient
 from strokelabel.phantom.render import render_chunk
@@ -23,11 +24,11 @@ from strokelabel.phantom.render import render_chunk
 PHASE_SPACING_S = 8.0
 
 
-def phase_times_s(patient: Patient) -> list[float]:
-    """Phase 1 one second after the arterial peak, then every 8 s."""
+def phase_times_s(patient: Patient, offset_s: float = 0.0, spacing_s: float = PHASE_SPACING_S) -> list[float]:
+    """Phase 1 one second (plus ``offset_s``) after the arterial peak, then every ``spacing_s``."""
     a = patient.aif_cta
-    first = a["t0_s"] + a["alpha"] * a["beta_s"] + 1.0
-    return [first, first + PHASE_SPACING_S, first + 2 * PHASE_SPACING_S]
+    first = a["t0_s"] + a["alpha"] * a["beta_s"] + 1.0 + offset_s
+    return [first, first + spacing_s, first + 2 * spacing_s]
 
 
 def spiral_parameters(patient: Patient, pieces, rng: np.random.Generator) -> dict:
@@ -64,20 +65,36 @@ def spiral_map(r: dict, world_mm: np.ndarray, params: dict, rng: np.random.Gener
     return np.where(r["icv"] >= 0.5, np.clip(value, 0.0, 1.0), 0.0).astype(np.float32)
 
 
-def simulate_cta(patient: Patient, grid: Grid, pieces, noise_seed) -> tuple[dict, dict]:
-    """Phases cta1..cta3 (int16 HU), spiral (float32 0..1), atlas (uint8) and the true labels."""
-    times = phase_times_s(patient)
-    curves = CurveTable(patient.aif_cta, times[-1])
+def simulate_cta(patient: Patient, grid: Grid, pieces, noise_seed, appearance: dict | None = None) -> tuple[dict, dict]:
+    """Phases cta1..cta3 (int16 HU), spiral (float32 0..1), atlas (uint8) and the true labels.
+
+    A ``random`` appearance (chain ``CTA_CHAIN``) moves the phases in time, scales the bolus,
+    sets the noise and blurs by the reconstruction kernel (in-plane, before the noise) and the
+    slice thickness (along z, after it: a thick slice averages its noise too).
+    """
+    from strokelabel.phantom.appearance import step_values, value
+
+    timing = value(appearance, "cta", "timing") if appearance and appearance.get("setting") == "random" else None
+    times = phase_times_s(patient) if timing is None else phase_times_s(patient, timing["offset_s"], timing["spacing_s"])
+    aif = patient.aif_cta if timing is None else {**patient.aif_cta, "peak_hu": patient.aif_cta["peak_hu"] * timing["peak_scale"]}
+    curves = CurveTable(aif, times[-1])
     sigma = patient.noise["cta_hu"]
+    blur = lines = None
+    if timing is not None:
+        sigma = value(appearance, "cta", "noise")["hu"] or sigma
+        blur = value(appearance, "cta", "resolution")
+        lines = pial_veins(grid, step_values(appearance, "cta", "pial_vessels"))
     params = spiral_parameters(patient, pieces, np.random.default_rng(np.random.SeedSequence([*noise_seed, 777])))
     images = {f"cta{i}": np.zeros(grid.shape, np.int16) for i in (1, 2, 3)}
     images["spiral"] = np.zeros(grid.shape, np.float32)
     images["atlas"] = np.zeros(grid.shape, np.uint8)
-    truth = {"corepenumbra": np.zeros(grid.shape, np.uint8), "clot_fraction": np.zeros(grid.shape, np.float32)}
+    truth = {"corepenumbra": np.zeros(grid.shape, np.uint8), "clot_fraction": np.zeros(grid.shape, np.float32), "head": np.zeros(grid.shape, bool)}
     for index, zs in enumerate(grid.chunks()):
         rng = np.random.default_rng(np.random.SeedSequence([*noise_seed, index]))
-        r = render_chunk(patient, grid, zs, pieces)
+        r = add_pial_veins(render_chunk(patient, grid, zs, pieces), lines, zs)
         hu = precontrast_hu(r, patient)[..., None] + enhancement_hu(r, curves, times)
+        if blur is not None and blur["inplane_sigma_mm"] > 0:
+            hu = ndimage.gaussian_filter(hu, [blur["inplane_sigma_mm"] / grid.spacing_mm[0], blur["inplane_sigma_mm"] / grid.spacing_mm[1], 0, 0])
         hu += sigma * rng.standard_normal(hu.shape, dtype=np.float32)
         hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
         for i in range(3):
@@ -86,5 +103,10 @@ def simulate_cta(patient: Patient, grid: Grid, pieces, noise_seed) -> tuple[dict
         images["atlas"][:, :, zs] = r["atlas"]
         truth["corepenumbra"][:, :, zs] = r["corepenumbra"]
         truth["clot_fraction"][:, :, zs] = r["lumen_clot"]
+        truth["head"][:, :, zs] = r["air"] <= 0.5
+    if blur is not None and blur["slice_sigma_mm"] > 0:
+        for i in (1, 2, 3):
+            smoothed = ndimage.gaussian_filter1d(images[f"cta{i}"].astype(np.float32), blur["slice_sigma_mm"] / grid.spacing_mm[2], axis=2)
+            images[f"cta{i}"] = np.clip(np.rint(smoothed), -1024, 3071).astype(np.int16)
     truth["atlas"] = images["atlas"]
     return images, truth

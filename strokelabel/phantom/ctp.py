@@ -7,6 +7,9 @@ Voxel HU(t) = pre-contrast HU (tissue mix, lumen blood/clot, early ischemic hypo
             + vein · VOF(t)                                dural sinuses
             + Gaussian noise
 where h is the tissue curve per unit CBF, tabulated over MTT (the exponential residue).
+
+The maps of a ``random`` appearance come from :func:`vendor_maps` (the vendor's deconvolution
+settings, mask, calibration, smoothing and Tmax steps); the series physics is the same.
 """
 
 from __future__ import annotations
@@ -92,20 +95,44 @@ def enhancement_hu(r: dict, curves: CurveTable, t_s) -> np.ndarray:
     return out
 
 
-def simulate_ctp(patient: Patient, grid: Grid, pieces, noise_seed) -> tuple[dict, dict]:
+def pial_veins(grid: Grid, values: dict | None) -> np.ndarray | None:
+    """Where the network of small cortical veins runs (random appearance step ``pial_vessels``):
+    the zero set of a smooth random field (curvy lines ``width`` standard deviations wide), to be
+    weighted by each voxel's CSF. Returns the line weight (0..1) on the grid, or None."""
+    if values is None:
+        return None
+    from strokelabel.phantom import mimics as mm
+    from strokelabel.phantom.appearance import step_rng
+
+    field = mm.smooth_field(grid.shape, grid.spacing_mm, values["spacing_mm"], step_rng(values))
+    return (values["fraction"] * np.exp(-0.5 * (field / values["width"]) ** 2)).astype(np.float32)
+
+
+def add_pial_veins(r: dict, lines: np.ndarray | None, zs: slice) -> dict:
+    """A chunk's render with the pial veins in its subarachnoid and sulcal CSF (venous lumen)."""
+    if lines is None:
+        return r
+    lumen = r["lumen_artery"] + r["lumen_vein"] + r["lumen_clot"]
+    extra = lines[:, :, zs] * np.clip(r["csf"], 0.0, 1.0) * (r["icv"] >= 0.5)
+    return {**r, "lumen_vein": r["lumen_vein"] + np.minimum(extra, np.clip(1.0 - lumen, 0.0, 1.0))}
+
+
+def simulate_ctp(patient: Patient, grid: Grid, pieces, noise_seed, noise_hu: float | None = None, pial: dict | None = None) -> tuple[dict, dict]:
     """The int16 4D series and the true labels of one CT perfusion study.
 
-    Returns ({"ctp": (X, Y, Z, T) int16, "times_s": (T,)}, truth arrays).
+    ``noise_hu``: the frames' noise (default: the patient's); ``pial``: the ``pial_vessels``
+    step's values (default: none). Returns ({"ctp": (X, Y, Z, T) int16, "times_s": (T,)}, truth arrays).
     """
     dt, n_frames = patient.ctp_protocol["dt_s"], patient.ctp_protocol["n_frames"]
     times = np.arange(n_frames) * dt
     curves = CurveTable(patient.aif_ctp, times[-1])
     series = np.zeros(grid.shape + (n_frames,), np.int16)
     truth = _truth_arrays(grid)
-    sigma = patient.noise["ctp_hu"]
+    sigma = patient.noise["ctp_hu"] if noise_hu is None else noise_hu
+    lines = pial_veins(grid, pial)
     for index, zs in enumerate(grid.chunks()):
         rng = np.random.default_rng(np.random.SeedSequence([*noise_seed, index]))
-        r = render_chunk(patient, grid, zs, pieces)
+        r = add_pial_veins(render_chunk(patient, grid, zs, pieces), lines, zs)
         hu = precontrast_hu(r, patient)[..., None] + enhancement_hu(r, curves, times)
         hu += sigma * rng.standard_normal(hu.shape, dtype=np.float32)
         series[:, :, zs] = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
@@ -121,6 +148,56 @@ def derive_maps(series: np.ndarray, dt_s: float, spacing_mm) -> dict[str, np.nda
     out["ncct"] = np.rint(maps["ncct"]).astype(np.int16)
     out["aif_hu"] = maps["aif"]
     out["n_baseline"] = maps["n_baseline"]
+    out["mask"] = maps["mask"]
+    return out
+
+
+def vendor_maps(series: np.ndarray, dt_s: float, grid: Grid, icv: np.ndarray, appearance: dict) -> dict[str, np.ndarray]:
+    """Maps as a vendor's software gives them (random appearance, chain ``CTP_CHAIN``): its own
+    deconvolution settings, run over its brain mask (the intracranial space, CSF and, unless
+    removed, vessels included: bright vessels on CBF and CBV), calibrated, smoothed, Tmax
+    quantised and capped; 0 outside the mask, which ``mask`` returns.
+    """
+    from strokelabel.phantom import mimics as mm
+    from strokelabel.phantom.appearance import step_rng, step_values, value
+
+    dec = value(appearance, "ctp", "deconvolution")
+    vendor = step_values(appearance, "ctp", "vendor_mask")
+    mask = icv >= 0.5
+    keep_vessels = True
+    if vendor is not None:
+        wobble = 1.0 * mm.smooth_field(grid.shape, grid.spacing_mm, 10.0, step_rng(vendor))
+        mask = mm.shifted_mask(mask, vendor["offset_mm"] + wobble, grid.spacing_mm)
+        keep_vessels = bool(vendor["keep_vessels"])
+    settings = dict(threshold=dec["svd_threshold"], oscillation_limit=perfusion.OSVD_OSCILLATION_INDEX if dec["oscillation"] else None)
+    maps = perfusion.perfusion_maps(series, dt_s, spacing_mm=grid.spacing_mm, mask=mask, smooth_mm=dec["smooth_mm"], **settings)
+    out = {k: maps[k].astype(np.float32, copy=False) for k in ("cbf", "cbv", "mtt", "tmax", "ttp")}
+    if keep_vessels:
+        # Vessels (peak enhancement > 100 HU) deconvolved unsmoothed, as vendors keep them sharp:
+        # bright on CBF and CBV, without the halo a smoothing across them would spread.
+        vessels = mask & ((series.max(axis=-1).astype(np.float32) - maps["ncct"]) > 100.0)
+        if vessels.any():
+            sharp = perfusion.perfusion_maps(series, dt_s, spacing_mm=grid.spacing_mm, mask=vessels, aif_hu=maps["aif"],
+                                             n_baseline=maps["n_baseline"], smooth_mm=0.0, vessel_threshold_hu=np.inf, **settings)
+            for k in out:
+                out[k] = np.where(vessels, sharp[k], out[k]).astype(np.float32)
+    factor = value(appearance, "ctp", "vendor_scale")["factor"]
+    out["cbf"] *= np.float32(factor)
+    out["cbv"] *= np.float32(factor)
+    sigma = value(appearance, "ctp", "vendor_smoothing")["sigma_mm"]
+    if sigma > 0:
+        for k in ("cbf", "cbv", "mtt", "tmax", "ttp"):
+            out[k] = perfusion.smooth_in_plane(out[k], mask, sigma, grid.spacing_mm).astype(np.float32)
+    q = value(appearance, "ctp", "tmax_quantisation")
+    if q["cap_s"]:
+        out["tmax"] = np.minimum(out["tmax"], np.float32(q["cap_s"]))
+    if q["step_s"]:
+        out["tmax"] = (np.round(out["tmax"] / q["step_s"]) * q["step_s"]).astype(np.float32)
+    out["mip"] = maps["mip"].astype(np.int16)
+    out["ncct"] = np.rint(maps["ncct"]).astype(np.int16)
+    out["aif_hu"] = maps["aif"]
+    out["n_baseline"] = maps["n_baseline"]
+    out["mask"] = mask
     return out
 
 
@@ -130,6 +207,8 @@ def _truth_arrays(grid: Grid) -> dict:
         "clot_fraction": np.zeros(grid.shape, np.float32),
         "atlas": np.zeros(grid.shape, np.uint8),
         "parenchyma": np.zeros(grid.shape, np.float32),
+        "icv": np.zeros(grid.shape, np.float32),
+        "head": np.zeros(grid.shape, bool),
     }
 
 
@@ -138,3 +217,5 @@ def _fill_truth(truth: dict, r: dict, zs: slice) -> None:
     truth["clot_fraction"][:, :, zs] = r["lumen_clot"]
     truth["atlas"][:, :, zs] = r["atlas"]
     truth["parenchyma"][:, :, zs] = r["parenchyma"]
+    truth["icv"][:, :, zs] = r["icv"]
+    truth["head"][:, :, zs] = r["air"] <= 0.5

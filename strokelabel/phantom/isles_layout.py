@@ -14,7 +14,9 @@ saved through the server.
 
 Real data is not clean, and neither are these phantoms (per study, drawn from its seed):
 ADC stored in 10^-3 or 10^-6 mm²/s, slightly negative ADC values from the fit, skull-stripped
-(zero outside the brain) or not.
+(zero outside the brain) or not. With ``appearance``/``conventions`` (as for
+:func:`strokelabel.phantom.study.generate_study`) the studies also vary in look, orientation,
+obliquity, dtype and background fill.
 """
 
 from __future__ import annotations
@@ -102,14 +104,21 @@ def resample_to_grid(volume: np.ndarray, affine: np.ndarray, shape, spacing_mm, 
     return out, new_affine
 
 
-def generate_isles_study(root, index: int, seed: int, size: str = "small", quirks: dict | None = None, grid=None) -> dict:
+def generate_isles_study(root, index: int, seed: int, size: str = "small", quirks: dict | None = None, grid=None,
+                         appearance="fixed", conventions=None) -> dict:
     """Write one phantom MRI study as ISLES'22 case ``index``; returns paths, quirks and figures.
 
     ``grid`` = (shape, spacing_mm) resamples DWI, ADC and mask to that grid (e.g. ``ISLES22_GRID``
-    from the ``full`` phantom); default: the phantom's own grid of ``size``."""
+    from the ``full`` phantom); default: the phantom's own grid of ``size``. ``appearance`` and
+    ``conventions`` as in :func:`strokelabel.phantom.study.generate_study`: with either given,
+    the conventions' ADC unit and negative noise replace the site quirks' (None: the quirks'),
+    a random appearance decides the skull stripping, and every file (the FLAIR on its own grid)
+    is stored with the conventions; the mask is always on the DWI's stored grid."""
     root = Path(root)
     subject = isles_subject(index)
     quirks = {**site_quirks(seed), **(quirks or {})}
+    if appearance != "fixed" or conventions is not None:
+        return _generate_with_conventions(root, index, seed, size, quirks, grid, appearance, conventions)
     with tempfile.TemporaryDirectory(dir=root if root.exists() else None) as tmp:
         record = generate_study(tmp, "mri", subject, seed, session=SESSION, size=size)
         dwi_img = nib.load(str(record["modalities"]["dwi"]))
@@ -160,10 +169,72 @@ def generate_isles_study(root, index: int, seed: int, size: str = "small", quirk
     return {"reference": paths["dwi"], "paths": paths, **info}
 
 
+def _generate_with_conventions(root: Path, index: int, seed: int, size: str, quirks: dict, grid, appearance, conventions) -> dict:
+    from strokelabel.phantom import conventions as conv
+    from strokelabel.phantom.appearance import is_random
+    from strokelabel.phantom.study import simulate_study, write_stored
+
+    subject = isles_subject(index)
+    study = simulate_study("mri", seed, size, appearance=appearance)
+    affine = study.grid.affine
+    dwi, adc, flair = (study.images[k] for k in ("dwi", "adc", "flair"))
+    lesion = study.labels["lesion"]
+    fg = {k: study.foreground[k].astype(np.uint8) for k in ("dwi", "adc", "flair")}
+    if grid is not None:
+        dwi, _ = resample_to_grid(dwi, affine, *grid)
+        adc, _ = resample_to_grid(adc, affine, *grid)
+        flair, _ = resample_to_grid(flair, affine, *grid)
+        fg = {k: resample_to_grid(v, affine, *grid, order=0)[0] for k, v in fg.items()}
+        lesion, affine = resample_to_grid(lesion, affine, *grid, order=0)
+    fg = {k: v > 0 for k, v in fg.items()}
+    if is_random(study.look):
+        quirks["skull_stripped"] = study.truth["record"]["skull_stripped"]
+    elif quirks["skull_stripped"]:
+        brain = brain_mask_from_mri(dwi, adc)
+        dwi, adc, flair = dwi * brain, adc * brain, flair * brain
+        fg = {k: brain for k in fg}
+    if conventions is None:
+        stored = conv.draw_conventions(seed, "mri", {"adc_unit": "1e-6" if quirks["adc_unit"] == "10^-6 mm2/s" else "1e-3",
+                                                     "negative_noise": quirks["negative_adc_fraction"]})
+    else:
+        stored = conv.draw_conventions(seed, "mri", conventions)
+        quirks["adc_unit"] = "10^-6 mm2/s" if stored["adc_unit"] == "1e-6" else "10^-3 mm2/s"
+        quirks["negative_adc_fraction"] = stored["negative_noise"]
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), KIND_CODES["mri"], 23]))
+    images = conv.vendor_negative_noise({"dwi": dwi, "adc": adc}, fg, stored["negative_noise"], rng)
+    flair_own, flair_affine = resample_to_own_grid(flair, affine)
+    flair_fg, _ = resample_to_own_grid(fg["flair"].astype(np.float32), affine, order=0)
+    paths = isles_paths(root, subject)
+    dwi_geometry = conv.StoredGeometry(affine, dwi.shape, stored)
+    flair_geometry = conv.StoredGeometry(flair_affine, flair_own.shape, stored)
+    write_stored(paths["dwi"], "dwi", images["dwi"].astype(np.float32), dwi_geometry, stored, "DWI b=1000 s/mm2, a.u.", fg["dwi"])
+    write_stored(paths["adc"], "adc", images["adc"].astype(np.float32), dwi_geometry, stored, "ADC", fg["adc"])
+    write_stored(paths["flair"], "flair", flair_own, flair_geometry, stored, "FLAIR a.u., own grid", flair_fg > 0.5)
+    write_stored(paths["msk"], "msk", lesion.astype(np.uint8), dwi_geometry, stored, "lesion mask 0/1")
+    quirks["conventions"] = {k: stored[k] for k in conv.DEFAULT}
+    quirks["conventions_spec"] = json.loads(json.dumps(conventions, sort_keys=True)) if conventions is not None else None
+    quirks["appearance"] = appearance if isinstance(appearance, str) else json.loads(json.dumps(appearance, sort_keys=True))
+    info = {
+        "subject": subject,
+        "session": SESSION,
+        "seed": int(seed),
+        "size": size,
+        "quirks": quirks,
+        "lesion_volume_ml": round(float(lesion.sum() * np.prod(np.linalg.norm(affine[:3, :3], axis=0)) / 1000.0), 3),
+        "figures": study.figures,
+    }
+    sidecar = root / "derivatives" / "phantom" / f"sub-{subject}_ses-{SESSION}_phantom.json"
+    sidecar.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.write_text(json.dumps(info, indent=1) + "\n")
+    return {"reference": paths["dwi"], "paths": paths, **info}
+
+
 def generate_isles_dataset(
-    root, n: int = 6, size: str = "small", seed: int = 0, first_index: int = 1, progress: Callable[..., None] | None = print
+    root, n: int = 6, size: str = "small", seed: int = 0, first_index: int = 1, progress: Callable[..., None] | None = print,
+    appearance="fixed", conventions=None,
 ) -> list[dict]:
-    """``n`` ISLES'22-layout phantom studies (cases ``first_index``..), seeds from (seed, "mri", index)."""
+    """``n`` ISLES'22-layout phantom studies (cases ``first_index``..), seeds from (seed, "mri", index);
+    ``appearance`` and ``conventions`` as in :func:`generate_isles_study`."""
     progress = progress or (lambda *a, **k: None)
     Path(root).mkdir(parents=True, exist_ok=True)
     out = []
@@ -172,11 +243,14 @@ def generate_isles_dataset(
         sidecar = Path(root) / "derivatives" / "phantom" / f"sub-{isles_subject(i)}_ses-{SESSION}_phantom.json"
         if sidecar.exists():
             info = json.loads(sidecar.read_text())
-            if info.get("seed") == s and info.get("size") == size and isles_paths(root, info["subject"])["msk"].exists():
+            same_look = (info["quirks"].get("appearance", "fixed"), info["quirks"].get("conventions_spec")) == (
+                appearance if isinstance(appearance, str) else json.loads(json.dumps(appearance, sort_keys=True)),
+                json.loads(json.dumps(conventions, sort_keys=True)) if conventions is not None else None)
+            if info.get("seed") == s and info.get("size") == size and same_look and isles_paths(root, info["subject"])["msk"].exists():
                 paths = isles_paths(root, info["subject"])
                 out.append({"reference": paths["dwi"], "paths": paths, **info})
                 continue
-        rec = generate_isles_study(root, i, s, size=size)
+        rec = generate_isles_study(root, i, s, size=size, appearance=appearance, conventions=conventions)
         progress(f"[{i - first_index + 1}/{n}] sub-{rec['subject']}: lesion {rec['lesion_volume_ml']:.1f} mL, {rec['quirks']}")
         out.append(rec)
     return out
