@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from strokelabel.phantom.patient import FAMILIES
 from strokelabel.phantom.study import KINDS, generate_dataset
 
 
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(KINDS), help="comma-separated subset of ctp,mri,cta")
     parser.add_argument("--ctp-series", choices=("auto", "yes", "no"), default="auto",
                         help="write the 4D CTP series (auto: at size small only; the maps are written either way)")
+    parser.add_argument("--family", choices=FAMILIES, default="ellipsoid",
+                        help="anatomy: ellipsoid (analytic) or template (the MNI ICBM152 template warped per patient)")
     parser.add_argument("--force", action="store_true", help="regenerate studies that already exist")
     args = parser.parse_args(argv)
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     series = {"auto": None, "yes": True, "no": False}[args.ctp_series]
     results = generate_dataset(args.out, per_kind=args.per_kind, labelled_per_kind=args.labelled, size=args.size,
                                seed=args.seed, kinds=kinds, progress=print, skip_existing=not args.force,
-                               write_ctp_series=series)
+                               write_ctp_series=series, family=args.family)
     print(f"{len(results)} studies in {args.out} ({time.perf_counter() - started:.1f} s)")
     return 0
 

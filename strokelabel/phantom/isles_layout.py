@@ -102,7 +102,7 @@ def resample_to_grid(volume: np.ndarray, affine: np.ndarray, shape, spacing_mm, 
     return out, new_affine
 
 
-def generate_isles_study(root, index: int, seed: int, size: str = "small", quirks: dict | None = None, grid=None) -> dict:
+def generate_isles_study(root, index: int, seed: int, size: str = "small", quirks: dict | None = None, grid=None, family: str = "ellipsoid") -> dict:
     """Write one phantom MRI study as ISLES'22 case ``index``; returns paths, quirks and figures.
 
     ``grid`` = (shape, spacing_mm) resamples DWI, ADC and mask to that grid (e.g. ``ISLES22_GRID``
@@ -111,7 +111,7 @@ def generate_isles_study(root, index: int, seed: int, size: str = "small", quirk
     subject = isles_subject(index)
     quirks = {**site_quirks(seed), **(quirks or {})}
     with tempfile.TemporaryDirectory(dir=root if root.exists() else None) as tmp:
-        record = generate_study(tmp, "mri", subject, seed, session=SESSION, size=size)
+        record = generate_study(tmp, "mri", subject, seed, session=SESSION, size=size, family=family)
         dwi_img = nib.load(str(record["modalities"]["dwi"]))
         affine = dwi_img.affine
         dwi = np.asarray(dwi_img.dataobj, dtype=np.float32)
@@ -150,6 +150,7 @@ def generate_isles_study(root, index: int, seed: int, size: str = "small", quirk
         "session": SESSION,
         "seed": int(seed),
         "size": size,
+        "family": family,
         "quirks": quirks,
         "lesion_volume_ml": round(float(lesion.sum() * np.prod(np.linalg.norm(affine[:3, :3], axis=0)) / 1000.0), 3),
         "figures": record["figures"],
@@ -161,9 +162,10 @@ def generate_isles_study(root, index: int, seed: int, size: str = "small", quirk
 
 
 def generate_isles_dataset(
-    root, n: int = 6, size: str = "small", seed: int = 0, first_index: int = 1, progress: Callable[..., None] | None = print
+    root, n: int = 6, size: str = "small", seed: int = 0, first_index: int = 1, progress: Callable[..., None] | None = print, family: str = "ellipsoid"
 ) -> list[dict]:
-    """``n`` ISLES'22-layout phantom studies (cases ``first_index``..), seeds from (seed, "mri", index)."""
+    """``n`` ISLES'22-layout phantom studies (cases ``first_index``..) of anatomy ``family``,
+    seeds from (seed, "mri", index)."""
     progress = progress or (lambda *a, **k: None)
     Path(root).mkdir(parents=True, exist_ok=True)
     out = []
@@ -172,11 +174,12 @@ def generate_isles_dataset(
         sidecar = Path(root) / "derivatives" / "phantom" / f"sub-{isles_subject(i)}_ses-{SESSION}_phantom.json"
         if sidecar.exists():
             info = json.loads(sidecar.read_text())
-            if info.get("seed") == s and info.get("size") == size and isles_paths(root, info["subject"])["msk"].exists():
+            same = (info.get("seed"), info.get("size"), info.get("family", "ellipsoid")) == (s, size, family)
+            if same and isles_paths(root, info["subject"])["msk"].exists():
                 paths = isles_paths(root, info["subject"])
                 out.append({"reference": paths["dwi"], "paths": paths, **info})
                 continue
-        rec = generate_isles_study(root, i, s, size=size)
+        rec = generate_isles_study(root, i, s, size=size, family=family)
         progress(f"[{i - first_index + 1}/{n}] sub-{rec['subject']}: lesion {rec['lesion_volume_ml']:.1f} mL, {rec['quirks']}")
         out.append(rec)
     return out

@@ -94,8 +94,10 @@ def generate_study(
     write_label: bool = False,
     *,
     write_ctp_series: bool | None = None,
+    family: str = "ellipsoid",
 ) -> dict:
-    """Write one phantom study of ``kind`` (ctp, mri, cta) for patient ``seed``.
+    """Write one phantom study of ``kind`` (ctp, mri, cta) for patient ``seed`` of anatomy
+    ``family`` ("ellipsoid" or "template", see :data:`strokelabel.phantom.patient.FAMILIES`).
 
     Files go to ``root/sub-<subject>/ses-<session>/`` by the naming rule, the truth to
     ``root/derivatives/truth/...``; with ``write_label`` the task's truth label is copied to
@@ -110,7 +112,7 @@ def generate_study(
         raise ValueError(f"unknown size {size!r}; expected one of {SIZES}")
     root = Path(root)
     started = time.perf_counter()
-    patient = make_patient(seed)
+    patient = make_patient(seed, family)
     grid = grid_for(kind, size)
     pieces = patient_pieces(patient)
     noise_seed = (int(seed), KIND_CODES[kind])
@@ -172,6 +174,7 @@ def generate_study(
         "kind": kind,
         "size": size,
         "seed": int(seed),
+        "family": family,
         "grid": {"shape": list(grid.shape), "spacing_mm": list(grid.spacing_mm), "affine": grid.affine.tolist()},
         "mid_sagittal_plane": patient.pose.midsagittal_plane(grid),
         "figures": figures,
@@ -216,10 +219,10 @@ def _figures(patient: Patient, grid: Grid, labels: dict, atlas: np.ndarray) -> d
         "mismatch_ratio": round((core_ml + penumbra_ml) / core_ml, 3) if core_ml > 0 else None,
         "clot_volume_ml": round(float(clot.sum() * voxel_ml), 5),
         "clot_voxels": int(clot.sum()),
-        "clot_length_mm": round(isch.clot.length_mm, 2),
+        "clot_length_mm": round(isch.clot.length_mm, 2) if isch.clot else 0.0,
         "clot_region_flags": flags,
         "clot_regions": [REGIONS[i] for i, f in enumerate(flags) if f],
-        "occluded_vessel": isch.clot.vessel,
+        "occluded_vessel": isch.clot.vessel if isch.clot else None,
         "occlusion": isch.scenario,
         "severity_class": isch.severity_class,
         "occluded_territory": isch.describe()["occluded_territory"],
@@ -238,8 +241,8 @@ def _label_path(root: Path, reference: Path) -> Path:
     return root / "labels" / "final" / reference.name
 
 
-def _existing(root: Path, kind: str, subject: str, session: str, seed: int, size: str, write_label: bool) -> dict | None:
-    """The record of a study already generated with the same seed and size, or None."""
+def _existing(root: Path, kind: str, subject: str, session: str, seed: int, size: str, write_label: bool, family: str = "ellipsoid") -> dict | None:
+    """The record of a study already generated with the same seed, size and family, or None."""
     path = truth_path(root, subject, session, "truth")
     if not path.exists():
         return None
@@ -247,7 +250,7 @@ def _existing(root: Path, kind: str, subject: str, session: str, seed: int, size
         record = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    if (record.get("generator"), record.get("kind"), record.get("seed"), record.get("size")) != (GENERATOR, kind, int(seed), size):
+    if (record.get("generator"), record.get("kind"), record.get("seed"), record.get("size"), record.get("family", "ellipsoid")) != (GENERATOR, kind, int(seed), size, family):
         return None
     files = record["files"]
     paths = {k: root / p for k, p in files["modalities"].items()}
@@ -273,10 +276,11 @@ def generate_dataset(
     progress: Callable[..., None] | None = print,
     skip_existing: bool = True,
     write_ctp_series: bool | None = None,
+    family: str = "ellipsoid",
 ) -> list[dict]:
     """``per_kind`` studies of each kind (subjects ``ctp0001``, ``mri0001``, ``cta0001``...); the first
     ``labelled_per_kind`` of each kind get their final label. Study seeds derive from (seed, kind, index).
-    Studies already generated with the same seed and size are kept (``skip_existing``).
+    Studies already generated with the same seed, size and anatomy ``family`` are kept (``skip_existing``).
     """
     root = Path(root)
     progress = progress or (lambda *a, **k: None)
@@ -294,11 +298,11 @@ def generate_dataset(
             s = study_seed(seed, kind, index)
             labelled = index <= labelled_per_kind
             started = time.perf_counter()
-            record = _existing(root, kind, subject, "01", s, size, labelled) if skip_existing else None
+            record = _existing(root, kind, subject, "01", s, size, labelled, family) if skip_existing else None
             if record is not None:
                 progress(f"[{done}/{total}] sub-{subject} ({kind}) exists, skipped")
             else:
-                record = generate_study(root, kind, subject, s, size=size, write_label=labelled, write_ctp_series=write_ctp_series)
+                record = generate_study(root, kind, subject, s, size=size, write_label=labelled, write_ctp_series=write_ctp_series, family=family)
                 f = record["figures"]
                 progress(
                     f"[{done}/{total}] sub-{subject} ({kind}, {f['occlusion']} {f['occluded_vessel']}): core {f['core_volume_ml']:.1f} mL, "
