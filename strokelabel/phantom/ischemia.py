@@ -3,16 +3,17 @@
 A territorial scenario (large-vessel ICA-T or M1, medium M2/A2/P2, or a small embolic cortical
 branch) places a clot in a vessel of one hemisphere. The tissue that vessel feeds (its atlas
 territories, or a small cortical field around an embolic branch's end) becomes hypoperfused.
-A focal scenario makes small fields (spheres, "blobs") instead:
+A focal scenario makes small fields instead ("blobs": spheroids of radius r stretched k-fold
+along a random axis, so that they are not all round):
 
 - ``lacunar``: one deep infarct of 3-15 mm in the basal ganglia, internal capsule, thalamus
-  or paramedian pons (a perforator; no clot to see on CTA);
+  or paramedian pons, stretched along the vertical perforators (no clot to see on CTA);
 - ``shower``: 2-12 embolic infarcts of 2-10 mm, cortical and subcortical, in one territory or
   scattered over both hemispheres (no clot in a named vessel);
-- ``watershed``: a chain of 2-6 infarcts of 5-12 mm in the deep white matter along the border
+- ``watershed``: a chain of 2-7 infarcts of 6-16 mm in the deep white matter along the border
   zone between ACA and MCA or MCA and PCA (hypoperfusion, no clot);
-- ``cortical``: 1-3 small cortical infarcts of 3-10 mm near the end of one cortical branch,
-  which holds a small clot.
+- ``cortical``: 1-3 cortical infarcts of 5-18 mm near the end of one cortical branch, which
+  holds a small clot.
 
 Focal fields are sharp-edged and severe, so small lesions are mostly core with little penumbra.
 No field may touch the mirror image of another (or of itself): the truth compares CBF with
@@ -29,8 +30,8 @@ the mirror point, which must be healthy. For each field:
   keeps or raises CBV in the penumbra; CBV collapses in the core)
 - extra delay m · D · (0.55 + 0.45 z) (s) of the bolus arriving through collaterals.
 
-For blobs, δ is the depth inside the deepest blob and z = max over blobs of
-1 − exp(−δ_i / (ratio · r_i)).
+For blobs, δ_i = r_i − √(|p − c_i|² − (1 − 1/k_i²)((p − c_i)·a_i)²) (r_i − the stretched
+distance to the centre), δ the deepest, and z = max over blobs of 1 − exp(−δ_i / (ratio · r_i)).
 
 Scenario mixes: the ellipsoid family keeps its own (``SCENARIOS``); the template family draws
 like ISLES'22 (many small and scattered lesions under 10 mL, some large territorial ones),
@@ -61,10 +62,11 @@ EMBOLIC_TERRITORY_WEIGHT = {"MCA-superior": 0.35, "MCA-inferior": 0.35, "ACA": 0
 # Focal scenarios: severity class.
 FOCAL_SCENARIOS = {"lacunar": "small-vessel", "shower": "small-embolic", "watershed": "hemodynamic", "cortical": "small-embolic"}
 SEVERITY_CLASS = {**{name: cls for name, (_, cls) in SCENARIOS.items()}, **FOCAL_SCENARIOS}
-# The template family's mix (probabilities): about 60 % focal lesions, as in ISLES'22.
+# The template family's mix (probabilities): 45 % focal lesions (lacunar, shower, watershed,
+# cortical; almost all under 10 mL) and 55 % territorial or single embolic ones, like ISLES'22.
 TEMPLATE_MIX = {
-    "ICA-T": 0.04, "M1": 0.09, "M2": 0.10, "A2": 0.03, "P2": 0.05, "embolic": 0.09,
-    "lacunar": 0.17, "shower": 0.17, "watershed": 0.10, "cortical": 0.16,
+    "ICA-T": 0.05, "M1": 0.12, "M2": 0.14, "A2": 0.03, "P2": 0.06, "embolic": 0.15,
+    "lacunar": 0.10, "shower": 0.13, "watershed": 0.08, "cortical": 0.14,
 }  # fmt: skip
 ELLIPSOID_MIX = {name: p for name, (p, _) in SCENARIOS.items()}
 FOCAL_EDGE_MM = {"lacunar": 1.0, "shower": 1.0, "watershed": 1.5, "cortical": 1.0}
@@ -94,7 +96,7 @@ class Ischemia:
     collateral_grade: float  # 0 poor .. 1 good
     collateral_delay_s: float  # late filling of the arteries beyond the clot
     collateral_amplitude: float
-    blobs: tuple[tuple[float, float, float, float], ...] = ()  # focal fields: centre (head mm), radius
+    blobs: tuple[tuple[float, ...], ...] = ()  # focal fields: centre (head mm), radius r, axis a (3), stretch k
     membership_edge_mm: float = MEMBERSHIP_EDGE_MM
     bilateral: bool = False
     site: str = ""  # where a focal lesion lies
@@ -134,7 +136,7 @@ class Ischemia:
             out.update(
                 site=self.site,
                 bilateral=self.bilateral,
-                lesions=[{"centre_head_mm": [round(v, 2) for v in b[:3]], "radius_mm": round(b[3], 2)} for b in self.blobs],
+                lesions=[{"centre_head_mm": [round(v, 2) for v in b[:3]], "radius_mm": round(b[3], 2), "axis": [round(v, 3) for v in b[4:7]], "stretch": round(b[7], 3)} for b in self.blobs],
             )
         return out
 
@@ -234,33 +236,40 @@ def _focal_ischemia(rng: np.random.Generator, scenario: str, side: str, collater
     edge = FOCAL_EDGE_MM[scenario]
     clot, clot_radius, bilateral = None, 0.0, False
     if scenario == "lacunar":
-        radius = float(np.exp(rng.uniform(np.log(1.5), np.log(7.5))))
+        radius = float(np.exp(rng.uniform(np.log(1.5), np.log(6.0))))
+        shape = _shapes(rng, [radius], (1.2, 2.0), vertical=True, max_extent_mm=7.5)
         if rng.random() < 0.8:
             candidates, site = lesion_sites.deep_perforator(sites, side), "basal ganglia, internal capsule or thalamus"
         else:
-            clearance = radius + MIRROR_CLEARANCE_EDGES * edge
+            clearance = radius * shape[0][2] + MIRROR_CLEARANCE_EDGES * edge
             candidates, site = lesion_sites.pons(sites, tree.vessels["BA"].points_mm, min_offset_mm=clearance), "pons"
-        blobs = _place_blobs(rng, sites.points_mm, candidates, [radius], edge)
+        blobs = _place_blobs(rng, sites.points_mm, candidates, shape, edge)
     elif scenario == "shower":
-        radii = rng.uniform(1.0, 5.0, int(rng.integers(2, 13)))
+        radii = np.exp(rng.uniform(np.log(1.0), np.log(5.0), int(rng.integers(2, 13))))
+        radii = _shapes(rng, radii, (1.0, 1.4))
         if rng.random() < 0.35:
             bilateral, site = True, "both hemispheres"
-            candidates = lesion_sites.subcortex(sites)
+            # One infarct in each hemisphere first, then anywhere.
+            blobs = _place_blobs(rng, sites.points_mm, lesion_sites.subcortex(sites, side="L"), radii[:1], edge)
+            blobs = _place_blobs(rng, sites.points_mm, lesion_sites.subcortex(sites, side="R"), radii[1:2], edge, existing=blobs)
+            blobs = _place_blobs(rng, sites.points_mm, lesion_sites.subcortex(sites), radii[2:], edge, existing=blobs)
         else:
             names = list(SHOWER_TERRITORIES)
             territories = names[rng.choice(len(names), p=list(SHOWER_TERRITORIES.values()))]
             candidates, site = lesion_sites.subcortex(sites, territories, side), "/".join(territories)
-        blobs = _place_blobs(rng, sites.points_mm, candidates, radii, edge)
+            blobs = _place_blobs(rng, sites.points_mm, candidates, radii, edge)
     elif scenario == "watershed":
-        zones = list(BORDER_ZONE_WEIGHT)
-        pair = zones[rng.choice(len(zones), p=list(BORDER_ZONE_WEIGHT.values()))]
-        radii = rng.uniform(2.5, 6.0, int(rng.integers(2, 7)))
-        candidates, site = lesion_sites.border_zone(sites, pair, side), f"{pair[0]}/{pair[1]} border zone"
-        blobs = _place_blobs(rng, sites.points_mm, candidates, radii, edge, chain_mm=(6.0, 18.0))
+        # A border zone of this side with white matter along it (an anatomy may lack one).
+        zones = [(z, s) for s in (side, "R" if side == "L" else "L") for z in BORDER_ZONE_WEIGHT if lesion_sites.border_zone(sites, z, s).any()]
+        weights = np.array([BORDER_ZONE_WEIGHT[z] * (1.0 if s == side else 1e-3) for z, s in zones])
+        pair, zone_side = zones[rng.choice(len(zones), p=weights / weights.sum())] if zones else (next(iter(BORDER_ZONE_WEIGHT)), side)
+        radii = _shapes(rng, rng.uniform(3.0, 8.0, int(rng.integers(2, 8))), (1.2, 2.0))
+        candidates, site = lesion_sites.border_zone(sites, pair, zone_side), f"{pair[0]}/{pair[1]} border zone"
+        blobs = _place_blobs(rng, sites.points_mm, candidates, radii, edge, chain_mm=(4.0, 14.0))
     else:  # cortical
         names = list(EMBOLIC_TERRITORY_WEIGHT)
         territory = names[rng.choice(len(names), p=list(EMBOLIC_TERRITORY_WEIGHT.values()))]
-        radii = rng.uniform(1.5, 5.0, int(rng.integers(1, 4)))
+        radii = _shapes(rng, rng.uniform(2.5, 9.0, int(rng.integers(1, 4))), (1.0, 1.6))
         candidates, site = lesion_sites.cortex(sites, (territory,), side), f"{territory} cortex"
         blobs = _place_blobs(rng, sites.points_mm, candidates, radii, edge, chain_mm=(4.0, 20.0))
         if blobs:
@@ -271,7 +280,7 @@ def _focal_ischemia(rng: np.random.Generator, scenario: str, side: str, collater
             clot_radius = vessel.radius_mm
     if not blobs:
         raise RuntimeError(f"no site for a {scenario} lesion in this anatomy")
-    largest = max(blobs, key=lambda b: b[3])
+    largest = max(blobs, key=lambda b: b[3] ** 3 * b[7])
     side = "L" if largest[0] < 0 else "R"
     regions = sorted({int(sites.region[np.argmin(np.linalg.norm(sites.points_mm - np.asarray(b[:3]), axis=1))]) for b in blobs})
     extra_delay = float(rng.uniform(*FOCAL_DELAY_S[scenario]))
@@ -300,17 +309,32 @@ def _focal_ischemia(rng: np.random.Generator, scenario: str, side: str, collater
     )
 
 
-def _place_blobs(rng: np.random.Generator, points: np.ndarray, candidates: np.ndarray, radii, edge_mm: float, chain_mm=None, tries: int = 400) -> list:
-    """Blobs of ``radii`` centred on candidate points: apart from each other, clear of every
-    blob's mirror image (the truth's reference), each within ``chain_mm`` (min, max) of the
-    previous one if given. Returns [(x, y, z, r)], possibly fewer than asked where no site fits."""
+def _shapes(rng: np.random.Generator, radii, stretch, vertical: bool = False, max_extent_mm: float | None = None) -> list:
+    """(radius, axis, stretch k) per blob: k uniform in ``stretch``, the axis random (near
+    vertical for perforator territories); the half-length r·k at most ``max_extent_mm``."""
+    out = []
+    for radius in radii:
+        axis = rng.normal(0.0, 0.3, 3) + [0.0, 0.0, 1.0] if vertical else rng.normal(size=3)
+        k = float(rng.uniform(*stretch))
+        if max_extent_mm is not None:
+            k = max(1.0, min(k, max_extent_mm / radius))
+        out.append((float(radius), axis / np.linalg.norm(axis), k))
+    return out
+
+
+def _place_blobs(rng: np.random.Generator, points: np.ndarray, candidates: np.ndarray, shapes, edge_mm: float, chain_mm=None, existing=(), tries: int = 400) -> list:
+    """``existing`` blobs and new ones of ``shapes`` (see :func:`_shapes`) centred on candidate
+    points: apart from each other, clear of every blob's mirror image (the truth's reference),
+    each within ``chain_mm`` (min, max) of the previous one if given. Returns blob tuples
+    (x, y, z, r, ax, ay, az, k); fewer new ones than asked where no site fits."""
+    blobs: list = list(existing)
     pool = points[np.flatnonzero(candidates)]
     if pool.size == 0:
-        return []
+        return blobs
     flip = np.array([-1.0, 1.0, 1.0])
     clearance = MIRROR_CLEARANCE_EDGES * edge_mm
-    blobs: list = []
-    for radius in radii:
+    for radius, axis, k in shapes:
+        reach = radius * k  # bounding radius
         for _ in range(tries):
             if chain_mm is not None and blobs:
                 previous = np.asarray(blobs[-1][:3])
@@ -322,13 +346,25 @@ def _place_blobs(rng: np.random.Generator, points: np.ndarray, candidates: np.nd
             else:
                 centre = pool[rng.integers(len(pool))]
             mirror = centre * flip
-            if np.linalg.norm(mirror - centre) < 2 * radius + clearance:
+            if np.linalg.norm(mirror - centre) < 2 * reach + clearance:
                 continue
-            if any(np.linalg.norm(centre - b[:3]) < radius + b[3] or np.linalg.norm(mirror - b[:3]) < radius + b[3] + clearance for b in map(np.asarray, blobs)):
+            others = [(np.asarray(b[:3]), b[3] * b[7]) for b in blobs]
+            if chain_mm is None and any(np.linalg.norm(centre - c) < reach + r for c, r in others):
                 continue
-            blobs.append((*(float(v) for v in centre), float(radius)))
+            if any(np.linalg.norm(mirror - c) < reach + r + clearance for c, r in others):
+                continue
+            blobs.append((*(float(v) for v in centre), radius, *(float(v) for v in axis), k))
             break
     return blobs
+
+
+def blob_gap_mm(points: np.ndarray, blobs) -> np.ndarray:
+    """Distance (mm) from points (..., 3) to the nearest blob's bounding sphere (radius r·k)."""
+    gap = np.full(np.shape(points)[:-1], np.inf)
+    for b in blobs:
+        x, y, z = b[:3]
+        gap = np.minimum(gap, np.sqrt((points[..., 0] - x) ** 2 + (points[..., 1] - y) ** 2 + (points[..., 2] - z) ** 2) - b[3] * b[7])
+    return gap
 
 
 def _arc_length_of(points_mm: np.ndarray, target: np.ndarray) -> float:
@@ -371,8 +407,10 @@ def _blob_depth(head: np.ndarray, blobs: np.ndarray, ratio: float) -> tuple[np.n
     flat = head.reshape(-1, 3)
     depth = np.full(flat.shape[0], -np.inf)
     z = np.zeros(flat.shape[0])
-    for x, y, zc, radius in blobs:
-        d = radius - np.sqrt((flat[:, 0] - x) ** 2 + (flat[:, 1] - y) ** 2 + (flat[:, 2] - zc) ** 2)
+    for x, y, zc, radius, ax, ay, az, k in blobs:
+        rel = flat - np.array([x, y, zc])
+        along = rel @ np.array([ax, ay, az])
+        d = radius - np.sqrt(np.maximum(np.einsum("ij,ij->i", rel, rel) - (1.0 - 1.0 / k**2) * along**2, 0.0))
         depth = np.maximum(depth, d)
         z = np.maximum(z, 1.0 - np.exp(-np.maximum(d, 0.0) / (ratio * radius)))
     return depth.reshape(head.shape[:-1]), z.reshape(head.shape[:-1])

@@ -49,7 +49,7 @@ import numpy as np
 from strokelabel import perfusion
 from strokelabel.phantom.anatomy import WILLIS, atlas_labels  # noqa: F401 (WILLIS: re-exported)
 from strokelabel.phantom.geometry import Grid
-from strokelabel.phantom.ischemia import lesion_factors
+from strokelabel.phantom.ischemia import blob_gap_mm, lesion_factors
 from strokelabel.phantom.patient import Patient
 from strokelabel.phantom.vessels import render_pieces, tree_pieces
 
@@ -76,11 +76,7 @@ def true_perfusion(patient: Patient, head, fractions) -> dict[str, np.ndarray]:
     # lesion in their mirror; elsewhere q_f = 1. A territorial field lies in one hemisphere.
     mirror = head * np.array([-1.0, 1.0, 1.0])
     if isch.blobs:
-        blobs = np.asarray(isch.blobs)
-        gap = np.full(head.shape[:-1], np.inf)
-        for x, y, z, radius in blobs:
-            gap = np.minimum(gap, np.sqrt((mirror[..., 0] - x) ** 2 + (mirror[..., 1] - y) ** 2 + (mirror[..., 2] - z) ** 2) - radius)
-        near = gap < MIRROR_MARGIN_MM
+        near = blob_gap_mm(mirror, isch.blobs) < MIRROR_MARGIN_MM
     else:
         side = -1.0 if isch.side == "L" else 1.0
         near = side * mirror[..., 0] > -MIRROR_MARGIN_MM
