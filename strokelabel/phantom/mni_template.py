@@ -185,7 +185,8 @@ class Block:
 
     def index(self, points_mm) -> np.ndarray:
         """(3, N) continuous voxel indices of MNI points (N, 3)."""
-        return ((np.asarray(points_mm, dtype=np.float32) - self.origin_mm.astype(np.float32)) / np.float32(self.spacing_mm)).T
+        # Contiguous: map_coordinates is twice as slow on a transposed view.
+        return np.ascontiguousarray(((np.asarray(points_mm, dtype=np.float32) - self.origin_mm.astype(np.float32)) / np.float32(self.spacing_mm)).T)
 
     def sample(self, names, points_mm=None, index=None) -> dict[str, np.ndarray]:
         index = self.index(points_mm) if index is None else index

@@ -51,6 +51,7 @@ ATROPHY_THRESHOLD = (0.3, 0.45)
 ATROPHY_RAMP = 0.15
 MASTOID_AIR_SHARE = 0.6  # air share of a fully pneumatised mastoid
 NO_CAVITY_MM = 1000.0
+LOW_MNI_Z = 14.0  # above this, no face, neck, skull-base bone, cavity or eye (FACE_AND_NECK tops out at z = 10)
 
 
 def _temporal_weight(t: np.ndarray) -> np.ndarray:
@@ -112,7 +113,7 @@ class TemplateAnatomy:
 
     # -- frames -------------------------------------------------------------------------------
     def displacement_mm(self, head: np.ndarray) -> np.ndarray:
-        index = ((np.asarray(head, np.float32) - WARP_ORIGIN_MM.astype(np.float32)) / np.float32(WARP_STEP_MM)).T
+        index = np.ascontiguousarray(((np.asarray(head, np.float32) - WARP_ORIGIN_MM.astype(np.float32)) / np.float32(WARP_STEP_MM)).T)
         return np.stack([ndimage.map_coordinates(self.warp_mm[i], index, order=1, mode="nearest", prefilter=False) for i in range(3)], axis=-1)
 
     def to_template(self, head) -> np.ndarray:
@@ -136,6 +137,11 @@ class TemplateAnatomy:
             waves += amplitude * np.sin(rel @ np.array([d0, d1, d2], np.float32) + phase)
         return self.skull_mm * (1.0 + waves) * (1.0 - 0.5 * _temporal_weight(t)) + 3.0 * _occipital_weight(t)
 
+    @property
+    def max_cranium_mm(self) -> float:
+        """Upper bound of skull + scalp thickness (mm)."""
+        return self.skull_mm * (1.0 + float(np.abs(self.skull_waves[:, 4]).sum())) + 3.0 + self.scalp_mm + self.temporalis_mm
+
     def scalp_thickness_mm(self, t: np.ndarray) -> np.ndarray:
         return self.scalp_mm + self.temporalis_mm * _temporal_weight(t)
 
@@ -150,14 +156,16 @@ class TemplateAnatomy:
         s = np.float32(self.mean_scale)
         t = self.to_template(flat)
         hb = mni.head_block()
-        h = hb.sample(("icv_sd", "head_sd"), t)
-        icv_sd = h["icv_sd"] * s - np.float32(self.csf_mm)
+        icv_sd = hb.sample(("icv_sd",), t)["icv_sd"] * s - np.float32(self.csf_mm)
         icv = soft_inside(icv_sd, edge_mm).astype(np.float32)
-        face = soft_inside(h["head_sd"] * s - np.float32(self.neck_mm), edge_mm)
+        # Face and neck lie below the skull base (MNI z < LOW_MNI_Z).
+        low_z = t[:, 2] < LOW_MNI_Z
+        face = np.zeros(n, np.float32)
+        face[low_z] = soft_inside(hb.sample(("head_sd",), t[low_z])["head_sd"] * s - np.float32(self.neck_mm), edge_mm)
         # Skull and scalp over the intracranial surface.
         skull_outer = np.zeros(n, np.float32)
         cranium = np.zeros(n, np.float32)
-        shell = (icv_sd > -edge_mm) & (icv_sd < 35.0)
+        shell = (icv_sd > -edge_mm) & (icv_sd < self.max_cranium_mm + edge_mm)
         ts = t[shell]
         thickness = self.skull_thickness_mm(ts)
         skull_outer[shell] = soft_inside(icv_sd[shell] - thickness, edge_mm)
@@ -170,7 +178,7 @@ class TemplateAnatomy:
         bone_base = np.zeros(n, np.float32)
         cavity = np.zeros(n, np.float32)
         eye = np.zeros(n, np.float32)
-        low = (t[:, 2] < 20.0) & (inside_head > 0) & (icv < 1)
+        low = low_z & (inside_head > 0) & (icv < 1)
         if low.any():
             v = hb.sample(("bone_sd", "air_sd", "mastoid_sd", "eye_sd"), t[low])
             mastoid = soft_inside(v["mastoid_sd"] * s, edge_mm)
@@ -338,7 +346,7 @@ def make_template_anatomy(rng: np.random.Generator) -> TemplateAnatomy:
         skull_waves=skull_waves,
         scalp_mm=float(rng.uniform(3.0, 6.5)),
         temporalis_mm=float(rng.uniform(4.0, 10.0)),
-        neck_mm=float(rng.normal(0.0, 4.0)),
+        neck_mm=float(np.clip(rng.normal(0.0, 4.0), -8.0, 8.0)),
         sinus_mm=float(rng.uniform(-3.0, 2.0)),
         mastoid_air=float(rng.uniform(0.0, 1.0)),
         seeds_mni=seeds,
