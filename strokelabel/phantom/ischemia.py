@@ -89,7 +89,7 @@ class Ischemia:
     spared_vessels: tuple[str, ...]  # downstream vessels that still fill normally (via ACom)
     blob_centre_mm: tuple[float, float, float] | None  # embolic field centre (head mm)
     blob_radius_mm: float
-    depth_scale_mm: float  # λ
+    depth_scale_mm: float  # λ (mm); for focal blobs the ratio λ_i / r_i
     severity: float  # S
     min_rcbf: float  # q_min
     extra_delay_s: float  # D
@@ -237,41 +237,41 @@ def _focal_ischemia(rng: np.random.Generator, scenario: str, side: str, collater
     clot, clot_radius, bilateral = None, 0.0, False
     if scenario == "lacunar":
         radius = float(np.exp(rng.uniform(np.log(1.5), np.log(6.0))))
-        shape = _shapes(rng, [radius], (1.2, 2.0), vertical=True, max_extent_mm=7.5)
-        if rng.random() < 0.8:
+        shapes = _shapes(rng, [radius], (1.2, 2.0), vertical=True, max_extent_mm=7.5)
+        clearance = radius * shapes[0][2] + MIRROR_CLEARANCE_EDGES * edge
+        candidates, site = lesion_sites.pons(sites, tree.vessels["BA"].points_mm, min_offset_mm=clearance), "pons"
+        if rng.random() < 0.8 or not candidates.any():
             candidates, site = lesion_sites.deep_perforator(sites, side), "basal ganglia, internal capsule or thalamus"
-        else:
-            clearance = radius * shape[0][2] + MIRROR_CLEARANCE_EDGES * edge
-            candidates, site = lesion_sites.pons(sites, tree.vessels["BA"].points_mm, min_offset_mm=clearance), "pons"
-        blobs = _place_blobs(rng, sites.points_mm, candidates, shape, edge)
+        blobs = _place_blobs(rng, sites.points_mm, candidates, shapes, edge)
     elif scenario == "shower":
-        radii = np.exp(rng.uniform(np.log(1.0), np.log(5.0), int(rng.integers(2, 13))))
-        radii = _shapes(rng, radii, (1.0, 1.4))
+        shapes = _shapes(rng, np.exp(rng.uniform(np.log(1.0), np.log(5.0), int(rng.integers(2, 13)))), (1.0, 1.4))
         if rng.random() < 0.35:
             bilateral, site = True, "both hemispheres"
             # One infarct in each hemisphere first, then anywhere.
-            blobs = _place_blobs(rng, sites.points_mm, lesion_sites.subcortex(sites, side="L"), radii[:1], edge)
-            blobs = _place_blobs(rng, sites.points_mm, lesion_sites.subcortex(sites, side="R"), radii[1:2], edge, existing=blobs)
-            blobs = _place_blobs(rng, sites.points_mm, lesion_sites.subcortex(sites), radii[2:], edge, existing=blobs)
+            blobs = _place_blobs(rng, sites.points_mm, lesion_sites.subcortex(sites, side="L"), shapes[:1], edge)
+            blobs = _place_blobs(rng, sites.points_mm, lesion_sites.subcortex(sites, side="R"), shapes[1:2], edge, existing=blobs)
+            blobs = _place_blobs(rng, sites.points_mm, lesion_sites.subcortex(sites), shapes[2:], edge, existing=blobs)
         else:
             names = list(SHOWER_TERRITORIES)
             territories = names[rng.choice(len(names), p=list(SHOWER_TERRITORIES.values()))]
             candidates, site = lesion_sites.subcortex(sites, territories, side), "/".join(territories)
-            blobs = _place_blobs(rng, sites.points_mm, candidates, radii, edge)
+            blobs = _place_blobs(rng, sites.points_mm, candidates, shapes, edge)
     elif scenario == "watershed":
         # A border zone of this side with white matter along it (an anatomy may lack one).
         zones = [(z, s) for s in (side, "R" if side == "L" else "L") for z in BORDER_ZONE_WEIGHT if lesion_sites.border_zone(sites, z, s).any()]
         weights = np.array([BORDER_ZONE_WEIGHT[z] * (1.0 if s == side else 1e-3) for z, s in zones])
         pair, zone_side = zones[rng.choice(len(zones), p=weights / weights.sum())] if zones else (next(iter(BORDER_ZONE_WEIGHT)), side)
-        radii = _shapes(rng, rng.uniform(3.0, 8.0, int(rng.integers(2, 8))), (1.2, 2.0))
+        shapes = _shapes(rng, rng.uniform(3.0, 8.0, int(rng.integers(2, 8))), (1.2, 2.0))
         candidates, site = lesion_sites.border_zone(sites, pair, zone_side), f"{pair[0]}/{pair[1]} border zone"
-        blobs = _place_blobs(rng, sites.points_mm, candidates, radii, edge, chain_mm=(4.0, 14.0))
+        if not candidates.any():
+            candidates, site = lesion_sites.deep_white_matter(sites, side), "deep white matter"
+        blobs = _place_blobs(rng, sites.points_mm, candidates, shapes, edge, chain_mm=(4.0, 14.0))
     else:  # cortical
         names = list(EMBOLIC_TERRITORY_WEIGHT)
         territory = names[rng.choice(len(names), p=list(EMBOLIC_TERRITORY_WEIGHT.values()))]
-        radii = _shapes(rng, rng.uniform(2.5, 9.0, int(rng.integers(1, 4))), (1.0, 1.6))
+        shapes = _shapes(rng, rng.uniform(2.5, 9.0, int(rng.integers(1, 4))), (1.0, 1.6))
         candidates, site = lesion_sites.cortex(sites, (territory,), side), f"{territory} cortex"
-        blobs = _place_blobs(rng, sites.points_mm, candidates, radii, edge, chain_mm=(4.0, 20.0))
+        blobs = _place_blobs(rng, sites.points_mm, candidates, shapes, edge, chain_mm=(4.0, 20.0))
         if blobs:
             # The clot sits in the cortical branch whose end lies nearest the first infarct.
             branches = [v for n, v in tree.vessels.items() if n.startswith(f"{territory}-{side}-branch")]

@@ -111,7 +111,7 @@ MIDLINE_ARTERIES_MNI = [
     ("BA", None, 1.6, [(0, -22, -72), (0, -20, -40), (0, -14, -19)]),
     ("ACom", None, 0.7, [(-3, 14, -13), (3, 14, -13)]),
 ]
-# Dural sinuses: the superior sagittal sinus follows the intracranial surface (see sinus_polylines).
+# Dural sinuses: the superior sagittal sinus follows the intracranial surface (see superior_sagittal_sinus_mni).
 STRAIGHT_SINUS_MNI = [(0, -48, 6), (0, -100, -4)]
 TRANSVERSE_LEFT_MNI = [(0, -104, -4), (-32, -100, -14), (-56, -74, -26), (-56, -50, -42), (-46, -38, -66)]
 
@@ -188,16 +188,11 @@ class Block:
         # Contiguous: map_coordinates is twice as slow on a transposed view.
         return np.ascontiguousarray(((np.asarray(points_mm, dtype=np.float32) - self.origin_mm.astype(np.float32)) / np.float32(self.spacing_mm)).T)
 
-    def sample(self, names, points_mm=None, index=None) -> dict[str, np.ndarray]:
-        index = self.index(points_mm) if index is None else index
+    def sample(self, names, points_mm) -> dict[str, np.ndarray]:
+        """Linear interpolation of the arrays ``names`` at MNI points (N, 3)."""
+        index = self.index(points_mm)
         cval = FAR_MM if self.mode == "constant" else 0.0
         return {n: ndimage.map_coordinates(self.arrays[n], index, order=1, mode=self.mode, cval=cval, prefilter=False) for n in names}
-
-    def points(self) -> np.ndarray:
-        """MNI mm of every voxel, shape (*array shape, 3)."""
-        shape = next(iter(self.arrays.values())).shape
-        axes = [self.origin_mm[i] + self.spacing_mm * np.arange(shape[i], dtype=np.float32) for i in range(3)]
-        return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float32)
 
 
 def _box_grid(box, spacing: float) -> tuple[np.ndarray, tuple[int, int, int]]:

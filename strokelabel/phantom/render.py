@@ -47,7 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from strokelabel import perfusion
-from strokelabel.phantom.anatomy import WILLIS, atlas_labels  # noqa: F401 (WILLIS: re-exported)
+from strokelabel.phantom.anatomy import atlas_labels
 from strokelabel.phantom.geometry import Grid
 from strokelabel.phantom.ischemia import blob_gap_mm, lesion_factors
 from strokelabel.phantom.patient import Patient

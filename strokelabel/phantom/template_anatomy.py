@@ -155,13 +155,13 @@ class TemplateAnatomy:
         n = flat.shape[0]
         s = np.float32(self.mean_scale)
         t = self.to_template(flat)
-        hb = mni.head_block()
-        icv_sd = hb.sample(("icv_sd",), t)["icv_sd"] * s - np.float32(self.csf_mm)
+        block = mni.head_block()
+        icv_sd = block.sample(("icv_sd",), t)["icv_sd"] * s - np.float32(self.csf_mm)
         icv = soft_inside(icv_sd, edge_mm).astype(np.float32)
         # Face and neck lie below the skull base (MNI z < LOW_MNI_Z).
         low_z = t[:, 2] < LOW_MNI_Z
         face = np.zeros(n, np.float32)
-        face[low_z] = soft_inside(hb.sample(("head_sd",), t[low_z])["head_sd"] * s - np.float32(self.neck_mm), edge_mm)
+        face[low_z] = soft_inside(block.sample(("head_sd",), t[low_z])["head_sd"] * s - np.float32(self.neck_mm), edge_mm)
         # Skull and scalp over the intracranial surface.
         skull_outer = np.zeros(n, np.float32)
         cranium = np.zeros(n, np.float32)
@@ -180,7 +180,7 @@ class TemplateAnatomy:
         eye = np.zeros(n, np.float32)
         low = low_z & (inside_head > 0) & (icv < 1)
         if low.any():
-            v = hb.sample(("bone_sd", "air_sd", "mastoid_sd", "eye_sd"), t[low])
+            v = block.sample(("bone_sd", "air_sd", "mastoid_sd", "eye_sd"), t[low])
             mastoid = soft_inside(v["mastoid_sd"] * s, edge_mm)
             bone_base[low] = np.maximum(soft_inside(v["bone_sd"] * s, edge_mm), mastoid)
             cavity[low] = np.maximum(soft_inside(v["air_sd"] * s - self.sinus_mm, edge_mm), MASTOID_AIR_SHARE * self.mastoid_air * mastoid)
@@ -199,8 +199,8 @@ class TemplateAnatomy:
         cavity_distance = np.full(n, NO_CAVITY_MM, np.float32)
         brain = icv > 0
         if brain.any():
-            tb, hb_ = t[brain], flat[brain]
-            b = mni.brain_block().sample(("gm", "wm", "ventricle_sd", "brain_smooth"), tb)
+            brain_t, brain_head = t[brain], flat[brain]
+            b = mni.brain_block().sample(("gm", "wm", "ventricle_sd", "brain_smooth"), brain_t)
             theta = ATROPHY_THRESHOLD[0] + ATROPHY_THRESHOLD[1] * self.atrophy
             keep = np.clip((b["brain_smooth"] - theta) / ATROPHY_RAMP + 0.5, 0.0, 1.0)
             outside_ventricles = b["ventricle_sd"] * s - self.ventricle_dilation_mm
@@ -209,14 +209,14 @@ class TemplateAnatomy:
             total = g + w
             fit = np.where(total > icv[brain], icv[brain] / np.maximum(total, 1e-6), 1.0)  # brain within the intracranial space
             g, w = g * fit, w * fit
-            hole, rim = old_infarct_fractions(hb_, self.chronic, edge_mm)
+            hole, rim = old_infarct_fractions(brain_head, self.chronic, edge_mm)
             old_infarct[brain] = hole * (g + w)
             g, w = g * (1.0 - hole), w * (1.0 - hole)
             gliosis[brain] = rim * (g + w)
-            horn = np.clip(np.abs(tb[:, 1] + 8.0) / 30.0, 0.0, 1.0)
-            wmh[brain] = wmh_fraction(hb_, w, outside_ventricles, horn, self.chronic, edge_mm)
+            horn = np.clip(np.abs(brain_t[:, 1] + 8.0) / 30.0, 0.0, 1.0)  # frontal and occipital horns
+            wmh[brain] = wmh_fraction(brain_head, w, outside_ventricles, horn, self.chronic, edge_mm)
             gm[brain], wm[brain] = g, w
-            air_distance = hb.sample(("air_distance",), tb)["air_distance"] * s
+            air_distance = block.sample(("air_distance",), brain_t)["air_distance"] * s
             cavity_distance[brain] = np.maximum(air_distance - self.sinus_mm, 0.0)
         out = {
             "air": 1.0 - inside_head + cavity,
