@@ -26,6 +26,8 @@ Every array is computed once per process (functools.lru_cache). Arrays are sampl
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,7 +194,29 @@ class Block:
         """Linear interpolation of the arrays ``names`` at MNI points (N, 3)."""
         index = self.index(points_mm)
         cval = FAR_MM if self.mode == "constant" else 0.0
-        return {n: ndimage.map_coordinates(self.arrays[n], index, order=1, mode=self.mode, cval=cval, prefilter=False) for n in names}
+        arrays = [self.arrays[n] for n in names]
+        return dict(zip(names, interpolate(arrays, index, self.mode, cval)))
+
+
+SAMPLING_THREADS = min(4, os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=4)
+def _sampling_pool(pid: int) -> ThreadPoolExecutor:
+    """One pool per process: a forked child (e.g. a data loader worker) gets its own threads."""
+    return ThreadPoolExecutor(max_workers=SAMPLING_THREADS, thread_name_prefix=f"phantom-sampling-{pid}")
+
+
+def interpolate(arrays, index: np.ndarray, mode: str = "nearest", cval: float = 0.0) -> list[np.ndarray]:
+    """``map_coordinates`` (order 1) of each array at ``index`` (3, N). It releases the GIL, so
+    several arrays are sampled in parallel threads (the results do not depend on the threads)."""
+
+    def one(array):
+        return ndimage.map_coordinates(array, index, order=1, mode=mode, cval=cval, prefilter=False)
+
+    if len(arrays) == 1 or SAMPLING_THREADS == 1 or index.shape[1] < 20_000:
+        return [one(a) for a in arrays]
+    return list(_sampling_pool(os.getpid()).map(one, arrays))
 
 
 def _box_grid(box, spacing: float) -> tuple[np.ndarray, tuple[int, int, int]]:

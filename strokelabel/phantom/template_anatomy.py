@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
-from scipy import ndimage
 
 from strokelabel.phantom import mni_template as mni
 from strokelabel.phantom.anatomy import REGIONS, region_id
@@ -114,7 +113,7 @@ class TemplateAnatomy:
     # -- frames -------------------------------------------------------------------------------
     def displacement_mm(self, head: np.ndarray) -> np.ndarray:
         index = np.ascontiguousarray(((np.asarray(head, np.float32) - WARP_ORIGIN_MM.astype(np.float32)) / np.float32(WARP_STEP_MM)).T)
-        return np.stack([ndimage.map_coordinates(self.warp_mm[i], index, order=1, mode="nearest", prefilter=False) for i in range(3)], axis=-1)
+        return np.stack(mni.interpolate(list(self.warp_mm), index, mode="nearest"), axis=-1)
 
     def to_template(self, head) -> np.ndarray:
         """MNI mm of head points (N, 3)."""
