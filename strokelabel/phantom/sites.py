@@ -31,6 +31,7 @@ class Sites:
     wm: np.ndarray
     region: np.ndarray  # atlas id 1..15
     distances: np.ndarray  # (n, 15) territory distances
+    radius: np.ndarray  # ellipsoidal radius in the brain's box: 0 at its centre, 1 at its faces
 
     @property
     def parenchyma(self) -> np.ndarray:
@@ -49,12 +50,16 @@ def probe_sites(anatomy, rng: np.random.Generator, n: int = PROBES) -> Sites:
     keep = (f["gm"] + f["wm"] >= 0.5) & (f["icv"] >= 0.99)
     points = points[keep]
     distances = anatomy.territory_distances_mm(points)
-    return Sites(points, f["gm"][keep], f["wm"][keep], np.argmin(distances, axis=1) + 1, distances)
+    radius = np.linalg.norm((points - 0.5 * (lo + hi)) / (0.5 * (hi - lo)), axis=1)
+    return Sites(points, f["gm"][keep], f["wm"][keep], np.argmin(distances, axis=1) + 1, distances, radius)
+
+
+PERIPHERY = 0.6  # grey matter this far out is cortex, not deep grey (the caudate tail, the pulvinar)
 
 
 def cortex(sites: Sites, territories=CORTICAL_TERRITORIES, side: str | None = None) -> np.ndarray:
     """Cortical grey matter of the given territories."""
-    return (sites.gm >= 0.6) & sites.in_regions(territories, side)
+    return (sites.gm >= 0.6) & (sites.radius >= PERIPHERY) & sites.in_regions(territories, side)
 
 
 def subcortex(sites: Sites, territories=CORTICAL_TERRITORIES, side: str | None = None) -> np.ndarray:
