@@ -35,7 +35,7 @@ def region_id(name: str) -> int:
 
 # The circle of Willis in brain-normalised coordinates: the healthy bolus delay grows with distance from it.
 WILLIS = (0.0, 0.05, -0.40)
-# Fields every anatomy adds to its tissue fractions; the ellipsoid family has none of these findings.
+# The ellipsoid family has no chronic findings and no air cavities (render.py lists the fields).
 NO_CAVITY_MM = 1000.0  # air_cavity_distance_mm where the anatomy has no air cavity
 
 

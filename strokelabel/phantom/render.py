@@ -32,10 +32,10 @@ Fields of :func:`render_chunk` (arrays on the chunk's voxels):
   (already counted in ``csf``), ``gliosis`` the fraction that is gliotic parenchyma around an
   old infarct (counted in ``gm``/``wm``), ``wmh`` the fraction that is white-matter
   hyperintensity, periventricular or deep (counted in ``wm``);
-- ``air_cavity_distance_mm``: distance from brain voxels to the nearest air cavity of the
-  skull base (paranasal sinuses, nasal cavity, pharynx, ear canal, mastoid air cells), where
-  EPI susceptibility artefacts arise; 1000 outside the brain and where the anatomy has no
-  cavity (ellipsoid family);
+- ``air_cavity_distance_mm``: distance (mm) to the nearest air cavity of the skull base
+  (paranasal sinuses, nasal cavity, pharynx, ear canals, mastoid air cells), where EPI
+  susceptibility artefacts arise; 0 inside one; 1000 where the anatomy has no cavity (the
+  ellipsoid family);
 - true perfusion: ``cbf``, ``cbv``, ``mtt``, ``tmax``, ``rcbf`` (1 outside the skull),
   ``membership`` of the ischemic field, labels ``corepenumbra``, territories ``atlas``;
 - ``head_mm`` (head-frame position) and, with vessel pieces, ``lumen_artery``, ``lumen_vein``,

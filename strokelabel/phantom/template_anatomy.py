@@ -49,7 +49,6 @@ MIDLINE_TAPER_MM = 12.0
 ATROPHY_THRESHOLD = (0.3, 0.45)
 ATROPHY_RAMP = 0.15
 MASTOID_AIR_SHARE = 0.6  # air share of a fully pneumatised mastoid
-NO_CAVITY_MM = 1000.0
 LOW_MNI_Z = 14.0  # above this, no face, neck, skull-base bone, cavity or eye (FACE_AND_NECK tops out at z = 10)
 
 
@@ -195,7 +194,7 @@ class TemplateAnatomy:
         gm, wm = np.zeros(n, np.float32), np.zeros(n, np.float32)
         zero = np.zeros(n, np.float32)
         old_infarct, gliosis, wmh = zero.copy(), zero.copy(), zero.copy()
-        cavity_distance = np.full(n, NO_CAVITY_MM, np.float32)
+        cavity_distance = np.maximum(block.sample(("air_distance",), t)["air_distance"] * s - self.sinus_mm, 0.0)
         brain = icv > 0
         if brain.any():
             brain_t, brain_head = t[brain], flat[brain]
@@ -215,8 +214,6 @@ class TemplateAnatomy:
             horn = np.clip(np.abs(brain_t[:, 1] + 8.0) / 30.0, 0.0, 1.0)  # frontal and occipital horns
             wmh[brain] = wmh_fraction(brain_head, w, outside_ventricles, horn, self.chronic, edge_mm)
             gm[brain], wm[brain] = g, w
-            air_distance = block.sample(("air_distance",), brain_t)["air_distance"] * s
-            cavity_distance[brain] = np.maximum(air_distance - self.sinus_mm, 0.0)
         out = {
             "air": 1.0 - inside_head + cavity,
             "scalp": soft,
