@@ -107,7 +107,7 @@ class TemplateAnatomy:
     def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = (np.array([b[i] for b in mni.BRAIN_BOX_MNI], float) for i in (0, 1))
         lo[2] = -62.0  # the lowest brain (cerebellum, medulla) above the foramen magnum
-        return (lo - mni.BRAIN_CENTROID_MNI) * self.scale - 8.0, (hi - mni.BRAIN_CENTROID_MNI) * self.scale + 8.0
+        return (lo - mni.BRAIN_CENTROID_MNI) * self.scale - 5.0, (hi - mni.BRAIN_CENTROID_MNI) * self.scale + 5.0  # + the warp
 
     # -- frames -------------------------------------------------------------------------------
     def displacement_mm(self, head: np.ndarray) -> np.ndarray:
