@@ -154,7 +154,8 @@ class TemplateAnatomy:
         s = np.float32(self.mean_scale)
         t = self.to_template(flat)
         block = mni.head_block()
-        icv_sd = block.sample(("icv_sd",), t)["icv_sd"] * s - np.float32(self.csf_mm)
+        everywhere = block.sample(("icv_sd", "air_distance"), t)
+        icv_sd = everywhere["icv_sd"] * s - np.float32(self.csf_mm)
         icv = soft_inside(icv_sd, edge_mm).astype(np.float32)
         # Face and neck lie below the skull base (MNI z < LOW_MNI_Z).
         low_z = t[:, 2] < LOW_MNI_Z
@@ -194,7 +195,7 @@ class TemplateAnatomy:
         gm, wm = np.zeros(n, np.float32), np.zeros(n, np.float32)
         zero = np.zeros(n, np.float32)
         old_infarct, gliosis, wmh = zero.copy(), zero.copy(), zero.copy()
-        cavity_distance = np.maximum(block.sample(("air_distance",), t)["air_distance"] * s - self.sinus_mm, 0.0)
+        cavity_distance = np.maximum(everywhere["air_distance"] * s - self.sinus_mm, 0.0)
         brain = icv > 0
         if brain.any():
             brain_t, brain_head = t[brain], flat[brain]
