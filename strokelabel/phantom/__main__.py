@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from strokelabel.phantom.patient import FAMILIES
 from strokelabel.phantom.study import KINDS, generate_dataset
 
 
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="none (RAS float32, no fills), random (drawn per study), or a JSON dict "
                              '(e.g. \'{"orientation": "LPS", "fill": "isles24"}\'; keys in strokelabel.phantom.conventions)')
     parser.add_argument("--isles22", action="store_true", help="write MRI studies in the ISLES'22 tree (--per-kind of them) instead")
+    parser.add_argument("--family", choices=FAMILIES, default="ellipsoid",
+                        help="anatomy: ellipsoid (analytic) or template (the MNI ICBM152 template warped per patient)")
     parser.add_argument("--force", action="store_true", help="regenerate studies that already exist")
     args = parser.parse_args(argv)
     try:
@@ -47,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         from strokelabel.phantom.isles_layout import generate_isles_dataset
 
         results = generate_isles_dataset(args.out, n=args.per_kind, size=args.size, seed=args.seed, progress=print,
-                                         appearance=appearance, conventions=conventions)
+                                         appearance=appearance, conventions=conventions, family=args.family)
     else:
         results = generate_dataset(args.out, per_kind=args.per_kind, labelled_per_kind=args.labelled, size=args.size,
                                    seed=args.seed, kinds=kinds, progress=print, skip_existing=not args.force,
-                                   write_ctp_series=series, appearance=appearance, conventions=conventions)
+                                   write_ctp_series=series, appearance=appearance, conventions=conventions, family=args.family)
     print(f"{len(results)} studies in {args.out} ({time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -9,10 +9,12 @@ patient-specific and not symmetric (its seeds are jittered per side).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from strokelabel.phantom.geometry import ellipsoid_distance_mm, soft_inside
+from strokelabel.phantom.vessels import cortical_point, ellipsoid_layout
 
 # Atlas regions, value = index + 1 (0 = outside the intracranial space). L/R = patient left/right.
 REGIONS = (
@@ -29,6 +31,12 @@ REGIONS = (
 
 def region_id(name: str) -> int:
     return REGIONS.index(name) + 1
+
+
+# The circle of Willis in brain-normalised coordinates: the healthy bolus delay grows with distance from it.
+WILLIS = (0.0, 0.05, -0.40)
+# The ellipsoid family has no chronic findings and no air cavities (render.py lists the fields).
+NO_CAVITY_MM = 1000.0  # air_cavity_distance_mm where the anatomy has no air cavity
 
 
 # Territory seeds of the left hemisphere in brain-normalised coordinates (u/A, v/B, w/C), and an
@@ -51,7 +59,7 @@ _LATERAL_VENTRICLE = ((-0.10, 0.02, 0.22), (0.07, 0.38, 0.09))
 _THIRD_VENTRICLE = ((0.0, -0.08, -0.02), (0.025, 0.14, 0.12))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Anatomy:
     """Patient-specific anatomy parameters (lengths in mm)."""
 
@@ -69,8 +77,41 @@ class Anatomy:
     territory_seed_region: np.ndarray  # (n,) region id 1..15
     territory_offset_mm: np.ndarray  # (15,) additive distance per region
 
+    family: ClassVar[str] = "ellipsoid"
+
     def normalised(self, points) -> np.ndarray:
         return np.asarray(points, dtype=np.float64) * self.brain_axes_mm
+
+    @property
+    def willis_mm(self) -> np.ndarray:
+        return np.asarray(WILLIS) * self.brain_axes_mm
+
+    @property
+    def bounds_mm(self) -> tuple[np.ndarray, np.ndarray]:
+        """Head-frame box holding the brain."""
+        return -self.brain_axes_mm, self.brain_axes_mm
+
+    def tissue_fractions(self, head, edge_mm: float) -> dict[str, np.ndarray]:
+        """:func:`tissue_fractions`, with the chronic-finding fields (all zero) and no air cavity."""
+        out = tissue_fractions(head, self, edge_mm)
+        zero = np.zeros_like(out["icv"])
+        out.update(old_infarct=zero, gliosis=zero.copy(), wmh=zero.copy(), air_cavity_distance_mm=np.full_like(zero, NO_CAVITY_MM))
+        return out
+
+    def territory_distances_mm(self, head) -> np.ndarray:
+        return territory_distances_mm(head, self)
+
+    def vessel_layout(self):
+        """(layout, cortical_point_mm) for :func:`strokelabel.phantom.vessels.make_tree`."""
+        return ellipsoid_layout(self.brain_axes_mm), lambda target, depth_mm: cortical_point(target, self.brain_axes_mm, depth_mm)
+
+    def describe(self) -> dict:
+        return {
+            "brain_semi_axes_mm": [round(float(v), 2) for v in self.brain_axes_mm],
+            "skull_mm": round(self.skull_mm, 2),
+            "cortex_mm": round(self.cortex_mm, 2),
+            "ventricle_scale": round(self.ventricle_scale, 3),
+        }
 
 
 def make_anatomy(rng: np.random.Generator) -> Anatomy:

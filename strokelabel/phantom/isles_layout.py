@@ -105,7 +105,7 @@ def resample_to_grid(volume: np.ndarray, affine: np.ndarray, shape, spacing_mm, 
 
 
 def generate_isles_study(root, index: int, seed: int, size: str = "small", quirks: dict | None = None, grid=None,
-                         appearance="fixed", conventions=None) -> dict:
+                         appearance="fixed", conventions=None, family: str = "ellipsoid") -> dict:
     """Write one phantom MRI study as ISLES'22 case ``index``; returns paths, quirks and figures.
 
     ``grid`` = (shape, spacing_mm) resamples DWI, ADC and mask to that grid (e.g. ``ISLES22_GRID``
@@ -118,9 +118,9 @@ def generate_isles_study(root, index: int, seed: int, size: str = "small", quirk
     subject = isles_subject(index)
     quirks = {**site_quirks(seed), **(quirks or {})}
     if appearance != "fixed" or conventions is not None:
-        return _generate_with_conventions(root, index, seed, size, quirks, grid, appearance, conventions)
+        return _generate_with_conventions(root, index, seed, size, quirks, grid, appearance, conventions, family)
     with tempfile.TemporaryDirectory(dir=root if root.exists() else None) as tmp:
-        record = generate_study(tmp, "mri", subject, seed, session=SESSION, size=size)
+        record = generate_study(tmp, "mri", subject, seed, session=SESSION, size=size, family=family)
         dwi_img = nib.load(str(record["modalities"]["dwi"]))
         affine = dwi_img.affine
         dwi = np.asarray(dwi_img.dataobj, dtype=np.float32)
@@ -159,6 +159,7 @@ def generate_isles_study(root, index: int, seed: int, size: str = "small", quirk
         "session": SESSION,
         "seed": int(seed),
         "size": size,
+        "family": family,
         "quirks": quirks,
         "lesion_volume_ml": round(float(lesion.sum() * np.prod(np.linalg.norm(affine[:3, :3], axis=0)) / 1000.0), 3),
         "figures": record["figures"],
@@ -169,13 +170,14 @@ def generate_isles_study(root, index: int, seed: int, size: str = "small", quirk
     return {"reference": paths["dwi"], "paths": paths, **info}
 
 
-def _generate_with_conventions(root: Path, index: int, seed: int, size: str, quirks: dict, grid, appearance, conventions) -> dict:
+def _generate_with_conventions(root: Path, index: int, seed: int, size: str, quirks: dict, grid, appearance, conventions,
+                               family: str = "ellipsoid") -> dict:
     from strokelabel.phantom import conventions as conv
     from strokelabel.phantom.appearance import is_random
     from strokelabel.phantom.study import simulate_study, write_stored
 
     subject = isles_subject(index)
-    study = simulate_study("mri", seed, size, appearance=appearance)
+    study = simulate_study("mri", seed, size, appearance=appearance, family=family)
     affine = study.grid.affine
     dwi, adc, flair = (study.images[k] for k in ("dwi", "adc", "flair"))
     lesion = study.labels["lesion"]
@@ -219,6 +221,7 @@ def _generate_with_conventions(root: Path, index: int, seed: int, size: str, qui
         "session": SESSION,
         "seed": int(seed),
         "size": size,
+        "family": family,
         "quirks": quirks,
         "lesion_volume_ml": round(float(lesion.sum() * np.prod(np.linalg.norm(affine[:3, :3], axis=0)) / 1000.0), 3),
         "figures": study.figures,
@@ -231,10 +234,10 @@ def _generate_with_conventions(root: Path, index: int, seed: int, size: str, qui
 
 def generate_isles_dataset(
     root, n: int = 6, size: str = "small", seed: int = 0, first_index: int = 1, progress: Callable[..., None] | None = print,
-    appearance="fixed", conventions=None,
+    appearance="fixed", conventions=None, family: str = "ellipsoid",
 ) -> list[dict]:
-    """``n`` ISLES'22-layout phantom studies (cases ``first_index``..), seeds from (seed, "mri", index);
-    ``appearance`` and ``conventions`` as in :func:`generate_isles_study`."""
+    """``n`` ISLES'22-layout phantom studies (cases ``first_index``..) of anatomy ``family``, seeds from
+    (seed, "mri", index); ``appearance`` and ``conventions`` as in :func:`generate_isles_study`."""
     progress = progress or (lambda *a, **k: None)
     Path(root).mkdir(parents=True, exist_ok=True)
     out = []
@@ -246,11 +249,12 @@ def generate_isles_dataset(
             same_look = (info["quirks"].get("appearance", "fixed"), info["quirks"].get("conventions_spec")) == (
                 appearance if isinstance(appearance, str) else json.loads(json.dumps(appearance, sort_keys=True)),
                 json.loads(json.dumps(conventions, sort_keys=True)) if conventions is not None else None)
-            if info.get("seed") == s and info.get("size") == size and same_look and isles_paths(root, info["subject"])["msk"].exists():
+            same_study = (info.get("seed"), info.get("size"), info.get("family", "ellipsoid")) == (s, size, family)
+            if same_study and same_look and isles_paths(root, info["subject"])["msk"].exists():
                 paths = isles_paths(root, info["subject"])
                 out.append({"reference": paths["dwi"], "paths": paths, **info})
                 continue
-        rec = generate_isles_study(root, i, s, size=size, appearance=appearance, conventions=conventions)
+        rec = generate_isles_study(root, i, s, size=size, appearance=appearance, conventions=conventions, family=family)
         progress(f"[{i - first_index + 1}/{n}] sub-{rec['subject']}: lesion {rec['lesion_volume_ml']:.1f} mL, {rec['quirks']}")
         out.append(rec)
     return out

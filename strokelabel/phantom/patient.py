@@ -8,16 +8,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from strokelabel.phantom.anatomy import REGIONS, Anatomy, make_anatomy
+from strokelabel.phantom.anatomy import REGIONS, make_anatomy
 from strokelabel.phantom.geometry import Pose, rotation_matrix
-from strokelabel.phantom.ischemia import Ischemia, make_ischemia
+from strokelabel.phantom.ischemia import ELLIPSOID_MIX, TEMPLATE_MIX, Ischemia, make_ischemia
 from strokelabel.phantom.vessels import VesselTree, make_tree
+
+# Anatomy families: "ellipsoid" (analytic, the original phantoms) and "template" (the MNI
+# ICBM152 2009a template warped per patient), with their scenario mixes.
+FAMILIES = ("ellipsoid", "template")
+SCENARIO_MIX = {"ellipsoid": ELLIPSOID_MIX, "template": TEMPLATE_MIX}
 
 
 @dataclass(frozen=True)
 class Patient:
     seed: int
-    anatomy: Anatomy
+    anatomy: object  # anatomy.Anatomy (ellipsoid family) or template_anatomy.TemplateAnatomy
     pose: Pose
     pose_deg: dict
     tree: VesselTree
@@ -31,13 +36,15 @@ class Patient:
     base_delay: dict  # healthy bolus delay: d0_s + per_100mm_s · distance from the circle of Willis
     nihss_offset: float
 
+    @property
+    def family(self) -> str:
+        return self.anatomy.family
+
     def describe(self) -> dict:
         return {
             "seed": self.seed,
-            "brain_semi_axes_mm": [round(float(v), 2) for v in self.anatomy.brain_axes_mm],
-            "skull_mm": round(self.anatomy.skull_mm, 2),
-            "cortex_mm": round(self.anatomy.cortex_mm, 2),
-            "ventricle_scale": round(self.anatomy.ventricle_scale, 3),
+            "family": self.family,
+            **self.anatomy.describe(),
             "pose_deg": {k: round(v, 3) for k, v in self.pose_deg.items()},
             "head_centre_world_mm": [round(float(v), 3) for v in self.pose.centre_mm],
             "onset_to_imaging_min": round(self.onset_to_imaging_min, 1),
@@ -52,16 +59,29 @@ class Patient:
         }
 
 
-def make_patient(seed: int) -> Patient:
-    """The patient of ``seed`` (deterministic: the same seed gives the same patient)."""
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5747]))
-    anatomy = make_anatomy(rng)
+def make_patient(seed: int, family: str = "ellipsoid", scenario: str | None = None) -> Patient:
+    """The patient of ``seed`` (deterministic: the same seed and family give the same patient).
+
+    ``family``: "ellipsoid" or "template" (see FAMILIES); ``scenario`` forces the occlusion
+    scenario (see ischemia.SEVERITY_CLASS) instead of drawing it from the family's mix.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown anatomy family {family!r}; expected one of {FAMILIES}")
+    if family == "ellipsoid":
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5747]))
+        anatomy = make_anatomy(rng)
+    else:
+        from strokelabel.phantom.template_anatomy import make_template_anatomy
+
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5747, 0x7E]))
+        anatomy = make_template_anatomy(rng)
     pose_deg = {"yaw": rng.uniform(-10, 10), "pitch": rng.uniform(-8, 8), "roll": rng.uniform(-3, 3)}
     centre = np.array([rng.uniform(-9, 9), rng.uniform(-12, 8), rng.uniform(-8, 2)])
     pose = Pose(rotation_matrix(pose_deg["yaw"], pose_deg["pitch"], pose_deg["roll"]), centre)
-    tree = make_tree(anatomy.brain_axes_mm, rng, anatomy.territory_seeds_mm, anatomy.territory_seed_region, list(REGIONS))
+    layout, cortical_point_mm = anatomy.vessel_layout()
+    tree = make_tree(rng, layout, anatomy.territory_seeds_mm, anatomy.territory_seed_region, list(REGIONS), cortical_point_mm)
     onset = 40.0 + 680.0 * rng.random() ** 1.5
-    ischemia = make_ischemia(rng, tree, anatomy, onset)
+    ischemia = make_ischemia(rng, tree, anatomy, onset, mix=SCENARIO_MIX[family], scenario=scenario)
     cbf_gm = float(np.clip(rng.normal(60, 5), 48, 72))
     cbf_wm = float(np.clip(rng.normal(24, 2.5), 18, 30))
     tissue = {

@@ -148,7 +148,7 @@ class SimulatedStudy:
 
 
 def simulate_study(kind: str, seed: int, size: str = "small", *, write_ctp_series: bool | None = None, appearance="fixed",
-                   conventions=None) -> SimulatedStudy:
+                   conventions=None, family: str = "ellipsoid") -> SimulatedStudy:
     """Simulate one study of ``kind`` for patient ``seed`` in memory (see :func:`generate_study`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown study kind {kind!r}; expected one of {KINDS}")
@@ -156,7 +156,7 @@ def simulate_study(kind: str, seed: int, size: str = "small", *, write_ctp_serie
         raise ValueError(f"unknown size {size!r}; expected one of {SIZES}")
     look = draw_appearance(seed, kind, appearance)
     stored = conv.draw_conventions(seed, kind, conventions)
-    patient = make_patient(seed)
+    patient = make_patient(seed, family)
     grid = grid_for(kind, size)
     if kind == "mri":
         grid = acquisition_grid(grid, look, size)
@@ -230,8 +230,10 @@ def generate_study(
     write_ctp_series: bool | None = None,
     appearance="fixed",
     conventions=None,
+    family: str = "ellipsoid",
 ) -> dict:
-    """Write one phantom study of ``kind`` (ctp, mri, cta) for patient ``seed``.
+    """Write one phantom study of ``kind`` (ctp, mri, cta) for patient ``seed`` of anatomy
+    ``family`` ("ellipsoid" or "template", see :data:`strokelabel.phantom.patient.FAMILIES`).
 
     Files go to ``root/sub-<subject>/ses-<session>/`` by the naming rule, the truth to
     ``root/derivatives/truth/...``; with ``write_label`` the task's truth label is copied to
@@ -246,7 +248,8 @@ def generate_study(
     """
     root = Path(root)
     started = time.perf_counter()
-    study = simulate_study(kind, seed, size, write_ctp_series=write_ctp_series, appearance=appearance, conventions=conventions)
+    study = simulate_study(kind, seed, size, write_ctp_series=write_ctp_series, appearance=appearance, conventions=conventions,
+                           family=family)
     patient, grid, look, stored = study.patient, study.grid, study.look, study.stored
     images, labels, truth, foreground, no_flow = study.images, study.labels, study.truth, study.foreground, study.no_flow
     figures, clinical, acquisition = study.figures, study.clinical, study.acquisition
@@ -285,6 +288,7 @@ def generate_study(
         "kind": kind,
         "size": size,
         "seed": int(seed),
+        "family": family,
         "grid": {"shape": list(grid.shape), "spacing_mm": list(grid.spacing_mm), "affine": grid.affine.tolist()},
         "mid_sagittal_plane": patient.pose.midsagittal_plane(grid),
         "appearance": _appearance_record(look, truth),
@@ -360,10 +364,10 @@ def _figures(patient: Patient, grid: Grid, labels: dict, atlas: np.ndarray) -> d
         "mismatch_ratio": round((core_ml + penumbra_ml) / core_ml, 3) if core_ml > 0 else None,
         "clot_volume_ml": round(float(clot.sum() * voxel_ml), 5),
         "clot_voxels": int(clot.sum()),
-        "clot_length_mm": round(isch.clot.length_mm, 2),
+        "clot_length_mm": round(isch.clot.length_mm, 2) if isch.clot else 0.0,
         "clot_region_flags": flags,
         "clot_regions": [REGIONS[i] for i, f in enumerate(flags) if f],
-        "occluded_vessel": isch.clot.vessel,
+        "occluded_vessel": isch.clot.vessel if isch.clot else None,
         "occlusion": isch.scenario,
         "severity_class": isch.severity_class,
         "occluded_territory": isch.describe()["occluded_territory"],
@@ -383,8 +387,8 @@ def _label_path(root: Path, reference: Path) -> Path:
 
 
 def _existing(root: Path, kind: str, subject: str, session: str, seed: int, size: str, write_label: bool,
-              appearance="fixed", conventions=None) -> dict | None:
-    """The record of a study already generated with the same seed, size, appearance and conventions, or None."""
+              appearance="fixed", conventions=None, family: str = "ellipsoid") -> dict | None:
+    """The record of a study already generated with the same seed, size, family, appearance and conventions, or None."""
     path = truth_path(root, subject, session, "truth")
     if not path.exists():
         return None
@@ -392,7 +396,8 @@ def _existing(root: Path, kind: str, subject: str, session: str, seed: int, size
         record = json.loads(path.read_text())
     except json.JSONDecodeError:
         return None
-    if (record.get("generator"), record.get("kind"), record.get("seed"), record.get("size")) != (GENERATOR, kind, int(seed), size):
+    if (record.get("generator"), record.get("kind"), record.get("seed"), record.get("size"), record.get("family", "ellipsoid")) != (
+            GENERATOR, kind, int(seed), size, family):
         return None
     if (record.get("appearance_spec", "fixed"), record.get("conventions_spec")) != (_spec(appearance), _spec(conventions)):
         return None
@@ -422,12 +427,13 @@ def generate_dataset(
     write_ctp_series: bool | None = None,
     appearance="fixed",
     conventions=None,
+    family: str = "ellipsoid",
 ) -> list[dict]:
     """``per_kind`` studies of each kind (subjects ``ctp0001``, ``mri0001``, ``cta0001``...); the first
     ``labelled_per_kind`` of each kind get their final label. Study seeds derive from (seed, kind, index).
     Studies already generated with the same seed, size, appearance and conventions are kept
     (``skip_existing``). ``appearance`` and ``conventions`` as in :func:`generate_study` (each study
-    draws its own from its seed when ``"random"``).
+    draws its own from its seed when ``"random"``); ``family`` the anatomy (``ellipsoid`` or ``template``).
     """
     root = Path(root)
     progress = progress or (lambda *a, **k: None)
@@ -445,12 +451,12 @@ def generate_dataset(
             s = study_seed(seed, kind, index)
             labelled = index <= labelled_per_kind
             started = time.perf_counter()
-            record = _existing(root, kind, subject, "01", s, size, labelled, appearance, conventions) if skip_existing else None
+            record = _existing(root, kind, subject, "01", s, size, labelled, appearance, conventions, family) if skip_existing else None
             if record is not None:
                 progress(f"[{done}/{total}] sub-{subject} ({kind}) exists, skipped")
             else:
                 record = generate_study(root, kind, subject, s, size=size, write_label=labelled, write_ctp_series=write_ctp_series,
-                                        appearance=appearance, conventions=conventions)
+                                        appearance=appearance, conventions=conventions, family=family)
                 f = record["figures"]
                 progress(
                     f"[{done}/{total}] sub-{subject} ({kind}, {f['occlusion']} {f['occluded_vessel']}): core {f['core_volume_ml']:.1f} mL, "

@@ -103,19 +103,33 @@ class VesselTree:
         return out
 
 
-def make_tree(axes_mm: np.ndarray, rng: np.random.Generator, territory_seeds_mm, territory_seed_region, region_names) -> VesselTree:
-    """The patient's vessels: template polylines scaled to the brain, jittered per side."""
+def ellipsoid_layout(axes_mm: np.ndarray) -> dict:
+    """The vessel layout of the ellipsoid family: the template polylines scaled to the brain's
+    semi-axes (head mm), the right side mirroring the left."""
+    layout = {"midline": [(name, parent, radius, np.asarray(points) * axes_mm) for name, parent, radius, points in _MIDLINE_ARTERIES]}
+    for side, sign in (("L", 1.0), ("R", -1.0)):
+        layout[side] = [(name, parent, radius, np.asarray(points) * [sign, 1, 1] * axes_mm) for name, parent, radius, points in _LEFT_ARTERIES]
+    layout["sinuses"] = [(name, radius, np.asarray(points) * axes_mm) for name, radius, points in _SINUSES]
+    return layout
+
+
+def make_tree(rng: np.random.Generator, layout: dict, territory_seeds_mm, territory_seed_region, region_names, cortical_point_mm) -> VesselTree:
+    """The patient's vessels: the anatomy's ``layout`` (head mm: "midline", "L", "R" arteries as
+    (name, parent, radius, points), "sinuses" as (name, radius, points)), jittered per side, with
+    cortical branches to the cortical territories' seeds. ``cortical_point_mm(target, depth_mm)``
+    is the point that deep below the brain surface towards ``target``."""
     tree = VesselTree()
 
     def add(name, parent, radius, points, kind="artery"):
         tree.vessels[name] = Vessel(name, parent, radius, np.asarray(points, dtype=np.float64), kind)
 
-    for name, parent, radius, points in _MIDLINE_ARTERIES:
-        add(name, parent, radius, np.asarray(points) * axes_mm + rng.normal(0, 0.6, (len(points), 3)) * [0, 1, 1])
-    for side, sign in (("L", 1.0), ("R", -1.0)):
-        jitter = rng.normal(0, 1.2, (len(_LEFT_ARTERIES), 5, 3))
-        for (name, parent, radius, points), jit in zip(_LEFT_ARTERIES, jitter):
-            pts = np.asarray(points) * [sign, 1, 1] * axes_mm
+    for name, parent, radius, points in layout["midline"]:
+        add(name, parent, radius, points + rng.normal(0, 0.6, (len(points), 3)) * [0, 1, 1])
+    for side in ("L", "R"):
+        arteries = layout[side]
+        jitter = rng.normal(0, 1.2, (len(arteries), 5, 3))
+        for (name, parent, radius, points), jit in zip(arteries, jitter):
+            pts = np.array(points, dtype=np.float64)
             pts[1:] += jit[: len(pts) - 1]  # keep each start on its parent
             add(f"{name}-{side}", None if parent is None else (parent if parent == "BA" else f"{parent}-{side}"), radius * rng.uniform(0.9, 1.1), pts)
         # Children start where their parent's polyline has moved to.
@@ -131,12 +145,12 @@ def make_tree(axes_mm: np.ndarray, rng: np.random.Generator, territory_seeds_mm,
             targets = territory_seeds_mm[territory_seed_region == rid]
             chosen = rng.choice(len(targets), size=min(BRANCHES_PER_TERRITORY, len(targets)), replace=False)
             for b, t in enumerate(targets[chosen], start=1):
-                target = cortical_point(t, axes_mm, depth_mm=rng.uniform(3.0, 6.0))
+                target = cortical_point_mm(t, rng.uniform(3.0, 6.0))
                 start = parent.points_mm[-1] if at is not None else parent.points_mm[np.argmin(np.linalg.norm(parent.points_mm - target, axis=1))]
                 mid = 0.5 * (start + target) + rng.normal(0, 3.0, 3)
                 add(f"{territory}-{side}-branch{b}", parent.name, rng.uniform(0.6, 0.8), [start, mid, target])
-    for name, radius, points in _SINUSES:
-        add(name, None, radius, np.asarray(points) * axes_mm, kind="vein")
+    for name, radius, points in layout["sinuses"]:
+        add(name, None, radius, points, kind="vein")
     return tree
 
 
