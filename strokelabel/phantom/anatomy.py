@@ -36,7 +36,6 @@ def region_id(name: str) -> int:
 # The circle of Willis in brain-normalised coordinates: the healthy bolus delay grows with distance from it.
 WILLIS = (0.0, 0.05, -0.40)
 # The ellipsoid family has no chronic findings and no air cavities (render.py lists the fields).
-NO_CAVITY_MM = 1000.0  # air_cavity_distance_mm where the anatomy has no air cavity
 
 
 # Territory seeds of the left hemisphere in brain-normalised coordinates (u/A, v/B, w/C), and an
@@ -92,11 +91,9 @@ class Anatomy:
         return -self.brain_axes_mm, self.brain_axes_mm
 
     def tissue_fractions(self, head, edge_mm: float) -> dict[str, np.ndarray]:
-        """:func:`tissue_fractions`, with the chronic-finding fields (all zero) and no air cavity."""
-        out = tissue_fractions(head, self, edge_mm)
-        zero = np.zeros_like(out["icv"])
-        out.update(old_infarct=zero, gliosis=zero.copy(), wmh=zero.copy(), air_cavity_distance_mm=np.full_like(zero, NO_CAVITY_MM))
-        return out
+        """:func:`tissue_fractions`. No chronic findings and no skull-base air: the analytic head does
+        not model them, so the MRI renderer draws its own where its appearance asks for them."""
+        return tissue_fractions(head, self, edge_mm)
 
     def territory_distances_mm(self, head) -> np.ndarray:
         return territory_distances_mm(head, self)

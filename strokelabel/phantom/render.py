@@ -27,15 +27,16 @@ Fields of :func:`render_chunk` (arrays on the chunk's voxels):
   (all soft tissue: scalp, face, neck, orbital fat), ``bone``, ``csf`` (with the eyes' fluid
   and old-infarct cavities), ``gm``, ``wm``; ``icv`` the intracranial fraction; ``parenchyma``
   = gm + wm;
-- chronic findings (label 0, never core or penumbra; zero in the ellipsoid family):
+- chronic findings (label 0, never core or penumbra; only from an anatomy that models them, the
+  template family; otherwise the MRI renderer draws its own when its appearance asks):
   ``old_infarct`` the fraction of the voxel that was parenchyma and is now a CSF-filled cavity
   (already counted in ``csf``), ``gliosis`` the fraction that is gliotic parenchyma around an
   old infarct (counted in ``gm``/``wm``), ``wmh`` the fraction that is white-matter
   hyperintensity, periventricular or deep (counted in ``wm``);
 - ``air_cavity_distance_mm``: distance (mm) to the nearest air cavity of the skull base
   (paranasal sinuses, nasal cavity, pharynx, ear canals, mastoid air cells), where EPI
-  susceptibility artefacts arise; 0 inside one; 1000 where the anatomy has no cavity (the
-  ellipsoid family);
+  susceptibility artefacts arise; 0 inside one; and ``skull_base_air``, the voxel's fraction of
+  such air (what the MRI renderer's susceptibility model reads). Template family only;
 - true perfusion: ``cbf``, ``cbv``, ``mtt``, ``tmax``, ``rcbf`` (1 outside the skull),
   ``membership`` of the ischemic field, labels ``corepenumbra``, territories ``atlas``;
 - ``head_mm`` (head-frame position) and, with vessel pieces, ``lumen_artery``, ``lumen_vein``,

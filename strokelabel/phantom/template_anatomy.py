@@ -227,6 +227,7 @@ class TemplateAnatomy:
             "gliosis": gliosis,
             "wmh": wmh,
             "air_cavity_distance_mm": cavity_distance,
+            "skull_base_air": cavity,
         }
         return {k: v.reshape(shape) for k, v in out.items()}
 
