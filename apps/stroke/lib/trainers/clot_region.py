@@ -19,6 +19,7 @@ from monai.transforms import Activationsd, AsDiscreted, Lambdad
 
 from lib.losses.clot_losses import REGION_POS_WEIGHT, RegionBCELoss, TverskyFocalLoss
 from lib.trainers.stroke_train import VAL_METRIC, StrokeTrainTask
+from lib.transforms.augment import clot_region_augmentations
 from lib.transforms.clot_region import (
     DropKeysd,
     LoadClotStudyd,
@@ -56,6 +57,8 @@ class _ClotTrainBase(StrokeTrainTask):
                               crop_size=int(request.get("crop_size", 256)) or None,
                               input_names=self._network.input_names,
                               drop_prob=float(request.get("spiral_dropout", 0.3))),
+            # appearance, per sample (lib.transforms.augment)
+            *clot_region_augmentations(self._network.input_names, self._network.context_slices),
         ]
 
     def val_key_metric(self, context):

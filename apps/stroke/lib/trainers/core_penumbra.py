@@ -32,6 +32,7 @@ from torch import nn
 
 from lib.losses.focal_tversky import FocalTverskyLoss
 from lib.trainers.stroke_train import StrokeTrainTask
+from lib.transforms.augment import core_penumbra_augmentations
 from lib.transforms.core_penumbra import CorePenumbraInputd, KeepKeysd, LoadLabeld, slice_inferer, source_maps
 from lib.transforms.study import LoadStudyd
 
@@ -110,6 +111,7 @@ def train_transforms(maps: Sequence[str], slices_per_study: int = 8) -> list:
         ),
         SqueezeDimd(keys=("image", "label"), dim=-1),
         RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=0),  # left-right: strokes occur on both sides
+        *core_penumbra_augmentations(maps),  # appearance, per sample (lib.transforms.augment)
     ]
 
 

@@ -21,7 +21,6 @@ from monai.transforms import (
     EnsureTyped,
     RandCropByPosNegLabeld,
     RandFlipd,
-    RandScaleIntensityd,
     SpatialPadd,
     SqueezeDimd,
 )
@@ -29,6 +28,7 @@ from monailabel.tasks.train.basic_train import Context
 
 from lib.losses.mdanet_loss import MDANetLoss
 from lib.trainers.stroke_train import StrokeTrainTask
+from lib.transforms.augment import ischemic_lesion_augmentations
 from lib.transforms.ischemic_lesion import KIND_OF_ROUTE, IschemicLesionInputd, MDANetLossOnNet
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class IschemicLesionTrain(StrokeTrainTask):
                                    allow_smaller=True),
             SpatialPadd(keys=("image", "label"), spatial_size=(crop, crop, 1)),
             SqueezeDimd(keys=("image", "label"), dim=-1),
-            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+            *ischemic_lesion_augmentations(self.route),  # appearance, per sample (lib.transforms.augment)
         ]
         if self.route != "siamese":  # a left-right flip would swap the Siamese pair's roles
             transforms.append(RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=0))
