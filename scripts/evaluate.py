@@ -21,10 +21,11 @@ import argparse
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from harness import TASK_KINDS, TASK_TARGET, extra_methods, held_out_studies, load_infer_tasks, methods_of, run_infer, truth_of
+from harness import PHANTOM_SETS, TASK_KINDS, TASK_TARGET, extra_methods, held_out_studies, load_infer_tasks, methods_of, run_infer, truth_of
 
 from strokelabel import metrics
 from strokelabel.baselines import region_flags
@@ -46,17 +47,22 @@ def score_core_penumbra(pred, truth, spacing_mm, result, info) -> dict:
     return row
 
 
-def core_penumbra_model_minus_baseline(table: list[dict], columns: list[str]) -> list[dict]:
-    """One row: the learned model's mean minus the baseline's, per column (empty without a model row)."""
-    by_method = {row["method"]: row for row in table}
-    if "model" not in by_method or "baseline" not in by_method:
-        return []
-    model, base = by_method["model"], by_method["baseline"]
-    diff = {"method": "model - baseline", "n": model["n"]}
-    for c in columns:
-        if c not in ("method", "n") and isinstance(model.get(c), float) and isinstance(base.get(c), float):
-            diff[c] = model[c] - base[c]
-    return [diff]
+def minus_baseline(table: list[dict], by: str, columns: list[str]) -> list[dict]:
+    """Per set and kind, each method's mean minus the baseline's on the same studies, per score column
+    (``by`` values are ``set/kind/method``); empty when there is nothing but the baseline."""
+    rows = {row[by]: row for row in table}
+    out = []
+    for key, row in rows.items():
+        prefix, method = key.rsplit("/", 1)
+        base = rows.get(f"{prefix}/baseline")
+        if method == "baseline" or base is None:
+            continue
+        diff = {by: f"{prefix}/{method} - baseline", "n": row["n"]}
+        for c in columns:
+            if c not in (by, "n", "seconds", "guard_pass", "model_served") and isinstance(row.get(c), float) and isinstance(base.get(c), float):
+                diff[c] = row[c] - base[c]
+        out.append(diff)
+    return out
 
 
 def score_lesion(pred, truth, spacing_mm, result, info) -> dict:
@@ -83,12 +89,22 @@ SCORERS = {"core_penumbra": score_core_penumbra, "ischemic_lesion": score_lesion
 COLUMNS = {
     "core_penumbra": ["method", "n", "core_dice", "penumbra_dice", "hypo_dice", "core_precision", "core_recall",
                       "core_abs_volume_error_ml", "penumbra_abs_volume_error_ml", "core_hd95_mm", "hypo_hd95_mm", "defuse3_agree",
-                      "seconds"],
+                      "guard_pass", "model_served", "seconds"],
     "ischemic_lesion": ["method", "n", "dice", "precision", "recall", "abs_volume_error_ml", "lesion_f1",
-                        "abs_lesion_count_difference", "hd95_mm", "seconds"],
+                        "abs_lesion_count_difference", "hd95_mm", "guard_pass", "model_served", "seconds"],
     "clot_region": ["method", "n", "study_precision", "study_recall", "study_f1", "study_accuracy", "slice_precision",
-                    "slice_recall", "slice_f1", "slice_accuracy", "clot_dice", "clot_detected", "clot_centre_distance_mm", "seconds"],
+                    "slice_recall", "slice_f1", "slice_accuracy", "clot_dice", "clot_detected", "clot_centre_distance_mm", "guard_pass",
+                    "model_served", "seconds"],
 }
+
+
+def served_columns(method: str, result: dict) -> dict:
+    """``guard_pass`` (1/0) for a model run; ``model_served`` (1/0) for ``auto``: the shares the tables average."""
+    if method == "auto":
+        return {"model_served": float(result.get("method") == "model")}
+    if "passed" in result.get("quality", {}) and method != "baseline":
+        return {"guard_pass": float(result["quality"]["passed"])}
+    return {}
 
 
 def evaluate(tasks: dict, studies: list[dict], root) -> dict[str, list[dict]]:
@@ -106,7 +122,8 @@ def evaluate(tasks: dict, studies: list[dict], root) -> dict[str, list[dict]]:
                 seconds = time.perf_counter() - start
                 spacing = tuple(float(s) for s in np.linalg.norm(study_affine(reference)[:3, :3], axis=0))
                 extra = {"atlas": load_atlas(study)} if name == "clot_region" else {}
-                row = {"study": reference.name.split(".nii")[0], "kind": kind, "method": method, "seconds": seconds}
+                row = {"study": reference.name.split(".nii")[0], "kind": kind, "method": method, "seconds": seconds,
+                       "quality": result.get("quality"), **served_columns(method, result)}
                 row.update(SCORERS[name](pred, truth, spacing, result, info, **extra))
                 rows[name].append(row)
                 print(f"[evaluate] {name} {method:8s} {row['study']}: {seconds:.1f}s", file=sys.stderr)
@@ -143,7 +160,7 @@ not, and on CTP a core defined from the true rCBF that the derived maps only app
 So a phantom Dice is not comparable to the seed's numbers; it shows that the pipeline learns and where it fails."""
 
 
-def evaluate_isles22(task, root, n: int, seed: int) -> list[dict]:
+def evaluate_isles22(task, root, n: int, seed: int, **generator) -> list[dict]:
     """ischemic_lesion on held-out MRI phantoms in the ISLES'22 layout (masks under derivatives/)."""
     from pathlib import Path
 
@@ -151,18 +168,20 @@ def evaluate_isles22(task, root, n: int, seed: int) -> list[dict]:
     from strokelabel.phantom.isles_layout import generate_isles_dataset
 
     root = Path(root) / "isles22"
-    records = generate_isles_dataset(root, n=n, seed=seed, progress=lambda *a, **k: print(*a, file=sys.stderr, **k))
+    records = generate_isles_dataset(root, n=n, seed=seed, progress=lambda *a, **k: print(*a, file=sys.stderr, **k), **generator)
     rows = []
     for record in records:
         reference = record["reference"]
         truth = np.asarray(nib.load(str(find_derivative_mask(root, reference))).dataobj)
+        truth = truth[..., 0] if truth.ndim == 4 else truth
         spacing = tuple(float(s) for s in np.linalg.norm(study_affine(reference)[:3, :3], axis=0))
         for method in methods_of(task) + extra_methods("ischemic_lesion", task, "mri"):
             start = time.perf_counter()
             pred, result = run_infer(task, reference, method)
             seconds = time.perf_counter() - start
             row = {"study": reference.name.split(".nii")[0], "kind": "isles22", "method": method, "seconds": seconds,
-                   "adc_unit": record["quirks"]["adc_unit"], "skull_stripped": record["quirks"]["skull_stripped"]}
+                   "adc_unit": record["quirks"]["adc_unit"], "skull_stripped": record["quirks"]["skull_stripped"],
+                   "quality": result.get("quality"), **served_columns(method, result)}
             row.update(score_lesion(pred, truth, spacing, result, record))
             rows.append(row)
             print(f"[evaluate] ischemic_lesion {method:8s} {row['study']}: {seconds:.1f}s", file=sys.stderr)
@@ -215,6 +234,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default="all", help="comma-separated task names (default all)")
     parser.add_argument("--studies", default=None, help="folder for the generated studies (default: a temporary one)")
     parser.add_argument("--per-study", action="store_true", help="also print one row per study")
+    parser.add_argument("--sets", default=",".join(PHANTOM_SETS),
+                        help=f"phantom sets (default all): {', '.join(PHANTOM_SETS)} (harness.PHANTOM_SETS: family, appearance, conventions)")
     parser.add_argument("--real", default=None, metavar="DIR", help="measure the real data trees under DIR instead of phantoms")
     parser.add_argument("--variants", action="store_true", help="with --real: also the same studies stored in other conventions")
     parser.add_argument("--methods", default="all", help="with --real: comma-separated methods (baseline, model, siamese, auto; default all)")
@@ -227,29 +248,40 @@ def main(argv=None) -> int:
         from evaluate_real import main_real
 
         return main_real(tasks, args.real, variants=args.variants, methods=args.methods)
-    root = args.studies or tempfile.mkdtemp(prefix="strokelabel-eval-")
+    top = Path(args.studies or tempfile.mkdtemp(prefix="strokelabel-eval-"))
     kinds = sorted({k for name in tasks for k in TASK_KINDS[name]})
-    studies = held_out_studies(root, args.per_kind, args.seed, kinds=kinds)
-    rows = evaluate(tasks, studies, root)
-    if "ischemic_lesion" in tasks:
-        rows["ischemic_lesion"] += evaluate_isles22(tasks["ischemic_lesion"], root, args.per_kind, args.seed)
-    if "clot_region" in tasks:
-        rows["clot_region"] += evaluate_without_spiral(tasks["clot_region"], studies, root)
+    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    unknown = sorted(set(sets) - set(PHANTOM_SETS))
+    if unknown:
+        parser.error(f"unknown phantom set(s) {unknown}; choose from {list(PHANTOM_SETS)}")
+    rows = {name: [] for name in tasks}
+    for set_name in sets:
+        generator, root = PHANTOM_SETS[set_name], top / set_name
+        studies = held_out_studies(root, args.per_kind, args.seed, kinds=kinds, **generator)
+        found = evaluate(tasks, studies, root)
+        if "ischemic_lesion" in tasks:
+            found["ischemic_lesion"] += evaluate_isles22(tasks["ischemic_lesion"], root, args.per_kind, args.seed, **generator)
+        if "clot_region" in tasks:
+            found["clot_region"] += evaluate_without_spiral(tasks["clot_region"], studies, root)
+        for name, task_rows in found.items():
+            rows[name] += [{**row, "set": set_name} for row in task_rows]
 
-    print(f"# StrokeLabel evaluation: {args.per_kind} held-out phantom studies per kind, seed {args.seed}")
+    print(f"# StrokeLabel evaluation: {args.per_kind} held-out phantom studies per kind and set, seed {args.seed}")
+    print("# sets: " + "; ".join(f"{s} = {PHANTOM_SETS[s]}" for s in sets))
+    print("# guard_pass: share of studies whose model answer the physiology guard passed; model_served: share on which auto served the model")
     for name, task_rows in rows.items():
-        by = "kind_method" if name in ("ischemic_lesion", "clot_region") else "method"
+        by = "kind_method"
         for row in task_rows:
-            row["kind_method"] = f"{row['kind']}/{row['method']}"
+            row["kind_method"] = f"{row['set']}/{row['kind']}/{row['method']}"
         table = metrics.summarise(task_rows, by=by)
         columns = [by if c == "method" else c for c in COLUMNS[name]]
         print(f"\n## {name} (mean over studies)\n")
         print(metrics.format_table(table, columns))
         if args.per_study:
             print(metrics.format_table(task_rows, ["study"] + columns))
-        if name == "core_penumbra" and core_penumbra_model_minus_baseline(table, columns):
-            print("\nby how much (model - baseline; Dice up and errors down are better):\n")
-            print(metrics.format_table(core_penumbra_model_minus_baseline(table, columns), columns))
+        if minus_baseline(table, by, columns):
+            print("\nby how much (method - baseline on the same studies; Dice up and errors down are better):\n")
+            print(metrics.format_table(minus_baseline(table, by, columns), columns))
         if name == "ischemic_lesion":
             print("\nkind: ctp = CT perfusion phantoms (lesion = core), mri = MRI phantoms, isles22 = MRI phantoms in the ISLES'22 "
                   "layout (ADC 10^-3/10^-6, negative ADC, skull-stripped or not); method model = MDANet, siamese = the DWI-only "

@@ -69,7 +69,7 @@ class Run:
 
 def methods_for(name: str, task, kind: str, wanted: set[str] | None) -> list[str]:
     """Every method the task can run on this kind of study, then ``auto``; only ``wanted`` if given."""
-    methods = methods_of(task) + extra_methods(name, task, kind) + ["auto"]
+    methods = list(dict.fromkeys(methods_of(task) + extra_methods(name, task, kind) + ["auto"]))
     return [m for m in methods if wanted is None or m in wanted]
 
 
