@@ -107,7 +107,8 @@ def served_columns(method: str, result: dict) -> dict:
     return {}
 
 
-def evaluate(tasks: dict, studies: list[dict], root) -> dict[str, list[dict]]:
+def evaluate(tasks: dict, studies: list[dict], root, methods: tuple | None = None) -> dict[str, list[dict]]:
+    """Every task on ``studies`` with every method it can run (only ``methods`` if given)."""
     rows: dict[str, list[dict]] = {name: [] for name in tasks}
     for name, task in tasks.items():
         for study in studies:
@@ -117,6 +118,8 @@ def evaluate(tasks: dict, studies: list[dict], root) -> dict[str, list[dict]]:
                 continue
             truth, info = truth_of(reference, root, TASK_TARGET[name])
             for method in methods_of(task) + extra_methods(name, task, kind):
+                if methods is not None and method not in methods:
+                    continue
                 start = time.perf_counter()
                 pred, result = run_infer(task, reference, method)
                 seconds = time.perf_counter() - start
@@ -160,7 +163,7 @@ not, and on CTP a core defined from the true rCBF that the derived maps only app
 So a phantom Dice is not comparable to the seed's numbers; it shows that the pipeline learns and where it fails."""
 
 
-def evaluate_isles22(task, root, n: int, seed: int, **generator) -> list[dict]:
+def evaluate_isles22(task, root, n: int, seed: int, methods: tuple | None = None, **generator) -> list[dict]:
     """ischemic_lesion on held-out MRI phantoms in the ISLES'22 layout (masks under derivatives/)."""
     from pathlib import Path
 
@@ -176,6 +179,8 @@ def evaluate_isles22(task, root, n: int, seed: int, **generator) -> list[dict]:
         truth = truth[..., 0] if truth.ndim == 4 else truth
         spacing = tuple(float(s) for s in np.linalg.norm(study_affine(reference)[:3, :3], axis=0))
         for method in methods_of(task) + extra_methods("ischemic_lesion", task, "mri"):
+            if methods is not None and method not in methods:
+                continue
             start = time.perf_counter()
             pred, result = run_infer(task, reference, method)
             seconds = time.perf_counter() - start
@@ -234,6 +239,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tasks", default="all", help="comma-separated task names (default all)")
     parser.add_argument("--studies", default=None, help="folder for the generated studies (default: a temporary one)")
     parser.add_argument("--per-study", action="store_true", help="also print one row per study")
+    parser.add_argument("--model-dir", default=None, help="models to measure (a folder laid out as apps/stroke/model; default: the app's)")
     parser.add_argument("--sets", default=",".join(PHANTOM_SETS),
                         help=f"phantom sets (default all): {', '.join(PHANTOM_SETS)} (harness.PHANTOM_SETS: family, appearance, conventions)")
     parser.add_argument("--real", default=None, metavar="DIR", help="measure the real data trees under DIR instead of phantoms")
@@ -243,7 +249,7 @@ def main(argv=None) -> int:
     if args.variants and not args.real:
         parser.error("--variants needs --real DIR")
 
-    tasks = load_infer_tasks(models=args.tasks)
+    tasks = load_infer_tasks(args.model_dir, models=args.tasks)
     if args.real:
         from evaluate_real import main_real
 

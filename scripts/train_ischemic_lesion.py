@@ -45,6 +45,14 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="/tmp/ischemic_lesion_train", help="scratch folder for phantoms and runs")
     parser.add_argument("--out", default=str(APP_DIR / "model" / "shipped"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--family", default="template", help="phantom anatomy of the training data (never the held-out ellipsoid family)")
+    parser.add_argument("--appearance", default="random", help="phantom appearance: random (per study) or fixed")
+    parser.add_argument("--conventions", default="random", help="on-disk conventions: random (per study) or none")
+    parser.add_argument("--crop", type=int, default=64, help="in-plane crop of the training samples (voxels of the plan's spacing)")
+    parser.add_argument("--slices", type=int, default=8, help="slices drawn per study per epoch")
+    parser.add_argument("--batch", type=int, default=2, help="studies per step")
+    parser.add_argument("--val-interval", type=int, default=1, help="validate every N epochs")
+    parser.add_argument("--val-split", type=float, default=0.25, help="share of the studies kept for validation")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -61,12 +69,14 @@ def main(argv=None) -> int:
     routes = [r.strip() for r in args.routes.split(",") if r.strip()]
     train_root, held_root = data / "train", data / "held_out"
     started = time.time()
+    generator = {"family": args.family, "appearance": args.appearance, "conventions": None if args.conventions == "none" else args.conventions}
     if any(r in ("mri", "siamese") for r in routes):
-        generate_isles_dataset(train_root, n=args.studies, seed=args.seed)
-        generate_isles_dataset(held_root, n=args.held_out, seed=args.seed + 1)
+        generate_isles_dataset(train_root, n=args.studies, seed=args.seed, **generator)
+        generate_isles_dataset(held_root, n=args.held_out, seed=args.seed + 1, **generator)
     if "ctp" in routes:
-        generate_dataset(train_root, per_kind=args.studies, labelled_per_kind=args.studies, kinds=("ctp",), seed=args.seed)
-        generate_dataset(held_root, per_kind=args.held_out, labelled_per_kind=0, kinds=("ctp",), seed=args.seed + 1, progress=None)
+        generate_dataset(train_root, per_kind=args.studies, labelled_per_kind=args.studies, kinds=("ctp",), seed=args.seed, **generator)
+        generate_dataset(held_root, per_kind=args.held_out, labelled_per_kind=0, kinds=("ctp",), seed=args.seed + 1, progress=None,
+                         **generator)
     print(f"phantoms ready in {time.time() - started:.0f} s", flush=True)
 
     out = Path(args.out)
@@ -87,6 +97,11 @@ def main(argv=None) -> int:
             "multi_gpu": False,
             "pretrained": False,
             "split_seed": 0,
+            "crop_size": args.crop,
+            "slices_per_study": args.slices,
+            "train_batch_size": args.batch,
+            "val_interval": args.val_interval,
+            "val_split": args.val_split,
         }
         t0 = time.time()
         print(f"== {route}: training {args.epochs} epochs", flush=True)

@@ -175,7 +175,7 @@ def mri_lesion_evidence(dwi: np.ndarray, adc_1e3: np.ndarray | None, brain: np.n
     return evidence
 
 
-def mirror_reference(values: np.ndarray, spacing_mm, radius_mm: float = MRI_EVIDENCE["mirror_radius_mm"]) -> np.ndarray:
+def mirror_reference(values: np.ndarray, spacing_mm, radius_mm: float = MRI_EVIDENCE["mirror_radius_mm"], plane=None) -> np.ndarray:
     """What the other hemisphere shows around each voxel's mirror point: the brightest value within
     ``radius_mm`` of it (after 1 mm smoothing against noise), reflected about the head's mid-sagittal
     plane (found from the image itself).
@@ -183,12 +183,12 @@ def mirror_reference(values: np.ndarray, spacing_mm, radius_mm: float = MRI_EVID
     The neighbourhood maximum, not a mean: a thin bright structure present on both sides (the
     cortical rim, the choroid plexus) is as bright as its mirror's brightest neighbour and so is no
     evidence, whatever the residual misregistration of the two hemispheres; a lesion on one side is
-    brighter than anything near its mirror point."""
+    brighter than anything near its mirror point. ``plane``: the study's, when already found."""
     from strokelabel.midsagittal import find_midsagittal_plane, mirror_about_plane
 
     values = np.asarray(values, dtype=np.float32)
     spacing = np.asarray(spacing_mm, dtype=np.float64)
-    plane = find_midsagittal_plane(values, spacing_mm)
+    plane = plane or find_midsagittal_plane(values, spacing_mm)
     smooth = ndimage.gaussian_filter(values, 1.0 / spacing)
     size = tuple(2 * int(np.ceil(radius_mm / s)) + 1 for s in spacing)
     return mirror_about_plane(ndimage.maximum_filter(smooth, size=size), plane)

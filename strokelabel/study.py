@@ -140,6 +140,17 @@ class Study:
         return array if self.reorientation is None else self.reorientation.to_canonical(array)
 
     @cached_property
+    def midsagittal_plane(self):
+        """The head's mid-sagittal plane (:func:`strokelabel.midsagittal.find_midsagittal_plane`), found
+        once per study from its main image inside the brain (DWI, CBF, CTA phase 1): every mirror
+        comparison of every method uses this one."""
+        from strokelabel.midsagittal import find_midsagittal_plane
+
+        key = {"mri": "dwi", "ctp": "cbf", "cta": "cta1"}[self.kind]
+        image = self.images[key] if key in self.images else next(iter(self.images.values()))
+        return find_midsagittal_plane(np.where(self.brain_mask, image, 0).astype(np.float32), self.spacing_mm)
+
+    @cached_property
     def brain_mask(self) -> np.ndarray:
         """The study's brain (bool, RAS grid), one for every method: see :func:`strokelabel.baselines.masks.study_brain_mask`."""
         from strokelabel.baselines.masks import study_brain_mask

@@ -121,6 +121,11 @@ MRI_CHAIN = (
          off={}, chance=0.9),
     Step("cortical_rim", "bright cortical ribbon on DWI and b = 0 (T2 of the outer cortex), normal ADC",
          {"gain": Uniform(1.06, 1.35), "width_mm": Uniform(1.5, 4.0)}, off={}, chance=0.6),
+    Step("regional_t2", "regional brightness of clinical DWI and b = 0 with a normal ADC (T2 weighting and EPI signal pile-up), "
+         "broad and roughly bilateral where real scans show it: temporal lobes, orbitofrontal cortex, cerebellar hemispheres "
+         "(label 0; the false positives of the first models on a real ISLES'22 case lay there)",
+         {"temporal_gain": Uniform(1.0, 1.45), "frontal_gain": Uniform(1.0, 1.35), "cerebellar_gain": Uniform(1.0, 1.4),
+          "side_ratio": Uniform(0.6, 1.0), "smoothing_mm": Uniform(4.0, 10.0)}, off={}, chance=0.6),
     Step("shine_through", "T2 shine-through blobs in white matter: DWI bright, ADC high (label 0)",
          {"count": Choice((1, 2, 3), (0.5, 0.3, 0.2)), "radius_mm": Uniform(4.0, 11.0), "t2_gain": Uniform(1.6, 2.6),
           "adc_gain": Uniform(1.15, 1.6)}, off={}, chance=0.4),

@@ -173,6 +173,35 @@ def cortical_rim(gm: np.ndarray, csf: np.ndarray, depth_mm: np.ndarray, spacing_
     return weight.astype(np.float32)
 
 
+# Atlas regions (strokelabel.phantom.anatomy.REGIONS, 1-based) of each regional-brightness zone, and
+# whether the zone is the lower part of them only (temporal and orbitofrontal: below the brain's middle).
+REGIONAL_ZONES = {"temporal": ((7, 8), True), "frontal": ((1, 2, 5, 6), True), "cerebellar": ((15,), False)}
+
+
+def regional_t2(atlas: np.ndarray, parenchyma: np.ndarray, spacing_mm, gains: dict, side_ratio: float, smoothing_mm: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative T2 gain minus 1 (0 = none) over the ``gains`` zones (``REGIONAL_ZONES``), smooth,
+    on parenchyma. Zones with a left and a right region get the gain on one side and ``side_ratio``
+    of it on the other (which side drawn from ``rng``): roughly, not exactly, bilateral."""
+    out = np.zeros(atlas.shape, np.float32)
+    sigma = [smoothing_mm / s for s in spacing_mm]
+    brain_z = np.flatnonzero(parenchyma.sum(axis=(0, 1)) > 0)
+    middle = 0.5 * (brain_z.min() + brain_z.max()) if brain_z.size else atlas.shape[2] / 2
+    below = np.clip((middle - np.arange(atlas.shape[2])) / max(1.0, 0.25 * (np.ptp(brain_z) if brain_z.size else 1)), 0.0, 1.0)
+    for zone, gain in gains.items():
+        regions, lower_only = REGIONAL_ZONES[zone]
+        if gain <= 1.0:
+            continue
+        weak = int(rng.integers(2))
+        for i, region in enumerate(regions):
+            mask = (atlas == region).astype(np.float32)
+            if lower_only:
+                mask *= below[None, None, :]
+            side = side_ratio if (len(regions) > 1 and i % 2 == weak) else 1.0
+            out += (gain - 1.0) * side * ndimage.gaussian_filter(mask, sigma)
+    return (out * np.clip(parenchyma, 0.0, 1.0)).astype(np.float32)
+
+
 def place_blobs(candidates: np.ndarray, avoid: np.ndarray, count: int, radius_mm: float, spacing_mm, rng: np.random.Generator,
                 margin_mm: float = 4.0) -> list[np.ndarray]:
     """Up to ``count`` blob centres (voxel indices) among ``candidates``, at least radius + margin

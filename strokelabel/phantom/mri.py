@@ -109,7 +109,9 @@ def simulate_mri(patient: Patient, grid: Grid, pieces, noise_seed, appearance: d
 #: and the air spaces of the skull base.
 OPTIONAL_FIELDS = ("old_infarct", "gliosis", "wmh", "skull_base_air")
 #: Mimic codes of the ``mimics`` truth volume (all label 0 for the task: they are not lesion).
-MIMIC_CODES = {"susceptibility": 1, "cortical_rim": 2, "shine_through": 3, "old_infarct": 4, "gliosis": 5, "wmh": 6}
+MIMIC_CODES = {"susceptibility": 1, "cortical_rim": 2, "shine_through": 3, "old_infarct": 4, "gliosis": 5, "wmh": 6, "regional_t2": 7}
+# A voxel is marked a regional-brightness mimic from this T2 gain on (0.1 = 10 % brighter).
+REGIONAL_MIMIC_GAIN = 0.1
 # Gliosis around a chronic infarct: T2, ADC and FLAIR gains at full gliosis.
 GLIOSIS_GAINS = {"t2": 0.6, "adc": 0.25, "flair": 1.2}
 # Small-grid cap: at size "small" the in-plane matrix stays at most this (the models work at 1.8 mm).
@@ -165,7 +167,7 @@ def _mimics(f: dict, patient: Patient, grid: Grid, appearance: dict, coarse: dic
     shape = grid.shape
     lesion_zone = f["corepenumbra"] > 0
     depth = mm.distance_mm(f["icv"] < 0.5, spacing)  # below the skull's inner surface
-    fields = {k: np.zeros(shape, np.float32) for k in ("air_cavity", "old_infarct", "gliosis", "wmh", "shine", "rim")}
+    fields = {k: np.zeros(shape, np.float32) for k in ("air_cavity", "old_infarct", "gliosis", "wmh", "shine", "rim", "regional")}
     record: dict = {"fields_from_anatomy": sorted(k for k in OPTIONAL_FIELDS if k in f)}
     world = lambda idx: [round(float(v), 1) for v in grid.affine[:3, :3] @ idx + grid.affine[:3, 3]]  # noqa: E731
 
@@ -205,6 +207,11 @@ def _mimics(f: dict, patient: Patient, grid: Grid, appearance: dict, coarse: dic
     rim = step_values(appearance, "mri", "cortical_rim")
     if rim is not None:
         fields["rim"] = mm.cortical_rim(f["gm"], f["csf"], depth, spacing, rim["width_mm"])
+    regional = step_values(appearance, "mri", "regional_t2")
+    if regional is not None:
+        gains = {zone: regional[f"{zone}_gain"] for zone in mm.REGIONAL_ZONES}
+        fields["regional"] = mm.regional_t2(f["atlas"], f["parenchyma"], spacing, gains, regional["side_ratio"], regional["smoothing_mm"],
+                                            step_rng(regional)) * ~lesion_zone
     return fields, record
 
 
@@ -274,7 +281,7 @@ def simulate_mri_random(patient: Patient, grid: Grid, pieces, noise_seed, appear
     rim = step_values(appearance, "mri", "cortical_rim") or {"gain": 1.0}
     g = GLIOSIS_GAINS
     t2 = ((1.0 + lesion["t2_gain"] * core) * (1.0 + (st["t2_gain"] - 1.0) * fields["shine"]) * (1.0 + (wmh["t2_gain"] - 1.0) * fields["wmh"])
-          * (1.0 + g["t2"] * fields["gliosis"]) * (1.0 + (rim["gain"] - 1.0) * fields["rim"]) * texture)
+          * (1.0 + g["t2"] * fields["gliosis"]) * (1.0 + (rim["gain"] - 1.0) * fields["rim"]) * (1.0 + fields["regional"]) * texture)
     adc_factor = ((1.0 - core + core * ratio) * (1.0 + (st["adc_gain"] - 1.0) * fields["shine"]) * (1.0 + (wmh["adc_gain"] - 1.0) * fields["wmh"])
                   * (1.0 + g["adc"] * fields["gliosis"]) * adc_texture)
     flair_factor = ((1.0 + lesion["flair_gain"] * core) * (1.0 + (wmh["flair_gain"] - 1.0) * fields["wmh"]) * (1.0 + g["flair"] * fields["gliosis"])
@@ -297,6 +304,7 @@ def simulate_mri_random(patient: Patient, grid: Grid, pieces, noise_seed, appear
     head = (1.0 - f["air"] - air_cavity) >= 0.5
     brain = f["icv"] >= 0.5
     mimic = np.zeros(shape, np.uint8)
+    mimic[fields["regional"] >= REGIONAL_MIMIC_GAIN] = MIMIC_CODES["regional_t2"]
     for name, key in (("wmh", "wmh"), ("cortical_rim", "rim"), ("shine_through", "shine"), ("gliosis", "gliosis"), ("old_infarct", "old_infarct")):
         mimic[fields[key] >= 0.5] = MIMIC_CODES[name]
     b0_epi, dwi_epi = b0, dwi

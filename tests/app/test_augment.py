@@ -9,7 +9,7 @@ from lib.transforms.augment import RANGES, augmentations, grouped
 
 CLOT_INPUTS = ("cta1", "cta2", "cta3", "spiral", "cta1_mirror", "coord_lr", "coord_ap", "coord_si")
 CASES = {
-    "ischemic_lesion/mri": (("ischemic_lesion",), {"route": "mri"}, 2),
+    "ischemic_lesion/mri": (("ischemic_lesion",), {"route": "mri"}, 4),
     "ischemic_lesion/siamese": (("ischemic_lesion",), {"route": "siamese"}, 2),
     "ischemic_lesion/ctp": (("ischemic_lesion",), {"route": "ctp"}, 4),
     "core_penumbra": (("core_penumbra",), {"maps": ("cbf", "cbv", "mtt", "tmax", "rcbf")}, 6),

@@ -61,10 +61,10 @@ def _mri_study(folder, adc_scale):
 def test_adc_in_either_unit_gives_the_same_channels_and_says_which_unit_was_assumed(tmp_path, scale, unit):
     ref, _ = study_channels(_mri_study(tmp_path / "ref", 1.0), "mri")
     channels, info = study_channels(_mri_study(tmp_path / "other", scale), "mri")
-    assert channels.shape == (2, 40, 40, 6)
+    assert channels.shape == (4, 40, 40, 6)  # DWI, DWI mirrored, ADC, ADC mirrored
     assert unit in info["adc_unit_assumption"]
     np.testing.assert_allclose(channels, ref, atol=1e-4)
-    assert channels[1].min() >= 0.0  # negative ADC clipped
+    assert channels[2].min() >= 0.0  # negative ADC clipped
 
 
 def test_inplane_resampling_goes_to_the_plan_spacing_and_back():
@@ -75,7 +75,7 @@ def test_inplane_resampling_goes_to_the_plan_spacing_and_back():
     assert out.shape == (2, 30, 25, 3)
 
 
-@pytest.mark.parametrize("route,channels", [("ctp", 4), ("mri", 2), ("siamese", 2)])
+@pytest.mark.parametrize("route,channels", [("ctp", 4), ("mri", 4), ("siamese", 2)])
 def test_networks_are_small_and_predict_a_probability_on_the_study_grid(route, channels):
     torch.manual_seed(0)
     net = build_network(route)
@@ -90,7 +90,7 @@ def test_mdanet_loss_gets_the_early_features_through_the_adapter():
     torch.manual_seed(0)
     net = build_network("mri").train()
     loss = MDANetLossOnNet(MDANetLoss(lambda_similarity=1.0), net)
-    x = torch.rand(2, 2, 32, 32)
+    x = torch.rand(2, 4, 32, 32)  # (DWI, DWI mirrored) | (ADC, ADC mirrored)
     target = (torch.rand(2, 1, 32, 32) > 0.8).float()
     logits = net(x)
     assert net.last_features is not None and net.last_features[0].shape == (2, 8, 32, 32)

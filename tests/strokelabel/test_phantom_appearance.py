@@ -30,7 +30,7 @@ BEFORE = {
     "cta/spiral": "042c55bcb339abc2",
     "cta/clot": "efa74266690a6fd6",
 }
-ALL_MIMICS = {"setting": "random", "on": ["susceptibility", "cortical_rim", "shine_through", "old_infarcts", "wmh"], "off": ["skull"]}
+ALL_MIMICS = {"setting": "random", "on": ["susceptibility", "cortical_rim", "regional_t2", "shine_through", "old_infarcts", "wmh"], "off": ["skull"]}
 
 
 def digest(path) -> str:
@@ -119,6 +119,8 @@ def test_mimics_are_rendered_outside_the_truth_label_with_their_own_signature(mi
     assert np.median(dwi[cavity]) < wm_level(dwi) and np.median(adc[cavity]) > 1.5 * wm_level(adc)  # DWI dark, ADC high
     assert np.median(flair[cavity]) < wm_level(flair)  # FLAIR-dark centre...
     assert np.median(flair[mim == MIMIC_CODES["gliosis"]]) > np.median(flair[cavity])  # ...with a brighter gliotic rim
+    regional = mim == MIMIC_CODES["regional_t2"]
+    assert np.median(dwi[regional]) > wm_level(dwi) and 0.8 * wm_level(adc) < np.median(adc[regional]) < 1.3 * wm_level(adc)  # bright, ADC normal
     wmh = mim == MIMIC_CODES["wmh"]
     assert np.median(flair[wmh]) > 1.2 * wm_level(flair)
     drawn = s.truth["record"]["susceptibility"]

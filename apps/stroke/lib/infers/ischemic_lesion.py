@@ -33,7 +33,7 @@ from lib.transforms.ischemic_lesion import (
 from lib.transforms.study import LoadStudyd
 from strokelabel import baselines, guard
 from strokelabel.errors import StrokeLabelError
-from strokelabel.midsagittal import find_midsagittal_plane, mirror_about_plane
+from strokelabel.midsagittal import mirror_about_plane
 from strokelabel.naming import find_modalities, parse_filename, study_kind
 
 # Modalities per study kind: required, optional.
@@ -54,8 +54,7 @@ class DwiOnlyBaselined(Transform):
         study = d["study"]
         dwi = np.asarray(d["dwi"], dtype=np.float64)
         brain = study.brain_mask
-        plane = find_midsagittal_plane(dwi, study.spacing_mm)
-        mirror = mirror_about_plane(dwi, plane)
+        mirror = mirror_about_plane(dwi, study.midsagittal_plane)
         values = dwi[brain]
         robust_sd = 1.4826 * np.median(np.abs(values - np.median(values)))
         lesion = baselines.mri.dwi_hyperintense(dwi, brain, 3.0) & (dwi - mirror > 3.0 * robust_sd)
@@ -176,7 +175,8 @@ class IschemicLesionInfer(StrokeInferTask):
         if study.kind == "ctp":
             return guard.verdict("lesion_ctp", pred, physics["pred"], spacing_mm=study.spacing_mm)
         dwi, adc = study.images["dwi"], study.images.get("adc")
-        evidence = guard.mri_lesion_evidence(dwi, adc, study.brain_mask, guard.mirror_reference(dwi * study.brain_mask, study.spacing_mm))
+        evidence = guard.mri_lesion_evidence(dwi, adc, study.brain_mask, guard.mirror_reference(dwi * study.brain_mask, study.spacing_mm,
+                                                                                                     plane=study.midsagittal_plane))
         return guard.verdict("lesion_mri", pred, evidence, physics["pred"] > 0, spacing_mm=study.spacing_mm)
 
     def get_path(self, validate=True):

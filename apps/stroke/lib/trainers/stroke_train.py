@@ -71,6 +71,7 @@ class StrokeTrainTask(BasicTrainTask):
             "dataset": ["CacheDataset", "Dataset"],
             "dataloader": ["ThreadDataLoader", "DataLoader"],
             "pretrained": True,
+            "val_interval": 1,
             "tracking": ["None", "mlflow"],
         }
         super().__init__(
@@ -158,6 +159,8 @@ class StrokeTrainTask(BasicTrainTask):
     def train(self, rank, world_size, request, datalist):
         # Keep the run's context: the decision after the run needs its device, split and transforms.
         self._last_request = request
+        # Validating whole studies costs more than an epoch of sampled slices on a large set.
+        self._val_interval = max(1, int(request.get("val_interval", self._val_interval)))
         stale = os.path.join(self._model_dir, request["name"], self._key_metric_filename)
         if os.path.exists(stale):
             os.remove(stale)  # an earlier run's best must never pass for this run's candidate

@@ -138,7 +138,8 @@ def ischemic_lesion_augmentations(route: str, spatial_dims: int = 2) -> list:
     mirrored) or ``ctp`` (CBF, CBV | MTT, Tmax), channels as ``lib.transforms.ischemic_lesion``."""
     if route == "mri":
         (bias, pb), (gamma, pg), (points, ph) = _r("dwi_bias_coeff"), _r("dwi_gamma"), _r("dwi_histogram_points")
-        return grouped({"dwi": [0], "adc": [1]}, 2, [
+        # DWI and its mirror share one state (channels 0, 1), ADC and its mirror another (2, 3)
+        return grouped({"dwi": [0, 1], "adc": [2, 3]}, 4, [
             RandBiasFieldd(keys="dwi", degree=3, coeff_range=bias[spatial_dims], prob=pb),
             RandAdjustContrastd(keys="dwi", gamma=gamma, retain_stats=True, prob=pg),
             RandHistogramShiftd(keys="dwi", num_control_points=points, prob=ph),

@@ -9,7 +9,9 @@ Routes (one task name, the model chosen by the study's modalities):
 route       study                                        input channels (normalised)
 =========== ============================================ ============================================
 ``ctp``     CT perfusion maps                            MDANet, groups (CBF, CBV) | (MTT, Tmax)
-``mri``     MRI with DWI and ADC                         MDANet, groups DWI | ADC
+``mri``     MRI with DWI and ADC                         MDANet, groups (DWI, DWI mirrored) | (ADC,
+                                                         ADC mirrored), mirrored about the study's
+                                                         mid-sagittal plane
 ``siamese`` MRI with DWI only (no ADC)                   Siamese, DWI | DWI mirrored about the
                                                          mid-sagittal plane found from the image
 =========== ============================================ ============================================
@@ -33,7 +35,7 @@ from torch import nn
 from lib.transforms import grid
 from lib.transforms.grid import resample_inplane
 from strokelabel.errors import StrokeLabelError
-from strokelabel.midsagittal import find_midsagittal_plane, mirror_about_plane
+from strokelabel.midsagittal import mirror_about_plane
 
 ROUTES = ("ctp", "mri", "siamese")
 
@@ -46,7 +48,7 @@ PLAN = {
     "adc_clip_1e3": 4.0,
     "dwi_clip": 6.0,
 }
-GROUPS = {"ctp": (("cbf", "cbv"), ("mtt", "tmax")), "mri": (("dwi",), ("adc",)), "siamese": (("dwi",), ("dwi_mirror",))}
+GROUPS = {"ctp": (("cbf", "cbv"), ("mtt", "tmax")), "mri": (("dwi", "dwi_mirror"), ("adc", "adc_mirror")), "siamese": (("dwi",), ("dwi_mirror",))}
 KIND_OF_ROUTE = {"ctp": "ctp", "mri": "mri", "siamese": "mri"}
 
 
@@ -59,9 +61,21 @@ def route_for(kind: str, modalities: Sequence[str]) -> str:
     raise StrokeLabelError(f"ischemic_lesion reads MRI (DWI, with or without ADC) or CT perfusion studies, not {kind.upper()}")
 
 
-def normalised_dwi(dwi: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """DWI divided by the brain median (arbitrary scanner units -> ~1 in healthy tissue)."""
-    median = float(np.median(dwi[brain])) if brain.any() else float(np.median(dwi[dwi > 0]))
+# Parenchyma on ADC (10^-3 mm²/s): below is noise or fat, above CSF (ventricles, sulci).
+TISSUE_ADC_RANGE_1E3 = (0.3, 1.5)
+
+
+def normalised_dwi(dwi: np.ndarray, brain: np.ndarray, adc_1e3: np.ndarray | None = None) -> np.ndarray:
+    """DWI divided by the median of the brain's parenchyma (arbitrary scanner units -> ~1 in healthy tissue).
+
+    With ADC, CSF is left out of the median: an old brain's large ventricles and sulci (dark on DWI)
+    would otherwise pull the median down and make all tissue look bright."""
+    tissue = brain
+    if adc_1e3 is not None:
+        low, high = TISSUE_ADC_RANGE_1E3
+        parenchyma = brain & (adc_1e3 > low) & (adc_1e3 < high)
+        tissue = parenchyma if parenchyma.sum() > 0.2 * brain.sum() else brain
+    median = float(np.median(dwi[tissue])) if tissue.any() else float(np.median(dwi[dwi > 0]))
     return np.clip(dwi / max(median, 1e-6), 0.0, PLAN["dwi_clip"]).astype(np.float32)
 
 
@@ -77,12 +91,17 @@ def study_channels(study, route: str) -> tuple[np.ndarray, dict]:
         return np.stack(chans).astype(np.float32), info
     dwi = np.asarray(images["dwi"], dtype=np.float32)
     if route == "mri":
-        adc_1e3 = np.clip(images["adc"], 0.0, PLAN["adc_clip_1e3"]) * brain
+        adc_1e3 = (np.clip(images["adc"], 0.0, PLAN["adc_clip_1e3"]) * brain).astype(np.float32)
+        dwi_n = normalised_dwi(dwi, brain, images["adc"]) * brain
         info["adc_unit_assumption"] = study.notes.get("adc_unit_assumption")
-        return np.stack([normalised_dwi(dwi, brain) * brain, adc_1e3.astype(np.float32)]), info
+        # Each modality beside its mirror about the mid-sagittal plane: the network compares the two
+        # hemispheres, so brightness present on both sides (T2 of the temporal lobes, the cortical rim)
+        # is told from a lesion on one (seed 000's idea inside seed 003's groups).
+        plane = study.midsagittal_plane
+        return np.stack([dwi_n, mirror_about_plane(dwi_n, plane), adc_1e3, mirror_about_plane(adc_1e3, plane)]).astype(np.float32), info
     if route == "siamese":
         x = normalised_dwi(dwi, brain) * brain
-        plane = find_midsagittal_plane(x, study.spacing_mm)
+        plane = study.midsagittal_plane
         info["midsagittal_plane"] = {"offset_mm": round(plane.offset_mm, 2), "angle_deg": round(plane.angle_deg, 2)}
         return np.stack([x, mirror_about_plane(x, plane).astype(np.float32)]), info
     raise ValueError(f"unknown route {route!r}")
@@ -179,7 +198,7 @@ def build_network(route: str, widths: Sequence[int] | None = None) -> nn.Module:
     from lib.networks.siamese_net import SiameseLesionNet
 
     if route in ("ctp", "mri"):
-        k = 2 if route == "ctp" else 1
+        k = len(GROUPS[route][0])
         net = MDANet(spatial_dims=2, group_channels=k, out_channels=2, widths=tuple(widths or (8, 16, 32, 64)), space_grid=(8, 8), dropout=0.1)
         return TwoGroupNet(net)
     if route == "siamese":
@@ -189,11 +208,15 @@ def build_network(route: str, widths: Sequence[int] | None = None) -> nn.Module:
 
 
 def predict_volume(
-    network: nn.Module, image: torch.Tensor, out_size: Sequence[int], device: str = "cpu", batch: int = 16, mc_dropout: bool = False
+    network: nn.Module, image: torch.Tensor, out_size: Sequence[int], device: str = "cpu", batch: int = 16, mc_dropout: bool = False,
+    mirror_average: bool = True,
 ) -> torch.Tensor:
     """Lesion probability (X, Y, Z) on the study grid from the input (C, X', Y', Z), slice by slice.
 
-    ``mc_dropout`` keeps the dropout layers sampling (one Monte-Carlo pass)."""
+    ``mirror_average``: the mean of the network on each slice and (flipped back) on the slice
+    flipped left-right, so a study stored mirrored gets exactly the mirrored label (a strokes is
+    as likely on either side; the network alone is not symmetric). ``mc_dropout`` keeps the dropout
+    layers sampling (one Monte-Carlo pass)."""
     network.eval()
     if mc_dropout:
         network.net.set_mc_dropout(True)
@@ -203,6 +226,9 @@ def predict_volume(
         for start in range(0, z, batch):
             chunk = image[..., start : start + batch].permute(3, 0, 1, 2).to(device)  # (b, C, X', Y')
             p = torch.softmax(network(chunk).float(), dim=1)[:, 1:2]  # (b, 1, X', Y')
+            if mirror_average:
+                flipped = torch.softmax(network(torch.flip(chunk, dims=(2,))).float(), dim=1)[:, 1:2]
+                p = 0.5 * (p + torch.flip(flipped, dims=(2,)))
             if tuple(p.shape[2:]) != tuple(out_size):
                 p = F.interpolate(p, size=tuple(out_size), mode="bilinear", align_corners=False)
             probs.append(p[:, 0].cpu())
