@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import numpy as np
 from nibabel import orientations as ornt
-from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from strokelabel.conventions import resample_array
 
 DEFAULT = {
     "orientation": "RAS",
@@ -136,12 +138,8 @@ def _validate(c: dict) -> None:
 
 
 def rotation_deg(angles) -> np.ndarray:
-    """Rotation about x, then y, then z (degrees)."""
-    ax, ay, az = np.radians(angles)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
+    """Rotation about world x, then y, then z (degrees), as :func:`strokelabel.conventions.oblique_grid` tilts a grid."""
+    return Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
 
 
 class StoredGeometry:
@@ -158,8 +156,6 @@ class StoredGeometry:
             turn[:3, :3] = rotation_deg(conventions["oblique_deg"])
             turn[:3, 3] = centre - turn[:3, :3] @ centre
             affine = turn @ affine
-            # stored voxel -> RAS voxel, for resampling
-            self._to_ras_voxel = np.linalg.inv(self.affine_ras) @ affine
         self.affine_oblique = affine
         current = ornt.io_orientation(affine)
         self.transform = ornt.ornt_transform(current, ornt.axcodes2ornt(tuple(conventions["orientation"])))
@@ -178,13 +174,11 @@ class StoredGeometry:
         return np.ascontiguousarray(ornt.apply_orientation(out, self.transform))
 
     def _resample(self, volume: np.ndarray, order: int, cval: float) -> np.ndarray:
-        m = self._to_ras_voxel
         dtype = volume.dtype
         work = volume.astype(np.float32) if order > 0 else volume
 
         def one(v):
-            r = ndimage.affine_transform(v, m[:3, :3], offset=m[:3, 3], output_shape=self.shape, order=order, mode="constant", cval=cval)
-            return r
+            return resample_array(v, self.affine_ras, self.shape, self.affine_oblique, order=order, cval=cval)
 
         if volume.ndim == 4:
             out = np.stack([one(work[..., t]) for t in range(volume.shape[3])], axis=-1)
