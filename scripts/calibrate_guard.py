@@ -7,6 +7,8 @@ of candidate limits (``strokelabel.guard.decide``, the function the server uses)
 check and candidate:
 
 - ``served``: the share of studies on which ``auto`` would serve the model;
+- ``truth_passed``: the share on which the guard would pass the ground truth itself (a guard that
+  fails the truth would reject a perfect model);
 - ``auto - baseline``: per set, the mean Dice of what ``auto`` would serve minus the baseline's
   (the issue asks for >= -0.02 on every set), and the worst set;
 - the limits now in ``guard.LIMITS`` are marked ``*``.
@@ -53,10 +55,11 @@ def pairs(rows: list[dict], task: str) -> list[dict]:
         by_study.setdefault((row["set"], row["kind"], row["study"]), {})[row["method"]] = row
     out = []
     for (set_name, kind, study), methods in sorted(by_study.items()):
-        model, base = methods.get("model"), methods.get("baseline")
+        model, base, truth = methods.get("model"), methods.get("baseline"), methods.get("truth")
         if model is None or base is None or not model.get("quality") or "figures" not in model["quality"]:
             continue
         out.append({"set": set_name, "kind": kind, "study": study, "check": model["quality"]["kind"], "figures": model["quality"]["figures"],
+                    "truth_figures": truth["quality"]["figures"] if truth else None,
                     "model": SCORE[task](model), "baseline": SCORE[task](base)})
     return out
 
@@ -71,8 +74,10 @@ def sweep(records: list[dict], check: str) -> list[dict]:
     for values in itertools.product(*grid.values()):
         limits = dict(zip(grid, values))
         served = [not guard.decide(check, r["figures"], limits) for r in records]
+        truth_passed = [not guard.decide(check, r["truth_figures"], limits) for r in records if r["truth_figures"]]
         row = {"limits": ", ".join(f"{k}={v:g}" for k, v in limits.items()) + (" *" if all(current[k] == v for k, v in limits.items()) else ""),
-               "n": len(records), "served": float(np.mean(served))}
+               "n": len(records), "served": float(np.mean(served)),
+               "truth_passed": float(np.mean(truth_passed)) if truth_passed else None}
         deltas = []
         for set_name in sorted({r["set"] for r in records}):
             mine = [(r, s) for r, s in zip(records, served) if r["set"] == set_name]
@@ -103,10 +108,10 @@ def main(argv=None) -> int:
     for set_name in [s.strip() for s in args.sets.split(",") if s.strip()]:
         generator, root = PHANTOM_SETS[set_name], top / set_name
         studies = held_out_studies(root, args.per_kind, args.seed, kinds=kinds, **generator)
-        found = evaluate(tasks, studies, root, methods=("baseline", "model"))
+        found = evaluate(tasks, studies, root, methods=("baseline", "model"), truth_guard=True)
         if "ischemic_lesion" in tasks:
             found["ischemic_lesion"] += evaluate_isles22(tasks["ischemic_lesion"], root, args.per_kind, args.seed,
-                                                         methods=("baseline", "model"), **generator)
+                                                         methods=("baseline", "model"), truth_guard=True, **generator)
         for name, task_rows in found.items():
             rows[name] += [{**row, "set": set_name} for row in task_rows]
 
@@ -118,13 +123,14 @@ def main(argv=None) -> int:
             table = sweep(records, check)
             # Best first: never worse than the baseline by more than 0.02 on any set, then the model served most.
             table.sort(key=lambda r: (r["worst_set"] < -0.02, -r["served"], -r["worst_set"]))
-            columns = ["limits", "n", "served", *sorted({r["set"] for r in records}), "worst_set"]
+            columns = ["limits", "n", "served", "truth_passed", *sorted({r["set"] for r in records}), "worst_set"]
             print(f"\n## {name}: check {check}\n")
             print(metrics.format_table(table[: args.top] + [r for r in table if r["limits"].endswith("*")], columns))
             print("\nper study (model and baseline Dice, figures):")
             for r in records:
                 if r["check"] == check:
-                    print(f"  {r['set']}/{r['kind']}/{r['study']}: model {r['model']:.3f} baseline {r['baseline']:.3f} {r['figures']}")
+                    print(f"  {r['set']}/{r['kind']}/{r['study']}: model {r['model']:.3f} baseline {r['baseline']:.3f} {r['figures']}"
+                          f" | truth {r['truth_figures']}")
     return 0
 
 

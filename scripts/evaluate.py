@@ -25,7 +25,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from harness import PHANTOM_SETS, TASK_KINDS, TASK_TARGET, extra_methods, held_out_studies, load_infer_tasks, methods_of, run_infer, truth_of
+from harness import (PHANTOM_SETS, TASK_KINDS, TASK_TARGET, extra_methods, held_out_studies, load_infer_tasks, methods_of, run_infer,
+                     truth_of, truth_verdict)
 
 from strokelabel import metrics
 from strokelabel.baselines import region_flags
@@ -107,8 +108,9 @@ def served_columns(method: str, result: dict) -> dict:
     return {}
 
 
-def evaluate(tasks: dict, studies: list[dict], root, methods: tuple | None = None) -> dict[str, list[dict]]:
-    """Every task on ``studies`` with every method it can run (only ``methods`` if given)."""
+def evaluate(tasks: dict, studies: list[dict], root, methods: tuple | None = None, truth_guard: bool = False) -> dict[str, list[dict]]:
+    """Every task on ``studies`` with every method it can run (only ``methods`` if given); with
+    ``truth_guard`` a ``truth`` row holds the guard's verdict on the ground truth itself."""
     rows: dict[str, list[dict]] = {name: [] for name in tasks}
     for name, task in tasks.items():
         for study in studies:
@@ -117,6 +119,9 @@ def evaluate(tasks: dict, studies: list[dict], root, methods: tuple | None = Non
             if kind not in TASK_KINDS[name]:
                 continue
             truth, info = truth_of(reference, root, TASK_TARGET[name])
+            if truth_guard:
+                rows[name].append({"study": reference.name.split(".nii")[0], "kind": kind, "method": "truth",
+                                   "quality": truth_verdict(task, reference, truth)})
             for method in methods_of(task) + extra_methods(name, task, kind):
                 if methods is not None and method not in methods:
                     continue
@@ -163,7 +168,7 @@ not, and on CTP a core defined from the true rCBF that the derived maps only app
 So a phantom Dice is not comparable to the seed's numbers; it shows that the pipeline learns and where it fails."""
 
 
-def evaluate_isles22(task, root, n: int, seed: int, methods: tuple | None = None, **generator) -> list[dict]:
+def evaluate_isles22(task, root, n: int, seed: int, methods: tuple | None = None, truth_guard: bool = False, **generator) -> list[dict]:
     """ischemic_lesion on held-out MRI phantoms in the ISLES'22 layout (masks under derivatives/)."""
     from pathlib import Path
 
@@ -177,6 +182,9 @@ def evaluate_isles22(task, root, n: int, seed: int, methods: tuple | None = None
         reference = record["reference"]
         truth = np.asarray(nib.load(str(find_derivative_mask(root, reference))).dataobj)
         truth = truth[..., 0] if truth.ndim == 4 else truth
+        if truth_guard:
+            rows.append({"study": reference.name.split(".nii")[0], "kind": "isles22", "method": "truth",
+                         "quality": truth_verdict(task, reference, truth)})
         spacing = tuple(float(s) for s in np.linalg.norm(study_affine(reference)[:3, :3], axis=0))
         for method in methods_of(task) + extra_methods("ischemic_lesion", task, "mri"):
             if methods is not None and method not in methods:

@@ -58,6 +58,17 @@ def run_infer(task, reference: str | Path, method: str) -> tuple[np.ndarray, dic
     return pred, data["result"]
 
 
+def truth_verdict(task, reference: str | Path, truth: np.ndarray) -> dict:
+    """The physiology guard's verdict (``quality`` JSON) on the ground truth itself, as if a model had
+    answered it: a guard that fails the truth would reject a perfect model."""
+    data = {"image": str(reference), "result": {}}
+    for transform in task.pre_transforms(data):
+        data = transform(data)
+    data["pred"] = data["study"].to_canonical(np.asarray(truth))
+    physics = task.run_baseline({**data, "result": {}}) if task.baseline_possible(data) else None
+    return task.guard(data, physics).as_json()
+
+
 def _cuda() -> bool:
     import torch
 
