@@ -87,3 +87,21 @@ def test_mc_dropout_uncertainty_scores_a_study(studies, model_dir):
     figures = _infer(model_dir).mc_dropout_uncertainty(str(studies["mri"]), samples=2, device="cpu")
     assert figures["route"] == "mri"
     assert 0.0 <= figures["entropy_lesion"] <= 1.0 and figures["disagreement"] >= 0.0
+
+
+def test_a_checkpoint_that_does_not_fit_the_network_falls_back_to_the_baseline_and_says_so(studies, tmp_path):
+    # a model of another layout (an older app version's first layer): never a 500
+    (tmp_path / "shipped").mkdir()
+    state = build_network("mri").state_dict()
+    first = next(k for k, v in state.items() if v.ndim == 4)
+    state[first] = torch.zeros(state[first].shape[0], state[first].shape[1] + 1, *state[first].shape[2:])
+    torch.save({"model": state}, tmp_path / "shipped" / "ischemic_lesion_mri.pt")
+    infer = _infer(tmp_path)
+    _, data = infer({"image": str(studies["mri"]), "skip_writer": True, "device": "cpu"})
+    result = data["result"]
+    assert result["method"] == "baseline" and result["route"] == "mri"
+    assert "ischemic_lesion_mri.pt does not fit" in result["method_reason"]
+    baseline = infer({"image": str(studies["mri"]), "method": "baseline", "skip_writer": True, "device": "cpu"})[1]
+    assert np.array_equal(data["pred"], baseline["pred"])
+    with pytest.raises(StrokeLabelError, match="does not fit this version"):
+        infer({"image": str(studies["mri"]), "method": "model", "skip_writer": True, "device": "cpu"})

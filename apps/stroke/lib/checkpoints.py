@@ -9,6 +9,15 @@ from __future__ import annotations
 
 import os
 
+import torch
+
+from strokelabel.errors import StrokeLabelError
+
+
+class UnusableModel(StrokeLabelError):
+    """The installed checkpoint does not fit the network this version of the app builds (an older
+    layout, a truncated file). ``auto`` then serves the baseline and says why."""
+
 
 def model_paths(model_dir: str, name: str) -> list[str]:
     """``[shipped starting model, model in use]`` of the model ``name``."""
@@ -19,3 +28,18 @@ def checkpoint_in_use(paths) -> str | None:
     """The last existing path of ``paths`` (see ``model_paths``), or None when none exists."""
     found = [p for p in paths if p and os.path.exists(p)]
     return found[-1] if found else None
+
+
+def load_weights(network: torch.nn.Module, path: str, device="cpu") -> torch.nn.Module:
+    """``network`` with the weights of checkpoint ``path`` (a state dict, possibly under ``model``,
+    fp16 or fp32), or :class:`UnusableModel` naming the file and what does not fit."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("model", state) if isinstance(state, dict) else state
+        network.load_state_dict({k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()})
+    except (RuntimeError, EOFError, KeyError, AttributeError, OSError) as e:
+        first = str(e).strip().splitlines()
+        raise UnusableModel(f"the installed model {os.path.basename(path)} does not fit this version of the app "
+                            f"({first[0] if first else type(e).__name__}{'; ' + first[1].strip() if len(first) > 1 else ''}); "
+                            "retrain it or remove it") from e
+    return network.to(device)

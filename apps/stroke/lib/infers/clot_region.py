@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lib.checkpoints import checkpoint_in_use
+from lib.checkpoints import checkpoint_in_use, load_weights
 from lib.infers.stroke_infer import StrokeInferTask, label_array
 from lib.losses.clot_losses import unweighted_probability
 from lib.networks.ami_net import predict_slices, study_flags
@@ -119,10 +119,7 @@ class ClotRegionInfer(StrokeInferTask):
             return cached[0], path
         import copy
 
-        net = copy.deepcopy(network).to(torch.device(device))
-        state = torch.load(path, map_location=torch.device(device))
-        net.load_state_dict(state.get("model", state))
-        net.eval()
+        net = load_weights(copy.deepcopy(network), path, torch.device(device)).eval()
         self._loaded[(key, device)] = (net, (path, mtime))
         return net, path
 

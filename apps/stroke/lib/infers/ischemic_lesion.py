@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from monai.transforms import Transform
 
-from lib.checkpoints import checkpoint_in_use, model_paths
+from lib.checkpoints import checkpoint_in_use, load_weights, model_paths
 from lib.infers.stroke_infer import METHODS, StrokeInferTask, first_choice, label_array
 from lib.transforms.baselines import LesionBaselined
 from lib.transforms.figures import LesionFiguresd
@@ -137,11 +137,7 @@ class IschemicLesionInfer(StrokeInferTask):
         cached = self._loaded.get(route)
         if cached and cached[1] == path and cached[2] == mtime and cached[3] == device:
             return cached[0], path
-        network = build_network(route)
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("model", state)
-        network.load_state_dict({k: v.float() for k, v in state.items()})
-        network = network.to(device).eval()
+        network = load_weights(build_network(route), path, device).eval()
         self._loaded[route] = (network, path, mtime, device)
         return network, path
 

@@ -11,6 +11,7 @@ the limits, the verdict) and a plain ``review`` flag with ``review_reason`` when
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable, Dict, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ from monai.transforms import Transform
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
+from lib.checkpoints import UnusableModel
 from lib.transforms.study import LoadStudyd
 from strokelabel.errors import StrokeLabelError
 from strokelabel.guard import Verdict
@@ -137,7 +139,18 @@ class StrokeInferTask(BasicInferTask):
             result["review"] = False
             return data
         result["method"] = "model"
-        data = self.run_model(data, device)
+        try:
+            data = self.run_model(data, device)
+        except UnusableModel as e:
+            if requested != "auto":
+                raise
+            logger.warning("%s: %s; serving the baseline", self.description, e)
+            data = self.run_baseline(data)
+            result["method"] = "baseline"
+            result["method_reason"] = f"{e.problem}: training-free baseline used"
+            result["quality"] = {"check": "none needed: the baseline is the physiological rule itself", "passed": True}
+            result["review"] = False
+            return data
         physics = self.run_baseline({**data, "result": {}}) if self.baseline_possible(data) else None
         verdict = self.guard(data, physics)
         result["quality"] = verdict.as_json()
@@ -164,6 +177,14 @@ class StrokeInferTask(BasicInferTask):
     def run_model(self, data: Dict[str, Any], device: str):
         """The learned model's inference; tasks with a trained network override this."""
         return super().run_inferer(data, device=device)
+
+    def _get_network(self, device, data):
+        # MONAI Label loads the checkpoint here; a file that does not fit the network becomes an
+        # UnusableModel (a 422 for method=model, the baseline for auto) instead of a bare 500.
+        try:
+            return super()._get_network(device, data)
+        except RuntimeError as e:
+            raise UnusableModel(f"the installed model {os.path.basename(self.get_path() or '')} does not fit this version of the app ({str(e).splitlines()[0]})") from e
 
     def writer(self, data: Dict[str, Any], extension=None, dtype=None):
         study = data["study"]
