@@ -55,10 +55,13 @@ class CorePenumbraInfer(StrokeInferTask):
         network.eval()
         network.net.set_mc_dropout(mc_dropout)
         image = torch.as_tensor(np.asarray(data["image"]), dtype=torch.float32, device=device)[None]
+        # Averaged with the left-right mirrored study (RAS: axis 0 of the volume), so a mirrored
+        # study gets exactly the mirrored label: which hemisphere is affected must not change the answer.
         with torch.no_grad():
-            logits = slice_inferer()(image, network)
+            probs = torch.softmax(slice_inferer()(image, network)[0].float(), dim=0)
+            mirrored = slice_inferer()(torch.flip(image, dims=(2,)), network)
+            probs = (probs + torch.flip(torch.softmax(mirrored[0].float(), dim=0), dims=(1,))) / 2
         network.net.set_mc_dropout(False)
-        probs = torch.softmax(logits[0].float(), dim=0)
         return resample_inplane(probs, data["brain_mask"].shape[:2], mode="bilinear")  # back to the study grid
 
     def run_model(self, data: Dict[str, Any], device):

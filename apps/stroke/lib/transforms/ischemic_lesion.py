@@ -214,7 +214,7 @@ def predict_volume(
     """Lesion probability (X, Y, Z) on the study grid from the input (C, X', Y', Z), slice by slice.
 
     ``mirror_average``: the mean of the network on each slice and (flipped back) on the slice
-    flipped left-right, so a study stored mirrored gets exactly the mirrored label (a strokes is
+    flipped left-right, so a study stored mirrored gets exactly the mirrored label (a stroke is
     as likely on either side; the network alone is not symmetric). ``mc_dropout`` keeps the dropout
     layers sampling (one Monte-Carlo pass)."""
     network.eval()
