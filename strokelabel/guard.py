@@ -56,20 +56,29 @@ class Verdict:
 
 
 # ---- the limits ------------------------------------------------------------------------------
-# Chosen on phantoms only (held-out seeds of both phantom families, never a real case), from the
-# distributions printed by scripts/calibrate_guard.py, and frozen before the real cases were scored.
+# Chosen on phantoms only (scripts/calibrate_guard.py --per-kind 6, seed 9100: held-out studies of
+# both phantom families, ellipsoid fixed / ellipsoid random / template random, never a real case),
+# and frozen (2026-12-03) before the real cases were scored. The rule: the candidate with the best
+# worst-set "auto Dice - baseline Dice" and, among those, the largest share served; ties go to the
+# stricter limit. Each entry says what its table showed.
 LIMITS = {
     "core_penumbra": {
-        # hypoperfusion: the model's volume within this factor of Tmax > 6 s, and overlapping it
-        "hypo_volume_ratio_max": 1.25,
+        # hypoperfusion: the model's volume within this factor of Tmax > 6 s, and overlapping it.
+        # 1.4 / 0.7: served 78 % (was 67 % at 1.25), passes the truth itself on 78 % (56 %), auto -
+        # baseline +0.009 / +0.035 / +0.064 on the three sets; the model's failures (4.2 x Tmax > 6 s
+        # on a 5 mL deficit, Dice 0.24) stay out.
+        "hypo_volume_ratio_max": 1.4,
         "hypo_dice_min": 0.7,
         # below this physics volume (mL) a volume ratio means little: only the absolute difference counts
         "small_volume_ml": 10.0,
         "small_volume_abs_diff_ml": 10.0,
-        # core: the model's core differs from rCBF < 30 % by at most max(abs, rel x physics core)
+        # core: the model's core differs from rCBF < 30 % by at most max(abs, rel x physics core);
+        # rel 0.5 failed the phantom truth on large cores (truth 118 mL vs rCBF < 30 % 63 mL), 1.0 does not.
         "core_abs_diff_ml": 10.0,
-        "core_rel_diff": 0.5,
+        "core_rel_diff": 1.0,
     },
+    # not calibrated on phantoms with a model that passes (the CTP lesion model is rejected on most
+    # studies: see docs/ischemic_lesion.md); kept at the core rule's first setting.
     "lesion_ctp": {"core_abs_diff_ml": 10.0, "core_rel_diff": 0.5},
     "lesion_mri": {
         "support_min": 0.5,
@@ -77,7 +86,10 @@ LIMITS = {
         # coverage is judged only when the unmistakable lesion is at least this large (mL)
         "coverage_from_ml": 1.0,
     },
-    "clot": {"support_min": 0.5},
+    # 0.3: served 94 % (78 % at 0.5) with auto - baseline +0.41 / +0.18 on the ellipsoid sets; on the
+    # template set auto loses 0.25 at every candidate (the model's wrong clots sit beside arteries,
+    # support 1.0): this check cannot catch them, and docs/clot_region.md says so.
+    "clot": {"support_min": 0.3},
 }
 
 # Per-voxel physics of an acute DWI lesion (lesion_mri): robust z of DWI over the brain, DWI over
