@@ -77,12 +77,15 @@ LIMITS = {
         "core_abs_diff_ml": 10.0,
         "core_rel_diff": 1.0,
     },
-    # not calibrated on phantoms with a model that passes (the CTP lesion model is rejected on most
-    # studies: see docs/ischemic_lesion.md); kept at the core rule's first setting.
+    # every candidate leaves auto 0.09 below the baseline on the ellipsoid-fixed set (the model's
+    # lesions pass the volume check and still miss): see NOT_SERVED_BY_AUTO; the figures are still
+    # reported, at the first setting.
     "lesion_ctp": {"core_abs_diff_ml": 10.0, "core_rel_diff": 0.5},
     "lesion_mri": {
-        "support_min": 0.5,
-        "coverage_min": 0.5,
+        # every candidate: auto - baseline +0.16 / +0.24 / +0.08 (worst set the same); coverage 0.3
+        # serves 97 % (94 % at 0.5); support 0.7 is the strictest at that share (passes the truth on 94 %).
+        "support_min": 0.7,
+        "coverage_min": 0.3,
         # coverage is judged only when the unmistakable lesion is at least this large (mL)
         "coverage_from_ml": 1.0,
     },
@@ -90,6 +93,14 @@ LIMITS = {
     # template set auto loses 0.25 at every candidate (the model's wrong clots sit beside arteries,
     # support 1.0): this check cannot catch them, and docs/clot_region.md says so.
     "clot": {"support_min": 0.3},
+}
+
+# Checks whose model auto never serves, with the reason: the calibration found no limits under
+# which auto stays within 0.02 of the baseline on every phantom set (the rule), so the
+# guard cannot make that model safe by default. method=model still runs it, with the verdict.
+NOT_SERVED_BY_AUTO = {
+    "lesion_ctp": "the CTP lesion model loses to the rCBF < 30 % rule on held-out phantoms whatever the guard's limits "
+                  "(auto - baseline -0.09 Dice, scripts/calibrate_guard.py)",
 }
 
 # Per-voxel physics of an acute DWI lesion (lesion_mri): robust z of DWI over the brain, DWI over

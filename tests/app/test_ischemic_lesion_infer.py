@@ -105,3 +105,15 @@ def test_a_checkpoint_that_does_not_fit_the_network_falls_back_to_the_baseline_a
     assert np.array_equal(data["pred"], baseline["pred"])
     with pytest.raises(StrokeLabelError, match="does not fit this version"):
         infer({"image": str(studies["mri"]), "method": "model", "skip_writer": True, "device": "cpu"})
+
+
+def test_auto_never_serves_the_ctp_lesion_model_even_when_the_guard_passes_it(studies, model_dir, monkeypatch):
+    # calibration found no guard limits that keep that model within 0.02 Dice of the baseline
+    infer = _infer(model_dir)
+    monkeypatch.setattr(infer, "run_model", lambda data, device: infer.run_baseline(data))  # agrees with the physics exactly
+    _, auto = infer({"image": str(studies["ctp"]), "skip_writer": True, "device": "cpu"})
+    result = auto["result"]
+    assert result["quality"]["passed"] is True and result["review"] is False
+    assert result["method"] == "baseline" and "loses to the rCBF < 30 % rule" in result["method_reason"]
+    _, asked = infer({"image": str(studies["ctp"]), "method": "model", "skip_writer": True, "device": "cpu"})
+    assert asked["result"]["method"] == "model" and asked["result"]["method_reason"] == "requested"

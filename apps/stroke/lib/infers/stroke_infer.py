@@ -22,7 +22,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from lib.checkpoints import UnusableModel
 from lib.transforms.study import LoadStudyd
 from strokelabel.errors import StrokeLabelError
-from strokelabel.guard import Verdict
+from strokelabel.guard import NOT_SERVED_BY_AUTO, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class StrokeInferTask(BasicInferTask):
             result["review_reason"] = f"the model disagrees with the physiology of this study: {verdict.reason}"
         if requested != "auto":
             result["method_reason"] = "requested"
-        elif verdict.passed:
+        elif verdict.passed and verdict.kind not in NOT_SERVED_BY_AUTO:
             result["method_reason"] = "the model agrees with the physiology of this study"
         elif physics is None:
             result["method_reason"] = "the model disagrees with the physiology, but no baseline can run on this study: model served, review it"
@@ -171,7 +171,10 @@ class StrokeInferTask(BasicInferTask):
                 if key in physics:
                     data[key] = physics[key]
             result["method"] = "baseline"
-            result["method_reason"] = "the model disagrees with the physiology of this study (see quality): the physiological rule was served"
+            if verdict.passed:
+                result["method_reason"] = f"{NOT_SERVED_BY_AUTO[verdict.kind]}: the physiological rule was served (method=model runs the model)"
+            else:
+                result["method_reason"] = "the model disagrees with the physiology of this study (see quality): the physiological rule was served"
         return data
 
     def run_model(self, data: Dict[str, Any], device: str):
