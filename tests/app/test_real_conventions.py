@@ -114,16 +114,21 @@ def _variant_rows(tasks, kind, name, methods, tmp_path):
 
 @needs_real
 def test_the_real_mri_case_in_other_conventions_keeps_its_label(tasks, tmp_path, one_torch_thread):
-    rows = _variant_rows(tasks, "mri", "ischemic_lesion", ("baseline", "auto"), tmp_path)
+    rows = _variant_rows(tasks, "mri", "ischemic_lesion", ("baseline", "model", "auto"), tmp_path)
+    by = {(row["variant"], row["method"]): row for row in rows}
     for row in rows:
         assert "error" not in row, row
         if row["variant"] in LOSSLESS:
             assert row["lesion_dice_vs_original"] >= 0.98 and abs(row["lesion_change_pct"]) <= 2.0, row
         elif row["variant"] == "synthetic skull":
             assert row["lesion_dice_vs_original"] >= 0.8 and abs(row["lesion_change_pct"]) <= 25.0, row
-        elif row["variant"].startswith("oblique"):
-            # a 1.6-7 mL lesion on 4.8 mm slices: its place is kept, a part of its volume is lost to partial volume
-            assert row["lesion_dice_vs_original"] >= 0.2, row
+    # 4.8 mm oblique slices: the model keeps the lesion's place and volume (measured Dice 0.61 vs
+    # the original, -8 %); the threshold baseline loses most of a 1.6 mL lesion to partial volume
+    # (measured -75 %), and auto serves one of the two with the guard's verdict
+    oblique = {m: by[("oblique 1.8x1.8x4.8", m)] for m in ("baseline", "model", "auto")}
+    assert oblique["model"]["lesion_dice_vs_original"] >= 0.5 and abs(oblique["model"]["lesion_change_pct"]) <= 25.0
+    assert oblique["baseline"]["lesion_dice_vs_original"] >= 0.2
+    assert oblique["auto"]["lesion_ml"] in (oblique["model"]["lesion_ml"], oblique["baseline"]["lesion_ml"])
 
 
 @needs_real
