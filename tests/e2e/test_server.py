@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from monailabel.client.client import MONAILabelClientException
 
+from strokelabel.guard import NOT_SERVED_BY_AUTO
 from strokelabel.naming import truth_path
 from tests.e2e.broken_studies import BROKEN
 from tests.e2e.server import REPO, running_server
@@ -60,7 +61,8 @@ def test_each_task_infers_a_label_on_the_study_grid_with_its_figures(client, ser
     # baseline; a task without one runs its baseline and says so.
     shipped = SHIPPED[task].format(kind=kind)
     if (REPO / "apps" / "stroke" / "model" / "shipped" / shipped).exists():
-        assert result["method"] == ("model" if result["quality"]["passed"] else "baseline"), result
+        trusted = result["quality"].get("kind") not in NOT_SERVED_BY_AUTO  # models auto never serves (guard.NOT_SERVED_BY_AUTO)
+        assert result["method"] == ("model" if result["quality"]["passed"] and trusted else "baseline"), result
         assert result["review"] is (not result["quality"]["passed"]) and result["method_reason"]
     else:
         assert result["method"] == "baseline" and "no trained" in result["method_reason"]
