@@ -17,7 +17,7 @@ from lib.infers.stroke_infer import StrokeInferTask, label_array
 from lib.transforms.baselines import CorePenumbraBaselined
 from lib.transforms.core_penumbra import CorePenumbraInputd, slice_inferer
 from lib.transforms.figures import CorePenumbraFiguresd
-from lib.transforms.grid import resample_inplane
+from lib.transforms.grid import mirror_averaged, resample_inplane
 from strokelabel.guard import verdict
 
 
@@ -55,12 +55,11 @@ class CorePenumbraInfer(StrokeInferTask):
         network.eval()
         network.net.set_mc_dropout(mc_dropout)
         image = torch.as_tensor(np.asarray(data["image"]), dtype=torch.float32, device=device)[None]
-        # Averaged with the left-right mirrored study (RAS: axis 0 of the volume), so a mirrored
-        # study gets exactly the mirrored label: which hemisphere is affected must not change the answer.
+        softmax = lambda x: torch.softmax(slice_inferer()(x, network).float(), dim=1)  # noqa: E731
+        # The served answer is averaged with the left-right mirrored study (RAS: the volume's first
+        # axis, dim 2 here); a Monte-Carlo draw needs no second pass.
         with torch.no_grad():
-            probs = torch.softmax(slice_inferer()(image, network)[0].float(), dim=0)
-            mirrored = slice_inferer()(torch.flip(image, dims=(2,)), network)
-            probs = (probs + torch.flip(torch.softmax(mirrored[0].float(), dim=0), dims=(1,))) / 2
+            probs = (softmax(image) if mc_dropout else mirror_averaged(softmax, image, lr_dim=2))[0]
         network.net.set_mc_dropout(False)
         return resample_inplane(probs, data["brain_mask"].shape[:2], mode="bilinear")  # back to the study grid
 

@@ -201,7 +201,7 @@ class IschemicLesionInfer(StrokeInferTask):
         network, _ = self._network(route, device)
         try:
             passes = np.stack(
-                [predict_volume(network, image, channels.shape[1:3], device=device, mc_dropout=True).numpy() for _ in range(max(1, samples))]
+                [predict_volume(network, image, channels.shape[1:3], device=device, mc_dropout=True, mirror_average=False).numpy() for _ in range(max(1, samples))]
             )
         finally:
             network.net.set_mc_dropout(False)

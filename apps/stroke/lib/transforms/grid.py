@@ -32,3 +32,11 @@ def resample_inplane(volume: torch.Tensor, size: Sequence[int], mode: str = "bil
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
     out = F.interpolate(slices.float(), size=tuple(size), mode=mode, **kwargs)
     return out.permute(1, 2, 3, 0).contiguous()
+
+
+def mirror_averaged(predict, image: torch.Tensor, lr_dim: int) -> torch.Tensor:
+    """The mean of ``predict(image)`` and, flipped back, ``predict`` of the image flipped along
+    ``lr_dim`` (its left-right axis; ``predict`` keeps the spatial layout). A study stored mirrored
+    then gets exactly the mirrored answer: which hemisphere is affected must not change it, and a
+    network alone is not symmetric."""
+    return 0.5 * (predict(image) + torch.flip(predict(torch.flip(image, dims=(lr_dim,))), dims=(lr_dim,)))

@@ -33,7 +33,7 @@ from monai.transforms import Transform
 from torch import nn
 
 from lib.transforms import grid
-from lib.transforms.grid import resample_inplane
+from lib.transforms.grid import mirror_averaged, resample_inplane
 from strokelabel.errors import StrokeLabelError
 from strokelabel.midsagittal import mirror_about_plane
 
@@ -213,10 +213,9 @@ def predict_volume(
 ) -> torch.Tensor:
     """Lesion probability (X, Y, Z) on the study grid from the input (C, X', Y', Z), slice by slice.
 
-    ``mirror_average``: the mean of the network on each slice and (flipped back) on the slice
-    flipped left-right, so a study stored mirrored gets exactly the mirrored label (a stroke is
-    as likely on either side; the network alone is not symmetric). ``mc_dropout`` keeps the dropout
-    layers sampling (one Monte-Carlo pass)."""
+    ``mirror_average``: each slice averaged with its left-right flip (:func:`grid.mirror_averaged`), so
+    a study stored mirrored gets exactly the mirrored label. ``mc_dropout`` keeps the dropout layers
+    sampling (one Monte-Carlo pass)."""
     network.eval()
     if mc_dropout:
         network.net.set_mc_dropout(True)
@@ -225,10 +224,8 @@ def predict_volume(
     with torch.no_grad():
         for start in range(0, z, batch):
             chunk = image[..., start : start + batch].permute(3, 0, 1, 2).to(device)  # (b, C, X', Y')
-            p = torch.softmax(network(chunk).float(), dim=1)[:, 1:2]  # (b, 1, X', Y')
-            if mirror_average:
-                flipped = torch.softmax(network(torch.flip(chunk, dims=(2,))).float(), dim=1)[:, 1:2]
-                p = 0.5 * (p + torch.flip(flipped, dims=(2,)))
+            lesion = lambda x: torch.softmax(network(x).float(), dim=1)[:, 1:2]  # noqa: E731  (b, 1, X', Y')
+            p = mirror_averaged(lesion, chunk, lr_dim=2) if mirror_average else lesion(chunk)
             if tuple(p.shape[2:]) != tuple(out_size):
                 p = F.interpolate(p, size=tuple(out_size), mode="bilinear", align_corners=False)
             probs.append(p[:, 0].cpu())
