@@ -211,7 +211,7 @@ def mirror_reference(values: np.ndarray, spacing_mm, radius_mm: float = MRI_EVID
 
     values = np.asarray(values, dtype=np.float32)
     spacing = np.asarray(spacing_mm, dtype=np.float64)
-    plane = plane or find_midsagittal_plane(values, spacing_mm)
+    plane = plane if plane is not None else find_midsagittal_plane(values, spacing_mm)
     smooth = ndimage.gaussian_filter(values, 1.0 / spacing)
     size = tuple(2 * int(np.ceil(radius_mm / s)) + 1 for s in spacing)
     return mirror_about_plane(ndimage.maximum_filter(smooth, size=size), plane)

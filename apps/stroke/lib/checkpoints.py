@@ -18,6 +18,15 @@ class UnusableModel(StrokeLabelError):
     """The installed checkpoint does not fit the network this version of the app builds (an older
     layout, a truncated file). ``auto`` then serves the baseline and says why."""
 
+    @classmethod
+    def of(cls, path: str, error: Exception) -> "UnusableModel":
+        """The error for checkpoint ``path``, naming the file and the first lines of what failed."""
+        lines = str(error).strip().splitlines()
+        what = lines[0] if lines else type(error).__name__
+        if len(lines) > 1:
+            what += "; " + lines[1].strip()
+        return cls(f"the installed model {os.path.basename(path or '')} does not fit this version of the app ({what}); retrain it or remove it")
+
 
 def model_paths(model_dir: str, name: str) -> list[str]:
     """``[shipped starting model, model in use]`` of the model ``name``."""
@@ -38,8 +47,5 @@ def load_weights(network: torch.nn.Module, path: str, device="cpu") -> torch.nn.
         state = state.get("model", state) if isinstance(state, dict) else state
         network.load_state_dict({k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()})
     except (RuntimeError, EOFError, KeyError, AttributeError, OSError) as e:
-        first = str(e).strip().splitlines()
-        raise UnusableModel(f"the installed model {os.path.basename(path)} does not fit this version of the app "
-                            f"({first[0] if first else type(e).__name__}{'; ' + first[1].strip() if len(first) > 1 else ''}); "
-                            "retrain it or remove it") from e
+        raise UnusableModel.of(path, e) from e
     return network.to(device)

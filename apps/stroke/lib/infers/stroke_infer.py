@@ -11,7 +11,6 @@ the limits, the verdict) and a plain ``review`` flag with ``review_reason`` when
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Callable, Dict, Sequence
 
 import numpy as np
@@ -187,7 +186,7 @@ class StrokeInferTask(BasicInferTask):
         try:
             return super()._get_network(device, data)
         except RuntimeError as e:
-            raise UnusableModel(f"the installed model {os.path.basename(self.get_path() or '')} does not fit this version of the app ({str(e).splitlines()[0]})") from e
+            raise UnusableModel.of(self.get_path(), e) from e
 
     def writer(self, data: Dict[str, Any], extension=None, dtype=None):
         study = data["study"]
