@@ -30,6 +30,9 @@ SUFFIXES = ("cbf", "cbv", "mtt", "tmax", "ttp", "mip", "ncct", "cta", "ctp", "dw
 
 # Study kind -> modality key of its reference volume (the datastore image).
 REFERENCE_MODALITY = {"ctp": "tmax", "mri": "dwi", "cta": "cta1"}
+# A CT perfusion study that has only its raw 4D series: the series is the reference, and the
+# maps are computed from it (strokelabel.computed_maps).
+SERIES_REFERENCE = "ctp"
 
 # Folders under a studies root that never hold study images.
 NON_STUDY_DIRS = ("labels", "derivatives", "model", "logs", ".venv")
@@ -141,31 +144,43 @@ def study_kind(reference: str | Path) -> str:
         for kind, modality in REFERENCE_MODALITY.items():
             if parsed.modality == modality:
                 return kind
+        if parsed.modality == SERIES_REFERENCE:
+            return "ctp"
     raise StrokeLabelError(
         f"{os.path.basename(str(reference))} is not a study reference volume "
-        f"(expected sub-<id>_ses-<n>_tmax, _dwi or _acq-phase1_cta .nii.gz)"
+        f"(expected sub-<id>_ses-<n>_tmax, _ctp (4D), _dwi or _acq-phase1_cta .nii.gz)"
     )
 
 
 def is_reference(path: str | Path) -> bool:
+    """Whether ``path`` is the reference volume of its study: Tmax, DWI, CTA phase 1, or the 4D CTP
+    series of a study without a Tmax map."""
     parsed = parse_filename(str(path))
-    return bool(parsed) and parsed.modality in REFERENCE_MODALITY.values()
+    if not parsed:
+        return False
+    if parsed.modality == SERIES_REFERENCE:
+        return REFERENCE_MODALITY["ctp"] not in find_modalities(path)
+    return parsed.modality in REFERENCE_MODALITY.values()
 
 
 def find_modalities(reference: str | Path) -> dict[str, Path]:
     """All modality files of the study that ``reference`` belongs to, keyed by modality.
 
-    Looks in the reference's folder and, for BIDS datatype folders, in the sibling
-    folders of the same session (ISLES'22 keeps DWI/ADC in ``dwi/`` and FLAIR in ``anat/``).
+    Looks in the reference's folder and the rest of its BIDS session: the session folder and its
+    datatype folders (ISLES'22 keeps DWI/ADC in ``dwi/`` and FLAIR in ``anat/``; ISLES'24 keeps
+    NCCT, CTA and the 4D CTP in ``ses-01/`` and the maps in ``ses-01/perfusion-maps/``). The
+    reference's own folder wins when a modality is in two places.
     """
     reference = Path(reference)
     parsed = parse_filename(str(reference))
     if not parsed:
         raise StrokeLabelError(f"{reference.name} does not follow the naming rule sub-<id>_ses-<n>_<suffix>.nii.gz")
     folders = [reference.parent]
-    if not reference.parent.name.startswith("ses-") and reference.parent.parent.name.startswith("ses-"):
-        session_dir = reference.parent.parent
-        folders += [d for d in sorted(session_dir.iterdir()) if d.is_dir() and d != reference.parent]
+    session_dir = reference.parent.parent if reference.parent.parent.name.startswith("ses-") else None
+    if session_dir is not None and not reference.parent.name.startswith("ses-"):
+        folders += [session_dir] + [d for d in sorted(session_dir.iterdir()) if d.is_dir() and d != reference.parent]
+    elif reference.parent.name.startswith("ses-"):
+        folders += [d for d in sorted(reference.parent.iterdir()) if d.is_dir() and d.name not in NON_STUDY_DIRS and not d.name.startswith(".")]
     found: dict[str, Path] = {}
     for folder in folders:
         for path in sorted(folder.iterdir()):

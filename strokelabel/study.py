@@ -245,7 +245,8 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
     modalities must share the reference's stored grid. See the module docstring for what is cleaned.
     """
     descriptor = describe_study(reference)
-    study_id, found = descriptor.study_id, descriptor.modalities
+    study_id, found = descriptor.study_id, dict(descriptor.modalities)
+    derived_notes = _add_maps_from_series(descriptor, found, (*required, *optional))
     missing = [m for m in required if m not in found]
     if missing:
         names = ", ".join(descriptor.expected_filename(m) for m in missing)
@@ -256,7 +257,7 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
     reorientation = reorientation_of(ref_img)
     images: dict[str, np.ndarray] = {}
     paths: dict[str, Path] = {}
-    notes: dict = {}
+    notes: dict = dict(derived_notes)
     own_affines: dict = {}
     no_value = None
     if not reorientation.is_canonical:
@@ -302,6 +303,23 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
     )
     _check_units(study)
     return study
+
+
+def _add_maps_from_series(descriptor: StudyDescriptor, found: dict, wanted: tuple[str, ...]) -> dict:
+    """A study whose reference is its raw 4D CTP series: the perfusion maps a task wants are computed
+    from the series (or reused, :mod:`strokelabel.computed_maps`) and added to ``found``. Returns the
+    notes for the result JSON (``maps_from_4d``: AIF/VOF, motion, warnings)."""
+    from strokelabel.computed_maps import MAPS_FROM_4D, maps_from_4d
+
+    if descriptor.modality != "ctp" or not any(m in MAPS_FROM_4D and m not in found for m in wanted):
+        return {}
+    header = _open(descriptor.reference, "ctp", descriptor.study_id)
+    check_dimensions(header.shape, "ctp", descriptor.study_id, ndim=4)
+    check_spacing(header.affine, "ctp", descriptor.study_id)
+    made = maps_from_4d(descriptor.reference, descriptor.study_id)
+    for name, path in made["files"].items():
+        found.setdefault(name, path)
+    return {"maps_from_4d": {**made["info"], "reused": made["reused"], "files": sorted(Path(p).name for p in made["files"].values())}}
 
 
 def _open(path: Path, modality: str, study_id: str):

@@ -46,8 +46,12 @@ class ToStoredVoxelOrderd(Transform):
         d = dict(data)
         study = d["study"]
         d["pred"] = study.to_native(label_array(d["pred"]))
-        if study.notes:
-            d.setdefault("result", {})["input_notes"] = study.notes
+        notes = dict(study.notes)
+        computed = notes.pop("maps_from_4d", None)
+        if computed:  # the maps came from the raw 4D series: what was chosen, and any warning
+            d.setdefault("result", {})["maps_from_4d"] = computed
+        if notes:
+            d.setdefault("result", {})["input_notes"] = notes
         return d
 
 

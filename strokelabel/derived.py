@@ -1,0 +1,145 @@
+"""The one cache policy for every file the app derives from a study (maps computed from a 4D
+series now; fetched PACS series and summary pictures follow the same rule).
+
+- **Where**: beside the study, in ``<study folder>/derivatives/strokelabel/<study id>/``, so a viewer
+  (3D Slicer, ITK-SNAP) opens them next to the source and the datastore never lists them
+  (``derivatives`` is never searched for studies). When the study folder is read-only, under
+  ``$STROKELABEL_CACHE_DIR`` (default ``~/.cache/strokelabel``), keyed by the folder's path.
+- **Valid while the sources are unchanged**: a manifest records each source file's size and
+  modification time and the producing step's version; any difference, a missing file or an
+  unreadable manifest means the set is made again. A manifest is written last, so a set without
+  one (a crash mid-way) is never used.
+- **Atomic**: every file goes to a temporary name in the same folder, is fsynced and renamed,
+  so a reader sees the old file or the new one, never half of one.
+- **Once**: a file lock per set keeps two requests from computing the same maps twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import nibabel as nib
+import numpy as np
+from filelock import FileLock
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = "STROKELABEL_CACHE_DIR"
+SUBFOLDER = Path("derivatives") / "strokelabel"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, header_extra: dict | None = None) -> Path:
+    """A NIfTI written atomically (``.nii.gz`` compressed by its name)."""
+    img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    data = img.to_bytes()
+    if str(path).endswith(".gz"):
+        import gzip
+
+        data = gzip.compress(data, compresslevel=1)
+    return atomic_write_bytes(path, data)
+
+
+def _fingerprint(paths: Iterable[Path]) -> list[dict]:
+    out = []
+    for p in paths:
+        st = Path(p).stat()
+        out.append({"name": Path(p).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe"):
+            return True
+    except OSError:
+        return False
+
+
+def derived_folder(reference: str | Path, study_id: str) -> Path:
+    """Where the derived files of the study of ``reference`` live (module docstring)."""
+    reference = Path(reference).resolve()
+    beside = reference.parent / SUBFOLDER / study_id
+    if _writable(beside):
+        return beside
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "strokelabel")
+    key = hashlib.sha256(str(reference.parent).encode()).hexdigest()[:16]
+    fallback = root / key / study_id
+    fallback.mkdir(parents=True, exist_ok=True)
+    logger.info("%s is read-only: derived files of %s go to %s", reference.parent, study_id, fallback)
+    return fallback
+
+
+class DerivedSet:
+    """A named set of files derived from ``sources`` by one step (``what``, ``version``)."""
+
+    def __init__(self, folder: Path, study_id: str, what: str, version: str, sources: Iterable[Path]):
+        self.folder = Path(folder)
+        self.study_id = study_id
+        self.what = what
+        self.version = version
+        self.sources = [Path(s) for s in sources]
+        self.manifest_path = self.folder / f"{study_id}_desc-{what}_manifest.json"
+
+    def _expected(self) -> dict:
+        return {"what": self.what, "version": self.version, "sources": _fingerprint(self.sources)}
+
+    def read(self) -> dict | None:
+        """The manifest (``files``: name -> path, ``info``) when the set is complete and current, else None."""
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if any(manifest.get(k) != v for k, v in self._expected().items()):
+            return None
+        files = {name: self.folder / rel for name, rel in manifest.get("files", {}).items()}
+        if not all(p.exists() for p in files.values()):
+            return None
+        return {"files": files, "info": manifest.get("info", {})}
+
+    def get_or_make(self, make: Callable[["DerivedSet"], tuple[dict, dict]]) -> dict:
+        """The current set, made by ``make(self)`` when missing or stale.
+
+        ``make`` writes its files (with :meth:`path` and the atomic writers) and returns
+        ``({name: path}, info)``; the manifest is written after them."""
+        current = self.read()
+        if current is not None:
+            return {**current, "reused": True}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.manifest_path) + ".lock"):
+            current = self.read()  # made by another request while this one waited
+            if current is not None:
+                return {**current, "reused": True}
+            files, info = make(self)
+            manifest = {**self._expected(), "files": {n: Path(p).name for n, p in files.items()}, "info": info}
+            atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=1).encode())
+        return {"files": {n: Path(p) for n, p in files.items()}, "info": info, "reused": False}
+
+    def path(self, suffix: str, ext: str = ".nii.gz") -> Path:
+        """The path of one derived file, named by the study naming rule (``<study id>_desc-<what>_<suffix>``)."""
+        return self.folder / f"{self.study_id}_desc-{self.what}_{suffix}{ext}"

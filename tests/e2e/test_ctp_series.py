@@ -1,0 +1,88 @@
+"""A CT perfusion study that has only its raw 4D series, through the real server and client.
+
+The series is listed as the study, the maps are computed from it on the first call, written
+beside it as derived files and reused on the next, and every CTP task runs on them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monailabel.client.client import MONAILabelClientException
+
+from strokelabel.computed_maps import MAPS_FROM_4D
+from strokelabel.naming import truth_path
+from strokelabel.phantom.study import generate_study
+from tests.e2e.server import running_server
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = "sub-series_ses-01_ctp"
+
+
+@pytest.fixture(scope="module")
+def series_server(tmp_path_factory):
+    studies = tmp_path_factory.mktemp("series-studies")
+    record = generate_study(studies, "ctp", "series", seed=4401, write_ctp_series=True)
+    for modality, path in record["modalities"].items():
+        if modality != "ctp":
+            Path(path).unlink()  # as a PACS holds it: the 4D series only
+    # A 3D volume named as a 4D series: refused by name, not read.
+    flat = nib.load(str(record["modalities"]["ctp"]))
+    folder = studies / "sub-flat" / "ses-01"
+    folder.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.asarray(flat.dataobj)[..., 0], flat.affine), str(folder / "sub-flat_ses-01_ctp.nii.gz"))
+    with running_server(tmp_path_factory.mktemp("series-server"), studies, models="core_penumbra,ischemic_lesion") as server:
+        yield server
+
+
+def hypo_dice(label: np.ndarray, studies: Path) -> float:
+    truth = np.asarray(nib.load(str(truth_path(studies, "series", "01", "corepenumbra"))).dataobj) > 0
+    pred = label > 0
+    return 2 * float((truth & pred).sum()) / max(float(truth.sum() + pred.sum()), 1.0)
+
+
+def test_a_series_only_study_is_listed_and_core_penumbra_runs_on_maps_computed_from_it(series_server):
+    client, studies = series_server.client, series_server.studies
+    objects = client.datastore()["objects"]
+    assert IMAGE in objects and objects[IMAGE]["image"]["info"]["kind"] == "ctp"
+
+    started = time.perf_counter()
+    label_file, result = client.infer("core_penumbra", IMAGE, {"method": "baseline"})
+    first_s = time.perf_counter() - started
+    series = nib.load(str(next(studies.rglob(IMAGE + ".nii.gz"))))
+    label = nib.load(label_file)
+    assert label.shape == series.shape[:3] and np.allclose(label.affine, series.affine, atol=1e-3)
+    assert result["core_volume_ml"] >= 0 and result["mismatch_ratio"] is not None
+    assert hypo_dice(np.asarray(label.dataobj), studies) > 0.6
+
+    computed = result["maps_from_4d"]
+    assert computed["reused"] is False and computed["source"] == IMAGE + ".nii.gz"
+    assert len(computed["aif"]["curve_hu"]) == len(computed["aif"]["times_s"]) > 10
+    assert max(computed["aif"]["curve_hu"]) > 100  # an arterial curve: a bolus peak of hundreds of HU
+    assert isinstance(computed["warnings"], list)
+    derived = next(studies.rglob("derivatives/strokelabel/sub-series_ses-01"))
+    assert {f"sub-series_ses-01_desc-from4d_{m}.nii.gz" for m in MAPS_FROM_4D} <= {p.name for p in derived.iterdir()}
+    assert IMAGE in client.datastore()["objects"] and len([k for k in client.datastore()["objects"] if "series" in k]) == 1
+
+    started = time.perf_counter()
+    _, again = client.infer("core_penumbra", IMAGE, {"method": "baseline"})
+    assert again["maps_from_4d"]["reused"] is True
+    assert again["core_volume_ml"] == result["core_volume_ml"]
+    print(f"\nmaps from the 4D series through the server: first call {first_s:.1f} s, reused {time.perf_counter() - started:.1f} s")
+
+    _, lesion = client.infer("ischemic_lesion", IMAGE, {"method": "baseline"})
+    assert lesion["lesion_volume_ml"] >= 0 and lesion["maps_from_4d"]["reused"] is True
+
+    response = client.save_label(IMAGE, label_file, tag="final")
+    assert response and "final" in client.datastore()["objects"][IMAGE]["labels"]
+
+
+def test_a_3d_volume_named_as_a_4d_series_is_refused_by_name(series_server):
+    with pytest.raises(MONAILabelClientException) as error:
+        series_server.client.infer("core_penumbra", "sub-flat_ses-01_ctp", {})
+    assert "422" in error.value.msg and "ctp has 3 dimensions" in error.value.msg
