@@ -119,7 +119,7 @@ class RealStudy:
 def real_studies(top: str | Path) -> list[RealStudy]:
     """Every study under ``top``, found as the server's datastore finds them (one or several
     ISLES'22/'24 trees, flat folders or AMI folders; derivative and label folders skipped)."""
-    from lib.datastore import find_reference_volumes
+    from strokelabel.naming import find_reference_volumes
 
     top = Path(top)
     studies = []

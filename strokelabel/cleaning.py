@@ -30,7 +30,7 @@ from strokelabel.errors import StrokeLabelError
 
 NON_NEGATIVE = ("cbf", "cbv", "mtt", "tmax", "ttp", "dwi", "adc", "flair", "spiral")
 HOUNSFIELD = ("ncct", "cta1", "cta2", "cta3", "mip", "ctp")
-LABEL_MAPS = ("atlas",)
+LABEL_MAPS = ("atlas", "cow-msk")  # cow-msk: ISLES'24 Circle-of-Willis segments (TopCoW numbering)
 FILL_MIN_SHARE = 0.05
 FILL_MAX_RELATIVE = 1e-3
 AIR_HU = -1024.0

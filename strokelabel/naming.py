@@ -17,12 +17,15 @@ such a study ``<id>_CTA1``), the session ``01``, and ``StudyFile.layout`` is ``"
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from strokelabel.errors import StrokeLabelError
+
+logger = logging.getLogger(__name__)
 
 NIFTI_EXTENSIONS = (".nii.gz", ".nii")
 
@@ -36,11 +39,16 @@ SERIES_REFERENCE = "ctp"
 
 # Folders under a studies root that never hold study images.
 NON_STUDY_DIRS = ("labels", "derivatives", "model", "logs", ".venv")
+# Under a data set's top-level ``derivatives/``, only co-registered images (a ``space-`` entity,
+# ISLES'24's ``space-ncct``) are studies; these folders of it never are (phantom truth, the app's own files).
+NON_STUDY_DERIVATIVES = ("truth", "strokelabel")
 
 _NAME_RE = re.compile(
     r"^sub-(?P<subject>[A-Za-z0-9]+)_ses-(?P<session>[A-Za-z0-9]+)"
-    r"(?:_acq-(?P<acq>[A-Za-z0-9]+))?(?:_[a-z]+-[A-Za-z0-9]+)*_(?P<suffix>[A-Za-z0-9]+)(?P<ext>\.nii(?:\.gz)?)$"
+    r"(?:_acq-(?P<acq>[A-Za-z0-9]+))?(?P<entities>(?:_[a-z]+-[A-Za-z0-9]+)*)"
+    r"_(?:(?P<target>[a-z]+)-(?=msk\.))?(?P<suffix>[A-Za-z0-9]+)(?P<ext>\.nii(?:\.gz)?)$"
 )
+_SPACE_RE = re.compile(r"_space-([A-Za-z0-9]+)")
 
 
 # AMI file stem -> modality key (seed 002's data set).
@@ -58,10 +66,17 @@ class StudyFile:
     acq: str | None = None
     ext: str = ".nii.gz"
     layout: str = "bids"
+    # BIDS ``space-`` entity: files of one study are in one space (ISLES'24: native raw_data, or
+    # ``space-ncct`` derivatives co-registered to the NCCT); a mask pairs only with its own space.
+    space: str | None = None
+    # What a ``<target>-msk`` mask (ISLES'24: lvo, cow, lesion) marks; None for a plain ``_msk`` (ISLES'22).
+    target: str | None = None
 
     @property
     def modality(self) -> str:
-        """Modality key: the suffix, or ``ctaN`` for CTA phase N."""
+        """Modality key: the suffix, ``ctaN`` for CTA phase N, ``<target>-msk`` for an ISLES'24 mask."""
+        if self.target:
+            return f"{self.target}-msk"
         if self.suffix == "cta":
             match = re.search(r"(\d+)$", self.acq or "")
             return f"cta{match.group(1) if match else 1}"
@@ -102,12 +117,15 @@ def parse_filename(name: str) -> StudyFile | None:
     match = _NAME_RE.match(os.path.basename(name))
     if not match:
         return _parse_ami(str(name))
+    space = _SPACE_RE.search(match["entities"] or "")
     return StudyFile(
         subject=match["subject"],
         session=match["session"],
         suffix=match["suffix"].lower(),
         acq=match["acq"],
         ext=match["ext"],
+        space=space.group(1) if space else None,
+        target=match["target"],
     )
 
 
@@ -185,9 +203,26 @@ def find_modalities(reference: str | Path) -> dict[str, Path]:
     for folder in folders:
         for path in sorted(folder.iterdir()):
             other = parse_filename(str(path))
-            if other and other.study_id == parsed.study_id and other.modality not in found:
+            if other and other.study_id == parsed.study_id and other.space == parsed.space and other.modality not in found:
                 found[other.modality] = path
+    if parsed.space == "ncct" and "ncct" not in found:
+        native = _native_ncct(reference, parsed)
+        if native is not None:
+            found["ncct"] = native  # space-ncct images are on the grid of the study's own NCCT
     return found
+
+
+def _native_ncct(reference: Path, parsed: StudyFile) -> Path | None:
+    """ISLES'24: the raw NCCT (``raw_data``/``rawdata``) that a ``space-ncct`` derivative was registered to."""
+    parts = reference.parts
+    if "derivatives" not in parts:
+        return None
+    dataset = Path(*parts[: len(parts) - 1 - parts[::-1].index("derivatives")])
+    for raw in ("raw_data", "rawdata"):
+        candidate = dataset / raw / f"sub-{parsed.subject}" / f"ses-{parsed.session}" / study_filename(parsed.subject, parsed.session, "ncct")
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def find_sidecar(reference: str | Path) -> Path | None:
@@ -204,10 +239,14 @@ def find_sidecar(reference: str | Path) -> Path | None:
 
 
 def find_derivative_mask(root: str | Path, reference: str | Path) -> Path | None:
-    """The lesion mask a data set ships for the study of ``reference``, if any.
+    """The lesion mask a data set ships for the study of ``reference``, if any, in the study's own space.
 
     ISLES'22 keeps it as ``derivatives/sub-<id>/ses-<n>/[anything/]sub-<id>_ses-<n>[_...]_msk.nii.gz``
-    beside ``rawdata``; ``root`` is the studies root (the folder holding ``derivatives``).
+    beside ``rawdata``; ``root`` is the studies root (the folder holding ``derivatives``). ISLES'24's
+    follow-up MRI (``ses-02``, ``space-ncct``) has its ``lesion-msk`` beside it. Other ISLES'24 masks
+    are not lesion labels: ``lvo-msk`` is a clot (imported by the datastore for the CTA), ``cow-msk``
+    an atlas, and a session-02 lesion is the *final* infarct, never a label of the acute CTP study
+    (a different session, so a different study).
     """
     parsed = parse_filename(Path(reference).name)
     if not parsed:
@@ -215,8 +254,64 @@ def find_derivative_mask(root: str | Path, reference: str | Path) -> Path | None
     session_dir = Path(root) / "derivatives" / f"sub-{parsed.subject}" / f"ses-{parsed.session}"
     if not session_dir.is_dir():
         return None
-    for path in sorted(session_dir.rglob(f"sub-{parsed.subject}_ses-{parsed.session}*_msk.nii*")):
+    lesion_targets = (None, "lesion") if parsed.modality == REFERENCE_MODALITY["mri"] else (None,)
+    for path in sorted(session_dir.rglob(f"sub-{parsed.subject}_ses-{parsed.session}*msk.nii*")):
         other = parse_filename(path.name)
-        if other and other.study_id == parsed.study_id and other.suffix == "msk":
+        if other and other.study_id == parsed.study_id and other.suffix == "msk" and other.space == parsed.space and other.target in lesion_targets:
             return path
     return None
+
+
+def _dataset_of(parts: list[str]) -> tuple[str, ...]:
+    """The folder of the data set a study file's folder belongs to (above ``rawdata``/``raw_data``/``derivatives``/``sub-*``)."""
+    for i, part in enumerate(parts):
+        if part in ("rawdata", "raw_data", "derivatives") or part.startswith("sub-"):
+            return tuple(parts[:i])
+    return tuple(parts)
+
+
+def find_reference_volumes(root: str | Path) -> dict[str, str]:
+    """The studies under ``root``: {file name of each reference volume: its path relative to root}.
+
+    Flat folders, BIDS ``sub-*/ses-*`` trees (ISLES'22 ``rawdata``, ISLES'24 ``raw_data``) and the AMI
+    layout (``<id>/CTA1.nii`` is listed as ``<id>_CTA1.nii``). In a data set's top-level ``derivatives``
+    only co-registered images count, and where a study (id and kind) exists both natively and
+    co-registered, the co-registered one is listed: ISLES'24's ``space-ncct`` maps, CTA and 4D CTP share
+    the NCCT grid with its masks, while ``raw_data`` holds each on its own grid without masks.
+    """
+    root = str(root)
+    chosen: dict[tuple, tuple[str, str, bool]] = {}
+    for folder, dirs, files in os.walk(root):
+        parts = [] if folder == root else os.path.relpath(folder, root).split(os.sep)
+        in_derivatives = "derivatives" in parts
+        inside_study = any(p.startswith("sub-") for p in parts)
+        # A data set's derivatives (beside its sub-* folders) may hold co-registered studies; a
+        # study's own derivatives (the app's computed maps, under sub-*) never do.
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(".")
+            and (d not in NON_STUDY_DIRS or (d == "derivatives" and not inside_study and not in_derivatives))
+            and not (in_derivatives and d in NON_STUDY_DERIVATIVES)
+        )
+        for file in sorted(files):
+            path = os.path.join(folder, file)
+            parsed = parse_filename(path)
+            if not parsed or (in_derivatives and parsed.space is None) or not is_reference(path):
+                continue
+            name = file
+            if parsed.layout == "ami" and not file.startswith(parsed.subject + "_"):
+                name = f"{parsed.subject}_{file}"  # AMI: every patient has a CTA1.nii; the id says whose
+            key = (_dataset_of(parts), parsed.study_id, study_kind(path), parsed.layout)
+            entry = (name, os.path.relpath(path, root), parsed.space is not None)
+            previous = chosen.get(key)
+            if previous is None or (entry[2] and not previous[2]):
+                chosen[key] = entry
+            elif entry[2] == previous[2]:
+                logger.warning("Study %s (%s) found twice: keeping %s, not %s", parsed.study_id, key[2], previous[1], entry[1])
+    names: dict[str, str] = {}
+    for name, relpath, _ in sorted(chosen.values(), key=lambda e: e[1]):
+        if name in names:
+            logger.warning("Duplicate study file %s: keeping %s", name, names[name])
+            continue
+        names[name] = relpath
+    return names

@@ -39,7 +39,7 @@ LABEL_VALUES = {"ctp": (0, 1, 2), "mri": (0, 1), "cta": (0, 1)}
 
 # Modalities whose voxel grid must equal the reference volume's. FLAIR is deliberately
 # absent: ISLES'22 ships it on its own grid, not co-registered.
-GRID_BOUND = {"cbf", "cbv", "mtt", "tmax", "ttp", "mip", "ncct", "dwi", "adc", "cta1", "cta2", "cta3", "spiral", "atlas", "ctp"}
+GRID_BOUND = {"cbf", "cbv", "mtt", "tmax", "ttp", "mip", "ncct", "dwi", "adc", "cta1", "cta2", "cta3", "spiral", "atlas", "ctp", "cow-msk"}
 PERFUSION_MAPS = ("cbf", "cbv", "mtt", "tmax", "ttp")
 
 # Voxel spacing outside this range (mm) is not a clinical head scan.

@@ -148,3 +148,27 @@ def _centroid(mask: np.ndarray) -> np.ndarray:
         [(mask.sum(axis=tuple(a for a in range(mask.ndim) if a != ax)) * np.arange(mask.shape[ax])).sum() / total
          for ax in range(mask.ndim)]
     )
+
+
+# ISLES'24 ships a per-patient Circle-of-Willis label map (``cow-msk``), made with the TopCoW
+# challenge's model and numbering; its segments name the artery a clot sits in.
+COW_SEGMENTS = {1: "BA", 2: "R-PCA", 3: "L-PCA", 4: "R-ICA", 5: "R-MCA", 6: "L-ICA", 7: "L-MCA", 8: "R-Pcom", 9: "L-Pcom",
+                10: "Acom", 11: "R-ACA", 12: "L-ACA", 13: "3rd-A2"}
+
+
+def cow_segments_near_clot(clot_mask: np.ndarray, cow: np.ndarray, spacing_mm: Sequence[float], within_mm: float = 3.0) -> list[dict]:
+    """The Circle-of-Willis segments within ``within_mm`` of the clot (an occluded lumen is often
+    left out of a vessel segmentation, so the clot touches its artery rather than lying in it),
+    most clot-adjacent first: ``[{"segment": n, "name": "L-MCA", "voxels": k}, ...]``."""
+    from scipy import ndimage
+
+    clot = np.asarray(clot_mask) > 0
+    if not clot.any():
+        return []
+    # Distance (mm) from every voxel to the clot, on the study's anisotropic grid.
+    distance = ndimage.distance_transform_edt(~clot, sampling=tuple(float(s) for s in spacing_mm))
+    near = np.asarray(cow).astype(np.int64)[distance <= within_mm]
+    segments, counts = np.unique(near[near > 0], return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return [{"segment": int(segments[i]), "name": COW_SEGMENTS.get(int(segments[i]), f"segment {int(segments[i])}"), "voxels": int(counts[i])}
+            for i in order]

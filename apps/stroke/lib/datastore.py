@@ -21,34 +21,12 @@ from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastor
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.errors import http_errors
+from strokelabel.derived import atomic_save_nifti
 from strokelabel.errors import StrokeLabelError
-from strokelabel.naming import NON_STUDY_DIRS, find_derivative_mask, find_modalities, is_reference, parse_filename, study_kind
+from strokelabel.naming import find_derivative_mask, find_modalities, find_reference_volumes, is_reference, parse_filename, study_kind
 from strokelabel.study import LABEL_VALUES, check_label
 
 logger = logging.getLogger(__name__)
-
-
-def find_reference_volumes(root: str) -> Dict[str, str]:
-    """Reference volumes under ``root`` (recursively), as {file name: path relative to root}.
-
-    An AMI-layout study (``<id>/CTA1.nii``) is listed as ``<id>_CTA1.nii``.
-    """
-    found: Dict[str, str] = {}
-    for folder, dirs, files in os.walk(root):
-        # Never descend into label, derivative or hidden folders.
-        dirs[:] = sorted(d for d in dirs if d not in NON_STUDY_DIRS and not d.startswith("."))
-        for file in sorted(files):
-            path = os.path.join(folder, file)
-            if is_reference(path):
-                name = file
-                parsed = parse_filename(path)
-                if parsed.layout == "ami" and not file.startswith(parsed.subject + "_"):
-                    name = f"{parsed.subject}_{file}"  # AMI: every patient has a CTA1.nii; the id says whose
-                if name in found:
-                    logger.warning(f"Duplicate study file {name}: keeping {found[name]}")
-                    continue
-                found[name] = os.path.relpath(path, root)
-    return found
 
 
 class StrokeDatastore(LocalDatastore):
@@ -77,34 +55,38 @@ class StrokeDatastore(LocalDatastore):
             labels = obj.labels if obj else {}
             self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext), labels=labels)
             logger.info(f"Adding study: {image_id} => {relpath}")
-            self._import_ami_clot(image_id)
+            self._import_dataset_clot(image_id)
             added += 1
         return added
 
-    def _import_ami_clot(self, image_id: str) -> None:
-        """An AMI-layout study's ``<id>_clot.nii`` (0/1/2, both 1 and 2 clot) becomes its final label
-        (clot = 1) when it has none, so the site's own clot files train the models as they are."""
+    def _import_dataset_clot(self, image_id: str) -> None:
+        """The clot file a data set ships becomes a CTA study's final label (clot = 1) when it has none,
+        so the site's own clot files train the models as they are: the AMI layout's ``<id>_clot.nii``
+        (0/1/2, both 1 and 2 clot) and ISLES'24's large-vessel-occlusion mask (``lvo-msk``, in the
+        same space as the CTA: ``find_modalities`` pairs files of one space only)."""
         obj = self._datastore.objects[image_id]
         tag = DefaultLabelTag.FINAL
         image = self._image_file(image_id, obj)
-        parsed = parse_filename(image)
-        if tag in obj.labels or not parsed or parsed.layout != "ami":
+        if tag in obj.labels or obj.image.info.get("kind") != "cta":
             return
-        clot_path = find_modalities(image).get("clot")
+        modalities = find_modalities(image)
+        clot_path = modalities.get("clot") or modalities.get("lvo-msk")
         if clot_path is None:
             return
-        with http_errors():
+        try:
             clot = nib.load(str(clot_path))
             values = np.asanyarray(clot.dataobj)
             reference = nib.load(image)
             check_label(values > 0, clot.affine, reference.shape[:3], reference.affine, allowed=(0, 1), study=image_id)
-            unexpected = sorted(set(np.unique(values).tolist()) - {0, 1, 2})
-            if unexpected:
-                logger.warning(f"{clot_path}: values {unexpected[:5]} besides 0/1/2; every non-zero voxel taken as clot")
+        except (StrokeLabelError, OSError, ValueError) as e:  # a data set's bad file must not stop the server: say so, go on
+            logger.warning(f"{clot_path.name} not imported as the clot label of {image_id}: {e}")
+            return
+        unexpected = sorted(set(np.unique(values).tolist()) - {0, 1, 2})
+        if unexpected:
+            logger.warning(f"{clot_path}: values {unexpected[:5]} besides 0/1/2; every non-zero voxel taken as clot")
+        path = os.path.join(self._datastore.label_path(tag), image_id + ".nii.gz")
+        atomic_save_nifti((values > 0).astype(np.uint8), reference.affine, path)
         label_ext = ".nii.gz"
-        path = os.path.join(self._datastore.label_path(tag), image_id + label_ext)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        nib.save(nib.Nifti1Image((values > 0).astype(np.uint8), reference.affine), path)
         obj.labels[tag] = DataModel(info={"ts": int(time.time()), "source": os.path.basename(str(clot_path))}, ext=label_ext)
         logger.info(f"Imported {clot_path.name} as the final clot label of {image_id}")
 

@@ -67,7 +67,7 @@ def working_slice_of(native_slices: int, working_slices: int) -> torch.Tensor:
 
 class ClotRegionInfer(StrokeInferTask):
     required = ("cta1",)
-    optional = ("cta2", "cta3", "spiral", "atlas")
+    optional = ("cta2", "cta3", "spiral", "atlas", "cow-msk")
 
     def __init__(self, path, network, labels, classifier_path=None, classifier_network=None,
                  cta_only_path=None, cta_only_network=None, **kwargs):

@@ -10,6 +10,7 @@ import numpy as np
 from monai.transforms import Transform
 
 from strokelabel import baselines
+from strokelabel.baselines.figures import cow_segments_near_clot
 
 N_REGIONS = baselines.N_REGIONS
 
@@ -46,6 +47,8 @@ class ClotFiguresd(Transform):
         result = d.setdefault("result", {})
         region_base = d.get("region_base", 1)
         result.update(baselines.clot_figures(_label(d), study.affine, d.get("atlas"), region_base=region_base))
+        if d.get("cow-msk") is not None:  # ISLES'24: the artery the clot sits in, from the patient's own Circle-of-Willis map
+            result["cow_segments"] = cow_segments_near_clot(_label(d), d["cow-msk"], study.spacing_mm)
         flags, probabilities = d.get("region_flags"), d.get("region_probabilities")
         if flags is None:
             result["regions"] = None
