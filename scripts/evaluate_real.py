@@ -39,7 +39,7 @@ from harness import RealStudy, expert_mask_of, extra_methods, label_array, metho
 
 from strokelabel import conventions, metrics
 from strokelabel.baselines import RCBF_CORE_THRESHOLD, TMAX_HYPOPERFUSION_THRESHOLD_S, relative_cbf
-from strokelabel.naming import find_modalities
+from strokelabel.naming import find_final_infarct, find_modalities
 
 # Task -> study kinds it reads (clot_region has no real case here yet, but is run if one is found).
 REAL_TASK_KINDS = {"core_penumbra": ("ctp",), "ischemic_lesion": ("mri", "ctp"), "clot_region": ("cta",)}
@@ -235,6 +235,27 @@ PHYSIOLOGY_COLUMNS = ["study", "method", "brain_ml", "hypo_ml", "tmax6_ml", "hyp
                       "core_ratio", "core_dice"] + VERDICT_COLUMNS
 
 
+def final_infarct_row(run: Run) -> dict:
+    """Core and hypoperfusion (ischemic_lesion: its lesion) of the acute answer against the follow-up infarct."""
+    row = {"study": run.study.study_id, "method": run.method}
+    mask = nib.load(str(find_final_infarct(run.study.reference)))
+    reference = nib.load(str(run.study.reference))
+    truth = np.asanyarray(mask.dataobj) > 0
+    if truth.shape[:3] != reference.shape[:3] or not np.allclose(mask.affine, reference.affine, atol=1e-3):
+        truth = conventions.resample_array(truth, mask.affine, reference.shape[:3], reference.affine, order=0)
+    ml = voxel_ml(run.study.reference)
+    row["final_ml"] = truth.sum() * ml
+    if run.label is not None:
+        for name, measure in PHYSIOLOGY_AS[run.task].items():
+            pred = MEASURES[run.task][measure](run.label)
+            row[f"{name}_ml"] = pred.sum() * ml
+            row[f"{name}_dice_final"] = metrics.dice(pred, truth)
+    return {**row, **verdict_columns(run)}
+
+
+FINAL_COLUMNS = ["study", "method", "final_ml", "core_ml", "core_dice_final", "hypo_ml", "hypo_dice_final"] + VERDICT_COLUMNS
+
+
 def volume_row(run: Run) -> dict:
     row = {"study": run.study.study_id, "method": run.method}
     if run.label is not None:
@@ -276,6 +297,12 @@ def print_real_tables(runs: list[Run], top: Path) -> None:
                     print(f"- the brain mask of {study.study_id} is larger than any brain (> {MAX_BRAIN_ML:g} mL): "
                           "the fill outside the brain was taken for tissue, and the figures on it mean little")
             print_notes(perfusion)
+        final = [run for run in perfusion if find_final_infarct(run.study.reference) is not None]
+        if final:
+            print(f"\n## {name}: against the final infarct on follow-up MRI (ISLES'24's target, session 02, same space): what the "
+                  "acute answer predicts of the tissue finally lost; neither core nor penumbra is meant to equal it (reperfusion "
+                  "saves penumbra, an untreated course loses it)\n")
+            print_rows([final_infarct_row(run) for run in final], FINAL_COLUMNS)
         rest = [run for run in task_runs if run not in with_mask and run not in perfusion]
         if rest:
             print(f"\n## {name}: studies with neither an expert mask nor perfusion maps (volumes only)\n")

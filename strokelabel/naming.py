@@ -315,3 +315,23 @@ def find_reference_volumes(root: str | Path) -> dict[str, str]:
             continue
         names[name] = relpath
     return names
+
+
+def find_final_infarct(reference: str | Path) -> Path | None:
+    """ISLES'24's target for a co-registered acute study: the final infarct on follow-up MRI, a
+    ``lesion-msk`` of a later session of the same patient in the same space (``derivatives/
+    sub-<id>/ses-02/…_space-ncct_lesion-msk``). For scoring final-infarct prediction only: it is
+    neither core nor penumbra, and never a label of the acute study."""
+    reference = Path(reference)
+    parsed = parse_filename(reference.name)
+    if not parsed or parsed.space is None:
+        return None
+    subject_dir = next((p for p in reference.parents if p.name == f"sub-{parsed.subject}"), None)
+    if subject_dir is None:
+        return None
+    for session_dir in sorted(d for d in subject_dir.iterdir() if d.is_dir() and d.name.startswith("ses-") and d.name != f"ses-{parsed.session}"):
+        for path in sorted(session_dir.rglob("*lesion-msk.nii*")):
+            other = parse_filename(path.name)
+            if other and other.subject == parsed.subject and other.space == parsed.space and other.target == "lesion":
+                return path
+    return None

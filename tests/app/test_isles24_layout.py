@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lib.datastore import StrokeDatastore
-from strokelabel.naming import find_derivative_mask, find_modalities, find_reference_volumes, parse_filename
+from strokelabel.naming import find_derivative_mask, find_final_infarct, find_modalities, find_reference_volumes, parse_filename
 from strokelabel.phantom.isles24_layout import generate_isles24_study
 from strokelabel.study import load_study
 
@@ -72,3 +72,10 @@ def test_the_lvo_mask_becomes_the_cta_studys_clot_label_and_the_final_infarct_la
     # The session-02 lesion is the final infarct after treatment: never the acute CTP study's label.
     ctp = next(root.rglob(f"{BASE}_space-ncct_tmax.nii.gz"))
     assert find_derivative_mask(root, ctp) is None
+
+
+def test_the_final_infarct_is_found_for_scoring_in_the_same_space_only(isles24):
+    ctp = next(isles24.rglob(f"{BASE}_space-ncct_tmax.nii.gz"))
+    assert find_final_infarct(ctp).name == "sub-stroke0001_ses-02_space-ncct_lesion-msk.nii.gz"
+    native = next(isles24.rglob(f"raw_data/**/{BASE}_tmax.nii.gz"))
+    assert find_final_infarct(native) is None  # native maps: the space-ncct mask is on another grid
