@@ -324,9 +324,24 @@ def _add_maps_from_series(descriptor: StudyDescriptor, found: dict, wanted: tupl
 
 def _open(path: Path, modality: str, study_id: str):
     try:
-        return nib.load(str(path))
+        img = nib.load(str(path))
     except Exception as e:  # nibabel raises several types for unreadable or truncated files
         raise StrokeLabelError(f"{modality} ({Path(path).name}) could not be read as NIfTI: {e}", study=study_id) from e
+    if is_colour_picture(img):
+        raise StrokeLabelError(
+            f"{modality} ({Path(path).name}) is a coloured picture (RGB, e.g. a vendor's secondary-capture screenshot), not "
+            "values: its colours cannot be read as measurements; export the quantitative map instead",
+            study=study_id,
+        )
+    return img
+
+
+def is_colour_picture(img) -> bool:
+    """An RGB(A) image: NIfTI's RGB24/RGBA32 types, or 8-bit voxels with a trailing axis of 3 or 4 colour channels."""
+    dtype = img.get_data_dtype()
+    if dtype.names is not None or int(img.header.get("datatype", 0)) in (128, 2304):
+        return True
+    return dtype == np.uint8 and len(img.shape) >= 4 and img.shape[-1] in (3, 4)
 
 
 def _check_units(study: Study) -> None:

@@ -114,3 +114,27 @@ def test_a_label_must_sit_on_the_study_grid_and_hold_only_the_task_values():
         check_label(np.zeros((8, 8, 3)), AFFINE, ref_shape, AFFINE, (0, 1), "s")
     with pytest.raises(StrokeLabelError, match="dimensions"):
         check_label(np.zeros((8, 8)), AFFINE, ref_shape, AFFINE, (0, 1), "s")
+
+
+@pytest.mark.parametrize("layout", ["rgb24", "channels"])
+def test_a_map_stored_as_a_coloured_screenshot_is_refused_by_name(tmp_path, layout):
+    reference, folder = ctp_study(tmp_path)
+    path = folder / study_filename("a", "01", "cbf")
+    if layout == "rgb24":
+        pixels = np.zeros((16, 16, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+        img = nib.Nifti1Image(pixels, AFFINE)
+    else:
+        img = nib.Nifti1Image(np.zeros((16, 16, 4, 3), np.uint8), AFFINE)
+    nib.save(img, str(path))
+    with pytest.raises(StrokeLabelError, match="cbf .* is a coloured picture"):
+        load_study(reference, ("cbf", "cbv", "mtt", "tmax"))
+
+
+def test_a_4d_series_is_the_reference_only_of_a_study_without_a_tmax_map(tmp_path):
+    from strokelabel.naming import is_reference
+
+    folder = tmp_path / "sub-s" / "ses-01"
+    series = write(folder, "s", "ctp", np.zeros((8, 8, 4, 12)))
+    assert is_reference(series) and study_kind(series) == "ctp"
+    write(folder / "perfusion-maps", "s", "tmax", np.ones((8, 8, 4)))
+    assert not is_reference(series)  # ISLES'24: the vendor's maps lie in perfusion-maps/ beside the series
