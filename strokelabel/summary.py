@@ -216,6 +216,16 @@ def _to_display(plane: np.ndarray) -> np.ndarray:
     return np.asarray(plane).T[::-1, ::-1]
 
 
+def _display_position(i: float, j: float, crop, cropped_shape) -> tuple[int, int]:
+    """(column, row) on screen of RAS voxel (i, j), by the same :func:`_to_display` as the images (so they cannot disagree)."""
+    x = int(np.clip(round(i) - (crop[0].start or 0), 0, cropped_shape[0] - 1))
+    y = int(np.clip(round(j) - (crop[1].start or 0), 0, cropped_shape[1] - 1))
+    mark = np.zeros(cropped_shape[:2], bool)
+    mark[x, y] = True
+    row, column = np.argwhere(_to_display(mark))[0]
+    return int(column), int(row)
+
+
 def _draw_panel(ax, study, volume, label, z, window, crop, task) -> None:
     sx, sy = study.spacing_mm[:2]
     image = _to_display(volume[crop[0], crop[1], z])
@@ -240,7 +250,8 @@ def _draw_panel(ax, study, volume, label, z, window, crop, task) -> None:
 def _draw_curves(figure, study, maps_from_4d: dict, crop, box) -> None:
     """AIF and VOF curves (HU over time) and where they were sampled, on the axial MIP of the CTP series' MIP map."""
     left, bottom, width, height = box
-    curves = figure.add_axes((left + 0.04, bottom + 0.03, width * 0.55, height - 0.03))
+    # room inside the box for the axis labels below and the titles above
+    curves = figure.add_axes((left + 0.045, bottom + 0.05, width * 0.55, height - 0.085))
     for key, colour in (("aif", "#d62728"), ("vof", "#1f77b4")):
         entry = maps_from_4d.get(key)
         if entry:
@@ -250,22 +261,20 @@ def _draw_curves(figure, study, maps_from_4d: dict, crop, box) -> None:
     curves.tick_params(labelsize=7)
     curves.legend(fontsize=8, frameon=False)
     curves.set_title("Maps computed from the 4D series: AIF and VOF", fontsize=8.5, loc="left")
-    where = figure.add_axes((left + width * 0.68, bottom, width * 0.3, height))
+    where = figure.add_axes((left + width * 0.68, bottom, width * 0.3, height - 0.03))
     where.set_label("plain AIF/VOF positions")
     base = study.images.get("mip", study.images.get("cbv", study.images["cbf"]))
     projection = np.asarray(base)[crop[0], crop[1]].max(axis=2)
     sx, sy = study.spacing_mm[:2]
     where.imshow(_to_display(projection), cmap="gray", vmin=0, vmax=_window(base, study.brain_mask)[1], aspect=sy / sx,
                  interpolation="nearest")
-    n_x, n_y = projection.shape
-    x0, y0 = crop[0].start or 0, crop[1].start or 0
     for key, colour, marker in (("aif", "#ff4040", "+"), ("vof", "#40a0ff", "x")):
         entry = maps_from_4d.get(key)
         if entry and entry.get("centroid_ijk") is not None:
             i, j, k = entry["centroid_ijk"]
-            # display column/row of RAS voxel (i, j): columns run from high x, rows from high y
-            where.plot(n_x - 1 - (i - x0), n_y - 1 - (j - y0), marker, color=colour, markersize=10, markeredgewidth=2)
-            where.text(n_x - 1 - (i - x0) + 3, n_y - 1 - (j - y0) - 3, f"{key.upper()} z={int(round(k))}", color=colour, fontsize=7)
+            column, row = _display_position(i, j, crop, projection.shape)
+            where.plot(column, row, marker, color=colour, markersize=10, markeredgewidth=2)
+            where.text(column + 3, row - 3, f"{key.upper()} z={int(round(k))}", color=colour, fontsize=7)
     where.set_xticks([])
     where.set_yticks([])
     where.set_title("sampled at (projection over slices)", fontsize=7.5)
@@ -279,7 +288,8 @@ def _draw_text(figure, entries) -> None:
 
     y = TEXT_TOP
     for text, tone in entries:
-        wrapped = textwrap.wrap(text, TEXT_WRAP, subsequent_indent="      ") or [""]
+        bold = TONE_STYLE[tone].get("fontweight") == "bold"
+        wrapped = textwrap.wrap(text, TEXT_WRAP - (6 if bold else 0), subsequent_indent="      ") or [""]
         if tone in ("heading", "table_heading"):
             y -= TEXT_LINE * 0.4
         for part in wrapped:
