@@ -76,6 +76,7 @@ def render_summary(study, label, result: dict, path, acquisition_time: str | Non
         with os.fdopen(fd, "wb") as out:
             _write_png(figure, out)
             out.flush()
+            os.fchmod(out.fileno(), 0o644)  # mkstemp's 0600 would hide the picture from a web server or a viewer
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -222,7 +222,7 @@ def _clot_entries(study, label, result: dict, region_names: Sequence[str] | None
         where = [f"{side} hemisphere"] if side else []
         if result.get("clot_slice_range"):
             first, last = result["clot_slice_range"]
-            where.append(f"slices {first}–{last}")
+            where.append(f"slice {first}" if first == last else f"slices {first}–{last}")
         if result.get("clot_centre_ras_mm"):
             where.append("centre (" + ", ".join(f"{c:.0f}" for c in result["clot_centre_ras_mm"]) + ") mm RAS")
         if where:

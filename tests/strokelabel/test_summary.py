@@ -293,7 +293,7 @@ def test_render_writes_one_page_png_that_is_not_blank(kind, tmp_path):
         rgb = np.asarray(png.convert("RGB"))
     assert np.mean(rgb.min(axis=-1) < 250) > 0.2  # images and text cover a good part of the page
     assert red_pixels(rgb).sum() > 20  # the label is visible
-    assert path.stat().st_size < 300_000
+    assert path.stat().st_size < 300_000 and path.stat().st_mode & 0o777 == 0o644
 
 
 def test_a_failed_render_leaves_the_previous_picture_and_no_temporary_file(tmp_path, monkeypatch):
