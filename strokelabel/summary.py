@@ -183,7 +183,7 @@ def _image_rows(study, label, task) -> list[tuple]:
         if "adc" in images:
             rows.append(("ADC (10⁻³ mm²/s), 0–2", images["adc"], (0.0, 2.0), label))
         return rows + [("DWI, no overlay", images["dwi"], dwi_window, None)]
-    slab, slab_label = (_slab_mip(v, study.spacing_mm[2], SLAB_MM) for v in (images["cta1"], label))
+    slab, slab_label = (SlabMip(v, study.spacing_mm[2], SLAB_MM) for v in (images["cta1"], label))
     window = (-20.0, 350.0)  # HU: brain grey, contrast-filled arteries white, a clot dark inside them
     return [(f"CTA phase 1, {SLAB_MM:g} mm MIP slab (HU), clot of the slab", slab, window, slab_label),
             ("CTA phase 1, thin slice (HU)", images["cta1"], window, label),
@@ -197,10 +197,18 @@ def _window(values: np.ndarray, brain_mask: np.ndarray) -> tuple[float, float]:
     return 0.0, high if high > 0 else 1.0
 
 
-def _slab_mip(volume: np.ndarray, spacing_z_mm: float, slab_mm: float) -> np.ndarray:
-    """Per axial slice, the maximum over a slab of ``slab_mm`` centred on it."""
-    size = max(1, int(round(slab_mm / spacing_z_mm)) | 1)
-    return ndimage.maximum_filter1d(np.asarray(volume, np.float32), size=size, axis=2, mode="nearest")
+class SlabMip:
+    """A volume read as maximum-intensity slabs of ``slab_mm`` centred on each slice (``slab[x, y, z]``), computed
+    only for the slices drawn: a 512 x 512 x 257 CTA is not projected whole for six panels."""
+
+    def __init__(self, volume: np.ndarray, spacing_z_mm: float, slab_mm: float):
+        self.volume = volume
+        self.half = int(round(slab_mm / spacing_z_mm)) // 2
+
+    def __getitem__(self, index) -> np.ndarray:
+        x, y, z = index
+        first, last = max(0, z - self.half), min(self.volume.shape[2], z + self.half + 1)
+        return np.asarray(self.volume[x, y, first:last]).max(axis=2)
 
 
 def _crop_box(brain_mask: np.ndarray, margin: int = 3) -> tuple[slice, slice]:

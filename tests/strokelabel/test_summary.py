@@ -344,3 +344,20 @@ def test_slices_span_the_label_and_include_its_largest_slice():
     assert 5 in slices and len(slices) == 6 and min(slices) >= 0 and max(slices) <= 9
     empty = choose_slices(np.zeros(SHAPE, np.uint8), BRAIN, 6)
     assert empty == sorted(set(empty)) and 0 < len(empty) <= 6
+
+
+def test_a_ctp_lesion_is_drawn_on_the_perfusion_maps_with_its_tmax_figures(tmp_path):
+    perfusion = perfusion_label()
+    lesion = (perfusion == 1).astype(np.uint8)
+    study = ctp_study(perfusion)
+    result = {"method": "baseline", "method_reason": "requested", "rule": "rCBF < 30 % of the healthy side",
+              "quality": {"check": "none needed: the baseline is the physiological rule itself", "passed": True}, "review": False,
+              **lesion_figures(lesion, SPACING)}
+    lines = summary_lines(study, lesion, result)
+    assert f"Lesion (ischemic core): {ml(lesion)}" in lines and "Lesion count: 1" in lines
+    assert f"Tmax > 10 s: {ml(perfusion == 1)}" in lines and f"Tmax > 6 s (map): {ml(perfusion > 0)}" in lines
+    assert not any(line.startswith("DEFUSE 3") for line in lines)  # no penumbra in this task: no mismatch criteria
+    figure = summary_figure(study, lesion, result)
+    assert {ax.get_label().split(" z=")[0] for ax in figure.axes} == {
+        "overlay CBF (mL/100 g/min)", "overlay Tmax (s), 0–12 s", "plain CBV (mL/100 g), no overlay"}
+    assert render_summary(study, lesion, result, tmp_path / "lesion.png").exists()
