@@ -95,6 +95,11 @@ def derived_folder(reference: str | Path, study_id: str) -> Path:
     return fallback
 
 
+def summary_picture_path(reference: str | Path, study_id: str, task: str) -> Path:
+    """The one-page summary picture of ``task``'s latest answer on the study (:mod:`strokelabel.summary`)."""
+    return derived_folder(reference, study_id) / f"{study_id}_summary-{task.replace('_', '')}.png"
+
+
 class DerivedSet:
     """A named set of files derived from ``sources`` by one step (``what``, ``version``)."""
 

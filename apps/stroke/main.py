@@ -8,7 +8,11 @@ this file. ``--conf models core_penumbra,clot_region`` serves a subset (default:
 import importlib
 import logging
 import os
+import sys
 from typing import Dict
+
+from fastapi import HTTPException
+from fastapi.responses import FileResponse
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
@@ -24,7 +28,10 @@ from monailabel.utils.others.class_utils import get_class_names
 import lib.configs
 from lib.datastore import StrokeDatastore
 from lib.errors import http_errors
+from lib.infers.stroke_infer import SUMMARY_ROUTE
 from strokelabel import __version__
+from strokelabel.derived import summary_picture_path
+from strokelabel.study import describe_study
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +73,19 @@ class StrokeApp(MONAILabelApp):
             "clot location on multiphase CTA. Research tool, not a medical device.",
             version=__version__,
         )
+        self._add_routes()
+
+    def _add_routes(self) -> None:
+        """The stroke app's own endpoint beside MONAI Label's: the summary picture of a result
+        (``result["summary_url"]``), only ever a file the app wrote for a datastore study."""
+        server = sys.modules.get("monailabel.app")
+        if server is None or any(getattr(r, "path", None) == SUMMARY_ROUTE for r in server.app.routes):
+            return  # not inside the server (scripts, tests), or already added
+
+        def summary(image: str, task: str):
+            return FileResponse(self.summary_picture(image, task), media_type="image/png")
+
+        server.app.add_api_route(SUMMARY_ROUTE, summary, methods=["GET"], tags=["stroke"], summary="The one-page summary picture of a result")
 
     def init_datastore(self) -> Datastore:
         logger.info(f"Init stroke datastore for: {self.studies}")
@@ -94,7 +114,22 @@ class StrokeApp(MONAILabelApp):
 
     def infer(self, request, datastore=None):
         with http_errors():
-            return super().infer(request, datastore)
+            # The datastore id, for the result's summary URL (MONAI Label replaces ``image`` by the file's path).
+            return super().infer({**request, "image_id": request.get("image")}, datastore)
+
+    def summary_picture(self, image: str, task: str) -> str:
+        """The summary picture of ``task``'s latest answer on datastore study ``image`` (a path on this server)."""
+        if task not in self._infers:
+            raise HTTPException(status_code=404, detail=f"no task {task!r}; tasks: {sorted(self._infers)}")
+        if image not in self.datastore().list_images():
+            raise HTTPException(status_code=404, detail=f"no study {image!r} in the datastore")
+        reference = self.datastore().get_image_uri(image)
+        with http_errors():
+            study_id = describe_study(reference).study_id
+        path = summary_picture_path(reference, study_id, task)
+        if not path.exists():
+            raise HTTPException(status_code=404, detail=f"no summary picture of {task} on {image} yet: run the task on it first")
+        return str(path)
 
     def train(self, request):
         with http_errors():

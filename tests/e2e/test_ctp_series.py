@@ -1,12 +1,20 @@
-"""A CT perfusion study that has only its raw 4D series, through the real server and client.
+"""The CT work-up from the scanner's own series, through the real server and client.
 
-The series is listed as the study, the maps are computed from it on the first call, written
-beside it as derived files and reused on the next, and every CTP task runs on them.
+- A CT perfusion study that has only its raw 4D series: the series is listed as the study, the
+  maps are computed from it on the first call, written beside it as derived files and reused on
+  the next, and every CTP task runs on them.
+- An ISLES'24 tree as the challenge distributes it, in the same studies folder: the co-registered
+  studies are listed, core/penumbra and the clot task run on them with their figures, and the LVO
+  mask is the CTA study's clot label.
+- Every answer has a one-page summary picture, served by the URL in its result.
 """
 
 from __future__ import annotations
 
+import io
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +24,7 @@ from monailabel.client.client import MONAILabelClientException
 
 from strokelabel.computed_maps import MAPS_FROM_4D
 from strokelabel.naming import truth_path
+from strokelabel.phantom.isles24_layout import generate_isles24_study
 from strokelabel.phantom.study import generate_study
 from tests.e2e.server import running_server
 
@@ -36,7 +45,8 @@ def series_server(tmp_path_factory):
     folder = studies / "sub-flat" / "ses-01"
     folder.mkdir(parents=True)
     nib.save(nib.Nifti1Image(np.asarray(flat.dataobj)[..., 0], flat.affine), str(folder / "sub-flat_ses-01_ctp.nii.gz"))
-    with running_server(tmp_path_factory.mktemp("series-server"), studies, models="core_penumbra,ischemic_lesion") as server:
+    generate_isles24_study(studies, 1, seed=501)
+    with running_server(tmp_path_factory.mktemp("series-server"), studies, models="core_penumbra,ischemic_lesion,clot_region") as server:
         yield server
 
 
@@ -78,8 +88,49 @@ def test_a_series_only_study_is_listed_and_core_penumbra_runs_on_maps_computed_f
     _, lesion = client.infer("ischemic_lesion", IMAGE, {"method": "baseline"})
     assert lesion["lesion_volume_ml"] >= 0 and lesion["maps_from_4d"]["reused"] is True
 
+    # The one-page summary: served by the URL in the result, a PNG of the computed maps and the AIF/VOF.
+    picture = fetch(series_server, again["summary_url"])
+    assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 20_000
+    from PIL import Image
+
+    assert min(Image.open(io.BytesIO(picture)).size) >= 600
+
     response = client.save_label(IMAGE, label_file, tag="final")
     assert response and "final" in client.datastore()["objects"][IMAGE]["labels"]
+
+
+def fetch(server, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=60) as response:
+        assert response.headers["content-type"] == "image/png"
+        return response.read()
+
+
+def test_the_summary_route_serves_only_pictures_of_datastore_studies(series_server):
+    for query, words in (("image=../../etc/passwd&task=core_penumbra", "no study"), (f"image={IMAGE}&task=nosuchtask", "no task"),
+                         ("image=sub-flat_ses-01_ctp&task=core_penumbra", "no summary picture")):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(f"http://127.0.0.1:{series_server.port}/stroke/summary?{query}", timeout=60)
+        assert error.value.code == 404 and words in error.value.read().decode()
+
+
+ISLES24 = "sub-stroke0001_ses-01_space-ncct"
+
+
+def test_an_isles24_tree_served_as_distributed_gives_core_penumbra_and_the_clot_with_their_figures(series_server):
+    client = series_server.client
+    objects = client.datastore()["objects"]
+    assert {f"{ISLES24}_tmax", f"{ISLES24}_cta"} <= set(objects)
+    assert not any(k.startswith("sub-stroke0001_ses-01_") and "space-ncct" not in k for k in objects)  # native copies not listed twice
+    assert "final" in objects[f"{ISLES24}_cta"]["labels"]  # the LVO mask, imported as the clot label
+    assert "final" not in objects[f"{ISLES24}_tmax"]["labels"]  # the session-02 final infarct labels nothing
+
+    label_file, result = client.infer("core_penumbra", f"{ISLES24}_tmax", {})
+    assert result["study_id"] == "sub-stroke0001_ses-01" and result["core_volume_ml"] >= 0 and "mismatch_ratio" in result
+    assert fetch(series_server, result["summary_url"])[:4] == b"\x89PNG"
+
+    _, clot = client.infer("clot_region", f"{ISLES24}_cta", {})
+    assert clot["study_kind"] == "cta" and "cow_segments" in clot
+    assert fetch(series_server, clot["summary_url"])[:4] == b"\x89PNG"
 
 
 def test_a_3d_volume_named_as_a_4d_series_is_refused_by_name(series_server):

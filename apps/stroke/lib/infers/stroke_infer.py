@@ -11,6 +11,7 @@ the limits, the verdict) and a plain ``review`` flag with ``review_reason`` when
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Dict, Sequence
 
 import numpy as np
@@ -20,12 +21,15 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.checkpoints import UnusableModel
 from lib.transforms.study import LoadStudyd
+from strokelabel.derived import summary_picture_path
 from strokelabel.errors import StrokeLabelError
 from strokelabel.guard import NOT_SERVED_BY_AUTO, Verdict
 
 logger = logging.getLogger(__name__)
 
 METHODS = ["auto", "baseline", "model"]
+# Where the server serves a result's summary picture (apps/stroke/main.py registers it).
+SUMMARY_ROUTE = "/stroke/summary"
 
 
 def label_array(pred) -> np.ndarray:
@@ -36,6 +40,21 @@ def label_array(pred) -> np.ndarray:
 def first_choice(value):
     """A config value as the client sent it: dropdown defaults arrive as the whole list."""
     return value[0] if isinstance(value, (list, tuple)) else value
+
+
+def picture_result(result: dict, study) -> dict:
+    """The result as the summary picture reads it: AIF/VOF positions (stored voxel order in the JSON,
+    as a viewer of the files shows them) on the RAS grid the picture draws."""
+    computed = result.get("maps_from_4d")
+    if not computed:
+        return result
+    computed = dict(computed)
+    to_ras = np.linalg.inv(study.affine) @ study.native_affine
+    for key in ("aif", "vof"):
+        entry = computed.get(key)
+        if isinstance(entry, dict) and entry.get("centroid_ijk") is not None:
+            computed[key] = {**entry, "centroid_ijk": (to_ras @ [*map(float, entry["centroid_ijk"]), 1.0])[:3].tolist()}
+    return {**result, "maps_from_4d": computed}
 
 
 class ToStoredVoxelOrderd(Transform):
@@ -196,4 +215,24 @@ class StrokeInferTask(BasicInferTask):
         study = data["study"]
         data["result"]["study_id"] = study.study_id
         data["result"]["study_kind"] = study.kind
+        self.write_summary(data)
         return super().writer(data, extension=extension or ".nii.gz", dtype=dtype or "uint8")
+
+    def write_summary(self, data: Dict[str, Any]) -> None:
+        """The one-page summary picture of this answer, beside the study; its URL in the result."""
+        from strokelabel.summary import render_summary
+
+        study, result, task = data["study"], data["result"], data.get("model")
+        if not task:  # called outside the server (scripts): no URL to give
+            return
+        started = time.perf_counter()
+        path = summary_picture_path(study.reference, study.study_id, task)
+        try:
+            render_summary(study, study.to_canonical(label_array(data["pred"])), picture_result(result, study), path, task=task)
+        except Exception as e:  # a picture that cannot be drawn must never cost the clinician the label
+            logger.exception("%s: the summary picture of %s could not be drawn", study.study_id, task)
+            result["summary_error"] = f"the summary picture could not be drawn: {e}"
+            return
+        image_id = data.get("image_id") or study.study_id
+        result["summary_url"] = f"{SUMMARY_ROUTE}?image={image_id}&task={task}"
+        logger.info("%s: summary picture %s in %.2f s", study.study_id, path.name, time.perf_counter() - started)
