@@ -246,6 +246,7 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
     """
     descriptor = describe_study(reference)
     study_id, found = descriptor.study_id, dict(descriptor.modalities)
+    _add_from_pacs(descriptor, found, (*required, *optional))
     derived_notes = _add_maps_from_series(descriptor, found, (*required, *optional))
     missing = [m for m in required if m not in found]
     if missing:
@@ -303,6 +304,16 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
     )
     _check_units(study)
     return study
+
+
+def _add_from_pacs(descriptor: StudyDescriptor, found: dict, wanted: tuple[str, ...]) -> None:
+    """A study fetched from a PACS (:mod:`strokelabel.pacs`): the series of the modalities a task
+    wants that are not on disk yet are fetched now, and only those."""
+    from strokelabel.pacs import SOURCE_FILE, fetch_modalities
+
+    missing = [m for m in wanted if m not in found]
+    if missing and (descriptor.reference.parent / SOURCE_FILE).exists():
+        found.update(fetch_modalities(descriptor.reference, missing))
 
 
 def _add_maps_from_series(descriptor: StudyDescriptor, found: dict, wanted: tuple[str, ...]) -> dict:

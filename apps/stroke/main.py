@@ -88,6 +88,11 @@ class StrokeApp(MONAILabelApp):
         server.app.add_api_route(SUMMARY_ROUTE, summary, methods=["GET"], tags=["stroke"], summary="The one-page summary picture of a result")
 
     def init_datastore(self) -> Datastore:
+        if str(self.studies).startswith(("http://", "https://")):
+            from lib.dicomweb_datastore import StrokeDicomwebDatastore
+
+            logger.info("Init stroke datastore for the PACS at %s", self.studies.split("@")[-1])
+            return StrokeDicomwebDatastore(self.studies, self.conf.get("pacs_cache"))
         logger.info(f"Init stroke datastore for: {self.studies}")
         return StrokeDatastore(self.studies, auto_reload=False, read_only=False)
 
@@ -113,6 +118,10 @@ class StrokeApp(MONAILabelApp):
         return self._collect("scoring_method")
 
     def infer(self, request, datastore=None):
+        # Only datastore studies are read: an id the datastore does not know (or a path on this server) is a 404 naming it.
+        image = request.get("image")
+        if not isinstance(image, str) or not (datastore or self.datastore()).get_image_uri(image):
+            raise HTTPException(status_code=404, detail=f"no study {image!r} in the datastore")
         with http_errors():
             # The datastore id, for the result's summary URL (MONAI Label replaces ``image`` by the file's path).
             return super().infer({**request, "image_id": request.get("image")}, datastore)

@@ -42,7 +42,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(workdir: Path, studies: Path, models: str = "all", shipped_models: bool = True):
+def running_server(workdir: Path, studies: Path | str, models: str = "all", shipped_models: bool = True, conf: dict | None = None):
     """Copy the app into ``workdir``, start the server on a free port, yield a :class:`Server`.
 
     ``shipped_models=False`` leaves out ``model/shipped``: a site with no model at all.
@@ -57,6 +57,8 @@ def running_server(workdir: Path, studies: Path, models: str = "all", shipped_mo
     env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
            "--host", "127.0.0.1", "--port", str(port), "--conf", "models", models]
+    for key, value in (conf or {}).items():
+        cmd += ["--conf", key, str(value)]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
     try:

@@ -216,7 +216,8 @@ class StrokeInferTask(BasicInferTask):
         data["result"]["study_id"] = study.study_id
         data["result"]["study_kind"] = study.kind
         self.write_summary(data)
-        return super().writer(data, extension=extension or ".nii.gz", dtype=dtype or "uint8")
+        # The format the client asks for (OHIF: NRRD), else NIfTI; always the study's stored grid and voxel order.
+        return super().writer(data, extension=extension or data.get("result_extension") or ".nii.gz", dtype=dtype or data.get("result_dtype") or "uint8")
 
     def write_summary(self, data: Dict[str, Any]) -> None:
         """The one-page summary picture of this answer, beside the study; its URL in the result."""

@@ -1,0 +1,252 @@
+"""The one DICOM module: stroke volumes written as DICOM series (true geometry, rescaled values,
+one series per map or phase, the 4D CT perfusion as one multi-temporal series) and DICOM series
+read back as volumes.
+
+Why by hand: MONAI Label converts labels to DICOM-SEG (``nifti_to_dicom_seg``) but has no writer
+for image series, and SimpleITK's series writer neither keeps one study and frame of reference
+across series nor writes the temporal attributes a CT perfusion series needs.
+
+Geometry: arrays are (X, Y, Z[, T]) with a RAS affine (nibabel's convention); DICOM is LPS. Each
+slice k is stored with columns along array axis 0 and rows along axis 1, so
+ImageOrientationPatient = (LPS direction of axis 0, LPS direction of axis 1), PixelSpacing =
+(spacing of axis 1, spacing of axis 0) and ImagePositionPatient = LPS(affine @ (0, 0, k)).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+INT16_MAX = 32000
+
+
+@dataclass
+class SeriesSpec:
+    """What a written series says about itself: how a PACS, a viewer and the series rules see it."""
+
+    description: str  # SeriesDescription, e.g. "CBF" or "CT Perfusion 4D"
+    modality: str = "CT"  # CT or MR
+    image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL")
+    units: str = "HU"  # written as RescaleType (and in the description where it is not HU)
+    number: int = 1
+    extra: dict = field(default_factory=dict)  # further attributes, keyword -> value
+
+
+@dataclass
+class StudySpec:
+    patient_id: str
+    patient_name: str = "Phantom^Stroke"
+    study_uid: str = field(default_factory=generate_uid)
+    frame_of_reference_uid: str = field(default_factory=generate_uid)
+    study_date: str = "20260101"
+    study_time: str = "080000"
+    accession: str = ""
+    study_description: str = "Acute stroke work-up"
+
+
+def _scaling(values: np.ndarray, units: str) -> tuple[float, float]:
+    """Slope and intercept that store ``values`` in int16 losslessly for HU, else to 1/32000 of the range."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 1.0, 0.0
+    if units == "HU" and np.allclose(finite, np.round(finite)) and finite.min() >= -32768 and finite.max() <= 32767:
+        return 1.0, 0.0
+    low, high = float(finite.min()), float(finite.max())
+    intercept = 0.0 if low >= 0 else low
+    slope = max((high - intercept) / INT16_MAX, 1e-6)
+    return slope, intercept
+
+
+def _time_plus(start: str, seconds: float) -> str:
+    t = dt.datetime.strptime(start, "%H%M%S") + dt.timedelta(seconds=float(seconds))
+    return t.strftime("%H%M%S.%f")
+
+
+def write_series(values: np.ndarray, affine: np.ndarray, folder: str | Path, study: StudySpec, series: SeriesSpec,
+                 times_s: Sequence[float] | None = None) -> list[Path]:
+    """Write ``values`` (X, Y, Z, or X, Y, Z, T with ``times_s``) as one DICOM series in ``folder``; returns the files."""
+    values = np.asarray(values, dtype=np.float64)
+    frames = values[..., None] if values.ndim == 3 else values
+    if frames.ndim != 4 or (values.ndim == 4 and (times_s is None or len(times_s) != frames.shape[3])):
+        raise ValueError(f"write_series takes (X, Y, Z) or (X, Y, Z, T) with T frame times; got {values.shape}")
+    affine = np.asarray(affine, dtype=np.float64)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    row_cosine = RAS_TO_LPS @ affine[:3, 0] / spacing[0]
+    column_cosine = RAS_TO_LPS @ affine[:3, 1] / spacing[1]
+    slope, intercept = _scaling(frames, series.units)
+    series_uid = generate_uid()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    n_z, n_t = frames.shape[2], frames.shape[3]
+    for t in range(n_t):
+        for k in range(n_z):
+            ds = _slice_dataset(study, series, series_uid)
+            position = RAS_TO_LPS @ (affine @ np.array([0.0, 0.0, k, 1.0]))[:3]
+            ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
+            ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_cosine, *column_cosine)]
+            ds.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]
+            ds.SliceThickness = f"{spacing[2]:.6f}"
+            ds.SpacingBetweenSlices = f"{spacing[2]:.6f}"
+            ds.InstanceNumber = t * n_z + k + 1
+            pixels = np.nan_to_num(frames[:, :, k, t].T, nan=intercept)  # rows along axis 1, columns along axis 0
+            stored = np.clip(np.rint((pixels - intercept) / slope), -32768, 32767).astype(np.int16)
+            ds.Rows, ds.Columns = stored.shape
+            ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
+            ds.PixelData = stored.tobytes()
+            if times_s is not None:
+                ds.TemporalPositionIdentifier = t + 1
+                ds.NumberOfTemporalPositions = n_t
+                ds.TriggerTime = f"{1000.0 * float(times_s[t]):.1f}"  # ms from the first frame
+                ds.AcquisitionTime = _time_plus(study.study_time, float(times_s[t]))
+                ds.ContentTime = ds.AcquisitionTime
+            path = folder / f"{series.number:03d}_{t:03d}_{k:04d}.dcm"
+            ds.save_as(str(path), write_like_original=False)
+            written.append(path)
+    return written
+
+
+def _slice_dataset(study: StudySpec, series: SeriesSpec, series_uid: str) -> FileDataset:
+    sop_class = MR_IMAGE_STORAGE if series.modality == "MR" else CT_IMAGE_STORAGE
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.PatientID, ds.PatientName = study.patient_id, study.patient_name
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study.study_uid, series_uid
+    ds.FrameOfReferenceUID = study.frame_of_reference_uid
+    ds.StudyDate = ds.SeriesDate = study.study_date
+    ds.StudyTime = ds.SeriesTime = study.study_time
+    ds.StudyID, ds.AccessionNumber, ds.StudyDescription = "1", study.accession, study.study_description
+    ds.Modality, ds.SeriesNumber, ds.SeriesDescription = series.modality, series.number, series.description
+    ds.ImageType = list(series.image_type)
+    ds.RescaleType = series.units[:16]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.Manufacturer = "StrokeLabel phantom"
+    for keyword, value in series.extra.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def read_series(files: Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A DICOM series as (values float32 (X, Y, Z[, T]), RAS affine, frame times in s or None).
+
+    Instances are grouped into frames by TemporalPositionIdentifier (else TriggerTime, else
+    AcquisitionTime), and slices ordered along the slice normal; rescale slope/intercept applied."""
+    datasets = [pydicom.dcmread(str(f)) for f in files]
+    if not datasets:
+        raise ValueError("no DICOM instance to read")
+    first = datasets[0]
+    orientation = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
+    row_cosine, column_cosine = orientation[:3], orientation[3:]
+    normal = np.cross(row_cosine, column_cosine)
+
+    def frame_key(ds):
+        for keyword in ("TemporalPositionIdentifier", "TriggerTime", "AcquisitionTime"):
+            if keyword in ds and ds.get(keyword) not in (None, ""):
+                return float(ds.get(keyword)) if keyword != "AcquisitionTime" else _seconds(ds.AcquisitionTime)
+        return 0.0
+
+    keys = sorted({frame_key(ds) for ds in datasets})
+    by_frame = {key: [] for key in keys}
+    for ds in datasets:
+        by_frame[frame_key(ds)].append(ds)
+    counts = {len(v) for v in by_frame.values()}
+    if len(counts) != 1:
+        raise ValueError(f"the series' frames hold different numbers of slices {sorted(counts)}")
+    volumes, times = [], []
+    for key in keys:
+        slices = sorted(by_frame[key], key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)))
+        stack = [s.pixel_array.astype(np.float32) * float(s.get("RescaleSlope", 1)) + float(s.get("RescaleIntercept", 0)) for s in slices]
+        volumes.append(np.stack([p.T for p in stack], axis=-1))
+        times.append(_frame_time_s(slices[0]))
+    spacing_rows, spacing_columns = (float(v) for v in first.PixelSpacing)
+    slices = sorted(by_frame[keys[0]], key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)))
+    origin = np.asarray(slices[0].ImagePositionPatient, dtype=np.float64)
+    if len(slices) > 1:
+        step = (np.asarray(slices[-1].ImagePositionPatient, float) - origin) / (len(slices) - 1)
+    else:
+        step = normal * float(first.get("SliceThickness", 1.0))
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_cosine * spacing_columns, column_cosine * spacing_rows, step, origin
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    if len(volumes) == 1:
+        return volumes[0], affine, None
+    frame_times = np.asarray(times, dtype=np.float64)
+    return np.stack(volumes, axis=-1), affine, frame_times - frame_times[0]
+
+
+def _seconds(hhmmss: str) -> float:
+    text = str(hhmmss)
+    whole, _, fraction = text.partition(".")
+    whole = whole.ljust(6, "0")
+    return int(whole[:2]) * 3600 + int(whole[2:4]) * 60 + int(whole[4:6]) + (float("0." + fraction) if fraction else 0.0)
+
+
+def _frame_time_s(ds) -> float:
+    if "TriggerTime" in ds and ds.TriggerTime not in (None, ""):
+        return float(ds.TriggerTime) / 1000.0
+    if "AcquisitionTime" in ds and ds.AcquisitionTime:
+        return _seconds(ds.AcquisitionTime)
+    return float(ds.get("TemporalPositionIdentifier", 0))
+
+
+# How each modality of a study is written to a PACS: series description, DICOM modality,
+# ImageType and units, as vendors commonly label them (the default series rules read them back).
+SERIES_OF_MODALITY = {
+    "cbf": ("CBF perfusion map", "CT", ("DERIVED", "SECONDARY", "PERFUSION", "CBF"), "mL/100g/min"),
+    "cbv": ("CBV perfusion map", "CT", ("DERIVED", "SECONDARY", "PERFUSION", "CBV"), "mL/100g"),
+    "mtt": ("MTT perfusion map", "CT", ("DERIVED", "SECONDARY", "PERFUSION", "MTT"), "s"),
+    "tmax": ("Tmax perfusion map", "CT", ("DERIVED", "SECONDARY", "PERFUSION", "TMAX"), "s"),
+    "ttp": ("TTP perfusion map", "CT", ("DERIVED", "SECONDARY", "PERFUSION", "TTP"), "s"),
+    "mip": ("MIP perfusion", "CT", ("DERIVED", "SECONDARY", "PERFUSION", "MIP"), "HU"),
+    "ncct": ("Head non-contrast", "CT", ("ORIGINAL", "PRIMARY", "AXIAL"), "HU"),
+    "ctp": ("CT Perfusion 4D", "CT", ("ORIGINAL", "PRIMARY", "AXIAL", "CT_SOM5 PERF"), "HU"),
+    "cta1": ("CTA phase 1 arterial", "CT", ("ORIGINAL", "PRIMARY", "AXIAL"), "HU"),
+    "cta2": ("CTA phase 2 peak venous", "CT", ("ORIGINAL", "PRIMARY", "AXIAL"), "HU"),
+    "cta3": ("CTA phase 3 late venous", "CT", ("ORIGINAL", "PRIMARY", "AXIAL"), "HU"),
+    "dwi": ("DWI b1000 TRACE", "MR", ("DERIVED", "PRIMARY", "DIFFUSION", "TRACEW"), "US"),
+    "adc": ("ADC apparent diffusion coefficient", "MR", ("DERIVED", "PRIMARY", "DIFFUSION", "ADC"), "10^-6 mm2/s"),
+    "flair": ("FLAIR axial", "MR", ("ORIGINAL", "PRIMARY", "M"), "US"),
+}
+
+
+def write_study(reference: str | Path, out_dir: str | Path, patient_id: str | None = None) -> dict[str, list[Path]]:
+    """Write every modality of the NIfTI study of ``reference`` (the naming rule) as one DICOM study in
+    ``out_dir``, one series per map or phase; returns {modality: files}. ADC is written in 10^-6 mm²/s
+    (integers, as scanners store it); the 4D CTP's frame times come from its header's time step."""
+    import nibabel as nib
+
+    from strokelabel.naming import find_modalities, parse_filename
+
+    parsed = parse_filename(str(reference))
+    study = StudySpec(patient_id=patient_id or parsed.subject, patient_name=f"Phantom^{parsed.subject}")
+    written = {}
+    for number, (modality, path) in enumerate(sorted(find_modalities(reference).items()), start=1):
+        if modality not in SERIES_OF_MODALITY:
+            continue
+        description, dicom_modality, image_type, units = SERIES_OF_MODALITY[modality]
+        img = nib.load(str(path))
+        values = np.asarray(img.dataobj, dtype=np.float32)
+        times = None
+        if modality == "ctp":
+            step = float(img.header.get_zooms()[3]) or 1.0
+            times = [step * t for t in range(values.shape[3])]
+        if modality == "adc":
+            values = values * (1000.0 if float(np.nanmax(values)) < 10 else 1.0)  # 10^-3 -> 10^-6 mm²/s
+        spec = SeriesSpec(description, dicom_modality, image_type, units, number)
+        written[modality] = write_series(values, img.affine, Path(out_dir) / modality, study, spec, times_s=times)
+    return written

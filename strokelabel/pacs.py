@@ -1,0 +1,234 @@
+"""Studies from a PACS over DICOMweb: the series of a study recognised by rules, and only the series a
+task needs fetched, into a study folder the one study loader reads like any other.
+
+- **Index** (:func:`index_pacs`): QIDO-RS lists studies and their series (metadata only, no pixels);
+  each series is classified by the site's rules (:data:`DEFAULT_RULES`, or a JSON file of the same
+  shape: ``STROKELABEL_SERIES_RULES``) into a modality key (``tmax``, ``dwi``, ``cta1``, ``ctp``...).
+  A study's reference series (Tmax, DWI, CTA phase 1, else the 4D CTP) is its datastore image; any
+  series UID of the study stands for the study (OHIF sends whichever series is on screen).
+- **Folder**: each study gets ``<cache>/<study UID>/sub-<patient>/ses-<key>/`` named by the naming
+  rule, with a ``source.json`` naming its series. Series are fetched (WADO-RS) when a task first
+  needs them (:func:`fetch_modalities`, called by the study loader) and written as NIfTI atomically;
+  the 4D CTP with its frame times in a BIDS sidecar.
+- **Screenshots**: secondary captures and RGB series are never taken for values; they are listed
+  by :func:`classify_study` as ``screenshot``.
+
+Credentials: ``STROKELABEL_PACS_USER``/``STROKELABEL_PACS_PASSWORD`` (basic auth) or
+``STROKELABEL_PACS_TOKEN`` (bearer), never in a URL or a log line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from strokelabel.errors import StrokeLabelError
+
+logger = logging.getLogger(__name__)
+
+RULES_ENV = "STROKELABEL_SERIES_RULES"
+SOURCE_FILE = "source.json"
+SECONDARY_CAPTURE_CLASSES = ("1.2.840.10008.5.1.4.1.1.7",)  # and its multi-frame variants (prefix match)
+
+# First matching rule wins, so the maps come before the 4D series whose description also says "perfusion".
+# Each rule: the modality key it gives, and criteria that must all hold (regular expressions, case-insensitive):
+# "dicom_modality", "description" (SeriesDescription), "image_type" (any value of ImageType), "min_instances".
+DEFAULT_RULES = [
+    {"modality": "tmax", "dicom_modality": "CT", "description": r"\bt\s?max\b"},
+    {"modality": "cbf", "dicom_modality": "CT", "description": r"\bcbf\b|blood\s?flow"},
+    {"modality": "cbv", "dicom_modality": "CT", "description": r"\bcbv\b|blood\s?volume"},
+    {"modality": "mtt", "dicom_modality": "CT", "description": r"\bmtt\b|mean\s?transit"},
+    {"modality": "ttp", "dicom_modality": "CT", "description": r"\bttp\b|time\s?to\s?peak"},
+    {"modality": "mip", "dicom_modality": "CT", "description": r"\bmip\b"},
+    {"modality": "ctp", "dicom_modality": "CT", "description": r"perf|\bctp\b|\b4d\b|dynamic", "min_instances": 100},
+    {"modality": "cta1", "dicom_modality": "CT", "description": r"\bcta\b.*(phase\s?1|arterial)|angio.*arterial"},
+    {"modality": "cta2", "dicom_modality": "CT", "description": r"\bcta\b.*(phase\s?2|peak\s?venous)"},
+    {"modality": "cta3", "dicom_modality": "CT", "description": r"\bcta\b.*(phase\s?3|late\s?venous|delayed)"},
+    {"modality": "cta1", "dicom_modality": "CT", "description": r"\bcta\b|angio"},  # single-phase CTA is phase 1
+    {"modality": "ncct", "dicom_modality": "CT", "description": r"non.?contrast|\bncct\b|plain|nativ|\bhead\b"},
+    {"modality": "adc", "dicom_modality": "MR", "description": r"\badc\b|apparent\s?diff"},
+    {"modality": "adc", "dicom_modality": "MR", "image_type": r"^ADC$"},
+    {"modality": "dwi", "dicom_modality": "MR", "description": r"\bdwi\b|diffusion|trace|b\s?=?\s?1000"},
+    {"modality": "flair", "dicom_modality": "MR", "description": r"flair"},
+]
+REFERENCE_ORDER = ("tmax", "dwi", "cta1", "ctp")
+
+
+@dataclass
+class SeriesInfo:
+    uid: str
+    description: str
+    dicom_modality: str
+    instances: int
+    image_type: list = field(default_factory=list)
+    sop_class: str = ""
+    modality: str | None = None  # the key the rules gave, or "screenshot", or None (not recognised)
+
+    def as_json(self) -> dict:
+        return {"uid": self.uid, "description": self.description, "dicom_modality": self.dicom_modality, "instances": self.instances,
+                "image_type": self.image_type, "modality": self.modality}
+
+
+@dataclass
+class PacsStudy:
+    study_uid: str
+    patient_id: str
+    study_date: str
+    series: list[SeriesInfo]
+
+    @property
+    def subject(self) -> str:
+        return re.sub(r"[^A-Za-z0-9]", "", self.patient_id) or "anonymous"
+
+    @property
+    def session(self) -> str:
+        return hashlib.sha1(self.study_uid.encode()).hexdigest()[:8]  # one study, one session key
+
+    def series_of(self) -> dict[str, SeriesInfo]:
+        """Modality key -> series (the first series of each key, in the PACS' order)."""
+        out: dict[str, SeriesInfo] = {}
+        for s in self.series:
+            if s.modality and s.modality != "screenshot":
+                out.setdefault(s.modality, s)
+        return out
+
+    @property
+    def reference(self) -> SeriesInfo | None:
+        found = self.series_of()
+        return next((found[m] for m in REFERENCE_ORDER if m in found), None)
+
+
+def load_rules(path: str | os.PathLike | None = None) -> list[dict]:
+    path = path or os.environ.get(RULES_ENV)
+    if not path:
+        return DEFAULT_RULES
+    try:
+        rules = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise StrokeLabelError(f"the series rules {path} could not be read: {e}") from e
+    return rules["rules"] if isinstance(rules, dict) else rules
+
+
+def classify(series: SeriesInfo, rules: Iterable[dict]) -> str | None:
+    """The modality key of ``series`` by the first rule it meets; ``screenshot`` for secondary captures/RGB."""
+    if series.sop_class.startswith(SECONDARY_CAPTURE_CLASSES) or series.dicom_modality in ("OT", "SC"):
+        return "screenshot"
+    for rule in rules:
+        if "dicom_modality" in rule and series.dicom_modality.upper() != rule["dicom_modality"].upper():
+            continue
+        if "description" in rule and not re.search(rule["description"], series.description or "", re.IGNORECASE):
+            continue
+        if "image_type" in rule and not any(re.search(rule["image_type"], str(v), re.IGNORECASE) for v in series.image_type):
+            continue
+        if series.instances < int(rule.get("min_instances", 0)):
+            continue
+        return rule["modality"]
+    return None
+
+
+# ---- DICOMweb ---------------------------------------------------------------------------------------
+def client_for(url: str):
+    """A DICOMweb client for ``url`` with the credentials from the environment (module docstring)."""
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    session = requests.Session()
+    if os.environ.get("STROKELABEL_PACS_TOKEN"):
+        session.headers["Authorization"] = f"Bearer {os.environ['STROKELABEL_PACS_TOKEN']}"
+    elif os.environ.get("STROKELABEL_PACS_USER"):
+        session.auth = (os.environ["STROKELABEL_PACS_USER"], os.environ.get("STROKELABEL_PACS_PASSWORD", ""))
+    return DICOMwebClient(url=url.rstrip("/"), session=session)
+
+
+def _value(item: dict, tag: str, default=""):
+    values = item.get(tag, {}).get("Value")
+    if not values:
+        return default
+    value = values[0]
+    return value.get("Alphabetic", default) if isinstance(value, dict) else value
+
+
+def index_pacs(client, rules: list[dict] | None = None) -> list[PacsStudy]:
+    """Every study of the PACS with its series classified (metadata only: QIDO-RS, one instance header per series)."""
+    rules = rules or load_rules()
+    studies = []
+    for item in client.search_for_studies(fields=["PatientID", "StudyDate"], get_remaining=True):
+        study_uid = _value(item, "0020000D")
+        series = []
+        for s in client.search_for_series(study_uid, fields=["SeriesDescription", "Modality", "NumberOfSeriesRelatedInstances"]):
+            info = SeriesInfo(uid=_value(s, "0020000E"), description=str(_value(s, "0008103E")), dicom_modality=str(_value(s, "00080060")),
+                              instances=int(_value(s, "00201209", 0) or 0))
+            first = client.search_for_instances(study_uid, info.uid, limit=1, fields=["ImageType", "SOPClassUID"])
+            if first:
+                info.sop_class = str(_value(first[0], "00080016"))
+                info.image_type = [str(v) for v in first[0].get("00080008", {}).get("Value", [])]
+            info.modality = classify(info, rules)
+            series.append(info)
+        studies.append(PacsStudy(study_uid, str(_value(item, "00100020")), str(_value(item, "00080020")), series))
+    return studies
+
+
+def study_folder(cache: str | Path, study: PacsStudy) -> Path:
+    return Path(cache) / study.study_uid / f"sub-{study.subject}" / f"ses-{study.session}"
+
+
+def prepare_folder(cache: str | Path, study: PacsStudy, url: str) -> Path:
+    """The study's folder with its ``source.json`` (series per modality, PACS URL); returns the reference's path."""
+    from strokelabel.derived import atomic_write_bytes
+    from strokelabel.naming import study_filename
+
+    folder = study_folder(cache, study)
+    source = {"url": url, "study_uid": study.study_uid, "patient_id": study.patient_id,
+              "series": {m: s.uid for m, s in study.series_of().items()}}
+    path = folder / SOURCE_FILE
+    if not path.exists() or json.loads(path.read_text()) != source:
+        atomic_write_bytes(path, json.dumps(source, indent=1).encode())
+    return folder / study_filename(study.subject, study.session, study.reference.modality)
+
+
+def fetch_modalities(reference: str | Path, wanted: Iterable[str]) -> dict[str, Path]:
+    """Fetch the series of ``wanted`` modalities of a PACS study folder that are not on disk yet
+    (WADO-RS), write them as NIfTI atomically; returns {modality: path} of what is there now."""
+    from strokelabel.derived import atomic_save_nifti, atomic_write_bytes
+    from strokelabel.dicom import read_series
+    from strokelabel.naming import parse_filename, study_filename
+
+    folder = Path(reference).parent
+    source_path = folder / SOURCE_FILE
+    if not source_path.exists():
+        return {}
+    source = json.loads(source_path.read_text())
+    parsed = parse_filename(Path(reference).name)
+    present = {}
+    client = None
+    for modality in wanted:
+        uid = source["series"].get(modality)
+        if uid is None:
+            continue
+        path = folder / study_filename(parsed.subject, parsed.session, modality)
+        if not path.exists():
+            client = client or client_for(source["url"])
+            logger.info("%s: fetching the %s series from the PACS", parsed.study_id, modality)
+            with tempfile.TemporaryDirectory() as tmp:
+                files = []
+                for i, ds in enumerate(client.retrieve_series(source["study_uid"], uid)):
+                    files.append(Path(tmp) / f"{i:05d}.dcm")
+                    ds.save_as(str(files[-1]), write_like_original=False)
+                if not files:
+                    raise StrokeLabelError(f"the PACS returned no instance of the {modality} series {uid}", study=parsed.study_id)
+                values, affine, times = read_series(files)
+            if times is not None:  # the 4D series: frame times in its BIDS sidecar, as dcm2niix writes them
+                atomic_write_bytes(path.with_name(path.name.split(".nii")[0] + ".json"),
+                                   json.dumps({"FrameTimesStart": [float(t) for t in times]}).encode())
+            atomic_save_nifti(values.astype(np.float32), affine, path)
+        present[modality] = path
+    return present

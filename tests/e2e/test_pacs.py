@@ -1,0 +1,94 @@
+"""The server on a real PACS (Debian's Orthanc with DICOMweb), driven as OHIF drives it.
+
+Phantom studies are converted to DICOM with the project's converter (one series per map, the 4D
+CTP as one multi-temporal series) and stored in Orthanc; the server is started on its DICOMweb URL.
+A study is listed once, a non-reference series UID stands for its study, only the series a task
+needs are fetched, the label comes back as NRRD on the series' grid with the figures, and a
+correction saved through the API trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from monailabel.client.client import MONAILabelClientException
+
+from strokelabel.dicom import write_study
+from strokelabel.naming import truth_path
+from strokelabel.orthanc import orthanc_binary, running_orthanc
+from strokelabel.phantom.study import generate_study
+from tests.e2e.server import running_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(orthanc_binary() is None, reason="Orthanc is not installed (scripts/setup_system.sh)")]
+
+
+@pytest.fixture(scope="module")
+def pacs_server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("pacs")
+    ctp = generate_study(work / "nifti", "ctp", "pacs1", seed=4501, write_ctp_series=True)
+    mri = generate_study(work / "nifti", "mri", "pacs2", seed=4502)
+    series = {**{f"ctp/{m}": f for m, f in write_study(ctp["reference"], work / "dicom" / "ctp", patient_id="PAT-0001").items()},
+              **{f"mri/{m}": f for m, f in write_study(mri["reference"], work / "dicom" / "mri", patient_id="PAT-0002").items()}}
+    with running_orthanc(work / "orthanc") as orthanc:
+        orthanc.upload(f for files in series.values() for f in files)
+        with running_server(work / "server", orthanc.dicomweb, models="core_penumbra,ischemic_lesion",
+                            conf={"pacs_cache": work / "cache"}) as server:
+            server.work, server.orthanc, server.truth_root, server.dicom = work, orthanc, work / "nifti", series
+            yield server
+
+
+def series_uid(orthanc, description: str) -> str:
+    for uid in orthanc.get("/series"):
+        info = orthanc.get(f"/series/{uid}")
+        if info["MainDicomTags"].get("SeriesDescription") == description:
+            return info["MainDicomTags"]["SeriesInstanceUID"]
+    raise AssertionError(f"no series {description!r} in Orthanc")
+
+
+def test_each_dicom_study_is_listed_once_by_its_reference_series(pacs_server):
+    objects = pacs_server.client.datastore()["objects"]
+    assert len(objects) == 2
+    tmax, dwi = series_uid(pacs_server.orthanc, "Tmax perfusion map"), series_uid(pacs_server.orthanc, "DWI b1000 TRACE")
+    assert set(objects) == {tmax, dwi}
+    assert objects[tmax]["image"]["info"]["kind"] == "ctp" and objects[dwi]["image"]["info"]["kind"] == "mri"
+
+
+def test_ohif_style_infer_on_a_non_reference_series_returns_nrrd_on_its_grid_with_the_figures(pacs_server):
+    cbf = series_uid(pacs_server.orthanc, "CBF perfusion map")  # the series on screen, not the reference
+    label_file, result = pacs_server.client.infer("core_penumbra", cbf, {"result_extension": ".nrrd", "method": "baseline"})
+    assert label_file.endswith(".nrrd")
+    assert result["core_volume_ml"] >= 0 and "mismatch_ratio" in result and result["summary_url"]
+    label = sitk.GetArrayFromImage(sitk.ReadImage(label_file)).transpose(2, 1, 0)  # (x, y, z) as the series' columns, rows, slices
+    truth = np.asarray(nib.load(str(truth_path(pacs_server.truth_root, "pacs1", "01", "corepenumbra"))).dataobj)
+    # The converter stores columns along the study's first axis and rows along its second, so the series'
+    # voxel order (the order OHIF copies the answer in) is the phantom's; the label must be in it, at its place.
+    first_slice = min((pydicom.dcmread(str(f)) for f in pacs_server.dicom["ctp/cbf"]), key=lambda ds: float(ds.ImagePositionPatient[2]))
+    nrrd = sitk.ReadImage(label_file)
+    assert np.allclose(nrrd.GetOrigin(), [float(v) for v in first_slice.ImagePositionPatient], atol=1e-3)
+    assert np.allclose(nrrd.GetSpacing()[:2], [float(v) for v in first_slice.PixelSpacing][::-1], atol=1e-4)
+    hypo, hypo_truth = label > 0, truth > 0
+    dice = 2 * (hypo & hypo_truth).sum() / max(hypo.sum() + hypo_truth.sum(), 1)
+    assert label.shape == truth.shape and dice > 0.6, f"hypoperfusion Dice {dice:.2f} on the series grid"
+    # Only what the task reads was fetched: the maps, not the 4D series.
+    cached = {p.name.split("_")[-1] for p in pacs_server.work.rglob("sub-PAT0001_ses-*.nii.gz")}
+    assert {"cbf.nii.gz", "tmax.nii.gz"} <= cached and "ctp.nii.gz" not in cached
+
+
+def test_a_saved_correction_on_a_pacs_study_becomes_its_final_label(pacs_server, tmp_path):
+    dwi = series_uid(pacs_server.orthanc, "DWI b1000 TRACE")
+    adc = series_uid(pacs_server.orthanc, "ADC apparent diffusion coefficient")
+    label_file, result = pacs_server.client.infer("ischemic_lesion", adc, {"method": "baseline"})
+    assert result["study_kind"] == "mri" and result["lesion_volume_ml"] >= 0
+    pacs_server.client.save_label(adc, label_file, tag="final")
+    assert "final" in pacs_server.client.datastore()["objects"][dwi]["labels"]
+
+
+def test_an_unknown_series_is_a_clear_error(pacs_server):
+    with pytest.raises(MONAILabelClientException) as error:
+        pacs_server.client.infer("core_penumbra", "1.2.3.4.5.6.7.8.9", {})
+    assert "1.2.3.4.5.6.7.8.9" in error.value.msg and "Status: 500" not in error.value.msg
