@@ -4,6 +4,7 @@
 # RUN_SLOW=1 also runs the tests marked slow (long training runs).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/scripts/setup_system.sh"
 bash "$ROOT/scripts/setup_env.sh"
 PY="${VENV:-$ROOT/.venv}/bin/python"
 cd "$ROOT"

@@ -108,3 +108,48 @@ def running_orthanc(workdir: str | Path, port: int | None = None, timeout_s: flo
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def load_studies(orthanc: Orthanc, studies_root: str | Path, dicom_dir: str | Path) -> int:
+    """Convert every study under ``studies_root`` to DICOM (once, kept in ``dicom_dir``) and store it; returns instances stored."""
+    from strokelabel.dicom import write_study
+    from strokelabel.naming import find_reference_volumes, parse_filename
+
+    stored = 0
+    for name, relpath in sorted(find_reference_volumes(studies_root).items()):
+        parsed = parse_filename(name)
+        folder = Path(dicom_dir) / parsed.study_id
+        done = folder / ".converted"
+        if not done.exists():
+            write_study(Path(studies_root) / relpath, folder, patient_id=parsed.subject)
+            done.touch()
+        stored += orthanc.upload(sorted(folder.rglob("*.dcm")))
+    return stored
+
+
+def main(argv=None) -> int:
+    """Run the embedded PACS in the foreground, with the studies of a folder stored in it as DICOM."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m strokelabel.orthanc", description=main.__doc__)
+    parser.add_argument("--workdir", required=True, help="Orthanc's storage, configuration and log")
+    parser.add_argument("--port", type=int, default=8042)
+    parser.add_argument("--load", default=None, help="a studies folder (the naming rule) to convert and store")
+    parser.add_argument("--ready-file", default=None, help="written once the studies are stored (for scripts that wait)")
+    args = parser.parse_args(argv)
+    with running_orthanc(args.workdir, args.port) as orthanc:
+        if args.load:
+            count = load_studies(orthanc, args.load, Path(args.workdir) / "dicom")
+            print(f"[pacs] {count} DICOM instances stored from {args.load}", flush=True)
+        print(f"[pacs] Orthanc on {orthanc.url} (DICOMweb {orthanc.dicomweb}); Ctrl-C stops it", flush=True)
+        if args.ready_file:
+            Path(args.ready_file).write_text(orthanc.dicomweb)
+        try:
+            orthanc.process.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -55,7 +55,7 @@ DEFAULT_RULES = [
     {"modality": "cta3", "dicom_modality": "CT", "description": r"\bcta\b.*(phase\s?3|late\s?venous|delayed)"},
     {"modality": "cta1", "dicom_modality": "CT", "description": r"\bcta\b|angio"},  # single-phase CTA is phase 1
     {"modality": "ncct", "dicom_modality": "CT", "description": r"non.?contrast|\bncct\b|plain|nativ|\bhead\b"},
-    {"modality": "adc", "dicom_modality": "MR", "description": r"\badc\b|apparent\s?diff"},
+    {"modality": "adc", "dicom_modality": "MR", "description": r"(\b|_)adc\b|apparent\s?diff"},
     {"modality": "adc", "dicom_modality": "MR", "image_type": r"^ADC$"},
     {"modality": "dwi", "dicom_modality": "MR", "description": r"\bdwi\b|diffusion|trace|b\s?=?\s?1000"},
     {"modality": "flair", "dicom_modality": "MR", "description": r"flair"},
@@ -232,3 +232,27 @@ def fetch_modalities(reference: str | Path, wanted: Iterable[str]) -> dict[str, 
             atomic_save_nifti(values.astype(np.float32), affine, path)
         present[modality] = path
     return present
+
+
+def main(argv=None) -> int:
+    """Dry run: how each series of each study on the PACS is classified by the rules in use."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m strokelabel.pacs", description=main.__doc__)
+    parser.add_argument("url", help="the DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web")
+    parser.add_argument("--rules", default=None, help=f"a series-rules JSON file (default: ${RULES_ENV}, else the built-in rules)")
+    args = parser.parse_args(argv)
+    studies = index_pacs(client_for(args.url), load_rules(args.rules))
+    for study in studies:
+        reference = study.reference
+        print(f"study {study.study_uid} patient {study.patient_id} date {study.study_date}: "
+              f"{'reference ' + reference.modality + ' ' + reference.uid if reference else 'NOT LISTED (no Tmax, DWI, CTA or 4D CTP series)'}")
+        for s in study.series:
+            print(f"  {s.modality or 'unrecognised':12s} {s.dicom_modality:3s} {s.instances:5d} instances  {s.description!r}  "
+                  f"ImageType {'/'.join(s.image_type)}  {s.uid}")
+    print(f"{len(studies)} studies, {sum(1 for s in studies if s.reference)} listed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Debian packages the PACS mode and its tests need: Orthanc with its DICOMweb plugin (the embedded
+# PACS) and dcm2niix (the tests cross-check the project's DICOM converter with it). Installed only
+# when missing; needs root (or sudo). STROKELABEL_NO_SYSTEM_PACKAGES=1 skips this step (the PACS
+# tests are then skipped and say so).
+set -euo pipefail
+[ "${STROKELABEL_NO_SYSTEM_PACKAGES:-0}" = "1" ] && { echo "[setup] Debian packages skipped (STROKELABEL_NO_SYSTEM_PACKAGES=1)"; exit 0; }
+PACKAGES=(orthanc orthanc-dicomweb dcm2niix)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "[setup] Debian packages present: ${PACKAGES[*]}"
+  exit 0
+fi
+SUDO=""
+[ "$(id -u)" = "0" ] || SUDO="sudo"
+echo "[setup] installing Debian packages: ${missing[*]}"
+# The orthanc package starts a system service on install where it can; the app never uses it
+# (strokelabel/orthanc.py runs its own instance on loopback), so policy-rc.d refusals are harmless.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
