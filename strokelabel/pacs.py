@@ -87,7 +87,8 @@ class PacsStudy:
 
     @property
     def subject(self) -> str:
-        return re.sub(r"[^A-Za-z0-9]", "", self.patient_id) or "anonymous"
+        """A pseudonym of the patient ID: the cache's folder names and the log never carry the ID itself."""
+        return pseudonym(self.patient_id)
 
     @property
     def session(self) -> str:
@@ -105,6 +106,10 @@ class PacsStudy:
     def reference(self) -> SeriesInfo | None:
         found = self.series_of()
         return next((found[m] for m in REFERENCE_ORDER if m in found), None)
+
+
+def pseudonym(patient_id: str) -> str:
+    return "p" + hashlib.sha256(str(patient_id).encode()).hexdigest()[:10]
 
 
 def load_rules(path: str | os.PathLike | None = None) -> list[dict]:

@@ -21,6 +21,7 @@ from monailabel.client.client import MONAILabelClientException
 from strokelabel.dicom import write_study
 from strokelabel.naming import truth_path
 from strokelabel.orthanc import orthanc_binary, running_orthanc
+from strokelabel.pacs import pseudonym
 from strokelabel.phantom.study import generate_study
 from tests.e2e.server import running_server
 
@@ -62,6 +63,7 @@ def test_ohif_style_infer_on_a_non_reference_series_returns_nrrd_on_its_grid_wit
     cbf = series_uid(pacs_server.orthanc, "CBF perfusion map")  # the series on screen, not the reference
     label_file, result = pacs_server.client.infer("core_penumbra", cbf, {"result_extension": ".nrrd", "method": "baseline"})
     assert label_file.endswith(".nrrd")
+    assert "PAT-0001" not in pacs_server.log.read_text() and "PAT-0001" not in result["study_id"]  # pseudonyms only
     assert result["core_volume_ml"] >= 0 and "mismatch_ratio" in result and result["summary_url"]
     label = sitk.GetArrayFromImage(sitk.ReadImage(label_file)).transpose(2, 1, 0)  # (x, y, z) as the series' columns, rows, slices
     truth = np.asarray(nib.load(str(truth_path(pacs_server.truth_root, "pacs1", "01", "corepenumbra"))).dataobj)
@@ -75,7 +77,7 @@ def test_ohif_style_infer_on_a_non_reference_series_returns_nrrd_on_its_grid_wit
     dice = 2 * (hypo & hypo_truth).sum() / max(hypo.sum() + hypo_truth.sum(), 1)
     assert label.shape == truth.shape and dice > 0.6, f"hypoperfusion Dice {dice:.2f} on the series grid"
     # Only what the task reads was fetched: the maps, not the 4D series.
-    cached = {p.name.split("_")[-1] for p in pacs_server.work.rglob("sub-PAT0001_ses-*.nii.gz")}
+    cached = {p.name.split("_")[-1] for p in pacs_server.work.rglob(f"sub-{pseudonym('PAT-0001')}_ses-*.nii.gz")}
     assert {"cbf.nii.gz", "tmax.nii.gz"} <= cached and "ctp.nii.gz" not in cached
 
 
