@@ -250,3 +250,74 @@ def write_study(reference: str | Path, out_dir: str | Path, patient_id: str | No
         spec = SeriesSpec(description, dicom_modality, image_type, units, number)
         written[modality] = write_series(values, img.affine, Path(out_dir) / modality, study, spec, times_s=times)
     return written
+
+
+# ---- DICOM-SEG ---------------------------------------------------------------------------------------
+# Segments by code as well as by name: SNOMED CT where a concept exists; the ischemic penumbra has
+# none, so it carries a local code (scheme "99STROKELABEL", documented in README "Saving to the PACS").
+MORPHOLOGICALLY_ALTERED = {"CodeValue": "49755003", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Morphologically Altered Structure"}
+SEGMENT_CODES = {
+    "core": {"CodeValue": "55641003", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Infarct"},
+    "lesion": {"CodeValue": "55641003", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Infarct"},
+    "penumbra": {"CodeValue": "SL-PENUMBRA", "CodingSchemeDesignator": "99STROKELABEL", "CodeMeaning": "Ischemic penumbra"},
+    "clot": {"CodeValue": "396339007", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Thrombus"},
+}
+SEGMENT_COLOURS = {"core": (220, 30, 30), "penumbra": (40, 200, 60), "lesion": (230, 120, 20), "clot": (60, 120, 255)}
+ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
+
+
+def write_seg(label_path: str | Path, source_dir: str | Path, segments: dict[int, str], algorithm_type: str,
+              algorithm_name: str = "StrokeLabel", series_description: str = "StrokeLabel segmentation") -> pydicom.Dataset:
+    """A DICOM-SEG of ``label_path`` (NIfTI on the source series' grid) referencing the source series whose
+    headers are in ``source_dir``; ``segments``: label value -> name (core, penumbra, lesion, clot);
+    ``algorithm_type`` AUTOMATIC for AI output, MANUAL or SEMIAUTOMATIC for a clinician's correction."""
+    import pydicom_seg
+    import SimpleITK as sitk
+
+    if algorithm_type not in ALGORITHM_TYPES:
+        raise ValueError(f"SegmentAlgorithmType must be one of {ALGORITHM_TYPES}, not {algorithm_type!r}")
+    attributes = []
+    for value, name in sorted(segments.items()):
+        attribute = {
+            "labelID": int(value), "SegmentLabel": name, "SegmentDescription": name, "SegmentAlgorithmType": algorithm_type,
+            "SegmentedPropertyCategoryCodeSequence": MORPHOLOGICALLY_ALTERED,
+            "SegmentedPropertyTypeCodeSequence": SEGMENT_CODES[name],
+            "recommendedDisplayRGBValue": list(SEGMENT_COLOURS[name]),
+        }
+        if algorithm_type != "MANUAL":
+            attribute["SegmentAlgorithmName"] = algorithm_name[:64]
+        attributes.append(attribute)
+    template = pydicom_seg.template.from_dcmqi_metainfo({
+        "ContentCreatorName": "StrokeLabel", "SeriesDescription": series_description[:64], "SeriesNumber": "300", "InstanceNumber": "1",
+        "segmentAttributes": [attributes], "ContentLabel": "SEGMENTATION", "ContentDescription": algorithm_type[:64],
+        "ClinicalTrialSeriesID": "1", "ClinicalTrialTimePointID": "1", "BodyPartExamined": "HEAD",
+    })
+    writer = pydicom_seg.MultiClassWriter(template=template, inplane_cropping=False, skip_empty_slices=False, skip_missing_segment=False)
+    sources = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in sorted(Path(source_dir).glob("*.dcm"))]
+    if not sources:
+        raise ValueError(f"no source DICOM headers in {source_dir}")
+    mask = sitk.Cast(sitk.ReadImage(str(label_path)), sitk.sitkUInt16)
+    return writer.write(mask, sources)
+
+
+def seg_algorithm_type(dataset: pydicom.Dataset) -> str:
+    """The SEG's SegmentAlgorithmType (the least automatic of its segments: a corrected SEG counts as corrected)."""
+    kinds = {str(s.get("SegmentAlgorithmType", "")) for s in dataset.get("SegmentSequence", [])}
+    return next((k for k in ("MANUAL", "SEMIAUTOMATIC", "AUTOMATIC") if k in kinds), "")
+
+
+def read_seg(dataset: pydicom.Dataset, names_to_values: dict[str, int]):
+    """A DICOM-SEG as a SimpleITK label image, each segment given the value of its name (``names_to_values``)."""
+    import pydicom_seg
+    import SimpleITK as sitk
+
+    result = pydicom_seg.MultiClassReader().read(dataset)
+    values = sitk.GetArrayFromImage(result.image)
+    out = np.zeros_like(values, dtype=np.uint8)
+    for number, segment in result.segment_infos.items():
+        name = str(segment.get("SegmentLabel", "")).lower()
+        if name in names_to_values:
+            out[values == number] = names_to_values[name]
+    image = sitk.GetImageFromArray(out)
+    image.CopyInformation(result.image)
+    return image

@@ -98,7 +98,7 @@ class PacsStudy:
         """Modality key -> series (the first series of each key, in the PACS' order)."""
         out: dict[str, SeriesInfo] = {}
         for s in self.series:
-            if s.modality and s.modality != "screenshot":
+            if s.modality and s.modality not in ("screenshot", "seg"):
                 out.setdefault(s.modality, s)
         return out
 
@@ -127,6 +127,8 @@ def classify(series: SeriesInfo, rules: Iterable[dict]) -> str | None:
     """The modality key of ``series`` by the first rule it meets; ``screenshot`` for secondary captures/RGB."""
     if series.sop_class.startswith(SECONDARY_CAPTURE_CLASSES) or series.dicom_modality in ("OT", "SC"):
         return "screenshot"
+    if series.dicom_modality == "SEG":
+        return "seg"
     for rule in rules:
         if "dicom_modality" in rule and series.dicom_modality.upper() != rule["dicom_modality"].upper():
             continue
@@ -225,9 +227,13 @@ def fetch_modalities(reference: str | Path, wanted: Iterable[str]) -> dict[str, 
             logger.info("%s: fetching the %s series from the PACS", parsed.study_id, modality)
             with tempfile.TemporaryDirectory() as tmp:
                 files = []
+                headers = folder / "dicom" / modality  # kept without pixels: a SEG drawn on this series references them
+                headers.mkdir(parents=True, exist_ok=True)
                 for i, ds in enumerate(client.retrieve_series(source["study_uid"], uid)):
                     files.append(Path(tmp) / f"{i:05d}.dcm")
                     ds.save_as(str(files[-1]), write_like_original=False)
+                    del ds.PixelData
+                    ds.save_as(str(headers / f"{i:05d}.dcm"), write_like_original=False)
                 if not files:
                     raise StrokeLabelError(f"the PACS returned no instance of the {modality} series {uid}", study=parsed.study_id)
                 values, affine, times = read_series(files)
@@ -261,3 +267,49 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---- labels as DICOM-SEG in the PACS ------------------------------------------------------------------
+def corrected_segs(client, study: PacsStudy) -> list[dict]:
+    """The study's SEG series a clinician corrected (SegmentAlgorithmType MANUAL or SEMIAUTOMATIC), newest first:
+    only these are training labels, never unreviewed AI output (AUTOMATIC)."""
+    import pydicom
+
+    found = []
+    for s in study.series:
+        if s.modality != "seg":
+            continue
+        for metadata in client.retrieve_series_metadata(study.study_uid, s.uid):
+            ds = pydicom.Dataset.from_json(metadata)
+            from strokelabel.dicom import seg_algorithm_type
+
+            kind = seg_algorithm_type(ds)
+            if kind in ("MANUAL", "SEMIAUTOMATIC"):
+                when = f"{ds.get('ContentDate', ds.get('SeriesDate', ''))}{ds.get('ContentTime', ds.get('SeriesTime', ''))}"
+                found.append({"series_uid": s.uid, "instance_uid": str(ds.SOPInstanceUID), "when": when, "algorithm_type": kind})
+    return sorted(found, key=lambda x: x["when"], reverse=True)
+
+
+def fetch_seg_label(client, study: PacsStudy, seg: dict, reference: Path, names_to_values: dict[str, int], out_path: Path) -> Path:
+    """The SEG as a label NIfTI on the reference's grid (resampled by nearest neighbour when drawn on another series), written atomically."""
+    import SimpleITK as sitk
+
+    from strokelabel.derived import atomic_write_bytes
+    from strokelabel.dicom import read_seg
+
+    dataset = client.retrieve_instance(study.study_uid, seg["series_uid"], seg["instance_uid"])
+    label = read_seg(dataset, names_to_values)
+    grid = sitk.ReadImage(str(reference))
+    if grid.GetDimension() == 4:  # a 4D reference: its spatial grid
+        grid = grid[:, :, :, 0]
+    resampled = sitk.Resample(label, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    with tempfile.TemporaryDirectory() as tmp:
+        written = Path(tmp) / "label.nii.gz"
+        sitk.WriteImage(resampled, str(written))
+        atomic_write_bytes(out_path, written.read_bytes())
+    return out_path
+
+
+def store_seg(client, dataset) -> None:
+    """Store a SEG in the PACS (STOW-RS)."""
+    client.store_instances([dataset])

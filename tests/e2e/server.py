@@ -42,7 +42,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(workdir: Path, studies: Path | str, models: str = "all", shipped_models: bool = True, conf: dict | None = None):
+def running_server(workdir: Path, studies: Path | str, models: str = "all", shipped_models: bool = True, conf: dict | None = None,
+                   env: dict | None = None):
     """Copy the app into ``workdir``, start the server on a free port, yield a :class:`Server`.
 
     ``shipped_models=False`` leaves out ``model/shipped``: a site with no model at all.
@@ -54,7 +55,7 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
         shutil.rmtree(app_dir / "model" / "shipped", ignore_errors=True)
     port = free_port()
     log_path = Path(workdir) / "server.log"
-    env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1", **(env or {})}
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
            "--host", "127.0.0.1", "--port", str(port), "--conf", "models", models]
     for key, value in (conf or {}).items():

@@ -9,6 +9,7 @@ correction saved through the API trains.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -32,15 +33,20 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(orthanc_binary() is None, reas
 def pacs_server(tmp_path_factory):
     work = tmp_path_factory.mktemp("pacs")
     ctp = generate_study(work / "nifti", "ctp", "pacs1", seed=4501, write_ctp_series=True)
-    mri = generate_study(work / "nifti", "mri", "pacs2", seed=4502)
+    mri = generate_study(work / "nifti", "mri", "pacs2", seed=4504)  # a study with a lesion (63 mL)
     series = {**{f"ctp/{m}": f for m, f in write_study(ctp["reference"], work / "dicom" / "ctp", patient_id="PAT-0001").items()},
               **{f"mri/{m}": f for m, f in write_study(mri["reference"], work / "dicom" / "mri", patient_id="PAT-0002").items()}}
     with running_orthanc(work / "orthanc") as orthanc:
         orthanc.upload(f for files in series.values() for f in files)
         with running_server(work / "server", orthanc.dicomweb, models="core_penumbra,ischemic_lesion",
-                            conf={"pacs_cache": work / "cache"}) as server:
+                            conf={"pacs_cache": work / "cache"}, env={"STROKELABEL_PACS_REFRESH_S": "0"}) as server:
             server.work, server.orthanc, server.truth_root, server.dicom = work, orthanc, work / "nifti", series
             yield server
+
+
+def save(dataset, path: Path) -> Path:
+    dataset.save_as(str(path), write_like_original=False)
+    return path
 
 
 def series_uid(orthanc, description: str) -> str:
@@ -81,16 +87,59 @@ def test_ohif_style_infer_on_a_non_reference_series_returns_nrrd_on_its_grid_wit
     assert {"cbf.nii.gz", "tmax.nii.gz"} <= cached and "ctp.nii.gz" not in cached
 
 
-def test_a_saved_correction_on_a_pacs_study_becomes_its_final_label(pacs_server, tmp_path):
+def seg_series(orthanc) -> list[dict]:
+    out = []
+    for uid in orthanc.get("/series"):
+        info = orthanc.get(f"/series/{uid}")
+        if info["MainDicomTags"].get("Modality") == "SEG":
+            instance = orthanc.get(f"/instances/{info['Instances'][0]}/simplified-tags")
+            out.append({"description": info["MainDicomTags"].get("SeriesDescription"), "segments": instance["SegmentSequence"]})
+    return out
+
+
+def test_a_saved_correction_goes_to_the_pacs_as_a_manual_seg_with_coded_segments(pacs_server, tmp_path):
     dwi = series_uid(pacs_server.orthanc, "DWI b1000 TRACE")
     adc = series_uid(pacs_server.orthanc, "ADC apparent diffusion coefficient")
     label_file, result = pacs_server.client.infer("ischemic_lesion", adc, {"method": "baseline"})
-    assert result["study_kind"] == "mri" and result["lesion_volume_ml"] >= 0
+    assert result["study_kind"] == "mri" and result["lesion_volume_ml"] > 0
     pacs_server.client.save_label(adc, label_file, tag="final")
-    assert "final" in pacs_server.client.datastore()["objects"][dwi]["labels"]
+    labels = pacs_server.client.datastore()["objects"][dwi]["labels"]
+    assert "final" in labels
+    segs = seg_series(pacs_server.orthanc)
+    assert len(segs) == 1 and segs[0]["description"] == "StrokeLabel final (manual)"
+    segment = segs[0]["segments"][0]
+    assert segment["SegmentLabel"] == "lesion" and segment["SegmentAlgorithmType"] == "MANUAL"
+    assert segment["SegmentedPropertyTypeCodeSequence"][0]["CodeValue"] == "55641003"  # SNOMED CT: infarct
 
 
-def test_an_unknown_series_is_a_clear_error(pacs_server):
+def test_a_corrected_seg_exported_by_a_viewer_becomes_the_training_label_and_ai_output_never_does(pacs_server, tmp_path):
+    from strokelabel.dicom import write_seg
+
+    tmax = series_uid(pacs_server.orthanc, "Tmax perfusion map")
+    truth_file = truth_path(pacs_server.truth_root, "pacs1", "01", "corepenumbra")
+    headers = tmp_path / "headers"
+    headers.mkdir()
+    for i, f in enumerate(pacs_server.dicom["ctp/tmax"]):
+        shutil.copy(f, headers / f"{i:04d}.dcm")
+    # As a viewer exports them: the AI's answer (AUTOMATIC), the clinician's correction (MANUAL), and a
+    # later AI answer again (AUTOMATIC, newest): only the correction may become the training label.
+    truth_img = nib.load(str(truth_file))
+    wrong = tmp_path / "wrong.nii.gz"
+    nib.save(nib.Nifti1Image((np.asarray(truth_img.dataobj) > 0).astype(np.uint8), truth_img.affine), str(wrong))
+    for kind, time_of_day, label in (("AUTOMATIC", "1000", wrong), ("MANUAL", "1100", truth_file), ("AUTOMATIC", "1200", wrong)):
+        segments = {1: "core", 2: "penumbra"} if label == truth_file else {1: "core"}
+        seg = write_seg(label, headers, segments, kind, series_description=f"viewer {kind.lower()} {time_of_day}")
+        seg.ContentDate, seg.ContentTime = "20260102", time_of_day
+        pacs_server.orthanc.upload([save(seg, tmp_path / f"{kind}{time_of_day}.dcm")])
+    objects = pacs_server.client.datastore()["objects"]  # a client's look at the datastore finds new SEGs (refresh interval 0 here)
+    final = objects[tmax]["labels"]["final"]
+    assert final["info"]["algorithm_type"] == "MANUAL" and final["info"]["source"] == "PACS DICOM-SEG"
+    label = np.asarray(nib.load(pacs_server.client.download_label(tmax, "final")).dataobj)
+    truth = np.asarray(nib.load(str(truth_file)).dataobj)
+    assert np.array_equal(label, truth)  # the MANUAL SEG, on the reference grid, segments back at their values
+
+
+def test_an_unknown_series_is_a_404_naming_it(pacs_server):
     with pytest.raises(MONAILabelClientException) as error:
         pacs_server.client.infer("core_penumbra", "1.2.3.4.5.6.7.8.9", {})
-    assert "1.2.3.4.5.6.7.8.9" in error.value.msg and "Status: 500" not in error.value.msg
+    assert "404" in error.value.msg and "1.2.3.4.5.6.7.8.9" in error.value.msg

@@ -18,12 +18,16 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
+import nibabel as nib
+import numpy as np
+from fastapi import HTTPException
 from monailabel.datastore.local import DataModel, ImageLabelModel
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.datastore import StrokeDatastore
 from lib.errors import http_errors
 from strokelabel import pacs
+from strokelabel.dicom import write_seg
 from strokelabel.naming import study_kind
 
 logger = logging.getLogger(__name__)
@@ -31,6 +35,12 @@ logger = logging.getLogger(__name__)
 # The cache holds patient images: bounded in size and in age (README, "Connecting a PACS").
 CACHE_MAX_GB = float(os.environ.get("STROKELABEL_PACS_CACHE_GB", "20"))
 CACHE_MAX_DAYS = float(os.environ.get("STROKELABEL_PACS_CACHE_DAYS", "7"))
+# New studies and corrected SEGs appear when a client looks at the datastore, at most this often (QIDO metadata only).
+REFRESH_S = float(os.environ.get("STROKELABEL_PACS_REFRESH_S", "60"))
+
+
+# Label values -> segment names (and so codes, strokelabel.dicom.SEGMENT_CODES) per study kind (DESIGN.md).
+SEGMENT_NAMES = {"ctp": {1: "core", 2: "penumbra"}, "mri": {1: "lesion"}, "cta": {1: "clot"}}
 
 
 def default_cache_dir(url: str) -> str:
@@ -67,6 +77,7 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         self._client = pacs.client_for(self._url)
         self._series_to_image: Dict[str, str] = {}
         self._studies: Dict[str, pacs.PacsStudy] = {}
+        self._indexed_at = 0.0
         cache = cache_dir or default_cache_dir(self._url)
         os.makedirs(cache, exist_ok=True)
         prune_cache(Path(cache), set(), CACHE_MAX_GB * 1e9, CACHE_MAX_DAYS * 86400)
@@ -81,6 +92,7 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         added = 0
         with http_errors():
             studies = pacs.index_pacs(self._client)
+        self._indexed_at = time.time()
         self._studies.clear()
         for study in studies:
             reference = study.reference
@@ -96,10 +108,12 @@ class StrokeDicomwebDatastore(StrokeDatastore):
             relpath = os.path.relpath(path, self._datastore.image_path())
             obj = self._datastore.objects.get(image_id)
             if obj and obj.image.info.get("relpath") == relpath:
+                self._import_corrected_seg(image_id, study)
                 continue
             info = {"ts": int(time.time()), "name": path.name, "relpath": relpath, "kind": study_kind(path.name),
                     "study_uid": study.study_uid, "series": {s.uid: s.modality for s in study.series}}
             self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=".nii.gz"), labels=obj.labels if obj else {})
+            self._import_corrected_seg(image_id, study)
             added += 1
         return added
 
@@ -131,11 +145,63 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         return super().get_image_info(self.image_id_of(image_id))
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        """Saved on the server (checked first, as for folder studies), then written to the PACS as a DICOM-SEG
+        referencing the study's reference series: AUTOMATIC for AI output (tag ``original``), else the
+        clinician's correction (``label_info["algorithm_type"]``, default MANUAL)."""
         image_id = self.image_id_of(image_id)
         self.get_image_uri(image_id)
-        return super().save_label(image_id, label_filename, label_tag, label_info)
+        label_id = super().save_label(image_id, label_filename, label_tag, label_info)
+        obj = self._datastore.objects[image_id]
+        study = self._studies[image_id]
+        algorithm = "AUTOMATIC" if label_tag == DefaultLabelTag.ORIGINAL else str((label_info or {}).get("algorithm_type", "MANUAL")).upper()
+        label_path = self._label_file(image_id, label_tag, obj.labels[label_tag])
+        values = set(np.unique(np.asanyarray(nib.load(label_path).dataobj)).tolist()) - {0}
+        names = {v: n for v, n in SEGMENT_NAMES[obj.image.info["kind"]].items() if v in values}
+        if not names:
+            return label_id  # an empty label: nothing to draw in a SEG
+        headers = Path(self._image_file(image_id, obj)).parent / "dicom" / study.reference.modality
+        try:
+            with http_errors():
+                seg = write_seg(label_path, headers, names, algorithm, algorithm_name=str((label_info or {}).get("model", "StrokeLabel")),
+                                series_description=f"StrokeLabel {label_tag} ({algorithm.lower()})")
+            pacs.store_seg(self._client, seg)
+        except Exception as e:  # the label is kept on the server either way; say what the PACS did not get
+            logger.warning("%s: the label was saved on the server, but not stored in the PACS as DICOM-SEG: %s", image_id, e)
+            raise HTTPException(status_code=502, detail=f"the label was saved on the server, but the PACS did not store its DICOM-SEG: {e}") from e
+        obj.labels[label_tag].info.update({"seg_instance_uid": str(seg.SOPInstanceUID), "algorithm_type": algorithm})
+        self._update_datastore_file()
+        logger.info("%s: label %s stored in the PACS as DICOM-SEG (%s)", image_id, label_tag, algorithm)
+        return label_id
+
+    def _import_corrected_seg(self, image_id: str, study: pacs.PacsStudy) -> None:
+        """The newest corrected SEG in the PACS (MANUAL or SEMIAUTOMATIC) becomes the study's final label,
+        unless it is the one already saved; unreviewed AI output (AUTOMATIC) never does."""
+        if not any(s.modality == "seg" for s in study.series):
+            return
+        corrected = pacs.corrected_segs(self._client, study)
+        if not corrected:
+            return
+        newest = corrected[0]
+        obj = self._datastore.objects[image_id]
+        final = obj.labels.get(DefaultLabelTag.FINAL)
+        if final is not None and final.info.get("seg_instance_uid") == newest["instance_uid"]:
+            return
+        reference = Path(self.get_image_uri(image_id))
+        kind = obj.image.info["kind"]
+        out = Path(self._datastore.label_path(DefaultLabelTag.FINAL)) / f"{image_id}.nii.gz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pacs.fetch_seg_label(self._client, study, newest, reference, {n: v for v, n in SEGMENT_NAMES[kind].items()}, out)
+        obj.labels[DefaultLabelTag.FINAL] = DataModel(info={"ts": int(time.time()), "source": "PACS DICOM-SEG", "seg_instance_uid": newest["instance_uid"],
+                                                            "algorithm_type": newest["algorithm_type"]}, ext=".nii.gz")
+        logger.info("%s: the corrected DICOM-SEG of %s is its final label", image_id, newest["when"] or "unknown date")
+
+    def json(self):
+        if time.time() - self._indexed_at >= REFRESH_S:
+            self.refresh()
+        return super().json()
 
     def datalist(self, full_path=True) -> List[Dict[str, Any]]:
+        self.refresh()  # corrected SEGs stored in the PACS since the last look (metadata only; a SEG is fetched once)
         for image_id, obj in self._datastore.objects.items():
             if DefaultLabelTag.FINAL in obj.labels:
                 self.get_image_uri(image_id)  # a labelled study's reference on disk before training reads it
