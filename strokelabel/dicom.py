@@ -123,6 +123,7 @@ def _slice_dataset(study: StudySpec, series: SeriesSpec, series_uid: str) -> Fil
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.is_little_endian, ds.is_implicit_VR = True, False
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
     ds.PatientID, ds.PatientName = study.patient_id, study.patient_name
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study.study_uid, series_uid
@@ -321,3 +322,40 @@ def read_seg(dataset: pydicom.Dataset, names_to_values: dict[str, int]):
     image = sitk.GetImageFromArray(out)
     image.CopyInformation(result.image)
     return image
+
+
+# ---- Secondary Capture -------------------------------------------------------------------------------
+SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+# Attributes copied from the study's own images so that the picture files under the same patient and study.
+STUDY_ATTRIBUTES = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate", "StudyTime",
+                    "StudyID", "AccessionNumber", "StudyDescription", "ReferringPhysicianName")
+
+
+def secondary_capture(png_path: str | Path, study_header: pydicom.Dataset, description: str) -> pydicom.Dataset:
+    """The summary picture (PNG) as a DICOM Secondary Capture in the study of ``study_header`` (its own series),
+    as RAPID stores its summaries: how a PACS or OHIF user sees the figures."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(str(png_path)).convert("RGB"), dtype=np.uint8)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.is_little_endian, ds.is_implicit_VR = True, False  # as the file meta says: written as is by any writer (STOW-RS too)
+    for keyword in STUDY_ATTRIBUTES:
+        if keyword in study_header:
+            setattr(ds, keyword, study_header.get(keyword))
+    now = dt.datetime.now()
+    ds.SOPClassUID, ds.SOPInstanceUID = SECONDARY_CAPTURE_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality, ds.ConversionType, ds.ImageType = "OT", "WSD", ["DERIVED", "SECONDARY"]
+    ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = description[:64], 301, 1
+    ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.SeriesDate, ds.SeriesTime = ds.ContentDate, ds.ContentTime
+    ds.Manufacturer, ds.BurnedInAnnotation = "StrokeLabel", "YES"  # study id and figures are drawn into the picture
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = rgb.tobytes()
+    return ds

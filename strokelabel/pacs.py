@@ -143,17 +143,23 @@ def classify(series: SeriesInfo, rules: Iterable[dict]) -> str | None:
 
 
 # ---- DICOMweb ---------------------------------------------------------------------------------------
-def client_for(url: str):
-    """A DICOMweb client for ``url`` with the credentials from the environment (module docstring)."""
+def authenticated_session():
+    """A requests session with the PACS credentials from the environment (module docstring)."""
     import requests
-    from dicomweb_client.api import DICOMwebClient
 
     session = requests.Session()
     if os.environ.get("STROKELABEL_PACS_TOKEN"):
         session.headers["Authorization"] = f"Bearer {os.environ['STROKELABEL_PACS_TOKEN']}"
     elif os.environ.get("STROKELABEL_PACS_USER"):
         session.auth = (os.environ["STROKELABEL_PACS_USER"], os.environ.get("STROKELABEL_PACS_PASSWORD", ""))
-    return DICOMwebClient(url=url.rstrip("/"), session=session)
+    return session
+
+
+def client_for(url: str):
+    """A DICOMweb client for ``url`` with the credentials from the environment."""
+    from dicomweb_client.api import DICOMwebClient
+
+    return DICOMwebClient(url=url.rstrip("/"), session=authenticated_session())
 
 
 def _value(item: dict, tag: str, default=""):
@@ -313,3 +319,23 @@ def fetch_seg_label(client, study: PacsStudy, seg: dict, reference: Path, names_
 def store_seg(client, dataset) -> None:
     """Store a SEG in the PACS (STOW-RS)."""
     client.store_instances([dataset])
+
+
+def store_summary(reference: str | Path, png_path: str | Path, task: str) -> str | None:
+    """Store the summary picture of a PACS study in the PACS as a Secondary Capture of that study; returns its
+    SOP Instance UID, or None when the study is not from a PACS."""
+    import pydicom
+
+    from strokelabel.dicom import secondary_capture
+
+    folder = Path(reference).parent
+    source_path = folder / SOURCE_FILE
+    if not source_path.exists():
+        return None
+    source = json.loads(source_path.read_text())
+    header_file = next((p for p in sorted((folder / "dicom").rglob("*.dcm"))), None)
+    if header_file is None:
+        raise StrokeLabelError("no DICOM header of the study is cached: the summary cannot be filed under it")
+    dataset = secondary_capture(png_path, pydicom.dcmread(str(header_file), stop_before_pixels=True), f"StrokeLabel {task} summary")
+    client_for(source["url"]).store_instances([dataset])
+    return str(dataset.SOPInstanceUID)

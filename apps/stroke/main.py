@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Dict
 
-from fastapi import HTTPException
+from fastapi import Depends, HTTPException
 from fastapi.responses import FileResponse
 
 from monailabel.interfaces.app import MONAILabelApp
@@ -86,6 +86,17 @@ class StrokeApp(MONAILabelApp):
             return FileResponse(self.summary_picture(image, task), media_type="image/png")
 
         server.app.add_api_route(SUMMARY_ROUTE, summary, methods=["GET"], tags=["stroke"], summary="The one-page summary picture of a result")
+        if str(self.studies).startswith(("http://", "https://")):
+            from monailabel.config import settings
+            from monailabel.endpoints.user.auth import RBAC
+
+            from lib.dicom_proxy import PROXY_PATH, dicomweb_proxy
+
+            prefixes = {"qido": settings.MONAI_LABEL_QIDO_PREFIX, "wado": settings.MONAI_LABEL_WADO_PREFIX, "stow": settings.MONAI_LABEL_STOW_PREFIX}
+            server.app.add_api_route(PROXY_PATH, dicomweb_proxy(self.studies, prefixes), methods=["GET", "POST"], include_in_schema=False,
+                                     dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))])
+            # In front of monailabel's own proxy, which drops the query string (lib/dicom_proxy.py).
+            server.app.router.routes.insert(0, server.app.router.routes.pop())
 
     def init_datastore(self) -> Datastore:
         if str(self.studies).startswith(("http://", "https://")):

@@ -71,6 +71,10 @@ def test_ohif_style_infer_on_a_non_reference_series_returns_nrrd_on_its_grid_wit
     assert label_file.endswith(".nrrd")
     assert "PAT-0001" not in pacs_server.log.read_text() and "PAT-0001" not in result["study_id"]  # pseudonyms only
     assert result["core_volume_ml"] >= 0 and "mismatch_ratio" in result and result["summary_url"]
+    # The summary picture is filed in the study as a Secondary Capture: how an OHIF user sees the figures.
+    found = pacs_server.orthanc.get(f"/dicom-web/instances?SOPInstanceUID={result['summary_dicom_sop_instance_uid']}")
+    assert len(found) == 1 and found[0]["00080016"]["Value"] == ["1.2.840.10008.5.1.4.1.1.7"]  # Secondary Capture
+    assert found[0]["00100020"]["Value"] == ["PAT-0001"]  # filed under the patient and study of the images
     label = sitk.GetArrayFromImage(sitk.ReadImage(label_file)).transpose(2, 1, 0)  # (x, y, z) as the series' columns, rows, slices
     truth = np.asarray(nib.load(str(truth_path(pacs_server.truth_root, "pacs1", "01", "corepenumbra"))).dataobj)
     # The converter stores columns along the study's first axis and rows along its second, so the series'
@@ -143,3 +147,16 @@ def test_an_unknown_series_is_a_404_naming_it(pacs_server):
     with pytest.raises(MONAILabelClientException) as error:
         pacs_server.client.infer("core_penumbra", "1.2.3.4.5.6.7.8.9", {})
     assert "404" in error.value.msg and "1.2.3.4.5.6.7.8.9" in error.value.msg
+
+
+def test_ohifs_study_search_through_the_proxy_keeps_its_query(pacs_server):
+    import json
+    import urllib.request
+
+    def studies(query: str) -> list:
+        with urllib.request.urlopen(f"http://127.0.0.1:{pacs_server.port}/proxy/dicom/qido/studies{query}", timeout=60) as answer:
+            return json.loads(answer.read())
+
+    assert len(studies("")) == 2  # (the summary picture stored by an earlier test is in an existing study)
+    only = studies("?PatientID=PAT-0001")
+    assert len(only) == 1 and only[0]["00100020"]["Value"] == ["PAT-0001"]

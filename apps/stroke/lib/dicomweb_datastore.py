@@ -78,6 +78,7 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         self._series_to_image: Dict[str, str] = {}
         self._studies: Dict[str, pacs.PacsStudy] = {}
         self._indexed_at = 0.0
+        self._force_index = False
         cache = cache_dir or default_cache_dir(self._url)
         os.makedirs(cache, exist_ok=True)
         prune_cache(Path(cache), set(), CACHE_MAX_GB * 1e9, CACHE_MAX_DAYS * 86400)
@@ -90,6 +91,9 @@ class StrokeDicomwebDatastore(StrokeDatastore):
     def _add_non_existing_images(self) -> int:
         self._init_from_datastore_file()
         added = 0
+        if self._studies and time.time() - self._indexed_at < REFRESH_S and not self._force_index:
+            return 0  # a reload of the datastore file (labels, scores), not a look at the PACS
+        self._force_index = False
         with http_errors():
             studies = pacs.index_pacs(self._client)
         self._indexed_at = time.time()
@@ -196,11 +200,16 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         logger.info("%s: the corrected DICOM-SEG of %s is its final label", image_id, newest["when"] or "unknown date")
 
     def json(self):
-        if time.time() - self._indexed_at >= REFRESH_S:
-            self.refresh()
+        self.refresh()  # looks at the PACS when the index is older than REFRESH_S
         return super().json()
 
+    def is_local(self, image_id: str) -> bool:
+        """Whether the study's reference is already in the cache (active learning scores only those)."""
+        obj = self._datastore.objects.get(self.image_id_of(image_id))
+        return bool(obj) and os.path.exists(self._image_file(self.image_id_of(image_id), obj))
+
     def datalist(self, full_path=True) -> List[Dict[str, Any]]:
+        self._force_index = True
         self.refresh()  # corrected SEGs stored in the PACS since the last look (metadata only; a SEG is fetched once)
         for image_id, obj in self._datastore.objects.items():
             if DefaultLabelTag.FINAL in obj.labels:

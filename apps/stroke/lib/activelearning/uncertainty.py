@@ -81,6 +81,9 @@ class StrokeUncertaintyScoring(ScoringMethod):
         for image_id in sorted(datastore.get_unlabeled_images()):
             if _kind(datastore, image_id) not in self.kinds:
                 continue
+            if not getattr(datastore, "is_local", lambda _: True)(image_id):
+                skipped += 1  # a PACS study no task has fetched yet: scoring never downloads the PACS
+                continue
             info = datastore.get_image_info(image_id) or {}
             if info.get(self.key + "_ts") == model_ts and self.key in info and not request.get("force"):
                 skipped += 1

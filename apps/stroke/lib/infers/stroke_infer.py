@@ -22,6 +22,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from lib.checkpoints import UnusableModel
 from lib.transforms.study import LoadStudyd
 from strokelabel.derived import summary_picture_path
+from strokelabel.pacs import store_summary
 from strokelabel.errors import StrokeLabelError
 from strokelabel.guard import NOT_SERVED_BY_AUTO, Verdict
 
@@ -236,4 +237,11 @@ class StrokeInferTask(BasicInferTask):
             return
         image_id = data.get("image_id") or study.study_id
         result["summary_url"] = f"{SUMMARY_ROUTE}?image={image_id}&task={task}"
+        try:  # a PACS study: the picture is also filed in the study, where OHIF and the PACS show it
+            stored = store_summary(study.reference, path, task)
+            if stored:
+                result["summary_dicom_sop_instance_uid"] = stored
+        except Exception as e:  # the PACS refusing the picture must not cost the label either
+            logger.warning("%s: the summary picture was not stored in the PACS: %s", study.study_id, e)
+            result["summary_pacs_error"] = f"the summary picture was not stored in the PACS: {e}"
         logger.info("%s: summary picture %s in %.2f s", study.study_id, path.name, time.perf_counter() - started)
