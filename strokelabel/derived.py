@@ -12,6 +12,9 @@ series now; fetched PACS series and summary pictures follow the same rule).
 - **Atomic**: every file goes to a temporary name in the same folder, is fsynced and renamed,
   so a reader sees the old file or the new one, never half of one.
 - **Once**: a file lock per set keeps two requests from computing the same maps twice.
+- **Bounded** where it holds copies of patient images fetched from elsewhere (the PACS cache):
+  :func:`prune_cache` removes what was not used for a set time, then the least recently used,
+  down to a size; saved labels are never removed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -148,3 +153,33 @@ class DerivedSet:
     def path(self, suffix: str, ext: str = ".nii.gz") -> Path:
         """The path of one derived file, named by the study naming rule (``<study id>_desc-<what>_<suffix>``)."""
         return self.folder / f"{self.study_id}_desc-{self.what}_{suffix}{ext}"
+
+
+def prune_cache(cache: Path, max_bytes: float, max_age_s: float) -> None:
+    """Remove cached studies (the folders under ``cache``) not used for ``max_age_s``, then the least
+    recently used ones until the cache is under ``max_bytes``; saved labels (``labels/``) are never
+    removed. Last use is the newest modification time in a study's folder (readers touch it: :func:`mark_used`)."""
+    studies = [d for d in cache.iterdir() if d.is_dir() and d.name not in ("labels", ".locks")] if cache.exists() else []
+    used = {d: max((p.stat().st_mtime for p in d.rglob("*") if p.is_file()), default=d.stat().st_mtime) for d in studies}
+    now = time.time()
+    for d in sorted(studies, key=used.get):
+        if now - used[d] > max_age_s:
+            logger.info("PACS cache: removing %s (unused for %.0f days)", d.name, (now - used[d]) / 86400)
+            shutil.rmtree(d, ignore_errors=True)
+    remaining = [d for d in studies if d.exists()]
+    total = sum(p.stat().st_size for d in remaining for p in d.rglob("*") if p.is_file())
+    for d in sorted(remaining, key=used.get):
+        if total <= max_bytes:
+            break
+        size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+        logger.info("PACS cache: removing %s (%.0f MB) to stay under %.1f GB", d.name, size / 1e6, max_bytes / 1e9)
+        shutil.rmtree(d, ignore_errors=True)
+        total -= size
+
+
+def mark_used(path: str | Path) -> None:
+    """Record a use of the cached study holding ``path`` (for :func:`prune_cache`; access times are often not kept)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass

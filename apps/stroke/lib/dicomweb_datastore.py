@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -27,6 +26,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from lib.datastore import StrokeDatastore
 from lib.errors import http_errors
 from strokelabel import pacs
+from strokelabel.derived import mark_used, prune_cache
 from strokelabel.dicom import write_seg
 from strokelabel.naming import study_kind
 
@@ -48,27 +48,6 @@ def default_cache_dir(url: str) -> str:
     return os.path.join(root, "pacs", hashlib.sha256(url.encode()).hexdigest()[:16])
 
 
-def prune_cache(cache: Path, keep: set[str], max_bytes: float, max_age_s: float) -> None:
-    """Remove fetched studies older than ``max_age_s`` (by last use), then the least recently used
-    ones until the cache is under ``max_bytes``; saved labels (``labels/``) are never removed."""
-    studies = [d for d in cache.iterdir() if d.is_dir() and d.name not in ("labels", ".locks")] if cache.exists() else []
-    used = {d: max((p.stat().st_atime for p in d.rglob("*") if p.is_file()), default=d.stat().st_mtime) for d in studies}
-    now = time.time()
-    for d in sorted(studies, key=used.get):
-        if now - used[d] > max_age_s:
-            logger.info("PACS cache: removing %s (unused for %.0f days)", d.name, (now - used[d]) / 86400)
-            shutil.rmtree(d, ignore_errors=True)
-    remaining = [d for d in studies if d.exists()]
-    total = sum(p.stat().st_size for d in remaining for p in d.rglob("*") if p.is_file())
-    for d in sorted(remaining, key=used.get):
-        if total <= max_bytes:
-            break
-        size = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
-        logger.info("PACS cache: removing %s (%.0f MB) to stay under %.1f GB", d.name, size / 1e6, max_bytes / 1e9)
-        shutil.rmtree(d, ignore_errors=True)
-        total -= size
-
-
 class StrokeDicomwebDatastore(StrokeDatastore):
     """One image per DICOM study, fetched on demand from a DICOMweb PACS into a local cache."""
 
@@ -81,7 +60,7 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         self._force_index = False
         cache = cache_dir or default_cache_dir(self._url)
         os.makedirs(cache, exist_ok=True)
-        prune_cache(Path(cache), set(), CACHE_MAX_GB * 1e9, CACHE_MAX_DAYS * 86400)
+        prune_cache(Path(cache), CACHE_MAX_GB * 1e9, CACHE_MAX_DAYS * 86400)
         super().__init__(cache, auto_reload=False, read_only=False)
 
     def name(self) -> str:
@@ -143,6 +122,7 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         reference = self._studies[image_id].reference.modality
         with http_errors():
             pacs.fetch_modalities(path, [reference])  # the reference only; the loader fetches what a task needs
+        mark_used(Path(path).parent / pacs.SOURCE_FILE)
         return path
 
     def get_image_info(self, image_id: str) -> Dict[str, Any]:
