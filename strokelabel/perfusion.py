@@ -419,18 +419,24 @@ def select_aif_voxels_from_series(series_hu, baseline, mask, dt_s: float, n_voxe
     return aif, where[chosen]
 
 
-def select_vof(delta_hu, dt_s: float, after_s: float, n_voxels: int = 8, min_peak_hu: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+def select_vof(delta_hu, dt_s: float, after_s: float, n_voxels: int = 8, min_peak_hu: float = 50.0,
+               return_fraction: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
     """Venous output function: the mean curve of the ``n_voxels`` late-peaking voxels of largest area.
 
     ``delta_hu`` is (N, T) enhancement (candidates from the venous region); only voxels peaking
-    at or after ``after_s`` (s from the first sample) and above ``min_peak_hu`` count. A large
-    sinus is the one place where the indicator's full area is seen without partial volume, which
-    is why its area calibrates the AIF's. Returns (vof (T,), indices used), empty indices if none.
+    at or after ``after_s`` (s from the first sample), above ``min_peak_hu``, and back below
+    ``return_fraction`` of their peak by the last sample count: a bolus passes, while a step
+    (residual motion at an edge) stays up. A curve peaking in its last two samples is kept (a
+    truncated acquisition, which the caller reports). A large sinus is the one place where the
+    indicator's full area is seen without partial volume, which is why its area calibrates the
+    AIF's. Returns (vof (T,), indices used), empty indices if none.
     """
     curves = np.asarray(delta_hu, dtype=np.float64)
     if curves.shape[0] == 0:
         return np.zeros(curves.shape[-1]), np.zeros(0, np.int64)
-    late = (peak_time_s(curves, dt_s, subsample=False) >= after_s) & (curves.max(axis=-1) >= min_peak_hu)
+    peak = curves.max(axis=-1)
+    passed = (curves[:, -1] <= return_fraction * peak) | (np.argmax(curves, axis=-1) >= curves.shape[-1] - 2)
+    late = (peak_time_s(curves, dt_s, subsample=False) >= after_s) & (peak >= min_peak_hu) & passed
     candidates = np.flatnonzero(late)
     if candidates.size == 0:
         return np.zeros(curves.shape[-1]), candidates
