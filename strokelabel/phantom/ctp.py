@@ -55,7 +55,9 @@ class CurveTable:
         kernel = np.exp(-self.t_fine / VENOUS_DISPERSION_S)
         vof = np.convolve(self.aif_fine, kernel)[: self.t_fine.size]
         vof = perfusion.sample_uniform(vof, FINE_DT_S, self.t_fine - VENOUS_DELAY_S)
-        if vof_area_matched and vof.sum() > 0:
+        if vof.max() <= 0:  # no bolus at all (a failed injection)
+            self.vof_fine = np.zeros_like(vof)
+        elif vof_area_matched:
             self.vof_fine = vof / vof.sum() * self.aif_fine.sum()
         else:
             self.vof_fine = vof / vof.max() * VENOUS_PEAK_FRACTION * self.aif_fine.max()
