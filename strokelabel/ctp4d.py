@@ -213,8 +213,13 @@ def correct_motion(values: np.ndarray, spacing_mm, progress: Progress | None = N
     reference = block_mean_in_plane(values[..., : min(REFERENCE_FRAMES, n_frames)].mean(axis=-1), factor)
     fixed = _sitk_image(_rigid_features(reference), spacing, factor)
     centre = [(n - 1) / 2.0 * s for n, s in zip(values.shape[:3], spacing)]
-    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * (np.asarray(values.shape[:3]) - 1) * spacing
-    negligible_mm = 0.25 * min(spacing)
+    extent = (np.asarray(values.shape[:3]) - 1) * spacing
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * extent
+    # Motion is judged at the corners of a head-sized box (half the field of view in-plane, the
+    # whole slab through-plane); below half an in-plane voxel (at least 0.3 mm) resampling would
+    # only blur the frame: registration noise at the bolus peak is of that order.
+    head_box = np.array([[i, j, k] for i in (0.25, 0.75) for j in (0.25, 0.75) for k in (0, 1)]) * extent
+    negligible_mm = max(0.5 * min(spacing[:2]), 0.3)
     out, records, previous = values, [], None
     for t in range(n_frames):
         moving = _sitk_image(_rigid_features(block_mean_in_plane(values[..., t], factor)), spacing, factor)
@@ -225,7 +230,7 @@ def correct_motion(values: np.ndarray, spacing_mm, progress: Progress | None = N
         previous = transform
         moved = _displacement_mm(transform, corners) if transform is not None else np.zeros((len(corners), 3))
         record["edge_z_mm"] = round(float(np.abs(moved[:, 2]).max()), 3)
-        if transform is not None and np.linalg.norm(moved, axis=1).max() > negligible_mm:
+        if transform is not None and np.linalg.norm(_displacement_mm(transform, head_box), axis=1).max() > negligible_mm:
             if out is values:
                 out = values.copy()
             out[..., t] = _resample(values[..., t], spacing, transform)
