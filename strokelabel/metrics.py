@@ -254,8 +254,9 @@ def _cell(value, digits: int) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, digits: int = 3) -> str:
-    """Aligned plain-text table of ``rows``; numbers right-aligned, text left-aligned, missing as ``-``."""
+def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, digits: int = 3, markdown: bool = False) -> str:
+    """Aligned plain-text table of ``rows``; numbers right-aligned, text left-aligned, missing as ``-``.
+    With ``markdown``, the same as a Markdown (GitHub) table."""
     rows = list(rows)
     if columns is None:
         columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -264,8 +265,10 @@ def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None, 
     numeric = [all(_number(row.get(c)) is not None or row.get(c) is None for row in rows) for c in columns]
 
     def line(values):
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        cells = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return f"| {' | '.join(cells)} |" if markdown else "  ".join(cells).rstrip()
 
-    out = [line(columns), line(["-" * w for w in widths])]
+    rule = [("-" * max(w - 1, 1) + ":") if num and markdown else "-" * w for w, num in zip(widths, numeric)]
+    out = [line(columns), line(rule)]
     out += [line(r) for r in cells]
     return "\n".join(out)

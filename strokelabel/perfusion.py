@@ -39,7 +39,12 @@ HU_PER_MG_ML = 25.0
 OSVD_THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4)
 OSVD_OSCILLATION_INDEX = 0.095
 
-RESIDUES = ("exponential", "box")
+RESIDUES = ("exponential", "box", "gamma", "lognormal")
+# Shapes of the transit-time distributions behind the "gamma" and "lognormal" residues: a
+# gamma of shape 3 and a lognormal of log-SD 0.6 (both with mean MTT), unimodal and skewed as
+# capillary transit times are (Mouridsen 2006), unlike the exponential's mode at 0.
+GAMMA_RESIDUE_SHAPE = 3.0
+LOGNORMAL_RESIDUE_SIGMA = 0.6
 
 
 # --- forward model -------------------------------------------------------------------------
@@ -93,11 +98,31 @@ def residue_box(t_s, mtt_s) -> np.ndarray:
     return np.where((t >= 0) & (t < np.asarray(mtt_s, dtype=np.float64)), 1.0, 0.0)
 
 
+def residue_gamma(t_s, mtt_s, shape: float = GAMMA_RESIDUE_SHAPE) -> np.ndarray:
+    """R(t) = 1 − CDF of a gamma transit-time distribution of mean MTT (shape ``shape``); ∫R = MTT."""
+    t = np.maximum(np.asarray(t_s, dtype=np.float64), 0.0)
+    scale = np.asarray(mtt_s, dtype=np.float64) / shape
+    return np.where(np.asarray(t_s) >= 0, special.gammaincc(shape, t / scale), 0.0)
+
+
+def residue_lognormal(t_s, mtt_s, sigma: float = LOGNORMAL_RESIDUE_SIGMA) -> np.ndarray:
+    """R(t) = 1 − CDF of a lognormal transit-time distribution of mean MTT (log-SD ``sigma``); ∫R = MTT."""
+    t = np.asarray(t_s, dtype=np.float64)
+    mu = np.log(np.asarray(mtt_s, dtype=np.float64)) - 0.5 * sigma**2
+    with np.errstate(divide="ignore"):
+        z = (np.log(np.maximum(t, 1e-300)) - mu) / sigma
+    return np.where(t > 0, special.ndtr(-z), np.where(t == 0, 1.0, 0.0))
+
+
 def residue(t_s, mtt_s, kind: str = "exponential") -> np.ndarray:
     if kind == "exponential":
         return residue_exponential(t_s, mtt_s)
     if kind == "box":
         return residue_box(t_s, mtt_s)
+    if kind == "gamma":
+        return residue_gamma(t_s, mtt_s)
+    if kind == "lognormal":
+        return residue_lognormal(t_s, mtt_s)
     raise ValueError(f"unknown residue function {kind!r}; expected one of {RESIDUES}")
 
 
@@ -165,6 +190,31 @@ def sample_uniform(values, dt_s: float, t_s) -> np.ndarray:
     w = x - i0
     out = np.take_along_axis(v, i0, -1) * (1 - w) + np.take_along_axis(v, i0 + 1, -1) * w
     return np.where(t < 0, 0.0, out)
+
+
+def resample_times(values, times_s, new_times_s) -> np.ndarray:
+    """Linear interpolation of ``values`` (last axis sampled at the increasing, possibly
+    non-uniform ``times_s``) at ``new_times_s``; outside the sampled span the end values hold.
+
+    float32 out; the weights are computed once for all voxels.
+    """
+    times = np.asarray(times_s, dtype=np.float64)
+    new = np.asarray(new_times_s, dtype=np.float64)
+    i0 = np.clip(np.searchsorted(times, new, side="right") - 1, 0, times.size - 2)
+    w = np.clip((new - times[i0]) / (times[i0 + 1] - times[i0]), 0.0, 1.0).astype(np.float32)
+    v = np.asarray(values)
+    return (v[..., i0] * (1 - w) + v[..., i0 + 1] * w).astype(np.float32)
+
+
+def uniform_step_s(times_s, finest_s: float = 0.5) -> float:
+    """The step of a uniform grid for frames at ``times_s``: their median step when the frames are
+    evenly spaced, else their shortest step (not below ``finest_s``), so the dense arterial
+    phase of a variable-rate protocol keeps its resolution."""
+    steps = np.diff(np.asarray(times_s, dtype=np.float64))
+    median = float(np.median(steps))
+    if steps.max() <= 1.1 * steps.min():
+        return median
+    return float(max(steps.min(), finest_s))
 
 
 def concentration_mg_ml(delta_hu, hu_per_mg_ml: float = HU_PER_MG_ML) -> np.ndarray:
@@ -355,21 +405,73 @@ def select_aif(
 
 def select_aif_from_series(series_hu, baseline, mask, dt_s: float, n_voxels: int = 8, candidate_fraction: float = 0.01, chunk_voxels: int = 500_000) -> np.ndarray:
     """:func:`select_aif` over the ``mask`` voxels of a 4D series, slab by slab (bounded memory)."""
+    aif, _ = select_aif_voxels_from_series(series_hu, baseline, mask, dt_s, n_voxels, candidate_fraction, chunk_voxels)
+    return aif
+
+
+def select_aif_voxels_from_series(series_hu, baseline, mask, dt_s: float, n_voxels: int = 8, candidate_fraction: float = 0.01,
+                                  chunk_voxels: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`select_aif_from_series` that also returns the voxels used, as (n, 3) indices."""
     series = np.asarray(series_hu)
     n_candidates = max(n_voxels * 4, int(candidate_fraction * np.count_nonzero(mask)))
+    pool, where = _strongest_voxels(series, baseline, mask, n_candidates, lambda delta: delta.max(axis=-1), chunk_voxels)
+    aif, chosen = select_aif(pool, dt_s, n_voxels, n_candidates=n_candidates)
+    return aif, where[chosen]
+
+
+def select_vof(delta_hu, dt_s: float, after_s: float, n_voxels: int = 8, min_peak_hu: float = 50.0,
+               return_fraction: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Venous output function: the mean curve of the ``n_voxels`` late-peaking voxels of largest area.
+
+    ``delta_hu`` is (N, T) enhancement (candidates from the venous region); only voxels peaking
+    at or after ``after_s`` (s from the first sample), above ``min_peak_hu``, and back below
+    ``return_fraction`` of their peak by the last sample count: a bolus passes, while a step
+    (residual motion at an edge) stays up. A curve peaking in its last two samples is kept (a
+    truncated acquisition, which the caller reports). A large sinus is the one place where the
+    indicator's full area is seen without partial volume, which is why its area calibrates the
+    AIF's. Returns (vof (T,), indices used), empty indices if none.
+    """
+    curves = np.asarray(delta_hu, dtype=np.float64)
+    if curves.shape[0] == 0:
+        return np.zeros(curves.shape[-1]), np.zeros(0, np.int64)
+    peak = curves.max(axis=-1)
+    passed = (curves[:, -1] <= return_fraction * peak) | (np.argmax(curves, axis=-1) >= curves.shape[-1] - 2)
+    late = (peak_time_s(curves, dt_s, subsample=False) >= after_s) & (peak >= min_peak_hu) & passed
+    candidates = np.flatnonzero(late)
+    if candidates.size == 0:
+        return np.zeros(curves.shape[-1]), candidates
+    area = np.trapezoid(curves[candidates], dx=dt_s, axis=-1)
+    chosen = candidates[np.argsort(area)[::-1][:n_voxels]]
+    return curves[chosen].mean(axis=0), chosen
+
+
+def select_vof_voxels_from_series(series_hu, baseline, mask, dt_s: float, after_s: float, n_voxels: int = 8, n_candidates: int = 400,
+                                  min_peak_hu: float = 50.0, chunk_voxels: int = 500_000) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`select_vof` over the ``mask`` voxels of a 4D series (the venous region), slab by slab;
+    candidates are the ``n_candidates`` voxels of largest enhancement area. Returns (vof, (n, 3) indices)."""
+    series = np.asarray(series_hu)
+    pool, where = _strongest_voxels(series, baseline, mask, n_candidates, lambda delta: delta.sum(axis=-1), chunk_voxels)
+    vof, chosen = select_vof(pool, dt_s, after_s, n_voxels, min_peak_hu)
+    return vof, where[chosen]
+
+
+def _strongest_voxels(series, baseline, mask, n_keep: int, score, chunk_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The enhancement curves (n, T) of the ``n_keep`` ``mask`` voxels of highest ``score(curves)``
+    and their (n, 3) indices, slab by slab: only the best seen so far are kept (bounded memory)."""
     pool = np.zeros((0, series.shape[-1]), np.float32)
+    where = np.zeros((0, 3), np.int64)
     for zs in _slabs(series.shape, chunk_voxels):
         m = mask[:, :, zs]
         if not m.any():
             continue
         delta = series[:, :, zs][m].astype(np.float32) - baseline[:, :, zs][m][:, None]
-        # Keep only the strongest n_candidates seen so far.
+        ijk = np.argwhere(m) + np.array([0, 0, zs.start])
         pool = np.concatenate([pool, delta])
-        peak = pool.max(axis=-1)
-        if peak.size > n_candidates:
-            pool = pool[np.argpartition(peak, -n_candidates)[-n_candidates:]]
-    aif, _ = select_aif(pool, dt_s, n_voxels, n_candidates=n_candidates)
-    return aif
+        where = np.concatenate([where, ijk])
+        if pool.shape[0] > n_keep:
+            keep = np.argpartition(score(pool), -n_keep)[-n_keep:]
+            pool, where = pool[keep], where[keep]
+    return pool, where
 
 
 def baseline_from_series(series_hu, n_baseline: int, chunk_voxels: int = 500_000) -> np.ndarray:

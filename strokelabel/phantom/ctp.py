@@ -30,17 +30,51 @@ VENOUS_PEAK_FRACTION = 0.85
 
 
 class CurveTable:
-    """Tissue enhancement per unit CBF, h(t; MTT), on a fine time grid, for one bolus."""
+    """Tissue enhancement per unit CBF, h(t; MTT), on a fine time grid, for one bolus.
 
-    def __init__(self, aif_args: dict, t_end_s: float):
+    The defaults are the generator's model (exponential residue, the arterial curve reaching
+    the tissue undispersed, a venous curve of fixed height). The evaluation families
+    (:mod:`strokelabel.phantom.ctp_families`) vary it: ``residue_kind`` (see
+    :data:`strokelabel.perfusion.RESIDUES`), ``dispersion_s`` (the arterial curve reaching the
+    tissue convolved with a unit-area exponential kernel of that time constant, as a long
+    collateral path disperses it) and ``vof_area_matched`` (the venous curve scaled to the
+    arterial curve's area, as mass conservation has it, instead of to a fixed height).
+    """
+
+    def __init__(self, aif_args: dict, t_end_s: float, residue_kind: str = "exponential", dispersion_s: float = 0.0,
+                 vof_area_matched: bool = False):
         self.t_fine = np.arange(0.0, t_end_s + 2.0, FINE_DT_S)
         self.aif_fine = perfusion.arterial_input_hu(self.t_fine, **aif_args)
         self.aif_args = aif_args
-        self.table = perfusion.tissue_curve_hu(self.t_fine, self.aif_fine, FINE_DT_S, 1.0, MTT_GRID_S, 0.0)
+        self.residue_kind = residue_kind
+        self.dispersion_s = float(dispersion_s)
+        reaching = self.aif_fine
+        if dispersion_s > 0:
+            reaching = np.convolve(self.aif_fine, dispersion_kernel(self.t_fine, dispersion_s))[: self.t_fine.size]
+        self.table = perfusion.tissue_curve_hu(self.t_fine, reaching, FINE_DT_S, 1.0, MTT_GRID_S, 0.0, residue_kind)
         kernel = np.exp(-self.t_fine / VENOUS_DISPERSION_S)
         vof = np.convolve(self.aif_fine, kernel)[: self.t_fine.size]
         vof = perfusion.sample_uniform(vof, FINE_DT_S, self.t_fine - VENOUS_DELAY_S)
-        self.vof_fine = vof / vof.max() * VENOUS_PEAK_FRACTION * self.aif_fine.max()
+        if vof.max() <= 0:  # no bolus at all (a failed injection)
+            self.vof_fine = np.zeros_like(vof)
+        elif vof_area_matched:
+            self.vof_fine = vof / vof.sum() * self.aif_fine.sum()
+        else:
+            self.vof_fine = vof / vof.max() * VENOUS_PEAK_FRACTION * self.aif_fine.max()
+
+    def effective_residue_peak(self, mtt_s) -> tuple[np.ndarray, np.ndarray]:
+        """(time s, height) of the maximum of the residue the tissue shows, R ⊛ dispersion kernel,
+        per voxel MTT: (0, 1) without dispersion (every residue here falls from R(0) = 1). A perfect
+        deconvolution with the measured AIF finds Tmax = delay + that time and CBF · that height."""
+        mtt = np.asarray(mtt_s, dtype=np.float64)
+        if self.dispersion_s <= 0:
+            return np.zeros(mtt.shape), np.ones(mtt.shape)
+        r = perfusion.residue(self.t_fine[None, :], MTT_GRID_S[:, None], self.residue_kind)
+        seen = np.stack([np.convolve(row, dispersion_kernel(self.t_fine, self.dispersion_s))[: self.t_fine.size] for row in r])
+        x = np.log(np.clip(mtt, MTT_GRID_S[0], MTT_GRID_S[-1]))
+        peak_t = np.interp(x, np.log(MTT_GRID_S), self.t_fine[np.argmax(seen, axis=1)])
+        peak_h = np.interp(x, np.log(MTT_GRID_S), seen.max(axis=1))
+        return peak_t, peak_h
 
     def tissue(self, cbf, mtt_s, delay_s, t_s) -> np.ndarray:
         """CBF · h(t − delay; MTT) for N voxels at times t: (N, T), bilinear in (log MTT, t)."""
@@ -59,6 +93,12 @@ class CurveTable:
 
     def vein(self, t_s) -> np.ndarray:
         return perfusion.sample_uniform(self.vof_fine, FINE_DT_S, np.asarray(t_s))
+
+
+def dispersion_kernel(t_s, time_constant_s: float) -> np.ndarray:
+    """Unit-area exponential dispersion kernel exp(−t/τ)/τ · dt on the uniform fine grid ``t_s``."""
+    kernel = np.exp(-np.asarray(t_s, dtype=np.float64) / time_constant_s)
+    return kernel / kernel.sum()
 
 
 def precontrast_hu(r: dict, patient: Patient) -> np.ndarray:

@@ -1,0 +1,182 @@
+"""Accuracy of perfusion maps computed from a raw 4D CT perfusion series, against the phantom's
+true maps, per acquisition family (strokelabel.phantom.ctp_families), for two methods on the
+same series:
+
+- ``compute_maps``: strokelabel.ctp4d.compute_maps (motion correction, frame-time resampling,
+  AIF with VOF scaling, bone/vessel exclusion, oSVD);
+- ``previous``: strokelabel.phantom.ctp.derive_maps, the pipeline the phantom generator uses
+  (no motion correction; it assumes uniform frames, so it is given the median frame step).
+
+Per family and method: median absolute and relative error of CBF, CBV, MTT and Tmax over the
+true brain tissue that the method maps (``coverage`` is that fraction of it), Dice of Tmax > 6 s
+and of the core (rCBF < 30 % of the healthy hemisphere's median, strokelabel.baselines.perfusion
+.relative_cbf, on the computed maps and on the true maps alike), means over the studies.
+
+    .venv/bin/python scripts/evaluate_maps.py [--per-family 3] [--seed 0] [--families clean,motion]
+    .venv/bin/python scripts/evaluate_maps.py --size clinical   # seconds and peak memory at 512 x 512
+
+``--size clinical`` writes one phantom series at 512 x 512 x 20 x 40 (int16 NIfTI with a BIDS
+sidecar) and measures, each in a fresh process, loading it (read_ctp_nifti) and loading plus
+compute_maps: wall seconds and peak resident MiB (getrusage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from strokelabel import metrics
+from strokelabel.baselines.perfusion import relative_cbf
+from strokelabel.ctp4d import CtpSeries, compute_maps, read_ctp_nifti
+from strokelabel.errors import StrokeLabelError
+from strokelabel.phantom.ctp import derive_maps
+from strokelabel.phantom.ctp_families import FAMILIES, simulate_family
+from strokelabel.phantom.geometry import Grid, grid_for
+from strokelabel.phantom.patient import make_patient
+from strokelabel.phantom.study import study_seed
+
+MAP_KEYS = ("cbf", "cbv", "mtt", "tmax")
+CLINICAL_GRID = Grid((512, 512, 20), (0.43, 0.43, 5.0))
+CLINICAL_FRAMES_S = 1.5  # 40 frames over 58.5 s
+
+
+def score(maps: dict, mask: np.ndarray, truth: dict, spacing_mm) -> dict:
+    """One method's errors on one study (see the module docstring)."""
+    brain = truth["brain"]
+    mapped = mask & (maps["cbf"] > 0)
+    scored = brain & mapped
+    row = {"coverage": float(scored.sum() / max(brain.sum(), 1))}
+    for key in MAP_KEYS:
+        error = maps[key][scored].astype(np.float64) - truth[key][scored]
+        row[f"{key}_mae"] = float(np.median(np.abs(error)))
+        row[f"{key}_mre"] = float(np.median(np.abs(error) / np.maximum(truth[key][scored], 1e-3)))
+    row["dice_tmax6"] = metrics.dice(mapped & (maps["tmax"] > 6.0), brain & (truth["tmax"] > 6.0))
+    true_rcbf = relative_cbf(truth["cbf"], brain, spacing_mm, truth["tmax"])
+    rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"])
+    row["dice_core"] = metrics.dice(mapped & (rcbf < 0.3), brain & (true_rcbf < 0.3))
+    return row
+
+
+def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print) -> list[dict]:
+    rows = []
+    for index in range(1, per_family + 1):
+        patient = make_patient(study_seed(seed, "ctp", index))
+        case = simulate_family(patient, grid, family, seed * 1000 + index)
+        started = time.perf_counter()
+        try:
+            computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm)
+            ours = score(computed.maps, computed.mask, case.truth, grid.spacing_mm)
+            ours["seconds"] = time.perf_counter() - started
+            ours["warned"] = bool(computed.warnings)
+        except StrokeLabelError as error:
+            log(f"  {family} #{index}: compute_maps refused: {error}")
+            ours = {"refused": True}
+        rows.append({"method": "compute_maps", **ours})
+        started = time.perf_counter()
+        previous = derive_maps(case.ctp, float(np.median(np.diff(case.times_s))), grid.spacing_mm)
+        theirs = score(previous, previous["mask"], case.truth, grid.spacing_mm)
+        theirs["seconds"] = time.perf_counter() - started
+        rows.append({"method": "previous", **theirs})
+        log(f"  {family} #{index}: core Dice {ours.get('dice_core', float('nan')):.3f} vs previous {theirs['dice_core']:.3f}; "
+            f"Tmax>6 Dice {ours.get('dice_tmax6', float('nan')):.3f} vs {theirs['dice_tmax6']:.3f}")
+    return rows
+
+
+def accuracy(args) -> None:
+    grid = grid_for("ctp", "small")
+    families = args.families.split(",") if args.families else list(FAMILIES)
+    columns = ["method", "n", "coverage"] + [f"{k}_{e}" for k in MAP_KEYS for e in ("mae", "mre")] + ["dice_tmax6", "dice_core", "warned", "seconds"]
+    print(f"# Perfusion maps from 4D phantoms: {args.per_family} per family, seed {args.seed}, grid {grid.shape} at {grid.spacing_mm} mm\n")
+    print("mae: median absolute error (mL/100g/min, mL/100g, s, s); mre: median relative error; Dice against the true maps; "
+          "means over the studies; warned: fraction with a warning.\n")
+    for family in families:
+        print(f"## {family}\n", flush=True)
+        rows = evaluate_family(family, args.per_family, args.seed, grid, log=lambda m: print(m, file=sys.stderr, flush=True))
+        table = metrics.summarise(rows, by="method")
+        print(metrics.format_table(table, [c for c in columns if any(c in r for r in table)], digits=3, markdown=True) + "\n", flush=True)
+
+
+# --- clinical size: time and memory in a fresh process ------------------------------------
+
+
+def write_clinical_series(folder: Path, seed: int) -> Path:
+    import nibabel as nib
+
+    patient = make_patient(study_seed(seed, "ctp", 1))
+    patient = _with_protocol(patient, CLINICAL_FRAMES_S, 40)
+    case = simulate_family(patient, CLINICAL_GRID, "clean", seed)
+    img = nib.Nifti1Image(case.ctp, CLINICAL_GRID.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    path = folder / "sub-clinical_ses-01_ctp.nii.gz"
+    nib.save(img, str(path))
+    (folder / "sub-clinical_ses-01_ctp.json").write_text(json.dumps({"FrameTimesStart": [float(t) for t in case.times_s]}))
+    return path
+
+
+def _with_protocol(patient, dt_s: float, n_frames: int):
+    import dataclasses
+
+    return dataclasses.replace(patient, ctp_protocol={"dt_s": dt_s, "n_frames": n_frames})
+
+
+def measure(path: str, compute: bool) -> dict:
+    """In this (fresh) process: seconds to load, to compute, and the peak resident MiB."""
+    started = time.perf_counter()
+    series = read_ctp_nifti(path)
+    out = {"shape": list(series.values.shape), "load_s": time.perf_counter() - started}
+    if compute:
+        started = time.perf_counter()
+        computed = compute_maps(series, series.spacing_mm)
+        out["compute_s"] = time.perf_counter() - started
+        out["in_plane_factor"] = computed.notes["in_plane_factor"]
+        out["warnings"] = computed.warnings
+    out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return out
+
+
+def clinical(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        path = write_clinical_series(Path(tmp), args.seed)
+        print(f"# compute_maps at clinical size\n\nphantom series written in {time.perf_counter() - started:.0f} s "
+              f"({path.stat().st_size / 2**20:.0f} MiB int16 .nii.gz)\n", flush=True)
+        results = {}
+        for step, flag in (("load only", "--measure-load"), ("load + compute_maps", "--measure")):
+            done = subprocess.run([sys.executable, __file__, flag, str(path)], capture_output=True, text=True, check=True)
+            results[step] = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = []
+    for step, r in results.items():
+        rows.append({"step": step, "shape": "x".join(map(str, r["shape"])), "load_s": r["load_s"], "compute_s": r.get("compute_s"),
+                     "peak_MiB": r["peak_mib"], "in_plane_factor": r.get("in_plane_factor")})
+    print(metrics.format_table(rows, digits=1, markdown=True))
+    warned = results["load + compute_maps"].get("warnings")
+    print(f"\nwarnings: {warned or 'none'}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--per-family", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=("small", "clinical"), default="small")
+    parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)} (default all)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--measure-load", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure or args.measure_load:
+        print(json.dumps(measure(args.measure or args.measure_load, compute=bool(args.measure))))
+    elif args.size == "clinical":
+        clinical(args)
+    else:
+        accuracy(args)
+
+
+if __name__ == "__main__":
+    main()

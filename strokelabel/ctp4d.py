@@ -1,0 +1,591 @@
+"""Perfusion maps from a raw 4D CT perfusion series: the one assembler of a series and the
+pipeline that turns it into CBF, CBV, MTT, Tmax, TTP, MIP and NCCT.
+
+A series (:class:`CtpSeries`) is float32 HU (X, Y, Z, T) with its affine and frame times; it
+comes from a 4D NIfTI as dcm2niix writes it (:func:`read_ctp_nifti`) or from frames assembled
+elsewhere, e.g. a DICOM series (:meth:`CtpSeries.from_frames`).
+
+:func:`compute_maps` runs, in order:
+
+1. motion correction: each frame rigidly registered (SimpleITK, Euler 3D, mean squares,
+   on a ~3 mm in-plane copy) to the mean of the first frames, and resampled at full resolution;
+2. in-plane block averaging to at most 256 × 256 (or ``in_plane_mm``), as clinical tools work;
+3. frame times resampled to a uniform step (circulant deconvolution needs one);
+4. baseline = the frames before bolus arrival; NCCT their mean; brain from NCCT, minus a rim
+   along the bone (partial-volume skull);
+5. AIF (:func:`strokelabel.perfusion.select_aif_voxels_from_series`) and VOF (late, largest-area
+   voxels of the posterior intracranial space, where the sagittal sinus and torcula lie); the
+   AIF is scaled up to the VOF's area when that is larger (its partial-volume loss);
+6. deconvolution slab by slab with :func:`strokelabel.perfusion.perfusion_maps` (block-circulant
+   SVD with oscillation control, vessels excluded), maps brought back to the full grid.
+
+Maps that cannot be computed raise :class:`StrokeLabelError` naming why; maps that can but are
+degraded carry warnings ("truncated bolus", "heavy motion", "weak arterial signal").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from strokelabel import perfusion
+from strokelabel.errors import StrokeLabelError
+
+MIN_FRAMES = 10
+DEFAULT_FRAME_S = 1.0
+# In-plane size the deconvolution works at (larger grids are block-averaged down).
+MAX_IN_PLANE = 256
+# Registration runs on a copy at about this in-plane resolution.
+REGISTRATION_MM = 3.0
+REFERENCE_FRAMES = 3
+# Registration sees HU in (0, 600) flattened: parenchyma and enhancing vessels change with the
+# bolus, the skull and the head's outline do not, so they alone drive it.
+CONTRAST_RANGE_HU = (0.0, 600.0)
+HEAVY_MOTION_MM = 5.0
+HEAVY_MOTION_DEG = 5.0
+# A registration result beyond these is no motion a patient makes: the frame is left as it is.
+IMPLAUSIBLE_MM = 30.0
+IMPLAUSIBLE_DEG = 20.0
+# Below this the AIF is noise (no contrast reached the arteries): maps are not computed.
+NO_ARTERIAL_SIGNAL_HU = 50.0
+# Below this the maps are computed but noisy.
+WEAK_ARTERIAL_SIGNAL_HU = 100.0
+# The AIF still this high at the last frame (fraction of its peak): the bolus was cut off.
+TRUNCATED_AIF_FRACTION = 0.35
+# The VOF peaks at least this long after the AIF.
+VOF_LAG_S = 2.0
+# A VOF/AIF area ratio above this means a wrong VOF, not a thin artery: the AIF is then left as measured.
+MAX_AIF_SCALE = 2.5
+BONE_HU = 300.0
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class CtpSeries:
+    """A 4D CT perfusion series: ``values`` float32 HU (X, Y, Z, T), ``affine`` (4 × 4, voxel to
+    RAS mm), ``times_s`` (T,) frame start times, ``notes`` where they came from."""
+
+    values: np.ndarray
+    affine: np.ndarray
+    times_s: np.ndarray
+    notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.values = np.asarray(self.values, dtype=np.float32)
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        self.times_s = np.asarray(self.times_s, dtype=np.float64)
+        check_series(self.values.shape, self.times_s, self.notes.get("source", "the CT perfusion series"))
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[np.ndarray], affine, times_s, notes: dict | None = None) -> "CtpSeries":
+        """A series from its 3D frames (X, Y, Z) in time order, e.g. a DICOM series grouped by time."""
+        if len(frames) == 0:
+            raise StrokeLabelError("no frames given for the CT perfusion series")
+        values = np.empty(np.shape(frames[0]) + (len(frames),), np.float32)
+        for t, frame in enumerate(frames):
+            if np.shape(frame) != values.shape[:3]:
+                raise StrokeLabelError(f"CT perfusion frame {t} has shape {np.shape(frame)}, frame 0 has {values.shape[:3]}")
+            values[..., t] = frame
+        return cls(values, affine, times_s, dict(notes or {}))
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
+
+
+def check_series(shape, times_s, name: str) -> None:
+    """Raise a :class:`StrokeLabelError` naming what keeps ``shape``/``times_s`` from being a CT perfusion series."""
+    if len(shape) != 4:
+        raise StrokeLabelError(f"{name} is {len(shape)}D {tuple(shape)}, not a 4D CT perfusion series (X, Y, Z, time)")
+    if shape[3] < MIN_FRAMES:
+        raise StrokeLabelError(f"{name} has {shape[3]} frames; a CT perfusion series needs at least {MIN_FRAMES}")
+    times = np.asarray(times_s, dtype=np.float64)
+    if times.shape != (shape[3],):
+        raise StrokeLabelError(f"{name} has {shape[3]} frames but {times.size} frame times")
+    if not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise StrokeLabelError(f"{name}: frame times are not increasing ({np.round(times, 3).tolist()})")
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def read_ctp_nifti(path) -> CtpSeries:
+    """A 4D NIfTI (X, Y, Z, T; int16 with scl_slope/inter, or float) as dcm2niix writes CT perfusion.
+
+    Frame times, first found: the BIDS sidecar beside it (same name, ``.json``): ``FrameTimesStart``,
+    else ``RepetitionTime`` per frame, else ``AcquisitionDuration`` / T; then the header's pixdim[4]
+    in its ``xyzt_units`` time unit; else :data:`DEFAULT_FRAME_S` per frame. ``notes["frame_times"]``
+    says which.
+    """
+    path = Path(path)
+    img = nib.load(str(path))
+    name = path.name
+    if _is_colour(img):
+        raise StrokeLabelError(f"{name} is a coloured screenshot (RGB image, e.g. a secondary capture), not CT values: "
+                               "it cannot be read as a perfusion series")
+    shape = img.shape
+    if len(shape) != 4:
+        raise StrokeLabelError(f"{name} is {len(shape)}D {tuple(shape)}, not a 4D CT perfusion series (X, Y, Z, time)")
+    times, source = _frame_times(path, img, shape[3])
+    check_series(shape, times, name)
+    values = np.asarray(img.dataobj, dtype=np.float32) if _unscaled(img) else img.get_fdata(dtype=np.float32)
+    notes = {"source": name, "frame_times": source, "shape": list(shape), "stored_dtype": str(img.get_data_dtype())}
+    return CtpSeries(values, img.affine, times, notes)
+
+
+def _is_colour(img) -> bool:
+    dtype = img.get_data_dtype()
+    if dtype.names is not None:  # NIfTI RGB24 / RGBA32: a structured (R, G, B[, A]) voxel
+        return True
+    return len(img.shape) >= 4 and img.shape[-1] in (3, 4) and dtype == np.uint8
+
+
+def _unscaled(img) -> bool:
+    slope, inter = img.header.get_slope_inter()
+    return slope in (None, 1.0) and inter in (None, 0.0)
+
+
+def sidecar_path(path: Path) -> Path:
+    """The BIDS JSON beside a NIfTI: ``x.nii.gz`` -> ``x.json``."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_suffix(".json")
+
+
+def _frame_times(path: Path, img, n_frames: int) -> tuple[np.ndarray, str]:
+    sidecar = sidecar_path(path)
+    ignored = ""
+    if sidecar.exists():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise StrokeLabelError(f"{sidecar.name} beside {path.name} is not valid JSON: {error}") from None
+        starts = meta.get("FrameTimesStart")
+        if isinstance(starts, list) and len(starts) == n_frames:
+            return np.asarray(starts, dtype=np.float64), f"sidecar {sidecar.name} FrameTimesStart"
+        if starts is not None:
+            ignored = f" (sidecar FrameTimesStart has {len(starts) if isinstance(starts, list) else 'no'} entries for {n_frames} frames, ignored)"
+        if _positive(meta.get("RepetitionTime")):
+            return np.arange(n_frames) * float(meta["RepetitionTime"]), f"sidecar {sidecar.name} RepetitionTime{ignored}"
+        if _positive(meta.get("AcquisitionDuration")):
+            step = float(meta["AcquisitionDuration"]) / n_frames
+            return np.arange(n_frames) * step, f"sidecar {sidecar.name} AcquisitionDuration / {n_frames} frames{ignored}"
+    step = float(img.header.get_zooms()[3]) if len(img.header.get_zooms()) > 3 else 0.0
+    unit = img.header.get_xyzt_units()[1]
+    to_s = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}.get(unit)
+    if step > 0 and to_s is not None:
+        return np.arange(n_frames) * step * to_s, f"header pixdim[4] = {step:g} {unit}{ignored}"
+    if step > 0 and unit == "unknown":
+        return np.arange(n_frames) * step, f"header pixdim[4] = {step:g}, time unit not set, read as seconds{ignored}"
+    return np.arange(n_frames) * DEFAULT_FRAME_S, f"default {DEFAULT_FRAME_S:g} s per frame (no sidecar times, no header step){ignored}"
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+# --- motion ---------------------------------------------------------------------------------
+
+
+def correct_motion(values: np.ndarray, spacing_mm, progress: Progress | None = None, span=(0.0, 1.0)) -> tuple[np.ndarray, list, list]:
+    """Every frame rigidly registered to the mean of the first :data:`REFERENCE_FRAMES` frames.
+
+    Returns (corrected series — a copy if any frame moved, else ``values`` itself —, per-frame
+    motion records, warnings). A record: ``frame``, ``translation_mm`` [3], ``rotation_deg``
+    [3] (Euler angles about the array axes, through the grid centre; the head's motion from the
+    reference), ``shift_mm``, ``angle_deg`` (their magnitudes), ``edge_z_mm`` (the largest
+    through-plane displacement of the grid's corners), ``registered``, ``corrected``.
+    """
+    import SimpleITK as sitk
+
+    spacing = [float(s) for s in spacing_mm]
+    n_frames = values.shape[-1]
+    factor = max(1, int(round(REGISTRATION_MM / min(spacing[:2]))))
+    reference = block_mean_in_plane(values[..., : min(REFERENCE_FRAMES, n_frames)].mean(axis=-1), factor)
+    fixed = _sitk_image(_rigid_features(reference), spacing, factor)
+    centre = [(n - 1) / 2.0 * s for n, s in zip(values.shape[:3], spacing)]
+    extent = (np.asarray(values.shape[:3]) - 1) * spacing
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * extent
+    # Motion is judged at the corners of a head-sized box (half the field of view in-plane, the
+    # whole slab through-plane); below half an in-plane voxel (at least 0.3 mm) resampling would
+    # only blur the frame: registration noise at the bolus peak is of that order.
+    head_box = np.array([[i, j, k] for i in (0.25, 0.75) for j in (0.25, 0.75) for k in (0, 1)]) * extent
+    negligible_mm = max(0.5 * min(spacing[:2]), 0.3)
+    out, records, previous = values, [], None
+    for t in range(n_frames):
+        moving = _sitk_image(_rigid_features(block_mean_in_plane(values[..., t], factor)), spacing, factor)
+        transform = _register(fixed, moving, centre, previous)
+        record = _motion_record(t, transform)
+        if transform is not None and (record["shift_mm"] > IMPLAUSIBLE_MM or record["angle_deg"] > IMPLAUSIBLE_DEG):
+            transform, record = None, _motion_record(t, None)
+        previous = transform
+        moved = _displacement_mm(transform, corners) if transform is not None else np.zeros((len(corners), 3))
+        record["edge_z_mm"] = round(float(np.abs(moved[:, 2]).max()), 3)
+        if transform is not None and np.linalg.norm(_displacement_mm(transform, head_box), axis=1).max() > negligible_mm:
+            if out is values:
+                out = values.copy()
+            out[..., t] = _resample(values[..., t], spacing, transform)
+            record["corrected"] = True
+        records.append(record)
+        if progress:
+            progress(span[0] + (span[1] - span[0]) * (t + 1) / n_frames, f"motion correction: frame {t + 1}/{n_frames}")
+    return out, records, motion_warnings(records)
+
+
+def _rigid_features(hu: np.ndarray) -> np.ndarray:
+    """HU with the contrast range flattened to its lower end (see :data:`CONTRAST_RANGE_HU`)."""
+    low, high = CONTRAST_RANGE_HU
+    return (np.minimum(hu, low) + np.maximum(hu - high, 0.0)).astype(np.float32)
+
+
+def motion_warnings(records: list) -> list[str]:
+    failed = [r["frame"] for r in records if not r["registered"]]
+    heavy = [r for r in records if r["registered"] and (r["shift_mm"] > HEAVY_MOTION_MM or r["angle_deg"] > HEAVY_MOTION_DEG)]
+    warnings = []
+    if heavy:
+        worst = max(heavy, key=lambda r: max(r["shift_mm"] / HEAVY_MOTION_MM, r["angle_deg"] / HEAVY_MOTION_DEG))
+        warnings.append(f"heavy motion: {len(heavy)} frame(s) moved more than {HEAVY_MOTION_MM:g} mm or {HEAVY_MOTION_DEG:g} deg "
+                        f"(worst frame {worst['frame']}: {worst['shift_mm']:.1f} mm, {worst['angle_deg']:.1f} deg); corrected, check the maps")
+    if failed:
+        warnings.append(f"heavy motion: frame(s) {failed} could not be registered and were left uncorrected")
+    return warnings
+
+
+def _sitk_image(volume: np.ndarray, spacing, factor: int = 1):
+    """SimpleITK image of an (X, Y, Z) array in the series' physical frame (origin at voxel 0, no
+    direction); a block-averaged copy's origin sits at its first block's centre, so transforms
+    found on it apply to the full grid unchanged."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(volume, np.float32).transpose(2, 1, 0)))
+    image.SetSpacing([spacing[0] * factor, spacing[1] * factor, spacing[2]])
+    image.SetOrigin([(factor - 1) / 2.0 * spacing[0], (factor - 1) / 2.0 * spacing[1], 0.0])
+    return image
+
+
+def _register(fixed, moving, centre, initial):
+    """The rigid transform mapping reference points to the moving frame, or None if it fails."""
+    import SimpleITK as sitk
+
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMeanSquares()
+    # A tenth of the voxels, drawn with a fixed seed: as accurate here as all of them, and repeatable.
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.1, 20240)
+    method.SetInterpolator(sitk.sitkLinear)
+    # Steps of at most 0.3 mm (or the rotation moving a voxel that far): larger first steps
+    # overshoot into local minima of the skull's sharp edges.
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=0.3, minStep=1e-3, numberOfIterations=200, relaxationFactor=0.5,
+                                                    gradientMagnitudeTolerance=1e-10)
+    method.SetOptimizerScalesFromPhysicalShift()
+    # Two levels when there are slices enough to halve; a thin slab registers at one.
+    levels = [2, 1] if min(fixed.GetSize()) >= 16 else [1]
+    method.SetShrinkFactorsPerLevel(levels)
+    method.SetSmoothingSigmasPerLevel([1.0] * (len(levels) - 1) + [0.5])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+    start = sitk.Euler3DTransform()
+    start.SetCenter(centre)
+    if initial is not None:
+        start.SetParameters(initial.GetParameters())
+    method.SetInitialTransform(start, inPlace=False)
+    try:
+        result = method.Execute(fixed, moving)
+    except RuntimeError:
+        return None
+    if result.GetName() == "CompositeTransform":
+        result = sitk.CompositeTransform(result).GetNthTransform(0)
+    return sitk.Euler3DTransform(result)
+
+
+def _motion_record(frame: int, transform) -> dict:
+    if transform is None:
+        return {"frame": frame, "translation_mm": [0.0] * 3, "rotation_deg": [0.0] * 3, "shift_mm": 0.0, "angle_deg": 0.0,
+                "edge_z_mm": 0.0, "registered": False, "corrected": False}
+    p = np.asarray(transform.GetParameters(), dtype=np.float64)
+    matrix = np.asarray(transform.GetMatrix()).reshape(3, 3)
+    angle = np.degrees(np.arccos(np.clip((np.trace(matrix) - 1.0) / 2.0, -1.0, 1.0)))
+    return {"frame": frame, "translation_mm": [round(float(v), 3) for v in p[3:]], "rotation_deg": [round(float(v), 3) for v in np.degrees(p[:3])],
+            "shift_mm": round(float(np.linalg.norm(p[3:])), 3), "angle_deg": round(float(angle), 3), "registered": True, "corrected": False}
+
+
+def _displacement_mm(transform, points) -> np.ndarray:
+    """(n, 3) displacement of each point by the transform."""
+    return np.array([np.asarray(transform.TransformPoint([float(v) for v in p])) - p for p in points])
+
+
+def edge_slices(motion: list, spacing_mm) -> int:
+    """Slices at each end of the slab that some frame moved in from outside it (through-plane
+    motion): their curves are made up by extrapolation, so no AIF or VOF is taken from them."""
+    reach = max((r.get("edge_z_mm", 0.0) for r in motion if r["corrected"]), default=0.0)
+    return int(np.ceil(reach / spacing_mm[2] - 0.1)) if reach > 0 else 0
+
+
+def _resample(frame: np.ndarray, spacing, transform) -> np.ndarray:
+    import SimpleITK as sitk
+
+    image = _sitk_image(frame, spacing)
+    # Nearest-neighbour extrapolation: slices moved in from outside the slab repeat the edge, not air.
+    moved = sitk.Resample(image, image, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32, True)
+    return sitk.GetArrayFromImage(moved).transpose(2, 1, 0)
+
+
+# --- grids ----------------------------------------------------------------------------------
+
+
+def in_plane_factor(shape, spacing_mm, in_plane_mm: float | None = None) -> int:
+    """Integer block size so the in-plane grid is at most :data:`MAX_IN_PLANE` wide and, with
+    ``in_plane_mm``, at least that coarse."""
+    factor = max(1, int(np.ceil(max(shape[0], shape[1]) / MAX_IN_PLANE)))
+    if in_plane_mm:
+        factor = max(factor, int(round(in_plane_mm / min(spacing_mm[0], spacing_mm[1]))))
+    return factor
+
+
+def block_mean_in_plane(values: np.ndarray, factor: int, chunk_voxels: int = 2_000_000) -> np.ndarray:
+    """Mean over ``factor`` × ``factor`` in-plane blocks (edge-padded to a multiple), float32, slab by slab."""
+    values = np.asarray(values)
+    if factor == 1:
+        return values.astype(np.float32, copy=False)
+    nx, ny = -(-values.shape[0] // factor), -(-values.shape[1] // factor)
+    out = np.empty((nx, ny) + values.shape[2:], np.float32)
+    per_slice = values.shape[0] * values.shape[1] * int(np.prod(values.shape[3:], dtype=np.int64))
+    step = max(1, chunk_voxels // max(per_slice, 1))
+    for z in range(0, values.shape[2], step):
+        slab = values[:, :, z : z + step].astype(np.float32)
+        pad = [(0, nx * factor - slab.shape[0]), (0, ny * factor - slab.shape[1])] + [(0, 0)] * (slab.ndim - 2)
+        if any(p[1] for p in pad):
+            slab = np.pad(slab, pad, mode="edge")
+        out[:, :, z : z + step] = slab.reshape((nx, factor, ny, factor) + slab.shape[2:]).mean(axis=(1, 3))
+    return out
+
+
+def upsample_in_plane(low: np.ndarray, support: np.ndarray, factor: int, shape) -> np.ndarray:
+    """A map of the block-averaged grid back on the full grid (linear, normalised within ``support``
+    so zeros outside the brain do not bleed into its edge)."""
+    if factor == 1:
+        return low.astype(np.float32)
+    scale = [1.0 / factor, 1.0 / factor, 1.0]
+    offset = [-(factor - 1) / (2.0 * factor), -(factor - 1) / (2.0 * factor), 0.0]
+    weight = support.astype(np.float32)
+    up = lambda a: ndimage.affine_transform(a, scale, offset, output_shape=tuple(shape), order=1, mode="nearest")  # noqa: E731
+    return (up(np.where(support, low, 0.0).astype(np.float32)) / np.maximum(up(weight), 1e-3)).astype(np.float32)
+
+
+def full_index(ijk: np.ndarray, factor: int) -> np.ndarray:
+    """Full-grid voxel (centre of the block) of block-grid voxels."""
+    ijk = np.asarray(ijk, dtype=np.int64).reshape(-1, 3).copy()
+    ijk[:, :2] = ijk[:, :2] * factor + factor // 2
+    return ijk
+
+
+# --- maps -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ComputedMaps:
+    """The maps of a series on its grid, and how they were made.
+
+    ``maps``: float32 (X, Y, Z) ``cbf`` mL/100g/min, ``cbv`` mL/100g, ``mtt`` s, ``tmax`` s,
+    ``ttp`` s (from the first frame), ``mip`` HU, ``ncct`` HU; perfusion maps are 0 outside the
+    brain and in vessels. ``mask``: the brain (bool). ``aif``/``vof``: {``times_s``, ``curve_hu``
+    (enhancement as measured, ΔHU), ``voxels_ijk``, ``centroid_ijk``} (the VOF's lists empty if
+    none was found). ``motion``: per-frame records (:func:`correct_motion`). ``dt_s``: the
+    uniform step deconvolution ran at.
+    """
+
+    maps: dict
+    mask: np.ndarray
+    aif: dict
+    vof: dict
+    motion: list
+    warnings: list
+    dt_s: float
+    notes: dict
+
+
+def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None = None, in_plane_mm: float | None = None) -> ComputedMaps:
+    """CBF, CBV, MTT, Tmax, TTP, MIP and NCCT of ``series`` (see the module docstring for the steps).
+
+    ``spacing_mm`` defaults to the affine's; ``progress(fraction, message)`` is called at each
+    stage and per deconvolution slab; ``in_plane_mm`` makes the deconvolution grid at least that coarse.
+    """
+    report = progress or (lambda fraction, message: None)
+    spacing = tuple(float(s) for s in (spacing_mm if spacing_mm is not None else series.spacing_mm))
+    times = series.times_s - series.times_s[0]
+    shape = series.values.shape[:3]
+    warnings: list[str] = []
+    notes: dict = {"series": dict(series.notes)}
+
+    report(0.0, "motion correction")
+    values, motion, motion_warn = correct_motion(series.values, spacing, report, span=(0.0, 0.35))
+    warnings += motion_warn
+    notes["frames_corrected"] = sum(r["corrected"] for r in motion)
+
+    factor = in_plane_factor(shape, spacing, in_plane_mm)
+    low_spacing = (spacing[0] * factor, spacing[1] * factor, spacing[2])
+    report(0.36, f"in-plane grid {factor}x coarser" if factor > 1 else "full in-plane grid")
+    low = block_mean_in_plane(values, factor)
+    notes["in_plane_factor"] = factor
+
+    dt = perfusion.uniform_step_s(times)
+    grid = np.arange(0.0, times[-1] + 1e-6, dt)
+    if grid.size != times.size or not np.allclose(grid, times, atol=0.02 * dt):
+        report(0.4, f"frame times resampled to a uniform {dt:g} s step")
+        low = _resample_slabs(low, times, grid)
+        notes["time_resampled"] = True
+    else:
+        grid = times
+        notes["time_resampled"] = False
+    notes["dt_s"] = dt
+
+    report(0.42, "baseline, brain, arterial and venous input")
+    n_baseline = _baseline_frames(low, dt)
+    ncct_low = perfusion.baseline_from_series(low, n_baseline)
+    intracranial = perfusion.brain_mask_from_ncct(ncct_low)
+    if not intracranial.any():
+        raise StrokeLabelError("no brain found in the CT perfusion series (no tissue of 15-100 HU inside a skull on the baseline frames)")
+    brain_low = intracranial & ~_bone_rim(ncct_low)
+    edge = edge_slices(motion, spacing)
+    inner = np.zeros(shape[2], bool)
+    inner[edge : shape[2] - edge] = True
+    notes["edge_slices_skipped_for_inputs"] = edge
+    aif, aif_ijk = perfusion.select_aif_voxels_from_series(low, ncct_low, intracranial & inner, dt)
+    warnings += _arterial_signal_check(aif)
+    vof, vof_ijk = _select_vof(low, ncct_low, brain_low & inner, dt, aif, series.affine)
+    scale, scale_note = _aif_scale(aif, vof, dt)
+    notes["aif_scale"], notes["aif_scale_reason"] = scale, scale_note
+    warnings += truncation_warnings(aif, vof, grid)
+    notes["baseline_frames"] = n_baseline
+
+    cbf_etc = _deconvolve(low, dt, low_spacing, brain_low, aif * scale, n_baseline, report, span=(0.5, 0.95))
+
+    report(0.96, "maps on the full grid")
+    n_full_baseline = max(1, int(np.searchsorted(times, grid[n_baseline], side="left")))
+    ncct = perfusion.baseline_from_series(values, n_full_baseline)
+    mip = values.max(axis=-1).astype(np.float32)
+    if factor == 1:
+        brain, maps = brain_low, cbf_etc
+    else:
+        brain = perfusion.brain_mask_from_ncct(ncct) & ~_bone_rim(ncct)
+        support = cbf_etc["cbf"] > 0
+        tissue = brain & ((mip - ncct) <= 100.0)
+        maps = {k: np.where(tissue, upsample_in_plane(v, support, factor, shape), 0.0).astype(np.float32) for k, v in cbf_etc.items()}
+    maps = {**maps, "mip": mip, "ncct": ncct.astype(np.float32)}
+    report(1.0, "maps computed")
+    return ComputedMaps(
+        maps=maps,
+        mask=brain,
+        aif=_curve_record(aif, aif_ijk, grid + series.times_s[0], factor),
+        vof=_curve_record(vof, vof_ijk, grid + series.times_s[0], factor),
+        motion=motion,
+        warnings=warnings,
+        dt_s=float(dt),
+        notes=notes,
+    )
+
+
+def _resample_slabs(values: np.ndarray, times, grid, chunk_voxels: int = 500_000) -> np.ndarray:
+    out = np.empty(values.shape[:3] + (len(grid),), np.float32)
+    for zs in perfusion._slabs(values.shape, chunk_voxels):
+        out[:, :, zs] = perfusion.resample_times(values[:, :, zs], times, grid)
+    return out
+
+
+def _baseline_frames(series: np.ndarray, dt: float) -> int:
+    """Frames before bolus arrival, from a first AIF guess on a two-frame baseline (as perfusion_maps does)."""
+    rough = perfusion.baseline_from_series(series, 2)
+    inside = perfusion.brain_mask_from_ncct(rough)
+    if not inside.any():
+        raise StrokeLabelError("no brain found in the CT perfusion series (no tissue of 15-100 HU inside a skull on the first frames)")
+    guess = perfusion.select_aif_from_series(series, rough, inside, dt)
+    return max(1, perfusion.bolus_arrival_frame(guess) - 1)
+
+
+def _bone_rim(ncct: np.ndarray) -> np.ndarray:
+    """Voxels touching bone in-plane: partial-volume skull, whose small misregistrations swing by hundreds of HU."""
+    return ndimage.binary_dilation(ncct > BONE_HU, structure=np.ones((3, 3, 1), bool))
+
+
+def _arterial_signal_check(aif: np.ndarray) -> list[str]:
+    peak = float(np.max(aif))
+    if peak < NO_ARTERIAL_SIGNAL_HU:
+        raise StrokeLabelError(f"no arterial signal: the arterial input rises only {peak:.0f} HU above baseline "
+                               f"(< {NO_ARTERIAL_SIGNAL_HU:g} HU); no contrast bolus is seen, so perfusion maps cannot be computed")
+    if peak < WEAK_ARTERIAL_SIGNAL_HU:
+        return [f"weak arterial signal: the arterial input peaks {peak:.0f} HU above baseline (< {WEAK_ARTERIAL_SIGNAL_HU:g} HU); "
+                "maps are noisy"]
+    return []
+
+
+def _select_vof(series, ncct, brain, dt, aif, affine) -> tuple[np.ndarray, np.ndarray]:
+    """VOF from the posterior half of the brain mask (sagittal sinus, torcula, transverse sinuses;
+    the bone rim left out, where residual motion fakes large areas), peaking at least
+    :data:`VOF_LAG_S` after the AIF."""
+    region = brain & _posterior_half(brain, affine)
+    after = float(perfusion.peak_time_s(aif, dt, subsample=False)) + VOF_LAG_S
+    return perfusion.select_vof_voxels_from_series(series, ncct, region, dt, after)
+
+
+def _posterior_half(mask: np.ndarray, affine) -> np.ndarray:
+    """Voxels behind the mask's centroid along the world anterior (y) axis."""
+    ijk = np.indices(mask.shape, dtype=np.float32)
+    anterior = sum(float(affine[1, a]) * ijk[a] for a in range(3))
+    return anterior < float(np.mean(anterior[mask])) if mask.any() else np.zeros(mask.shape, bool)
+
+
+def _aif_scale(aif: np.ndarray, vof: np.ndarray, dt: float) -> tuple[float, str]:
+    """The factor that brings the AIF's area up to the VOF's (1 if the VOF's is not larger)."""
+    if not np.any(vof):
+        return 1.0, "no venous output function found; AIF not rescaled"
+    ratio = float(np.trapezoid(vof, dx=dt) / max(np.trapezoid(aif, dx=dt), 1e-6))
+    if ratio <= 1.0:
+        return 1.0, f"VOF area {ratio:.2f} x the AIF's: AIF not rescaled"
+    if ratio > MAX_AIF_SCALE:
+        return 1.0, f"VOF area {ratio:.2f} x the AIF's, beyond any partial volume ({MAX_AIF_SCALE:g}): VOF not trusted, AIF not rescaled"
+    return ratio, f"AIF area scaled {ratio:.2f} x to the VOF's (partial volume of the artery)"
+
+
+def truncation_warnings(aif: np.ndarray, vof: np.ndarray, times) -> list[str]:
+    """'truncated bolus' when the AIF has not come down by the last frame, or the VOF peaks at the last frames."""
+    out = []
+    peak = float(np.max(aif))
+    if peak > 0 and aif[-1] > TRUNCATED_AIF_FRACTION * peak:
+        out.append(f"truncated bolus: the arterial input is still at {100 * aif[-1] / peak:.0f} % of its peak at the last frame "
+                   f"({times[-1]:.1f} s); CBF and CBV are underestimated, acquire longer")
+    if np.any(vof) and int(np.argmax(vof)) >= len(vof) - 2:
+        out.append(f"truncated bolus: the venous output peaks at the last frames ({times[-1]:.1f} s); the washout was not acquired")
+    return out
+
+
+def _deconvolve(series, dt, spacing, brain, aif, n_baseline, report, span, chunk_voxels: int = 500_000) -> dict[str, np.ndarray]:
+    """perfusion_maps slab by slab (its smoothing is in-plane, so slabs are independent), reporting each."""
+    names = ("cbf", "cbv", "mtt", "tmax", "ttp")
+    maps = {k: np.zeros(series.shape[:3], np.float32) for k in names}
+    slabs = perfusion._slabs(series.shape, chunk_voxels)
+    for i, zs in enumerate(slabs):
+        if brain[:, :, zs].any():
+            slab = perfusion.perfusion_maps(series[:, :, zs], dt, spacing_mm=spacing, mask=brain[:, :, zs], aif_hu=aif, n_baseline=n_baseline,
+                                            chunk_voxels=chunk_voxels)
+            for k in names:
+                maps[k][:, :, zs] = slab[k]
+        report(span[0] + (span[1] - span[0]) * (i + 1) / len(slabs), f"deconvolution: slab {i + 1}/{len(slabs)} (slices {zs.start}-{zs.stop - 1})")
+    return maps
+
+
+def _curve_record(curve: np.ndarray, ijk: np.ndarray, times_s: np.ndarray, factor: int) -> dict:
+    voxels = full_index(ijk, factor) if len(ijk) else np.zeros((0, 3), np.int64)
+    return {
+        "times_s": [round(float(t), 4) for t in times_s],
+        "curve_hu": [round(float(v), 3) for v in curve] if len(voxels) else [],
+        "voxels_ijk": voxels.tolist(),
+        "centroid_ijk": [round(float(v), 2) for v in voxels.mean(axis=0)] if len(voxels) else [],
+    }
