@@ -40,7 +40,7 @@ def _jsonable(value):
 def maps_from_4d(series_path: str | Path, study_id: str) -> dict:
     """``{"files": {map: path}, "info": {...}, "reused": bool}`` for the study's 4D series (computed or reused)."""
     series_path = Path(series_path)
-    sidecar = series_path.with_name(series_path.name.split(".nii")[0] + ".json")  # the BIDS sidecar with the frame times
+    sidecar = ctp4d.sidecar_path(series_path)  # the BIDS sidecar with the frame times
     sources = [series_path] + ([sidecar] if sidecar.exists() else [])
     derived = DerivedSet(derived_folder(series_path, study_id), study_id, "from4d", MAPS_VERSION, sources)
 

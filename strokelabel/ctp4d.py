@@ -36,6 +36,7 @@ from scipy import ndimage
 
 from strokelabel import perfusion
 from strokelabel.errors import StrokeLabelError
+from strokelabel.study import is_colour_picture
 
 MIN_FRAMES = 10
 DEFAULT_FRAME_S = 1.0
@@ -127,7 +128,7 @@ def read_ctp_nifti(path) -> CtpSeries:
     path = Path(path)
     img = nib.load(str(path))
     name = path.name
-    if _is_colour(img):
+    if is_colour_picture(img):
         raise StrokeLabelError(f"{name} is a coloured screenshot (RGB image, e.g. a secondary capture), not CT values: "
                                "it cannot be read as a perfusion series")
     shape = img.shape
@@ -138,13 +139,6 @@ def read_ctp_nifti(path) -> CtpSeries:
     values = np.asarray(img.dataobj, dtype=np.float32) if _unscaled(img) else img.get_fdata(dtype=np.float32)
     notes = {"source": name, "frame_times": source, "shape": list(shape), "stored_dtype": str(img.get_data_dtype())}
     return CtpSeries(values, img.affine, times, notes)
-
-
-def _is_colour(img) -> bool:
-    dtype = img.get_data_dtype()
-    if dtype.names is not None:  # NIfTI RGB24 / RGBA32: a structured (R, G, B[, A]) voxel
-        return True
-    return len(img.shape) >= 4 and img.shape[-1] in (3, 4) and dtype == np.uint8
 
 
 def _unscaled(img) -> bool:

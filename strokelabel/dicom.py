@@ -225,9 +225,9 @@ SERIES_OF_MODALITY = {
 }
 
 
-def write_study(reference: str | Path, out_dir: str | Path, patient_id: str | None = None) -> dict[str, list[Path]]:
+def write_study(reference: str | Path, out_dir: str | Path, patient_id: str | None = None, only: Sequence[str] | None = None) -> dict[str, list[Path]]:
     """Write every modality of the NIfTI study of ``reference`` (the naming rule) as one DICOM study in
-    ``out_dir``, one series per map or phase; returns {modality: files}. ADC is written in 10^-6 mm²/s
+    ``out_dir``, one series per map or phase (``only``: these modalities); returns {modality: files}. ADC is written in 10^-6 mm²/s
     (integers, as scanners store it); the 4D CTP's frame times come from its header's time step."""
     import nibabel as nib
 
@@ -237,7 +237,7 @@ def write_study(reference: str | Path, out_dir: str | Path, patient_id: str | No
     study = StudySpec(patient_id=patient_id or parsed.subject, patient_name=f"Phantom^{parsed.subject}")
     written = {}
     for number, (modality, path) in enumerate(sorted(find_modalities(reference).items()), start=1):
-        if modality not in SERIES_OF_MODALITY:
+        if modality not in SERIES_OF_MODALITY or (only is not None and modality not in only):
             continue
         description, dicom_modality, image_type, units = SERIES_OF_MODALITY[modality]
         img = nib.load(str(path))

@@ -34,8 +34,11 @@ def pacs_server(tmp_path_factory):
     work = tmp_path_factory.mktemp("pacs")
     ctp = generate_study(work / "nifti", "ctp", "pacs1", seed=4501, write_ctp_series=True)
     mri = generate_study(work / "nifti", "mri", "pacs2", seed=4504)  # a study with a lesion (63 mL)
+    series4d = generate_study(work / "nifti", "ctp", "pacs3", seed=4503, write_ctp_series=True)
     series = {**{f"ctp/{m}": f for m, f in write_study(ctp["reference"], work / "dicom" / "ctp", patient_id="PAT-0001").items()},
-              **{f"mri/{m}": f for m, f in write_study(mri["reference"], work / "dicom" / "mri", patient_id="PAT-0002").items()}}
+              **{f"mri/{m}": f for m, f in write_study(mri["reference"], work / "dicom" / "mri", patient_id="PAT-0002").items()},
+              # As a PACS most often holds it: the raw 4D CT perfusion series only, no maps.
+              **{f"4d/{m}": f for m, f in write_study(series4d["reference"], work / "dicom" / "4d", patient_id="PAT-0003", only=("ctp",)).items()}}
     with running_orthanc(work / "orthanc") as orthanc:
         orthanc.upload(f for files in series.values() for f in files)
         with running_server(work / "server", orthanc.dicomweb, models="core_penumbra,ischemic_lesion",
@@ -49,9 +52,11 @@ def save(dataset, path: Path) -> Path:
     return path
 
 
-def series_uid(orthanc, description: str) -> str:
+def series_uid(orthanc, description: str, patient: str | None = None) -> str:
     for uid in orthanc.get("/series"):
         info = orthanc.get(f"/series/{uid}")
+        if patient is not None and orthanc.get(f"/series/{uid}/patient")["MainDicomTags"]["PatientID"] != patient:
+            continue
         if info["MainDicomTags"].get("SeriesDescription") == description:
             return info["MainDicomTags"]["SeriesInstanceUID"]
     raise AssertionError(f"no series {description!r} in Orthanc")
@@ -59,10 +64,25 @@ def series_uid(orthanc, description: str) -> str:
 
 def test_each_dicom_study_is_listed_once_by_its_reference_series(pacs_server):
     objects = pacs_server.client.datastore()["objects"]
-    assert len(objects) == 2
+    assert len(objects) == 3
     tmax, dwi = series_uid(pacs_server.orthanc, "Tmax perfusion map"), series_uid(pacs_server.orthanc, "DWI b1000 TRACE")
-    assert set(objects) == {tmax, dwi}
+    series4d = series_uid(pacs_server.orthanc, "CT Perfusion 4D", patient="PAT-0003")
+    assert set(objects) == {tmax, dwi, series4d}
     assert objects[tmax]["image"]["info"]["kind"] == "ctp" and objects[dwi]["image"]["info"]["kind"] == "mri"
+    assert objects[series4d]["image"]["info"]["kind"] == "ctp"
+
+
+def test_a_pacs_study_with_only_its_4d_series_gets_maps_computed_and_core_penumbra(pacs_server):
+    series4d = series_uid(pacs_server.orthanc, "CT Perfusion 4D", patient="PAT-0003")
+    label_file, result = pacs_server.client.infer("core_penumbra", series4d, {"method": "baseline"})
+    computed = result["maps_from_4d"]
+    # Frame times came from the DICOM series (TriggerTime), through the one 4D assembler (ctp4d.read_ctp_nifti).
+    assert "FrameTimesStart" in computed["notes"]["series"]["frame_times"]
+    assert max(computed["aif"]["curve_hu"]) > 100 and result["core_volume_ml"] >= 0
+    label = np.asarray(nib.load(label_file).dataobj)
+    truth = np.asarray(nib.load(str(truth_path(pacs_server.truth_root, "pacs3", "01", "corepenumbra"))).dataobj)
+    dice = 2 * ((label > 0) & (truth > 0)).sum() / max((label > 0).sum() + (truth > 0).sum(), 1)
+    assert dice > 0.6, f"hypoperfusion Dice {dice:.2f} from maps computed from the PACS' 4D series"
 
 
 def test_ohif_style_infer_on_a_non_reference_series_returns_nrrd_on_its_grid_with_the_figures(pacs_server):
@@ -157,6 +177,6 @@ def test_ohifs_study_search_through_the_proxy_keeps_its_query(pacs_server):
         with urllib.request.urlopen(f"http://127.0.0.1:{pacs_server.port}/proxy/dicom/qido/studies{query}", timeout=60) as answer:
             return json.loads(answer.read())
 
-    assert len(studies("")) == 2  # (the summary picture stored by an earlier test is in an existing study)
+    assert len(studies("")) == 3  # (the summary pictures stored by earlier tests are in existing studies)
     only = studies("?PatientID=PAT-0001")
     assert len(only) == 1 and only[0]["00100020"]["Value"] == ["PAT-0001"]
