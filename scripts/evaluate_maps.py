@@ -10,7 +10,9 @@ same series:
 Per family and method: median absolute and relative error of CBF, CBV, MTT and Tmax over the
 true brain tissue that the method maps (``coverage`` is that fraction of it), Dice of Tmax > 6 s
 and of the core (rCBF < 30 % of the healthy hemisphere's median, strokelabel.baselines.perfusion
-.relative_cbf, on the computed maps and on the true maps alike), means over the studies.
+.relative_cbf, on the computed maps and on the true maps alike), and the core_penumbra task's
+own rule (``task_*``: core and penumbra Dice, core and hypoperfusion volume error in mL) on the
+computed maps against the same rule on the true maps; means over the studies.
 
     .venv/bin/python scripts/evaluate_maps.py [--per-family 3] [--seed 0] [--families clean,motion]
     .venv/bin/python scripts/evaluate_maps.py --size clinical   # seconds and peak memory at 512 x 512
@@ -34,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from strokelabel import metrics
-from strokelabel.baselines.perfusion import relative_cbf
+from strokelabel.baselines.perfusion import core_penumbra_baseline, relative_cbf
 from strokelabel.ctp4d import CtpSeries, compute_maps, read_ctp_nifti
 from strokelabel.errors import StrokeLabelError
 from strokelabel.phantom.ctp import derive_maps
@@ -62,6 +64,14 @@ def score(maps: dict, mask: np.ndarray, truth: dict, spacing_mm) -> dict:
     true_rcbf = relative_cbf(truth["cbf"], brain, spacing_mm, truth["tmax"])
     rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"])
     row["dice_core"] = metrics.dice(mapped & (rcbf < 0.3), brain & (true_rcbf < 0.3))
+    # The core_penumbra task's own rule (cluster clean-up included) on these maps and on the true maps.
+    ml = float(np.prod(spacing_mm)) / 1000.0
+    task = core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mapped, check_units=False)
+    task_true = core_penumbra_baseline(truth["cbf"], truth["tmax"], spacing_mm, brain_mask=brain, check_units=False)
+    row["task_core_dice"] = metrics.dice(task == 1, task_true == 1)
+    row["task_penumbra_dice"] = metrics.dice(task == 2, task_true == 2)
+    row["task_core_ml_err"] = float(((task == 1).sum() - (task_true == 1).sum()) * ml)
+    row["task_hypo_ml_err"] = float(((task > 0).sum() - (task_true > 0).sum()) * ml)
     return row
 
 
@@ -93,7 +103,7 @@ def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=pri
 def accuracy(args) -> None:
     grid = grid_for("ctp", "small")
     families = args.families.split(",") if args.families else list(FAMILIES)
-    columns = ["method", "n", "coverage"] + [f"{k}_{e}" for k in MAP_KEYS for e in ("mae", "mre")] + ["dice_tmax6", "dice_core", "warned", "seconds"]
+    columns = ["method", "n", "coverage"] + [f"{k}_{e}" for k in MAP_KEYS for e in ("mae", "mre")] + ["dice_tmax6", "dice_core", "task_core_dice", "task_penumbra_dice", "task_core_ml_err", "task_hypo_ml_err", "warned", "seconds"]
     print(f"# Perfusion maps from 4D phantoms: {args.per_family} per family, seed {args.seed}, grid {grid.shape} at {grid.spacing_mm} mm\n")
     print("mae: median absolute error (mL/100g/min, mL/100g, s, s); mre: median relative error; Dice against the true maps; "
           "means over the studies; warned: fraction with a warning.\n")
