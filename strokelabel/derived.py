@@ -86,15 +86,19 @@ def _writable(folder: Path) -> bool:
         return False
 
 
+def cache_root() -> Path:
+    """The app's own cache folder (``$STROKELABEL_CACHE_DIR``, default ``~/.cache/strokelabel``)."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "strokelabel")
+
+
 def derived_folder(reference: str | Path, study_id: str) -> Path:
     """Where the derived files of the study of ``reference`` live (module docstring)."""
     reference = Path(reference).resolve()
     beside = reference.parent / SUBFOLDER / study_id
     if _writable(beside):
         return beside
-    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "strokelabel")
     key = hashlib.sha256(str(reference.parent).encode()).hexdigest()[:16]
-    fallback = root / key / study_id
+    fallback = cache_root() / "derived" / key / study_id
     fallback.mkdir(parents=True, exist_ok=True)
     logger.info("%s is read-only: derived files of %s go to %s", reference.parent, study_id, fallback)
     return fallback

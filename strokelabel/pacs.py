@@ -159,7 +159,10 @@ def client_for(url: str):
     """A DICOMweb client for ``url`` with the credentials from the environment."""
     from dicomweb_client.api import DICOMwebClient
 
-    return DICOMwebClient(url=url.rstrip("/"), session=authenticated_session())
+    client = DICOMwebClient(url=url.rstrip("/"), session=authenticated_session())
+    # A few quick retries: a PACS that is down must not hold a request (or the server's start) for a minute.
+    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
+    return client
 
 
 def _value(item: dict, tag: str, default=""):

@@ -19,6 +19,7 @@ from typing import Any, Dict, List
 
 import nibabel as nib
 import numpy as np
+import requests
 from fastapi import HTTPException
 from monailabel.datastore.local import DataModel, ImageLabelModel
 from monailabel.interfaces.datastore import DefaultLabelTag
@@ -26,7 +27,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from lib.datastore import StrokeDatastore
 from lib.errors import http_errors
 from strokelabel import pacs
-from strokelabel.derived import mark_used, prune_cache
+from strokelabel.derived import cache_root, mark_used, prune_cache
 from strokelabel.dicom import write_seg
 from strokelabel.naming import study_kind
 
@@ -44,8 +45,7 @@ SEGMENT_NAMES = {"ctp": {1: "core", 2: "penumbra"}, "mri": {1: "lesion"}, "cta":
 
 
 def default_cache_dir(url: str) -> str:
-    root = os.environ.get("STROKELABEL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "strokelabel")
-    return os.path.join(root, "pacs", hashlib.sha256(url.encode()).hexdigest()[:16])
+    return str(cache_root() / "pacs" / hashlib.sha256(url.encode()).hexdigest()[:16])
 
 
 class StrokeDicomwebDatastore(StrokeDatastore):
@@ -73,8 +73,12 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         if self._studies and time.time() - self._indexed_at < REFRESH_S and not self._force_index:
             return 0  # a reload of the datastore file (labels, scores), not a look at the PACS
         self._force_index = False
-        with http_errors():
-            studies = pacs.index_pacs(self._client)
+        try:
+            with http_errors():
+                studies = pacs.index_pacs(self._client)
+        except (requests.RequestException, HTTPException) as e:  # the PACS down must not take the server down: try again later
+            logger.error("The PACS at %s did not answer its study list (%s): keeping the %d studies known so far", self._url, e, len(self._studies))
+            return 0
         self._indexed_at = time.time()
         self._studies.clear()
         for study in studies:
@@ -102,6 +106,8 @@ class StrokeDicomwebDatastore(StrokeDatastore):
 
     def _remove_non_existing(self) -> int:
         self._init_from_datastore_file()
+        if not self._indexed_at:
+            return 0  # the PACS has not been looked at yet: nothing is known to be gone
         removed = 0
         for image_id in list(self._datastore.objects):
             if image_id not in self._studies:
