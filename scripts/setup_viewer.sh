@@ -14,9 +14,19 @@ OHIF_VERSION=3.13.2          # keep in step with OHIF3_VERSION in apps/stroke/li
 PLAYWRIGHT_CORE_VERSION=1.65.1
 VIEWER="$ROOT/viewer"
 mkdir -p "$VIEWER/cache"
+SUDO=""
+[ "$(id -u)" = "0" ] || SUDO="sudo"
+apt_install() {
+  [ "${STROKELABEL_NO_SYSTEM_PACKAGES:-0}" = "1" ] && { echo "[setup] not installing $* (STROKELABEL_NO_SYSTEM_PACKAGES=1)"; return 0; }
+  echo "[setup] installing Debian packages: $*"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+# node runs npm (fetching) and the browser test's driver; OHIF itself runs in the browser, not in node.
+command -v npm >/dev/null && command -v node >/dev/null || apt_install nodejs npm
 
 if [ ! -f "$VIEWER/ohif-$OHIF_VERSION/dist/index.html" ]; then
-  command -v npm >/dev/null || { echo "[setup] npm is needed to fetch the OHIF viewer (apt-get install npm)" >&2; exit 1; }
+  command -v npm >/dev/null || { echo "[setup] npm is needed to fetch the OHIF viewer (apt-get install nodejs npm)" >&2; exit 1; }
   tarball="$VIEWER/cache/ohif-app-$OHIF_VERSION.tgz"
   if [ ! -f "$tarball" ]; then
     echo "[setup] fetching @ohif/app@$OHIF_VERSION from the npm registry (~50 MB)"
@@ -32,14 +42,9 @@ else
   echo "[setup] OHIF $OHIF_VERSION present"
 fi
 
-if [ "${STROKELABEL_NO_SYSTEM_PACKAGES:-0}" != "1" ] && ! dpkg -s chromium >/dev/null 2>&1; then
-  SUDO=""
-  [ "$(id -u)" = "0" ] || SUDO="sudo"
-  echo "[setup] installing Debian's chromium (the browser test's browser)"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
-fi
+dpkg -s chromium >/dev/null 2>&1 || apt_install chromium  # the browser test's browser
 
+command -v node >/dev/null || { echo "[setup] no node: playwright-core not installed (the browser test is skipped)"; exit 0; }
 installed="$(node -p "require('$VIEWER/node_modules/playwright-core/package.json').version" 2>/dev/null || true)"
 if [ "$installed" != "$PLAYWRIGHT_CORE_VERSION" ]; then
   echo "[setup] installing playwright-core@$PLAYWRIGHT_CORE_VERSION (no browser download: it drives /usr/bin/chromium)"

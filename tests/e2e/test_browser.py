@@ -169,7 +169,8 @@ def test_ohif_shows_the_ai_seg_where_the_lesion_is_and_stores_the_correction_tha
     print(f"browser run: {time.perf_counter() - started:.0f} s; screenshots in {tmp_path}")
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    print(f"OHIF screenshot: {report.get('screenshot')}")
+    (tmp_path / "report.json").write_text(json.dumps(report, indent=1))
+    print(f"OHIF screenshot: {report.get('screenshot')}; page errors: {report['page_errors']}; HTTP errors: {report['http_errors']}")
     assert "error" not in report, f"{report['error']}\npage errors: {report['page_errors']}\nHTTP errors: {report['http_errors']}"
     assert [(s["segmentation"], s["label"]) for s in report["segments"]] == [(ai_seg.SeriesDescription, "lesion")]
     red, _, blue = report["segments"][0]["colour"][:3]
