@@ -88,9 +88,23 @@ try {
   result.edited_file = editedFile;
 
   // Store it: the segmentation's menu, Export > DICOM SEG, a new series with our name, Save.
-  await page.locator('[data-cy=segmentation-collapsed-more-btn-Labelmap]').click();
-  await page.getByRole('menuitem', { name: 'Export' }).hover();
-  await page.getByRole('menuitem', { name: 'DICOM SEG' }).click();
+  // The submenu closes when the pointer's path to it leaves the menu (seen in headless runs): open it by
+  // keyboard, and try again if the store dialog did not come.
+  let attempt = 1;
+  for (; ; attempt++) {
+    try {
+      await page.locator('[data-cy=segmentation-collapsed-more-btn-Labelmap]').click();
+      await page.getByRole('menuitem', { name: 'Export' }).hover();
+      await page.keyboard.press('ArrowRight');
+      await page.getByRole('menuitem', { name: 'DICOM SEG' }).press('Enter', { timeout: 5000 });
+      await page.locator('[data-cy=dialog-input]').waitFor({ timeout: 5000 });
+      break;
+    } catch (e) {
+      if (attempt === 3) throw e;
+      await page.keyboard.press('Escape');
+    }
+  }
+  result.export_menu_attempts = attempt;
   await page.locator('[role=dialog] button').first().click();  // the series choice: default is the loaded SEG's series
   await page.getByRole('option', { name: 'Create new series' }).click();
   await page.locator('[data-cy=dialog-input]').fill(plan.export_name);
