@@ -10,11 +10,13 @@ OHIF stores, and that SEG must become the study's training label. Everything ins
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -110,8 +112,8 @@ def seg_instances(orthanc) -> list[pydicom.Dataset]:
         info = orthanc.get(f"/series/{uid}")
         if info["MainDicomTags"].get("Modality") == "SEG":
             for instance in info["Instances"]:
-                with __import__("urllib.request").request.urlopen(f"{orthanc.url}/instances/{instance}/file", timeout=60) as answer:
-                    out.append(pydicom.dcmread(__import__("io").BytesIO(answer.read())))
+                with urllib.request.urlopen(f"{orthanc.url}/instances/{instance}/file", timeout=60) as answer:
+                    out.append(pydicom.dcmread(io.BytesIO(answer.read())))
     return out
 
 
