@@ -6,6 +6,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_system.sh"
+bash "$ROOT/scripts/setup_viewer.sh"
 bash "$ROOT/scripts/setup_env.sh"
 PY="${VENV:-$ROOT/.venv}/bin/python"
 PORT="${PORT:-8000}"
@@ -24,5 +25,5 @@ until [ -f "$READY" ]; do
 done
 export MONAI_LABEL_TRACKING_ENABLED="${MONAI_LABEL_TRACKING_ENABLED:-false}"
 cd "$ROOT"
-echo "[server] http://localhost:$PORT  (PACS: http://127.0.0.1:$PACS_PORT/dicom-web; OHIF at http://localhost:$PORT/ohif/)"
+echo "[server] http://localhost:$PORT  (PACS: http://127.0.0.1:$PACS_PORT/dicom-web; OHIF: http://localhost:$PORT/ohif3/ to correct and save, http://localhost:$PORT/ohif/ for the MONAI Label panel)"
 "$PY" -m monailabel.main start_server --app "$ROOT/apps/stroke" --studies "http://127.0.0.1:$PACS_PORT/dicom-web" --port "$PORT" "$@"

@@ -5,6 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_system.sh"
+bash "$ROOT/scripts/setup_viewer.sh"
 bash "$ROOT/scripts/setup_env.sh"
 PY="${VENV:-$ROOT/.venv}/bin/python"
 cd "$ROOT"

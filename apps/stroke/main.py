@@ -86,6 +86,7 @@ class StrokeApp(MONAILabelApp):
             return FileResponse(self.summary_picture(image, task), media_type="image/png")
 
         server.app.add_api_route(SUMMARY_ROUTE, summary, methods=["GET"], tags=["stroke"], summary="The one-page summary picture of a result")
+        self._add_ohif3_routes(server.app)
         if str(self.studies).startswith(("http://", "https://")):
             from monailabel.config import settings
             from monailabel.endpoints.user.auth import RBAC
@@ -97,6 +98,27 @@ class StrokeApp(MONAILabelApp):
                                      dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))])
             # In front of monailabel's own proxy, which drops the query string (lib/dicom_proxy.py).
             server.app.router.routes.insert(0, server.app.router.routes.pop())
+
+    def _add_ohif3_routes(self, app) -> None:
+        """OHIF 3.13 at /ohif3/ (lib/ohif3.py): the viewer that stores a corrected segmentation in the PACS."""
+        from fastapi.responses import RedirectResponse
+        from monailabel.config import settings
+        from monailabel.endpoints.user.auth import RBAC
+
+        from lib.ohif3 import ROUTE_PREFIX, Ohif3Files, default_viewer_dir
+
+        files = Ohif3Files(default_viewer_dir())
+        on_pacs = str(self.studies).startswith(("http://", "https://"))
+
+        def viewer(path: str = ""):
+            if not on_pacs:
+                raise HTTPException(status_code=404, detail="OHIF 3.13 (/ohif3/) reads and stores studies in a PACS: start the server with "
+                                                            "--studies http(s)://<pacs>/dicom-web (the folder mode's viewer is /ohif/)")
+            return files.response(path)
+
+        user = [Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))]
+        app.add_api_route(ROUTE_PREFIX, lambda: RedirectResponse(ROUTE_PREFIX + "/"), methods=["GET"], include_in_schema=False)
+        app.add_api_route(ROUTE_PREFIX + "/{path:path}", viewer, methods=["GET"], include_in_schema=False, dependencies=user)
 
     def init_datastore(self) -> Datastore:
         if str(self.studies).startswith(("http://", "https://")):

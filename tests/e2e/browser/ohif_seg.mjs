@@ -1,0 +1,123 @@
+// Drives OHIF 3.13 (/ohif3/) in headless Debian chromium as a clinician would: open the study in
+// segmentation mode with the AI's SEG, look at given slices, paint a brush stroke, and store the
+// segmentation in the PACS (Export > DICOM SEG > new series > Save).
+//
+//   node ohif_seg.mjs <plan.json>     (plan written by tests/e2e/test_browser.py)
+//
+// Prints one JSON line: per slice a screenshot of the viewport canvas and where on screen the
+// patient's left is (from the renderer and from OHIF's orientation marker), the brush stroke, the
+// STOW-RS answer, and errors the page reported. The Python test judges the pixels and the PACS.
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+const plan = JSON.parse(readFileSync(process.argv[2], 'utf8'));
+const require = createRequire(path.join(plan.viewer_dir, 'package.json'));
+const { chromium } = require('playwright-core');
+
+const result = { slices: [], page_errors: [], http_errors: [] };
+const browser = await chromium.launch({
+  executablePath: plan.chromium,
+  // No GPU here: WebGL through SwiftShader (cornerstone renders with it; slow but exact).
+  args: ['--no-sandbox', '--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.on('pageerror', e => result.page_errors.push(e.message));
+  page.on('response', r => { if (r.status() >= 400) result.http_errors.push(`${r.status()} ${r.request().method()} ${r.url()}`); });
+  page.setDefaultTimeout(plan.step_timeout_ms);
+
+  const url = `${plan.server}/ohif3/segmentation?StudyInstanceUIDs=${plan.study_uid}&SeriesInstanceUIDs=${plan.image_series_uid},${plan.seg_series_uid}`;
+  await page.goto(url, { waitUntil: 'load' });
+
+  // Load the AI's SEG into the viewport, as a user does: double-click its thumbnail, confirm.
+  await page.getByText(plan.seg_description, { exact: true }).first().dblclick();
+  await page.getByRole('button', { name: 'Yes' }).click();
+  await page.waitForFunction(() => {
+    const segmentations = window.services?.segmentationService?.getSegmentations() ?? [];
+    return segmentations.some(s => Object.keys(s.segments ?? {}).length > 0);
+  });
+  result.segments = await page.evaluate(() => {
+    const { segmentationService } = window.services;
+    const viewportId = window.cornerstone.getEnabledElements()[0].viewportId;
+    return segmentationService.getSegmentations().flatMap(s => Object.values(s.segments).filter(Boolean).map(g => ({
+      segmentation: s.label, label: g.label, colour: segmentationService.getSegmentColor(viewportId, s.segmentationId, g.segmentIndex),
+    })));
+  });
+
+  const canvas = page.locator('.cornerstone-viewport-element canvas').first();
+  // Show a slice (by its z position) and report where the patient's left lands on screen.
+  const showSlice = async z => page.evaluate(async ({ z, tolerance }) => {
+    const { getEnabledElements, metaData } = window.cornerstone;
+    const viewport = getEnabledElements()[0].viewport;
+    const zOf = id => metaData.get('imagePlaneModule', id).imagePositionPatient[2];
+    const index = viewport.getImageIds().findIndex(id => Math.abs(zOf(id) - z) < tolerance);
+    if (index < 0) return { error: `no image at z=${z}` };
+    await viewport.setImageIdIndex(index);
+    viewport.render();
+    await new Promise(r => setTimeout(r, 800));  // the labelmap is drawn after the image
+    const focal = viewport.getCamera().focalPoint;
+    const centre = viewport.worldToCanvas(focal);
+    const towardsLeft = viewport.worldToCanvas([focal[0] + 50, focal[1], focal[2]]);  // DICOM LPS: +x is the patient's left
+    const marker = document.querySelector('.left-mid.orientation-marker .orientation-marker-value')?.textContent ?? null;
+    return { index, patient_left_on_screen: towardsLeft[0] < centre[0] ? 'left' : 'right', left_marker: marker };
+  }, { z, tolerance: plan.z_tolerance_mm });
+
+  for (const z of plan.slices_z) {
+    const shown = await showSlice(z);
+    const file = path.join(plan.out_dir, `slice_z${z}.png`);
+    await canvas.screenshot({ path: file });
+    result.slices.push({ z, file, ...shown });
+  }
+
+  // The correction: a brush stroke at the given point of a slice (LPS mm), painted into the AI's segment.
+  const edit = plan.brush_stroke;
+  await showSlice(edit.z);
+  await page.locator('[data-cy=Brush-btn]').click();
+  const at = await page.evaluate(point => window.cornerstone.getEnabledElements()[0].viewport.worldToCanvas(point), edit.point_lps);
+  const box = await canvas.boundingBox();
+  const scale = box.width / await canvas.evaluate(c => c.clientWidth);  // canvas CSS pixels -> page pixels
+  const [x0, y0] = [box.x + at[0] * scale, box.y + at[1] * scale];
+  await page.mouse.move(x0, y0);
+  await page.mouse.down();
+  for (let i = 1; i <= 8; i++) await page.mouse.move(x0 + i * edit.step_px, y0, { steps: 2 });
+  await page.mouse.up();
+  result.brush_stroke = { z: edit.z, from_px: [x0, y0], to_px: [x0 + 8 * edit.step_px, y0] };
+  const editedFile = path.join(plan.out_dir, `edited_z${edit.z}.png`);
+  await canvas.screenshot({ path: editedFile });
+  result.edited_file = editedFile;
+
+  // Store it: the segmentation's menu, Export > DICOM SEG, a new series with our name, Save.
+  // The submenu closes when the pointer's path to it leaves the menu (seen in headless runs): open it by
+  // keyboard, and try again if the store dialog did not come.
+  let attempt = 1;
+  for (; ; attempt++) {
+    try {
+      await page.locator('[data-cy=segmentation-collapsed-more-btn-Labelmap]').click();
+      await page.getByRole('menuitem', { name: 'Export' }).hover();
+      await page.keyboard.press('ArrowRight');
+      await page.getByRole('menuitem', { name: 'DICOM SEG' }).press('Enter', { timeout: 5000 });
+      await page.locator('[data-cy=dialog-input]').waitFor({ timeout: 5000 });
+      break;
+    } catch (e) {
+      if (attempt === 3) throw e;
+      await page.keyboard.press('Escape');
+    }
+  }
+  result.export_menu_attempts = attempt;
+  await page.locator('[role=dialog] button').first().click();  // the series choice: default is the loaded SEG's series
+  await page.getByRole('option', { name: 'Create new series' }).click();
+  await page.locator('[data-cy=dialog-input]').fill(plan.export_name);
+  const stow = page.waitForResponse(r => r.request().method() === 'POST' && r.url().includes('/proxy/dicom/'));
+  await page.locator('[data-cy=input-dialog-save-button]').click();
+  const answer = await stow;
+  result.stow = { url: answer.url(), status: answer.status(), content_type: answer.request().headers()['content-type'] };
+  await page.waitForTimeout(1500);  // OHIF's notification after the store
+  result.screenshot = path.join(plan.out_dir, 'ohif_after_store.png');
+  await page.screenshot({ path: result.screenshot });
+} catch (e) {
+  result.error = String(e.stack || e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
