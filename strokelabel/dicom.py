@@ -6,10 +6,13 @@ Why by hand: MONAI Label converts labels to DICOM-SEG (``nifti_to_dicom_seg``) b
 for image series, and SimpleITK's series writer neither keeps one study and frame of reference
 across series nor writes the temporal attributes a CT perfusion series needs.
 
-Geometry: arrays are (X, Y, Z[, T]) with a RAS affine (nibabel's convention); DICOM is LPS. Each
-slice k is stored with columns along array axis 0 and rows along axis 1, so
-ImageOrientationPatient = (LPS direction of axis 0, LPS direction of axis 1), PixelSpacing =
-(spacing of axis 1, spacing of axis 0) and ImagePositionPatient = LPS(affine @ (0, 0, k)).
+Geometry: arrays are (X, Y, Z[, T]) with a RAS affine (nibabel's convention); DICOM is LPS. A
+volume is first put in the voxel order scanners store axial images in (the closest LPS order: each
+row runs to the patient's left, each column to posterior, slices from feet to head), so viewers
+that show pixels as stored (OHIF) show it the usual radiological way, patient's right on the
+image's left and anterior up. Each slice k is then stored with columns along array axis 0 and rows
+along axis 1: ImageOrientationPatient = (LPS direction of axis 0, LPS direction of axis 1),
+PixelSpacing = (spacing of axis 1, spacing of axis 0), ImagePositionPatient = LPS(affine @ (0, 0, k)).
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def write_series(values: np.ndarray, affine: np.ndarray, folder: str | Path, stu
     frames = values[..., None] if values.ndim == 3 else values
     if frames.ndim != 4 or (values.ndim == 4 and (times_s is None or len(times_s) != frames.shape[3])):
         raise ValueError(f"write_series takes (X, Y, Z) or (X, Y, Z, T) with T frame times; got {values.shape}")
-    affine = np.asarray(affine, dtype=np.float64)
+    frames, affine = scanner_order(frames, np.asarray(affine, dtype=np.float64))
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     row_cosine = RAS_TO_LPS @ affine[:3, 0] / spacing[0]
     column_cosine = RAS_TO_LPS @ affine[:3, 1] / spacing[1]
@@ -114,6 +117,14 @@ def write_series(values: np.ndarray, affine: np.ndarray, folder: str | Path, stu
             ds.save_as(str(path), write_like_original=False)
             written.append(path)
     return written
+
+
+def scanner_order(values: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (first three axes spatial) and its affine in the closest LPS voxel order (module docstring)."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    transform = ornt_transform(io_orientation(affine), axcodes2ornt(("L", "P", "S")))
+    return apply_orientation(values, transform), affine @ inv_ornt_aff(transform, values.shape[:3])
 
 
 def _slice_dataset(study: StudySpec, series: SeriesSpec, series_uid: str) -> FileDataset:

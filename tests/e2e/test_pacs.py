@@ -47,6 +47,11 @@ def pacs_server(tmp_path_factory):
             yield server
 
 
+def in_ras(path) -> np.ndarray:
+    """A label file's voxels in RAS order (PACS studies are stored as scanners store them, the phantoms RAS)."""
+    return np.asarray(nib.as_closest_canonical(nib.load(str(path))).dataobj)
+
+
 def save(dataset, path: Path) -> Path:
     dataset.save_as(str(path), write_like_original=False)
     return path
@@ -79,8 +84,8 @@ def test_a_pacs_study_with_only_its_4d_series_gets_maps_computed_and_core_penumb
     # Frame times came from the DICOM series (TriggerTime), through the one 4D assembler (ctp4d.read_ctp_nifti).
     assert "FrameTimesStart" in computed["notes"]["series"]["frame_times"]
     assert max(computed["aif"]["curve_hu"]) > 100 and result["core_volume_ml"] >= 0
-    label = np.asarray(nib.load(label_file).dataobj)
-    truth = np.asarray(nib.load(str(truth_path(pacs_server.truth_root, "pacs3", "01", "corepenumbra"))).dataobj)
+    label = in_ras(label_file)
+    truth = in_ras(truth_path(pacs_server.truth_root, "pacs3", "01", "corepenumbra"))
     dice = 2 * ((label > 0) & (truth > 0)).sum() / max((label > 0).sum() + (truth > 0).sum(), 1)
     assert dice > 0.6, f"hypoperfusion Dice {dice:.2f} from maps computed from the PACS' 4D series"
 
@@ -97,13 +102,13 @@ def test_ohif_style_infer_on_a_non_reference_series_returns_nrrd_on_its_grid_wit
     assert found[0]["00100020"]["Value"] == ["PAT-0001"]  # filed under the patient and study of the images
     label = sitk.GetArrayFromImage(sitk.ReadImage(label_file)).transpose(2, 1, 0)  # (x, y, z) as the series' columns, rows, slices
     truth = np.asarray(nib.load(str(truth_path(pacs_server.truth_root, "pacs1", "01", "corepenumbra"))).dataobj)
-    # The converter stores columns along the study's first axis and rows along its second, so the series'
-    # voxel order (the order OHIF copies the answer in) is the phantom's; the label must be in it, at its place.
+    # The converter stores the series as scanners do (rows to the patient's left, columns to posterior), so
+    # the series' voxel order (the order OHIF copies the answer in) is the RAS phantom's with x and y reversed.
     first_slice = min((pydicom.dcmread(str(f)) for f in pacs_server.dicom["ctp/cbf"]), key=lambda ds: float(ds.ImagePositionPatient[2]))
     nrrd = sitk.ReadImage(label_file)
     assert np.allclose(nrrd.GetOrigin(), [float(v) for v in first_slice.ImagePositionPatient], atol=1e-3)
     assert np.allclose(nrrd.GetSpacing()[:2], [float(v) for v in first_slice.PixelSpacing][::-1], atol=1e-4)
-    hypo, hypo_truth = label > 0, truth > 0
+    hypo, hypo_truth = label > 0, truth[::-1, ::-1, :] > 0
     dice = 2 * (hypo & hypo_truth).sum() / max(hypo.sum() + hypo_truth.sum(), 1)
     assert label.shape == truth.shape and dice > 0.6, f"hypoperfusion Dice {dice:.2f} on the series grid"
     # Only what the task reads was fetched: the maps, not the 4D series.
@@ -158,8 +163,8 @@ def test_a_corrected_seg_exported_by_a_viewer_becomes_the_training_label_and_ai_
     objects = pacs_server.client.datastore()["objects"]  # a client's look at the datastore finds new SEGs (refresh interval 0 here)
     final = objects[tmax]["labels"]["final"]
     assert final["info"]["algorithm_type"] == "MANUAL" and final["info"]["source"] == "PACS DICOM-SEG"
-    label = np.asarray(nib.load(pacs_server.client.download_label(tmax, "final")).dataobj)
-    truth = np.asarray(nib.load(str(truth_file)).dataobj)
+    label = in_ras(pacs_server.client.download_label(tmax, "final"))
+    truth = in_ras(truth_file)
     assert np.array_equal(label, truth)  # the MANUAL SEG, on the reference grid, segments back at their values
 
 
