@@ -24,7 +24,7 @@ from strokelabel.naming import truth_path
 from strokelabel.orthanc import orthanc_binary, running_orthanc
 from strokelabel.pacs import pseudonym
 from strokelabel.phantom.study import generate_study
-from tests.e2e.server import running_server
+from tests.e2e.server import running_server, wait_for_scoring
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(orthanc_binary() is None, reason="Orthanc is not installed (scripts/setup_system.sh)")]
 
@@ -75,6 +75,9 @@ def test_each_dicom_study_is_listed_once_by_its_reference_series(pacs_server):
     assert set(objects) == {tmax, dwi, series4d}
     assert objects[tmax]["image"]["info"]["kind"] == "ctp" and objects[dwi]["image"]["info"]["kind"] == "mri"
     assert objects[series4d]["image"]["info"]["kind"] == "ctp"
+    # Listing, the study's kind and active learning's start-up scoring fetch nothing: no image is in the cache yet.
+    wait_for_scoring(pacs_server)
+    assert not list((pacs_server.work / "cache").rglob("*.nii.gz"))
 
 
 def test_a_pacs_study_with_only_its_4d_series_gets_maps_computed_and_core_penumbra(pacs_server):
@@ -185,3 +188,17 @@ def test_ohifs_study_search_through_the_proxy_keeps_its_query(pacs_server):
     assert len(studies("")) == 3  # (the summary pictures stored by earlier tests are in existing studies)
     only = studies("?PatientID=PAT-0001")
     assert len(only) == 1 and only[0]["00100020"]["Value"] == ["PAT-0001"]
+
+
+def test_training_runs_on_the_labels_that_came_from_the_pacs(pacs_server):
+    """The corrected SEG (an earlier test) and a label saved through the API on the 4D-only study train core_penumbra."""
+    from tests.e2e.server import wait_for_training
+
+    series4d = series_uid(pacs_server.orthanc, "CT Perfusion 4D", patient="PAT-0003")
+    label_file, _ = pacs_server.client.infer("core_penumbra", series4d, {"method": "baseline"})
+    pacs_server.client.save_label(series4d, label_file, tag="final")
+    pacs_server.client.train_start("core_penumbra", {"max_epochs": 1, "device": "cpu", "slices_per_study": 4})
+    status = wait_for_training(pacs_server.client, timeout_s=600)
+    assert status["status"] == "DONE", status
+    stats = pacs_server.client.info()["train_stats"]["core_penumbra"]
+    assert stats["train_studies"] + len(stats["val_studies"]) == 2  # both PACS studies, one of them labelled in the viewer

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import requests
 from fastapi import HTTPException
-from monailabel.datastore.local import DataModel, ImageLabelModel
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.datastore import StrokeDatastore
@@ -132,7 +132,14 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         return path
 
     def get_image_info(self, image_id: str) -> Dict[str, Any]:
-        return super().get_image_info(self.image_id_of(image_id))
+        """The study's info with the path its reference has (or will have) in the cache: asking about a
+        study (its kind, its scores) never fetches it."""
+        image_id = self.image_id_of(image_id)
+        info = LocalDatastore.get_image_info(self, image_id)
+        obj = self._datastore.objects.get(image_id)
+        if info and obj:
+            info["path"] = self._image_file(image_id, obj)
+        return info
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
         """Saved on the server (checked first, as for folder studies), then written to the PACS as a DICOM-SEG
