@@ -36,6 +36,8 @@ from strokelabel.errors import StrokeLabelError
 logger = logging.getLogger(__name__)
 
 RULES_ENV = "STROKELABEL_SERIES_RULES"
+# Where a site keeps clinical values in its DICOM headers: JSON {"nihss": "<keyword or (gggg,eeee)>", ...}.
+CLINICAL_ENV = "STROKELABEL_CLINICAL_ATTRIBUTES"
 SOURCE_FILE = "source.json"
 SECONDARY_CAPTURE_CLASSES = ("1.2.840.10008.5.1.4.1.1.7",)  # and its multi-frame variants (prefix match)
 
@@ -211,6 +213,32 @@ def prepare_folder(cache: str | Path, study: PacsStudy, url: str) -> Path:
     return folder / study_filename(study.subject, study.session, study.reference.modality)
 
 
+def clinical_from_header(ds, mapping: dict | None = None) -> dict:
+    """Clinical values from a DICOM header by the site's mapping (``$STROKELABEL_CLINICAL_ATTRIBUTES``):
+    the first number in each named attribute (``PatientComments``, ``(0011,1001)``...)."""
+    if mapping is None:
+        mapping = json.loads(os.environ.get(CLINICAL_ENV) or "{}")
+    values = {}
+    for key, attribute in mapping.items():
+        tag = re.fullmatch(r"\(?([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)?", attribute.strip())
+        element = ds.get((int(tag.group(1), 16), int(tag.group(2), 16))) if tag else ds.data_element(attribute) if attribute in ds else None
+        number = re.search(r"-?\d+(?:\.\d+)?", str(element.value)) if element is not None else None
+        if number:
+            values[key] = float(number.group())
+    return values
+
+
+def write_clinical_sidecar(folder: Path, subject: str, session: str, ds) -> None:
+    """The study's clinical sidecar (the naming rule's ``sub-<id>_ses-<n>.json``) from its DICOM header, once."""
+    from strokelabel.derived import atomic_write_bytes
+    from strokelabel.naming import sidecar_filename
+
+    path = folder / sidecar_filename(subject, session)
+    values = clinical_from_header(ds)
+    if values and not path.exists():
+        atomic_write_bytes(path, json.dumps(values).encode())
+
+
 def fetch_modalities(reference: str | Path, wanted: Iterable[str]) -> dict[str, Path]:
     """Fetch the series of ``wanted`` modalities of a PACS study folder that are not on disk yet
     (WADO-RS), write them as NIfTI atomically; returns {modality: path} of what is there now."""
@@ -243,6 +271,8 @@ def fetch_modalities(reference: str | Path, wanted: Iterable[str]) -> dict[str, 
                     ds.save_as(str(files[-1]), write_like_original=False)
                     del ds.PixelData
                     ds.save_as(str(headers / f"{i:05d}.dcm"), write_like_original=False)
+                    if i == 0:
+                        write_clinical_sidecar(folder, parsed.subject, parsed.session, ds)
                 if not files:
                     raise StrokeLabelError(f"the PACS returned no instance of the {modality} series {uid}", study=parsed.study_id)
                 values, affine, times = read_series(files)

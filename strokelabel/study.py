@@ -381,3 +381,25 @@ def _read_clinical(sidecar: Path | None, study_id: str) -> dict:
         return json.loads(sidecar.read_text())
     except json.JSONDecodeError as e:
         raise StrokeLabelError(f"{sidecar.name} is not valid JSON ({e})", study=study_id) from e
+
+
+# Clinical values a request may carry (they override the study's sidecar), with their plausible range.
+CLINICAL_RANGES = {"nihss": (0, 42), "onset_to_imaging_min": (0, 60 * 24 * 14)}
+
+
+def clinical_from_request(request: dict, study_id: str) -> dict:
+    """The clinical values of an infer request (``nihss``, ``onset_to_imaging_min``), checked: a value
+    that is not a number in its range is a clear error, never silently ignored."""
+    values = {}
+    for key, (low, high) in CLINICAL_RANGES.items():
+        raw = request.get(key)
+        if raw in (None, ""):
+            continue
+        try:
+            value = float(raw[0] if isinstance(raw, (list, tuple)) else raw)
+        except (TypeError, ValueError):
+            raise StrokeLabelError(f"{key}={raw!r} is not a number", study=study_id) from None
+        if not (low <= value <= high):
+            raise StrokeLabelError(f"{key}={value:g} is outside {low}-{high}", study=study_id)
+        values[key] = value
+    return values

@@ -95,7 +95,11 @@ def test_a_pacs_study_with_only_its_4d_series_gets_maps_computed_and_core_penumb
 
 def test_ohif_style_infer_on_a_non_reference_series_returns_nrrd_on_its_grid_with_the_figures(pacs_server):
     cbf = series_uid(pacs_server.orthanc, "CBF perfusion map")  # the series on screen, not the reference
-    label_file, result = pacs_server.client.infer("core_penumbra", cbf, {"result_extension": ".nrrd", "method": "baseline"})
+    label_file, result = pacs_server.client.infer("core_penumbra", cbf, {"result_extension": ".nrrd", "method": "baseline", "nihss": 9})
+    assert result["clinical"]["nihss"] == 9  # the request's NIHSS (a PACS study has no sidecar)
+    with pytest.raises(MONAILabelClientException) as error:
+        pacs_server.client.infer("core_penumbra", cbf, {"nihss": 57})
+    assert "422" in error.value.msg and "nihss=57 is outside 0-42" in error.value.msg
     assert label_file.endswith(".nrrd")
     assert "PAT-0001" not in pacs_server.log.read_text() and "PAT-0001" not in result["study_id"]  # pseudonyms only
     assert result["core_volume_ml"] >= 0 and "mismatch_ratio" in result and result["summary_url"]

@@ -37,3 +37,26 @@ def test_a_sites_rules_file_replaces_the_defaults_and_picks_the_reference(tmp_pa
         s.modality = classify(s, load_rules())
     assert [s.modality for s in series] == ["tmax", None]
     assert PacsStudy("1.9", "PAT 7", "20260101", series).reference.uid == "1.4"
+
+
+def test_clinical_values_come_from_the_attribute_a_site_names():
+    import pydicom
+
+    from strokelabel.pacs import clinical_from_header
+
+    ds = pydicom.Dataset()
+    ds.PatientComments = "NIHSS 14, wake-up stroke"
+    ds.add_new((0x0011, 0x1001), "LO", "onset 95 min")
+    mapping = {"nihss": "PatientComments", "onset_to_imaging_min": "(0011,1001)", "missing": "StudyComments"}
+    assert clinical_from_header(ds, mapping) == {"nihss": 14.0, "onset_to_imaging_min": 95.0}
+
+
+def test_clinical_values_of_a_request_are_checked():
+    from strokelabel.errors import StrokeLabelError
+    from strokelabel.study import clinical_from_request
+
+    assert clinical_from_request({"nihss": "12", "method": "auto"}, "s") == {"nihss": 12.0}
+    assert clinical_from_request({"nihss": [7]}, "s") == {"nihss": 7.0}  # dropdown-style lists as the clients send them
+    for bad, words in (({"nihss": "high"}, "not a number"), ({"nihss": 50}, "outside 0-42")):
+        with pytest.raises(StrokeLabelError, match=words):
+            clinical_from_request(bad, "s")

@@ -72,6 +72,8 @@ class ToStoredVoxelOrderd(Transform):
             d.setdefault("result", {})["maps_from_4d"] = computed
         if notes:
             d.setdefault("result", {})["input_notes"] = notes
+        if study.clinical:  # what the answer was given (sidecar, PACS header or the request)
+            d.setdefault("result", {})["clinical"] = {k: v for k, v in study.clinical.items() if isinstance(v, (int, float, str))}
         return d
 
 
