@@ -74,3 +74,45 @@ def test_studies_that_disappear_are_dropped_on_refresh(studies):
         path.unlink()
     store.refresh()
     assert "sub-m1_ses-01_dwi" not in store.list_images()
+
+
+def test_malformed_datastore_calls_get_a_4xx_naming_the_problem_and_write_nothing(studies, tmp_path_factory):
+    store = StrokeDatastore(str(studies))
+    folder = tmp_path_factory.mktemp("l")
+    label = folder / "label.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.uint8), AFFINE), str(label))
+    for image_id, tag, status, words in (("../../evil", "final", 404, "no study '../../evil'"),
+                                         ("sub-m1_ses-01_dwi", "../../outside", 422, "label tag '../../outside'")):
+        with pytest.raises(HTTPException) as error:
+            store.save_label(image_id, str(label), tag, {})
+        assert error.value.status_code == status and words in error.value.detail
+    assert not list(studies.parent.glob("outside*")) and not (studies / "labels" / "final" / "sub-m1_ses-01_dwi.nii.gz").exists()
+
+    text = folder / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(HTTPException) as error:
+        store.add_image("sub-new_ses-01_dwi", str(text), {})
+    assert error.value.status_code == 422 and "not a NIfTI image" in error.value.detail
+    with pytest.raises(HTTPException) as error:
+        store.add_image("x", str(label), {})
+    assert error.value.status_code == 422 and "reference volume" in error.value.detail
+
+
+def test_labels_and_the_index_are_written_atomically(studies, tmp_path_factory, monkeypatch):
+    import lib.datastore as datastore_module
+
+    store = StrokeDatastore(str(studies))
+    label = tmp_path_factory.mktemp("l") / "label.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.uint8), AFFINE), str(label))
+    store.save_label("sub-m1_ses-01_dwi", str(label), "final", {})
+    saved = studies / "labels" / "final" / "sub-m1_ses-01_dwi.nii.gz"
+    before = saved.read_bytes()
+
+    def crash(path, data):  # the process dies while the new label is being written
+        raise OSError("disk full")
+
+    monkeypatch.setattr(datastore_module, "atomic_write_bytes", crash)
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.uint8), AFFINE), str(label))
+    with pytest.raises(OSError):
+        store.save_label("sub-m1_ses-01_dwi", str(label), "final", {})
+    assert saved.read_bytes() == before and "final" in StrokeDatastore(str(studies)).json()["objects"]["sub-m1_ses-01_dwi"]["labels"]

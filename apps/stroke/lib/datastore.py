@@ -9,19 +9,24 @@ keeps them (``labels/<tag>/<image id>.nii.gz``), so the 3D Slicer and OHIF clien
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import time
+from pathlib import Path
 from typing import Any, Dict, List
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from fastapi import HTTPException
+from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.errors import http_errors
-from strokelabel.derived import atomic_save_nifti
+from strokelabel.derived import atomic_save_nifti, atomic_write_bytes
 from strokelabel.errors import StrokeLabelError
 from strokelabel.naming import find_derivative_mask, find_modalities, find_reference_volumes, is_reference, parse_filename, study_kind
 from strokelabel.study import LABEL_VALUES, check_label
@@ -136,7 +141,11 @@ class StrokeDatastore(LocalDatastore):
         # other modalities already lie in the studies root.
         name = image_id + ".nii.gz" if image_id else os.path.basename(image_filename)
         if not is_reference(name):
-            raise StrokeLabelError(f"{name}: uploads must be a study's reference volume (…_tmax, …_dwi or …_acq-phase1_cta .nii.gz)")
+            raise HTTPException(status_code=422, detail=f"{name}: uploads must be a study's reference volume (…_tmax, …_dwi or …_acq-phase1_cta .nii.gz)")
+        try:
+            nib.load(image_filename).header  # noqa: B018 (a readable NIfTI header, or a clear 422)
+        except Exception as e:  # nibabel raises several types for what is not NIfTI
+            raise HTTPException(status_code=422, detail=f"the upload for {name} is not a NIfTI image ({e})") from e
         return super().add_image(image_id, image_filename, image_info)
 
     def remove_image(self, image_id: str) -> None:
@@ -146,11 +155,38 @@ class StrokeDatastore(LocalDatastore):
         super().remove_image(image_id)
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
+        """The label, checked against its study first, written atomically (a crash mid-write leaves the
+        previous label whole): MONAI Label's own save copies in place."""
+        obj = self._datastore.objects.get(image_id)
+        if obj is None:
+            raise HTTPException(status_code=404, detail=f"no study {image_id!r} in the datastore")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(label_tag)):
+            raise HTTPException(status_code=422, detail=f"label tag {label_tag!r}: use letters, digits, '_' or '-' (e.g. final)")
         with http_errors():
-            obj = self._datastore.objects.get(image_id)
-            if obj:
-                self._check_label_fits_study(image_id, obj, label_filename)
-            return super().save_label(image_id, label_filename, label_tag, label_info)
+            self._check_label_fits_study(image_id, obj, label_filename)
+        _, label_ext = self._to_id(os.path.basename(label_filename))
+        name = self._filename(image_id, label_ext)
+        with FileLock(self._lock_file):
+            atomic_write_bytes(os.path.join(self._datastore.label_path(label_tag), name), Path(label_filename).read_bytes())
+            obj.labels[label_tag] = DataModel(info={**(label_info or {}), "ts": int(time.time()), "name": name}, ext=label_ext)
+            self._update_datastore_file(lock=False)
+        logger.info(f"Saved label {label_tag} of {image_id}")
+        return image_id
+
+    def _update_datastore_file(self, lock=True):
+        """The datastore index written atomically, under MONAI Label's lock (its own writes in place)."""
+
+        def write():
+            self._ignore_event_config = True
+            data = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
+            atomic_write_bytes(self._datastore_config_path, data.encode())
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        if lock:
+            with FileLock(self._lock_file):
+                write()
+        else:
+            write()
 
     def _check_label_fits_study(self, image_id: str, obj: ImageLabelModel, label_filename: str) -> None:
         kind = obj.image.info.get("kind") or study_kind(obj.image.info.get("name", image_id + ".nii.gz"))
