@@ -116,3 +116,13 @@ def test_labels_and_the_index_are_written_atomically(studies, tmp_path_factory, 
     with pytest.raises(OSError):
         store.save_label("sub-m1_ses-01_dwi", str(label), "final", {})
     assert saved.read_bytes() == before and "final" in StrokeDatastore(str(studies)).json()["objects"]["sub-m1_ses-01_dwi"]["labels"]
+
+
+def test_an_infer_that_saves_its_answer_passes_monai_labels_tag_enum_and_it_is_stored_under_its_name(studies, tmp_path_factory):
+    from monailabel.interfaces.datastore import DefaultLabelTag
+
+    store = StrokeDatastore(str(studies))
+    label = tmp_path_factory.mktemp("l") / "label.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.uint8), AFFINE), str(label))
+    store.save_label("sub-m1_ses-01_dwi", str(label), DefaultLabelTag.ORIGINAL, {})
+    assert (studies / "labels" / "original" / "sub-m1_ses-01_dwi.nii.gz").exists()

@@ -160,6 +160,7 @@ class StrokeDatastore(LocalDatastore):
         obj = self._datastore.objects.get(image_id)
         if obj is None:
             raise HTTPException(status_code=404, detail=f"no study {image_id!r} in the datastore")
+        label_tag = getattr(label_tag, "value", label_tag)  # MONAI Label passes its DefaultLabelTag enum when an infer saves
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(label_tag)):
             raise HTTPException(status_code=422, detail=f"label tag {label_tag!r}: use letters, digits, '_' or '-' (e.g. final)")
         with http_errors():

@@ -146,13 +146,13 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         referencing the study's reference series: AUTOMATIC for AI output (tag ``original``), else the
         clinician's correction (``label_info["algorithm_type"]``, default MANUAL)."""
         image_id = self.image_id_of(image_id)
+        label_tag = getattr(label_tag, "value", label_tag)  # MONAI Label passes DefaultLabelTag members when an infer saves
         self.get_image_uri(image_id)
         label_id = super().save_label(image_id, label_filename, label_tag, label_info)
         obj = self._datastore.objects[image_id]
         study = self._studies[image_id]
-        algorithm = "AUTOMATIC" if label_tag == DefaultLabelTag.ORIGINAL else str((label_info or {}).get("algorithm_type", "MANUAL")).upper()
+        algorithm = "AUTOMATIC" if label_tag == DefaultLabelTag.ORIGINAL.value else str((label_info or {}).get("algorithm_type", "MANUAL")).upper()
         label_path = self._label_file(image_id, label_tag, obj.labels[label_tag])
-        tag_name = getattr(label_tag, "value", label_tag)  # MONAI Label passes DefaultLabelTag members, whose str() is "DefaultLabelTag.X"
         values = set(np.unique(np.asanyarray(nib.load(label_path).dataobj)).tolist()) - {0}
         names = {v: n for v, n in SEGMENT_NAMES[obj.image.info["kind"]].items() if v in values}
         if not names:
@@ -161,7 +161,7 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         try:
             with http_errors():
                 seg = write_seg(label_path, headers, names, algorithm, algorithm_name=str((label_info or {}).get("model", "StrokeLabel")),
-                                series_description=f"StrokeLabel {tag_name} ({algorithm.lower()})")
+                                series_description=f"StrokeLabel {label_tag} ({algorithm.lower()})")
             pacs.store_seg(self._client, seg)
         except Exception as e:  # the label is kept on the server either way; say what the PACS did not get
             logger.warning("%s: the label was saved on the server, but not stored in the PACS as DICOM-SEG: %s", image_id, e)
