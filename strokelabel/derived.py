@@ -48,6 +48,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o644)  # mkstemp's 0600 would hide the file from a viewer or web server run as another user
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -56,7 +57,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
-def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path, header_extra: dict | None = None) -> Path:
+def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
     """A NIfTI written atomically (``.nii.gz`` compressed by its name)."""
     img = nib.Nifti1Image(np.asarray(array), np.asarray(affine, dtype=np.float64))
     img.set_qform(img.affine, code=1)

@@ -24,8 +24,7 @@ server thread) and written atomically: a reader never sees a half-written PNG.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +35,7 @@ from matplotlib.patches import Patch
 from PIL import Image
 from scipy import ndimage
 
+from strokelabel.derived import atomic_write_bytes
 from strokelabel.summary_figures import infer_task, summary_entries
 
 FIGSIZE_IN = (12.0, 8.0)
@@ -68,21 +68,10 @@ def render_summary(study, label, result: dict, path, acquisition_time: str | Non
     result (:func:`strokelabel.summary_figures.infer_task`). ``region_names``: names of the atlas regions
     in atlas order, when the site knows them (the table shows region numbers otherwise).
     """
-    path = Path(path)
     figure = summary_figure(study, label, result, acquisition_time, task=task, region_names=region_names)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _write_png(figure, out)
-            out.flush()
-            os.fchmod(out.fileno(), 0o644)  # mkstemp's 0600 would hide the picture from a web server or a viewer
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    png = io.BytesIO()
+    _write_png(figure, png)
+    return atomic_write_bytes(path, png.getvalue())
 
 
 def _write_png(figure: Figure, out) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from strokelabel.conventions import resample_array
 from strokelabel.phantom.isles_layout import _save
 from strokelabel.phantom.study import generate_study
 
@@ -33,15 +34,6 @@ MAPS = ("cbf", "cbv", "mtt", "tmax")
 
 def isles24_subject(index: int) -> str:
     return f"stroke{index:04d}"
-
-
-def _resample_like(volume: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray, order: int = 1) -> np.ndarray:
-    """``volume`` (on ``affine``) sampled at the voxel centres of the target grid (world coordinates)."""
-    from scipy import ndimage
-
-    matrix = np.linalg.inv(affine) @ target_affine
-    return ndimage.affine_transform(volume.astype(np.float32), matrix[:3, :3], offset=matrix[:3, 3], output_shape=tuple(shape),
-                                    order=order, mode="constant", cval=float(volume.min()))
 
 
 def generate_isles24_study(root, index: int, seed: int, derivatives: bool = True) -> dict:
@@ -75,11 +67,11 @@ def generate_isles24_study(root, index: int, seed: int, derivatives: bool = True
             for m in MAPS:
                 copy(m, der / "perfusion-maps", f"{base}_space-ncct_{m}.nii.gz")
             copy("ctp", der, f"{base}_space-ncct_ctp.nii.gz")
-            cta_ncct = _resample_like(cta1, cta_img.affine, grid_shape, grid_affine)
+            cta_ncct = resample_array(cta1, cta_img.affine, grid_shape, grid_affine, order=1, cval=float(cta1.min()))
             written["space-ncct_cta"] = _save(der / f"{base}_space-ncct_cta.nii.gz", np.rint(cta_ncct).astype(np.int16), grid_affine,
                                               "ISLES'24-layout phantom CTA, space-ncct")
             # A clot a few mm across survives the coarser grid as the voxels it partly fills.
-            lvo = _resample_like(clot, cta_img.affine, grid_shape, grid_affine) > 0.1
+            lvo = resample_array(clot, cta_img.affine, grid_shape, grid_affine, order=1, cval=float(clot.min())) > 0.1
             written["lvo-msk"] = _save(der / f"{base}_space-ncct_lvo-msk.nii.gz", lvo.astype(np.uint8), grid_affine, "LVO mask")
             arteries = cta_ncct > 150
             left = (np.arange(grid_shape[0])[:, None, None] * grid_affine[0, 0] + grid_affine[0, 3]) < 0  # RAS+: +x is the patient's right
