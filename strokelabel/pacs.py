@@ -239,6 +239,15 @@ def write_clinical_sidecar(folder: Path, subject: str, session: str, ds) -> None
         atomic_write_bytes(path, json.dumps(values).encode())
 
 
+def fetchable_modalities(reference: str | Path) -> set[str]:
+    """The modalities a PACS study folder can fetch (its source's series), on disk or not; empty for a
+    study that did not come from a PACS."""
+    source_path = Path(reference).parent / SOURCE_FILE
+    if not source_path.exists():
+        return set()
+    return set(json.loads(source_path.read_text())["series"])
+
+
 def fetch_modalities(reference: str | Path, wanted: Iterable[str]) -> dict[str, Path]:
     """Fetch the series of ``wanted`` modalities of a PACS study folder that are not on disk yet
     (WADO-RS), write them as NIfTI atomically; returns {modality: path} of what is there now."""

@@ -306,6 +306,15 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
     return study
 
 
+def available_modalities(reference: str | Path) -> set[str]:
+    """The modalities a task can read for the study of ``reference``: its files, and for a PACS study
+    the series the PACS holds that are not fetched yet (a choice made on the files alone would take a
+    PACS study for one without ADC until the ADC happened to be fetched)."""
+    from strokelabel.pacs import fetchable_modalities
+
+    return set(find_modalities(reference)) | fetchable_modalities(reference)
+
+
 def _add_from_pacs(descriptor: StudyDescriptor, found: dict, wanted: tuple[str, ...]) -> None:
     """A study fetched from a PACS (:mod:`strokelabel.pacs`): the series of the modalities a task
     wants that are not on disk yet are fetched now, and only those."""

@@ -11,47 +11,23 @@ OHIF stores, and that SEG must become the study's training label. Everything ins
 from __future__ import annotations
 
 import io
-import json
-import os
-import shutil
-import subprocess
-import time
 import urllib.request
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
 
-from strokelabel.dicom import write_study
-from strokelabel.orthanc import orthanc_binary, running_orthanc
-from strokelabel.phantom.study import generate_study
-from tests.e2e.server import REPO, running_server
+from tests.e2e.browser_support import VIEWER_DIR, WARMTH, coloured_pixels, missing_browser, phantom_pacs_server, run_driver, screen_half, truth_side
 
-VIEWER_DIR = Path(os.environ.get("STROKELABEL_VIEWER_DIR", REPO / "viewer"))
 OHIF_DIST = VIEWER_DIR / "ohif-3.13.2" / "dist"
-CHROMIUM = os.environ.get("STROKELABEL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-DRIVER = Path(__file__).parent / "browser" / "ohif_seg.mjs"
-SETUP = "run `bash scripts/setup_viewer.sh`"
-LESION_SEED = 4505  # phantom MRI: a small lesion in the patient's left hemisphere, on 4 of 24 slices
-# A pixel of the segment: red well above blue. The image is grey and OHIF's own controls are blue; the
-# segment's colour (reported by OHIF, checked below) is warm, so its fill and outline pass this.
-WARMTH = 50
 
 
 def _missing() -> str | None:
-    if orthanc_binary() is None:
-        return "Orthanc is not installed (scripts/setup_system.sh)"
-    if not Path(CHROMIUM).exists():
-        return f"no chromium at {CHROMIUM}: {SETUP}"
-    if shutil.which("node") is None:
-        return "node is not installed"
-    if not (VIEWER_DIR / "node_modules" / "playwright-core").is_dir():
-        return f"playwright-core is not in {VIEWER_DIR}/node_modules: {SETUP}"
+    if missing_browser() is not None:
+        return missing_browser()
     if not (OHIF_DIST / "index.html").is_file():
-        return f"OHIF 3.13.2 is not unpacked in {OHIF_DIST}: {SETUP}"
+        return f"OHIF 3.13.2 is not unpacked in {OHIF_DIST}: run `bash scripts/setup_viewer.sh`"
     return None
 
 
@@ -98,14 +74,6 @@ def frame_centre_x(ds) -> float:
     return float((position + (ds.Columns - 1) / 2 * along_row + (ds.Rows - 1) / 2 * along_column)[0])
 
 
-def coloured_pixels(png: str) -> tuple[int, int]:
-    """Pixels of the segment's colour in the left and right halves of a viewport screenshot."""
-    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    coloured = (rgb[..., 0] - rgb[..., 2]) > WARMTH
-    half = coloured.shape[1] // 2
-    return int(coloured[:, :half].sum()), int(coloured[:, half:].sum())
-
-
 def seg_instances(orthanc) -> list[pydicom.Dataset]:
     out = []
     for uid in orthanc.get("/series"):
@@ -120,21 +88,13 @@ def seg_instances(orthanc) -> list[pydicom.Dataset]:
 # ---- the test ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ohif_server(tmp_path_factory):
-    work = tmp_path_factory.mktemp("ohif")
-    study = generate_study(work / "nifti", "mri", "left1", seed=LESION_SEED)
-    series = write_study(study["reference"], work / "dicom", patient_id="PAT-OHIF")
-    with running_orthanc(work / "orthanc") as orthanc:
-        orthanc.upload(f for files in series.values() for f in files)
-        with running_server(work / "server", orthanc.dicomweb, models="ischemic_lesion", conf={"pacs_cache": work / "cache"},
-                            env={"STROKELABEL_PACS_REFRESH_S": "0", "STROKELABEL_OHIF3_DIR": str(OHIF_DIST)}) as server:
-            server.work, server.orthanc, server.truth = work, orthanc, next(iter(study["truth"].values()))
-            server.series = {m: pydicom.dcmread(str(files[0]), stop_before_pixels=True) for m, files in series.items()}
-            yield server
+    with phantom_pacs_server(tmp_path_factory.mktemp("ohif"), models="ischemic_lesion", env={"STROKELABEL_OHIF3_DIR": str(OHIF_DIST)}) as server:
+        yield server
 
 
 def test_ohif_shows_the_ai_seg_where_the_lesion_is_and_stores_the_correction_that_becomes_the_training_label(ohif_server, tmp_path):
     server, orthanc = ohif_server, ohif_server.orthanc
-    dwi = server.series["dwi"]
+    dwi = server.studies["mri"].series["dwi"]
     # The task's answer, stored in the PACS as an AUTOMATIC SEG (MONAI Label's save_label: the datastore's "original").
     _, result = server.client.infer("ischemic_lesion", str(dwi.SeriesInstanceUID), {"method": "baseline", "save_label": True})
     assert result["lesion_volume_ml"] > 0
@@ -147,32 +107,21 @@ def test_ohif_shows_the_ai_seg_where_the_lesion_is_and_stores_the_correction_tha
     empty_z = max((z for z in ai_slices if not ai_slices[z].any()), key=lambda z: min(abs(z - l) for l in lesion_z))
     points = lesion_points_lps(ai_seg)
     side = "left" if points[:, 0].mean() > frame_centre_x(ai_seg) else "right"
-    truth = nib.load(str(server.truth))
-    truth_x = (truth.affine @ [*np.argwhere(np.asarray(truth.dataobj) > 0).mean(axis=0), 1])[0]
-    volume_centre_x = (truth.affine @ [*((np.array(truth.shape[:3]) - 1) / 2), 1])[0]
-    assert side == ("left" if truth_x < volume_centre_x else "right") == "left"  # the phantom's truth (RAS) agrees: patient's left
+    assert side == truth_side(server.studies["mri"].truth["lesion"]) == "left"  # the phantom's truth (RAS) agrees: patient's left
     assert 1 <= len(lesion_z) <= 8, f"a lesion on a few slices expected, got {lesion_z}"
 
     # The correction: a brush stroke from the lesion's centre on its smallest slice.
     edit_z = min(lesion_z, key=lambda z: ai_slices[z].sum())
     on_edit_slice = points[np.isclose(points[:, 2], edit_z, atol=0.01)]
     plan = {
-        "server": f"http://127.0.0.1:{server.port}", "viewer_dir": str(VIEWER_DIR), "chromium": CHROMIUM, "out_dir": str(tmp_path),
+        "server": f"http://127.0.0.1:{server.port}",
         "study_uid": str(dwi.StudyInstanceUID), "image_series_uid": str(dwi.SeriesInstanceUID),
         "seg_series_uid": str(ai_seg.SeriesInstanceUID), "seg_description": str(ai_seg.SeriesDescription),
         "slices_z": lesion_z + [empty_z], "z_tolerance_mm": 0.01, "step_timeout_ms": 60000,
         "brush_stroke": {"z": edit_z, "point_lps": on_edit_slice.mean(axis=0).tolist(), "step_px": 4},
         "export_name": "Lesion corrected in OHIF",
     }
-    plan_file = tmp_path / "plan.json"
-    plan_file.write_text(json.dumps(plan))
-    started = time.perf_counter()
-    run = subprocess.run(["node", str(DRIVER), str(plan_file)], capture_output=True, text=True, timeout=600)
-    print(f"browser run: {time.perf_counter() - started:.0f} s; screenshots in {tmp_path}")
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout.strip().splitlines()[-1])
-    (tmp_path / "report.json").write_text(json.dumps(report, indent=1))
-    print(f"OHIF screenshot: {report.get('screenshot')}; page errors: {report['page_errors']}; HTTP errors: {report['http_errors']}")
+    report = run_driver("ohif_seg.mjs", plan, tmp_path)
     assert "error" not in report, f"{report['error']}\npage errors: {report['page_errors']}\nHTTP errors: {report['http_errors']}"
     assert [(s["segmentation"], s["label"]) for s in report["segments"]] == [(ai_seg.SeriesDescription, "lesion")]
     red, _, blue = report["segments"][0]["colour"][:3]
@@ -182,7 +131,7 @@ def test_ohif_shows_the_ai_seg_where_the_lesion_is_and_stores_the_correction_tha
     for shown in report["slices"]:
         assert shown.get("index") is not None, shown
         left, right = coloured_pixels(shown["file"])
-        expected_half = shown["patient_left_on_screen"] if side == "left" else {"left": "right", "right": "left"}[shown["patient_left_on_screen"]]
+        expected_half = screen_half(side, shown["patient_left_on_screen"])
         if shown["z"] in lesion_z:
             near, far = (left, right) if expected_half == "left" else (right, left)
             assert near > 0 and far == 0, f"z={shown['z']}: segment pixels {near} on the lesion's side ({expected_half} half), {far} on the other"

@@ -8,7 +8,7 @@ import pytest
 
 from strokelabel.errors import StrokeLabelError
 from strokelabel.naming import find_modalities, find_sidecar, parse_filename, study_filename, study_kind
-from strokelabel.study import check_label, load_study
+from strokelabel.study import available_modalities, check_label, load_study
 
 AFFINE = np.diag([1.8, 1.8, 5.0, 1.0])
 
@@ -138,3 +138,18 @@ def test_a_4d_series_is_the_reference_only_of_a_study_without_a_tmax_map(tmp_pat
     assert is_reference(series) and study_kind(series) == "ctp"
     write(folder / "perfusion-maps", "s", "tmax", np.ones((8, 8, 4)))
     assert not is_reference(series)  # ISLES'24: the vendor's maps lie in perfusion-maps/ beside the series
+
+
+def test_a_pacs_study_offers_the_series_its_pacs_holds_before_they_are_fetched(tmp_path):
+    # Only the DWI is on disk (fetched to list the study); the PACS also holds its ADC. A task that
+    # chose its model from the files alone ran the DWI-only model on the first call and the DWI + ADC
+    # model on the next (seen in the browser test).
+    import json
+
+    from strokelabel.pacs import SOURCE_FILE
+
+    dwi = write(tmp_path / "sub-p" / "ses-01", "p", "dwi", np.ones((8, 8, 4)))
+    assert available_modalities(dwi) == {"dwi"}
+    (dwi.parent / SOURCE_FILE).write_text(json.dumps({"url": "http://pacs", "study_uid": "1.2", "series": {"dwi": "1.2.1", "adc": "1.2.2"}}))
+    assert available_modalities(dwi) == {"dwi", "adc"}
+    assert set(find_modalities(dwi)) == {"dwi"}  # what is on disk is unchanged

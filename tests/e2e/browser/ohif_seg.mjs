@@ -7,26 +7,12 @@
 // Prints one JSON line: per slice a screenshot of the viewport canvas and where on screen the
 // patient's left is (from the renderer and from OHIF's orientation marker), the brush stroke, the
 // STOW-RS answer, and errors the page reported. The Python test judges the pixels and the PACS.
-import { createRequire } from 'node:module';
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { readPlan, runInBrowser, showSlice as showSliceOf } from './common.mjs';
 
-const plan = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const require = createRequire(path.join(plan.viewer_dir, 'package.json'));
-const { chromium } = require('playwright-core');
-
-const result = { slices: [], page_errors: [], http_errors: [] };
-const browser = await chromium.launch({
-  executablePath: plan.chromium,
-  // No GPU here: WebGL through SwiftShader (cornerstone renders with it; slow but exact).
-  args: ['--no-sandbox', '--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
-});
-try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.on('pageerror', e => result.page_errors.push(e.message));
-  page.on('response', r => { if (r.status() >= 400) result.http_errors.push(`${r.status()} ${r.request().method()} ${r.url()}`); });
-  page.setDefaultTimeout(plan.step_timeout_ms);
-
+const plan = readPlan();
+const result = { slices: [] };
+await runInBrowser(plan, result, async page => {
   const url = `${plan.server}/ohif3/segmentation?StudyInstanceUIDs=${plan.study_uid}&SeriesInstanceUIDs=${plan.image_series_uid},${plan.seg_series_uid}`;
   await page.goto(url, { waitUntil: 'load' });
 
@@ -46,22 +32,7 @@ try {
   });
 
   const canvas = page.locator('.cornerstone-viewport-element canvas').first();
-  // Show a slice (by its z position) and report where the patient's left lands on screen.
-  const showSlice = async z => page.evaluate(async ({ z, tolerance }) => {
-    const { getEnabledElements, metaData } = window.cornerstone;
-    const viewport = getEnabledElements()[0].viewport;
-    const zOf = id => metaData.get('imagePlaneModule', id).imagePositionPatient[2];
-    const index = viewport.getImageIds().findIndex(id => Math.abs(zOf(id) - z) < tolerance);
-    if (index < 0) return { error: `no image at z=${z}` };
-    await viewport.setImageIdIndex(index);
-    viewport.render();
-    await new Promise(r => setTimeout(r, 800));  // the labelmap is drawn after the image
-    const focal = viewport.getCamera().focalPoint;
-    const centre = viewport.worldToCanvas(focal);
-    const towardsLeft = viewport.worldToCanvas([focal[0] + 50, focal[1], focal[2]]);  // DICOM LPS: +x is the patient's left
-    const marker = document.querySelector('.left-mid.orientation-marker .orientation-marker-value')?.textContent ?? null;
-    return { index, patient_left_on_screen: towardsLeft[0] < centre[0] ? 'left' : 'right', left_marker: marker };
-  }, { z, tolerance: plan.z_tolerance_mm });
+  const showSlice = z => showSliceOf(page, z, plan.z_tolerance_mm, 0);
 
   for (const z of plan.slices_z) {
     const shown = await showSlice(z);
@@ -115,9 +86,4 @@ try {
   await page.waitForTimeout(1500);  // OHIF's notification after the store
   result.screenshot = path.join(plan.out_dir, 'ohif_after_store.png');
   await page.screenshot({ path: result.screenshot });
-} catch (e) {
-  result.error = String(e.stack || e);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(result));
+});

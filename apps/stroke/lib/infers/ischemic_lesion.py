@@ -34,7 +34,8 @@ from lib.transforms.study import LoadStudyd
 from strokelabel import baselines, guard
 from strokelabel.errors import StrokeLabelError
 from strokelabel.midsagittal import mirror_about_plane
-from strokelabel.naming import find_modalities, parse_filename, study_kind
+from strokelabel.naming import parse_filename, study_kind
+from strokelabel.study import available_modalities
 
 # Modalities per study kind: required, optional.
 MODALITIES = {"mri": (("dwi",), ("adc", "flair")), "ctp": (("cbf", "cbv", "mtt", "tmax"), ("mip",))}
@@ -96,7 +97,7 @@ class IschemicLesionInfer(StrokeInferTask):
         if kind not in MODALITIES:
             raise StrokeLabelError(f"ischemic_lesion reads MRI (DWI/ADC) or CT perfusion studies, not {kind.upper()}")
         required, optional = MODALITIES[kind]
-        data["route"] = route_for(kind, find_modalities(image))
+        data["route"] = route_for(kind, available_modalities(image))
         return [LoadStudyd(required, optional)]
 
     def chosen_method(self, data) -> str:

@@ -1,0 +1,65 @@
+// What the browser tests' drivers share: headless Debian chromium (driven by playwright-core from the
+// viewer folder), a page that records the errors it meets, and a slice shown by its z position with
+// where the patient's left lands on screen.
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+export function readPlan() {
+  return JSON.parse(readFileSync(process.argv[2], 'utf8'));
+}
+
+// Runs body(page) in a fresh headless chromium; prints the result as one JSON line (errors in it, never thrown).
+export async function runInBrowser(plan, result, body) {
+  const require = createRequire(path.join(plan.viewer_dir, 'package.json'));
+  const { chromium } = require('playwright-core');
+  Object.assign(result, { page_errors: [], http_errors: [] });
+  const browser = await chromium.launch({
+    executablePath: plan.chromium,
+    // No GPU here: WebGL through SwiftShader (cornerstone renders with it; slow but exact).
+    args: ['--no-sandbox', '--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--ignore-gpu-blocklist'],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: plan.width ?? 1400, height: plan.height ?? 900 } });
+    page.on('pageerror', e => result.page_errors.push(e.message));
+    page.on('response', r => { if (r.status() >= 400) result.http_errors.push(`${r.status()} ${r.request().method()} ${r.url()}`); });
+    page.setDefaultTimeout(plan.step_timeout_ms);
+    await body(page);
+  } catch (e) {
+    result.error = String(e.stack || e);
+  } finally {
+    await browser.close();
+  }
+  console.log(JSON.stringify(result));
+}
+
+// Shows the slice at z (DICOM LPS mm) in the first viewport, stack or volume, and reports where the
+// patient's left lands on screen (from the renderer and from OHIF's orientation marker).
+export async function showSlice(page, z, tolerance, viewportIndex = 0) {
+  return page.evaluate(async ({ z, tolerance, viewportIndex }) => {
+    const { getEnabledElements, metaData } = window.cornerstone;
+    const viewport = getEnabledElements()[viewportIndex].viewport;
+    const zOf = id => metaData.get('imagePlaneModule', id).imagePositionPatient[2];
+    let index;
+    if (typeof viewport.setImageIdIndex === 'function') {  // a stack
+      index = viewport.getImageIds().findIndex(id => Math.abs(zOf(id) - z) < tolerance);
+      if (index < 0) return { error: `no image at z=${z}` };
+      await viewport.setImageIdIndex(index);
+    } else {  // a volume: move the camera along its normal to z
+      const camera = viewport.getCamera();
+      const { focalPoint, position, viewPlaneNormal } = camera;
+      if (Math.abs(Math.abs(viewPlaneNormal[2]) - 1) > 1e-3) return { error: `viewport ${viewportIndex} is not axial: normal ${viewPlaneNormal}` };
+      const dz = z - focalPoint[2];
+      viewport.setCamera({ focalPoint: [focalPoint[0], focalPoint[1], z], position: [position[0], position[1], position[2] + dz] });
+      index = viewport.getSliceIndex?.() ?? null;
+    }
+    viewport.render();
+    await new Promise(r => setTimeout(r, 800));  // the labelmap is drawn after the image
+    const focal = viewport.getCamera().focalPoint;
+    const centre = viewport.worldToCanvas(focal);
+    const towardsLeft = viewport.worldToCanvas([focal[0] + 50, focal[1], focal[2]]);  // DICOM LPS: +x is the patient's left
+    const element = viewport.element.closest('[data-viewportid]') ?? document;
+    const marker = element.querySelector('.left-mid.orientation-marker .orientation-marker-value')?.textContent ?? null;
+    return { index, focal_z: focal[2], patient_left_on_screen: towardsLeft[0] < centre[0] ? 'left' : 'right', left_marker: marker };
+  }, { z, tolerance, viewportIndex });
+}
