@@ -11,6 +11,7 @@ bash "$ROOT/scripts/setup_env.sh"
 PY="${VENV:-$ROOT/.venv}/bin/python"
 PORT="${PORT:-8000}"
 PACS_PORT="${PACS_PORT:-8042}"
+source "$ROOT/scripts/server_host.sh"
 STUDIES="$ROOT/sample-data/studies"
 "$PY" -m strokelabel.phantom --out "$STUDIES" --per-kind 12 --labelled 8 --size small --seed 2026
 READY="$ROOT/sample-data/pacs/ready"
@@ -26,4 +27,4 @@ done
 export MONAI_LABEL_TRACKING_ENABLED="${MONAI_LABEL_TRACKING_ENABLED:-false}"
 cd "$ROOT"
 echo "[server] http://localhost:$PORT  (PACS: http://127.0.0.1:$PACS_PORT/dicom-web; OHIF: http://localhost:$PORT/ohif3/ to correct and save, http://localhost:$PORT/ohif/ for the MONAI Label panel)"
-"$PY" -m monailabel.main start_server --app "$ROOT/apps/stroke" --studies "http://127.0.0.1:$PACS_PORT/dicom-web" --port "$PORT" "$@"
+"$PY" -m monailabel.main start_server --app "$ROOT/apps/stroke" --studies "http://127.0.0.1:$PACS_PORT/dicom-web" --host "$HOST" --port "$PORT" "$@"

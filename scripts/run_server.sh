@@ -4,7 +4,8 @@
 #   PORT     server port (default 8000)
 #   STUDIES  studies folder to serve (default: sample-data/studies, generated if missing)
 #   MODELS   tasks to serve (default: all)
-# Extra arguments go to `monailabel start_server` (e.g. --host 127.0.0.1).
+#   HOST     address to listen on (default 127.0.0.1; see scripts/server_host.sh)
+# Extra arguments go to `monailabel start_server`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"
@@ -12,6 +13,7 @@ PY="${VENV:-$ROOT/.venv}/bin/python"
 PORT="${PORT:-8000}"
 STUDIES="${STUDIES:-$ROOT/sample-data/studies}"
 MODELS="${MODELS:-all}"
+source "$ROOT/scripts/server_host.sh"
 
 if [ "$STUDIES" = "$ROOT/sample-data/studies" ]; then
   # Skips studies that already exist, so a restart is quick.
@@ -22,5 +24,5 @@ fi
 # builds. Enable it per training request with tracking=mlflow (a SQLite URI is used).
 export MONAI_LABEL_TRACKING_ENABLED="${MONAI_LABEL_TRACKING_ENABLED:-false}"
 cd "$ROOT"
-echo "[server] http://localhost:$PORT  (studies: $STUDIES)"
-exec "$PY" -m monailabel.main start_server --app "$ROOT/apps/stroke" --studies "$STUDIES" --port "$PORT" --conf models "$MODELS" "$@"
+echo "[server] http://$HOST:$PORT  (studies: $STUDIES)"
+exec "$PY" -m monailabel.main start_server --app "$ROOT/apps/stroke" --studies "$STUDIES" --host "$HOST" --port "$PORT" --conf models "$MODELS" "$@"

@@ -22,6 +22,8 @@ What was assumed or cleaned is in ``Study.notes``, for the result JSON.
 from __future__ import annotations
 
 import json
+import os
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -346,7 +348,8 @@ def _open(path: Path, modality: str, study_id: str):
     try:
         img = nib.load(str(path))
     except Exception as e:  # nibabel raises several types for unreadable or truncated files
-        raise StrokeLabelError(f"{modality} ({Path(path).name}) could not be read as NIfTI: {e}", study=study_id) from e
+        reason = str(e).replace(str(path), Path(path).name)  # never a server path in an answer
+        raise StrokeLabelError(f"{modality} ({Path(path).name}) could not be read as NIfTI: {reason}", study=study_id) from e
     if is_colour_picture(img):
         raise StrokeLabelError(
             f"{modality} ({Path(path).name}) is a coloured picture (RGB, e.g. a vendor's secondary-capture screenshot), not "
@@ -354,6 +357,60 @@ def _open(path: Path, modality: str, study_id: str):
             study=study_id,
         )
     return img
+
+
+# The most voxels a file sent to the server may hold (2^28: a 512 x 512 x 1024 volume, or a 4D CTP of
+# 512 x 512 x 32 x 32); a header claiming more is refused before any voxel is read.
+MAX_VOXELS = int(os.environ.get("STROKELABEL_MAX_VOXELS", 2**28))
+_CHUNK_BYTES = 1 << 22
+
+
+def check_nifti_file(path: str | Path, what: str, study: str, ndims: tuple[int, ...] = (3,)) -> None:
+    """A NIfTI file sent to the server (a study or a label), checked with bounded memory before anything
+    reads its voxels: a readable header, ``ndims`` dimensions, at most :data:`MAX_VOXELS`, numeric values,
+    a finite affine and positive spacing, and every voxel the header promises present in the file (a
+    truncated or corrupt gzip stream is found by reading it through in chunks, never whole; bytes past
+    the promised ones are never read, so a gzip bomb costs at most what its header declares)."""
+    img = _open(Path(path), what, study)
+    shape = tuple(int(n) for n in img.shape)
+    if len(shape) not in ndims and not (len(shape) == max(ndims) + 1 and shape[-1] == 1):
+        raise StrokeLabelError(f"{what} has {len(shape)} dimensions {shape}; expected {' or '.join(map(str, ndims))}", study=study)
+    voxels = int(np.prod(shape, dtype=np.int64))
+    if voxels > MAX_VOXELS:
+        raise StrokeLabelError(f"{what} claims {voxels:,} voxels {shape}, more than the {MAX_VOXELS:,} this server reads (STROKELABEL_MAX_VOXELS)", study=study)
+    check_dimensions(shape[:3], what, study)
+    dtype = img.get_data_dtype()
+    if dtype.kind not in "biuf":
+        raise StrokeLabelError(f"{what} stores {dtype} values; expected integers or floating point", study=study)
+    with nib.openers.ImageOpener(str(path), "rb") as stream:  # nibabel silently takes abs() of negative voxel sizes
+        zooms = type(img.header).from_fileobj(stream, check=False)["pixdim"][1:4]
+    if not all(np.isfinite(z) and z > 0 for z in zooms):
+        raise StrokeLabelError(f"{what} has voxel sizes {tuple(float(z) for z in zooms)} in its header; expected positive numbers", study=study)
+    check_spacing(img.affine, what, study)
+    _check_all_voxels_present(img, voxels * dtype.itemsize, what, study)
+
+
+def _check_all_voxels_present(img, data_bytes: int, what: str, study: str) -> None:
+    # nibabel's opener (plain or gzip) reads the file lazily; reading it through in chunks finds a short
+    # file or a broken gzip stream without holding the volume.
+    offset = int(img.dataobj.offset)
+    try:
+        with nib.openers.ImageOpener(img.file_map["image"].filename, "rb") as stream:
+            stream.seek(offset)
+            remaining = data_bytes
+            while remaining > 0:
+                chunk = stream.read(min(_CHUNK_BYTES, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+            # Up to the end of the stream (a gzip file's checksum is checked there), but no further than a little
+            # past the promised voxels: more than that is not the file the header describes.
+            if remaining == 0 and len(stream.read(_CHUNK_BYTES)) == _CHUNK_BYTES:
+                raise StrokeLabelError(f"{what} holds more data than the {data_bytes:,} bytes of voxels its header promises", study=study)
+    except (OSError, EOFError, ValueError, zlib.error) as e:  # gzip's own errors are OSError/EOFError
+        raise StrokeLabelError(f"{what} could not be read through: {e}", study=study) from e
+    if remaining > 0:
+        raise StrokeLabelError(f"{what} is truncated: {data_bytes - remaining:,} of the {data_bytes:,} bytes of voxels its header promises", study=study)
 
 
 def is_colour_picture(img) -> bool:

@@ -30,6 +30,7 @@ from lib.datastore import StrokeDatastore
 from lib.errors import http_errors
 from lib.infers.stroke_infer import SUMMARY_ROUTE
 from strokelabel import __version__
+from strokelabel.lifeline import tie_to_server
 from strokelabel.derived import summary_picture_path
 from strokelabel.study import describe_study
 
@@ -58,8 +59,17 @@ def build_task_configs(model_dir: str, conf: Dict[str, str], models: str = "all"
     return tasks
 
 
+
+def store_ai_seg(datastore) -> bool:
+    """Whether every AI answer on a study of ``datastore`` is stored as an AUTOMATIC SEG: in PACS mode unless
+    ``STROKELABEL_PACS_STORE_AI_SEG=0`` (a request's own ``save_label`` always wins)."""
+    from lib.dicomweb_datastore import StrokeDicomwebDatastore
+
+    return isinstance(datastore, StrokeDicomwebDatastore) and os.environ.get("STROKELABEL_PACS_STORE_AI_SEG", "1") != "0"
+
 class StrokeApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):
+        tie_to_server()  # in MONAI Label's training/scoring child: die with the server, never outlive it
         self.model_dir = os.path.join(app_dir, "model")
         self.models = build_task_configs(self.model_dir, conf, conf.get("models", "all"))
         logger.info(f"+++ Using tasks: {list(self.models)}")
@@ -155,6 +165,11 @@ class StrokeApp(MONAILabelApp):
         image = request.get("image")
         if not isinstance(image, str) or not (datastore or self.datastore()).get_image_uri(image):
             raise HTTPException(status_code=404, detail=f"no study {image!r} in the datastore")
+        if "save_label" not in request and store_ai_seg(datastore or self.datastore()):
+            # PACS mode: the answer is kept as the study's ``original`` label, which the PACS datastore stores as an
+            # AUTOMATIC SEG, so a task run from OHIF's MONAI Label panel (which never asks to save) can be
+            # opened, corrected and exported in the segmentation viewer.
+            request = {**request, "save_label": True}
         with http_errors():
             # The datastore id, for the result's summary URL (MONAI Label replaces ``image`` by the file's path).
             return super().infer({**request, "image_id": request.get("image")}, datastore)

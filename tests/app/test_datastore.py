@@ -92,7 +92,7 @@ def test_malformed_datastore_calls_get_a_4xx_naming_the_problem_and_write_nothin
     text.write_text("not an image")
     with pytest.raises(HTTPException) as error:
         store.add_image("sub-new_ses-01_dwi", str(text), {})
-    assert error.value.status_code == 422 and "not a NIfTI image" in error.value.detail
+    assert error.value.status_code == 422 and "could not be read as NIfTI" in error.value.detail
     with pytest.raises(HTTPException) as error:
         store.add_image("x", str(label), {})
     assert error.value.status_code == 422 and "reference volume" in error.value.detail

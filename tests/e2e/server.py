@@ -46,12 +46,15 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
                    env: dict | None = None):
     """Copy the app into ``workdir``, start the server on a free port, yield a :class:`Server`.
 
-    ``shipped_models=False`` leaves out ``model/shipped``: a site with no model at all.
+    ``shipped_models=False`` leaves out ``model/shipped``: a site with no model at all. A ``workdir``
+    that already holds the app is a restart: its app (and models) are used as they are.
     """
     workdir = Path(workdir).resolve()  # the server runs in workdir: relative paths would not resolve there
     app_dir = workdir / "stroke"
-    shutil.copytree(REPO / "apps" / "stroke", app_dir, ignore=shutil.ignore_patterns("__pycache__", "logs"))
-    if not shipped_models:
+    restart = app_dir.exists()
+    if not restart:
+        shutil.copytree(REPO / "apps" / "stroke", app_dir, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    if not shipped_models and not restart:
         shutil.rmtree(app_dir / "model" / "shipped", ignore_errors=True)
     port = free_port()
     log_path = Path(workdir) / "server.log"
@@ -60,7 +63,7 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
            "--host", "127.0.0.1", "--port", str(port), "--conf", "models", models]
     for key, value in (conf or {}).items():
         cmd += ["--conf", key, str(value)]
-    with open(log_path, "w") as log:
+    with open(log_path, "a" if restart else "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
     try:
         client = MONAILabelClient(f"http://127.0.0.1:{port}", tmpdir=str(Path(workdir) / "client"))

@@ -49,6 +49,7 @@ def test_the_monai_label_panel_runs_the_task_on_a_pacs_study_and_shows_its_named
     plan = {"server": f"http://127.0.0.1:{server.port}", "study_uid": str(shown_series.StudyInstanceUID), "image_series_uid": str(shown_series.SeriesInstanceUID),
             "task": task, "colours": dict(zip(labels, DISPLAY_COLOURS)), "slices_z": answer_z + [empty_z], "z_tolerance_mm": 0.01, "step_timeout_ms": 60000, "infer_timeout_ms": 180000}
     summaries_before = len(_summary_instances(server, shown_series.StudyInstanceUID, task))
+    ai_segs_before = len(_study_instances(server, shown_series.StudyInstanceUID, "SEG", "StrokeLabel original (automatic)"))
     report = run_driver("ohif_panel.mjs", plan, tmp_path)
     print({k: report.get(k) for k in ("requests", "segments", "labelmap_voxels_by_label", "panel_models", "steps")})
     assert "error" not in report, f"{report['error']}\npage errors: {report['page_errors']}\nHTTP errors: {report['http_errors']}"
@@ -97,14 +98,21 @@ def test_the_monai_label_panel_runs_the_task_on_a_pacs_study_and_shows_its_named
     # The figures: the panel's run filed the study's summary picture in the PACS as a Secondary Capture, which the viewer lists.
     assert len(_summary_instances(server, shown_series.StudyInstanceUID, task)) > summaries_before, f"the panel's run filed no summary picture of {task}"
     assert any(f"StrokeLabel {task} summary" in text for text in report["series_list"]), report["series_list"]
+    # And its answer is in the PACS as an AUTOMATIC SEG, for the segmentation viewer (/ohif3/) to open and correct.
+    assert len(_study_instances(server, shown_series.StudyInstanceUID, "SEG", "StrokeLabel original (automatic)")) > ai_segs_before
 
 
 def _summary_instances(server, study_uid, task) -> list[str]:
     """The PACS's summary pictures (Secondary Capture) of ``task`` in the study."""
+    return _study_instances(server, study_uid, "OT", f"StrokeLabel {task} summary")
+
+
+def _study_instances(server, study_uid, modality: str, description: str) -> list[str]:
+    """The PACS's instances of the study in series of ``modality`` and ``description``."""
     out = []
     for series in server.orthanc.get("/series?expand"):
         tags = series["MainDicomTags"]
-        if tags.get("Modality") == "OT" and tags.get("SeriesDescription") == f"StrokeLabel {task} summary" \
+        if tags.get("Modality") == modality and tags.get("SeriesDescription") == description \
                 and server.orthanc.get(f"/studies/{series['ParentStudy']}")["MainDicomTags"]["StudyInstanceUID"] == str(study_uid):
             out += series["Instances"]
     return out

@@ -142,8 +142,12 @@ def test_a_saved_correction_goes_to_the_pacs_as_a_manual_seg_with_coded_segments
     labels = pacs_server.client.datastore()["objects"][dwi]["labels"]
     assert "final" in labels
     segs = seg_series(pacs_server.orthanc)
-    assert len(segs) == 1 and segs[0]["description"] == "StrokeLabel final (manual)"
-    segment = segs[0]["segments"][0]
+    corrections = [s for s in segs if s["description"] == "StrokeLabel final (manual)"]
+    # Every AI answer on a PACS study is there too, as AUTOMATIC (what the segmentation viewer opens to correct).
+    answers = [s for s in segs if s["description"] == "StrokeLabel original (automatic)"]
+    assert len(corrections) == 1 and answers and len(segs) == len(corrections) + len(answers), [s["description"] for s in segs]
+    assert all(segment["SegmentAlgorithmType"] == "AUTOMATIC" for s in answers for segment in s["segments"])
+    segment = corrections[0]["segments"][0]
     assert segment["SegmentLabel"] == "lesion" and segment["SegmentAlgorithmType"] == "MANUAL"
     assert segment["SegmentedPropertyTypeCodeSequence"][0]["CodeValue"] == "55641003"  # SNOMED CT: infarct
 

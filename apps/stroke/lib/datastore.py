@@ -29,7 +29,7 @@ from lib.errors import http_errors
 from strokelabel.derived import atomic_save_nifti, atomic_write_bytes
 from strokelabel.errors import StrokeLabelError
 from strokelabel.naming import find_derivative_mask, find_modalities, find_reference_volumes, is_reference, parse_filename, study_kind
-from strokelabel.study import LABEL_VALUES, check_label
+from strokelabel.study import LABEL_VALUES, MAX_VOXELS, check_label, check_nifti_file
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +142,8 @@ class StrokeDatastore(LocalDatastore):
         name = image_id + ".nii.gz" if image_id else os.path.basename(image_filename)
         if not is_reference(name):
             raise HTTPException(status_code=422, detail=f"{name}: uploads must be a study's reference volume (…_tmax, …_dwi or …_acq-phase1_cta .nii.gz)")
-        try:
-            nib.load(image_filename).header  # noqa: B018 (a readable NIfTI header, or a clear 422)
-        except Exception as e:  # nibabel raises several types for what is not NIfTI
-            raise HTTPException(status_code=422, detail=f"the upload for {name} is not a NIfTI image ({e})") from e
+        with http_errors():  # a clear 422 naming the defect, with bounded memory, before the file joins the studies
+            check_nifti_file(image_filename, f"the upload for {name}", study=image_id or name, ndims=(3, 4))
         return super().add_image(image_id, image_filename, image_info)
 
     def remove_image(self, image_id: str) -> None:
@@ -164,11 +162,17 @@ class StrokeDatastore(LocalDatastore):
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(label_tag)):
             raise HTTPException(status_code=422, detail=f"label tag {label_tag!r}: use letters, digits, '_' or '-' (e.g. final)")
         with http_errors():
-            self._check_label_fits_study(image_id, obj, label_filename)
+            values, affine = self._check_label_fits_study(image_id, obj, label_filename)
         _, label_ext = self._to_id(os.path.basename(label_filename))
+        is_nifti = label_ext in (".nii", ".nii.gz")
+        label_ext = label_ext if is_nifti else ".nii.gz"  # NRRD (3D Slicer, an answer for OHIF) kept as NIfTI, as every reader here expects
         name = self._filename(image_id, label_ext)
+        path = os.path.join(self._datastore.label_path(label_tag), name)
         with FileLock(self._lock_file):
-            atomic_write_bytes(os.path.join(self._datastore.label_path(label_tag), name), Path(label_filename).read_bytes())
+            if is_nifti:
+                atomic_write_bytes(path, Path(label_filename).read_bytes())
+            else:
+                atomic_save_nifti(np.asarray(values).astype(np.uint8), affine, path)
             obj.labels[label_tag] = DataModel(info={**(label_info or {}), "ts": int(time.time()), "name": name}, ext=label_ext)
             self._update_datastore_file(lock=False)
         logger.info(f"Saved label {label_tag} of {image_id}")
@@ -189,20 +193,30 @@ class StrokeDatastore(LocalDatastore):
         else:
             write()
 
-    def _check_label_fits_study(self, image_id: str, obj: ImageLabelModel, label_filename: str) -> None:
+    def _check_label_fits_study(self, image_id: str, obj: ImageLabelModel, label_filename: str):
         kind = obj.image.info.get("kind") or study_kind(obj.image.info.get("name", image_id + ".nii.gz"))
         reference = nib.load(self._image_file(image_id, obj))
         values, affine = read_label(label_filename, study=image_id)
         check_label(values, affine, reference.shape[:3], reference.affine, allowed=LABEL_VALUES[kind], study=image_id)
+        values = np.asarray(values)
+        return (values[..., 0] if values.ndim == 4 else values), reference.affine  # on the study's grid: its own affine
 
 
 def read_label(path: str, study: str):
     """A label as (array in NIfTI voxel order, RAS affine), from NIfTI or NRRD (3D Slicer may send either)."""
     try:
         if path.endswith((".nii", ".nii.gz")):
+            check_nifti_file(path, "the label", study)  # before any voxel is read: a hostile header costs nothing
             img = nib.load(path)
             return np.asanyarray(img.dataobj), img.affine
-        image = sitk.ReadImage(path)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        reader.ReadImageInformation()
+        if int(np.prod(reader.GetSize(), dtype=np.int64)) > MAX_VOXELS:
+            raise StrokeLabelError(f"the label claims {reader.GetSize()} voxels, more than the {MAX_VOXELS:,} this server reads", study=study)
+        image = reader.Execute()
+    except StrokeLabelError:
+        raise
     except Exception as e:  # nibabel and SimpleITK raise several types for unreadable files
         raise StrokeLabelError(f"the label file could not be read ({e})", study=study) from e
     # SimpleITK is LPS with (z, y, x) arrays; NIfTI/nibabel is RAS with (x, y, z).

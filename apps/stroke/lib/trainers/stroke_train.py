@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
+from pathlib import Path
 from typing import Any, Dict, Sequence
 
 import numpy as np
@@ -27,7 +27,9 @@ from monai.handlers import LrScheduleHandler, MeanDice, from_engine
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
+from strokelabel.derived import atomic_write_bytes
 from strokelabel.errors import StrokeLabelError
+from strokelabel.lifeline import server_alive
 from strokelabel.study import LABEL_VALUES, check_label
 
 logger = logging.getLogger(__name__)
@@ -190,12 +192,15 @@ class StrokeTrainTask(BasicTrainTask):
         candidate = os.path.join(context.output_dir, self._key_metric_filename)
         if not os.path.exists(candidate):
             return {"published": False, "reason": "training produced no checkpoint; the model in use is unchanged"}
+        if not server_alive():  # an orphaned run must never change a restarted server's model
+            logger.error(f"{self._task_name}: the server that started this training is gone: nothing published")
+            return {"published": False, "reason": "the server that started this training is gone; the model in use is unchanged"}
 
         version = f"{self._task_name}_{context.run_id}"
         versions_dir = os.path.join(context.output_dir, "versions")
         os.makedirs(versions_dir, exist_ok=True)
         version_path = os.path.join(versions_dir, version + ".pt")
-        shutil.copy(candidate, version_path)
+        atomic_write_bytes(version_path, Path(candidate).read_bytes())
 
         # Decided on the figures reported (4 decimals): a Dice of 3e-6 (a whole head called clot, one
         # voxel right) is "nothing right" as the response shows it.
@@ -216,9 +221,8 @@ class StrokeTrainTask(BasicTrainTask):
             "published": published,
         }
         if published:
-            tmp = self._publish_path_in_use + ".tmp"
-            shutil.copy(candidate, tmp)
-            os.replace(tmp, self._publish_path_in_use)  # atomic: an infer never reads half a file
+            # temp file, fsync, rename: an infer never reads half a file, a crash never leaves one in use
+            atomic_write_bytes(self._publish_path_in_use, Path(candidate).read_bytes())
             decision["reason"] = (
                 "first trained model" if in_use_dice is None else f"validation Dice {candidate_dice:.4f} >= {in_use_dice:.4f} of the model in use"
             )
@@ -228,7 +232,6 @@ class StrokeTrainTask(BasicTrainTask):
             decision["reason"] = (
                 f"validation Dice {candidate_dice:.4f} < {in_use_dice:.4f} of the model in use: kept aside as {version}"
             )
-        with open(os.path.join(versions_dir, version + ".json"), "w") as f:
-            json.dump(decision, f, indent=2)
+        atomic_write_bytes(os.path.join(versions_dir, version + ".json"), json.dumps(decision, indent=2).encode())
         logger.info(f"{self._task_name}: {decision['reason']}")
         return decision
