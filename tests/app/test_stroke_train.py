@@ -131,3 +131,17 @@ def test_a_first_model_that_gets_nothing_right_is_not_published(tmp_path):
     assert stats["candidate_val_dice"] == 0 and stats["in_use_val_dice"] is None
     assert stats["published"] is False and "got nothing right" in stats["reason"]
     assert not os.path.exists(blind._publish_path_in_use) and os.path.exists(stats["version_path"])
+
+
+def test_a_run_whose_server_is_gone_publishes_nothing(trainer, tmp_path, monkeypatch):
+    # In MONAI Label's training child the server's pid is recorded at start; a child re-parented since
+    # (its server killed) must not publish into whatever server runs now.
+    import lib.trainers.stroke_train as stroke_train
+    from strokelabel import lifeline
+
+    monkeypatch.setattr(lifeline, "_server_pid", os.getppid() + 1_000_000)  # a parent that is not ours any more
+    monkeypatch.setattr(stroke_train, "server_alive", lifeline.server_alive)
+    assert not lifeline.server_alive()
+    result = train(trainer, make_studies(tmp_path / "studies"), max_epochs=2)
+    assert result["published"] is False and "server that started this training is gone" in result["reason"]
+    assert not os.path.exists(trainer._publish_path_in_use)

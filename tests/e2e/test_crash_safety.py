@@ -1,0 +1,142 @@
+"""`kill -9` of the real server during training and during label saves: the model in use and every saved label
+stay whole, the training child dies with the server (an orphan must never publish after a restart), and the
+server restarts clean on the same folders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from strokelabel.phantom.isles_layout import generate_isles_study
+from tests.e2e.server import running_server
+
+pytestmark = pytest.mark.e2e
+CHILD_MODULE = "monailabel.interfaces.utils.app"
+
+
+def models_in_use(model_dir: Path) -> dict[str, str]:
+    """sha256 of each checkpoint an infer may load: the published models and the shipped ones (not a run's own files)."""
+    files = list(model_dir.glob("*.pt")) + list((model_dir / "shipped").glob("*.pt"))
+    return {str(p.relative_to(model_dir)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def children_running(parent_pid: int, method: str = "train") -> list[int]:
+    """The pids of MONAI Label's background children of ``method`` (train, scoring, ...) under the server."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent_pid and CHILD_MODULE in cmdline and f" -m {method} " in cmdline:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until(condition, timeout_s: float, step_s: float = 0.5):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step_s)
+    return condition()
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("crash_isles22")
+    for i in range(1, 5):
+        generate_isles_study(root, i, seed=300 + i)
+    return root
+
+
+def test_kill_9_during_training_leaves_the_model_in_use_and_the_trainer_dies_with_the_server(studies, tmp_path):
+    work = tmp_path / "server"
+    with running_server(work, studies, models="ischemic_lesion") as server:
+        model_dir = server.app_dir / "model"
+        before = models_in_use(model_dir)
+        server.client.train_start("ischemic_lesion_mri", {"max_epochs": 500, "device": "cpu", "dataset": "Dataset", "val_split": 0.25})
+        trainers = wait_until(lambda: children_running(server.proc.pid), 60)
+        assert trainers, "no training child started"
+        # Training, not starting: the child has logged an epoch.
+        assert wait_until(lambda: "Epoch: 1/500" in server.log.read_text() or "Epoch[1]" in server.log.read_text(), 240), server.log.read_text()[-3000:]
+        server.proc.kill()
+        server.proc.wait(timeout=30)
+        assert wait_until(lambda: not any(alive(pid) for pid in trainers), 20), f"training child {trainers} outlived the server"
+        assert models_in_use(model_dir) == before
+
+    with running_server(work, studies, models="ischemic_lesion") as again:  # restart on the same app, models and labels
+        assert models_in_use(again.app_dir / "model") == before
+        assert again.client.train_status(check_if_running=True) is False  # nothing runs after the restart
+        assert not children_running(again.proc.pid)
+        image_id = next(iter(again.client.datastore()["objects"]))
+        _, result = again.client.infer("ischemic_lesion", image_id, {})
+        assert result["method"] in ("model", "baseline")
+
+
+def test_kill_9_during_label_saves_leaves_one_whole_label_and_a_readable_datastore(studies, tmp_path):
+    work = tmp_path / "server"
+    with running_server(work, studies, models="ischemic_lesion") as server:
+        image_id = sorted(server.client.datastore()["objects"])[0]
+        reference = nib.load(str(server.studies / server.client.datastore()["objects"][image_id]["image"]["info"]["relpath"]))
+        versions = []
+        for k in range(2):  # two valid corrections, told apart by their bytes
+            values = np.zeros(reference.shape[:3], np.uint8)
+            values[10 + 10 * k: 20 + 10 * k, 20:30, 2:4] = 1
+            path = tmp_path / f"label{k}.nii.gz"
+            nib.save(nib.Nifti1Image(values, reference.affine), str(path))
+            versions.append(path)
+        server.client.save_label(image_id, str(versions[0]), tag="final")
+        saved_path = server.studies / "labels" / "final" / f"{image_id}.nii.gz"
+        assert saved_path.read_bytes() == versions[0].read_bytes()
+        whole = {versions[k].read_bytes() for k in range(2)}
+
+        saves = {"done": 0, "errors": 0}
+        stop = threading.Event()
+
+        def keep_saving():
+            k = 1
+            while not stop.is_set():
+                try:
+                    server.client.save_label(image_id, str(versions[k]), tag="final")
+                    saves["done"] += 1
+                except Exception:
+                    saves["errors"] += 1
+                    return
+                k = 1 - k
+
+        saver = threading.Thread(target=keep_saving)
+        saver.start()
+        time.sleep(2.0)
+        server.proc.kill()
+        server.proc.wait(timeout=30)
+        stop.set()
+        saver.join(timeout=60)
+        assert saves["done"] >= 2, saves  # the kill came while saves were going on
+        assert saved_path.read_bytes() in whole  # one whole label, never half of one
+
+    with running_server(work, studies, models="ischemic_lesion") as again:
+        labels = again.client.datastore()["objects"][image_id]["labels"]
+        assert "final" in labels
+        downloaded = Path(again.client.download_label(image_id, "final"))
+        assert downloaded.read_bytes() in whole
+        assert not [p for p in (studies / "labels" / "final").glob("*") if p.suffix == ".tmp" and not p.name.startswith(".")]
+        print(f"{saves['done']} saves before the kill; the label kept: version {[v.read_bytes() for v in versions].index(downloaded.read_bytes())}")
+    assert os.path.exists(saved_path)

@@ -1,0 +1,38 @@
+"""Background work tied to its server: only MONAI Label's background children are tied (the kill test is e2e)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from strokelabel import lifeline
+
+
+def test_a_process_that_is_not_a_background_child_is_left_alone():
+    assert not lifeline.is_background_child()
+    assert lifeline.tie_to_server() is None and lifeline.server_alive()
+
+
+def test_a_child_whose_parent_dies_is_killed_with_it():
+    # A parent that ties a grandchild as MONAI Label's child would be tied, then exits: the grandchild must die.
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'import sys, time, runpy; from strokelabel import lifeline; lifeline.is_background_child = lambda: True; "
+        "lifeline.tie_to_server(); print(\"tied\", flush=True); time.sleep(60)'], stdout=subprocess.PIPE, text=True)\n"
+        "assert child.stdout.readline().strip() == 'tied'\n"
+        "print(child.pid, flush=True)\n"
+    )
+    parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert parent.returncode == 0, parent.stderr
+    pid = int(parent.stdout.strip())
+    for _ in range(50):
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return  # gone
+        if state == "Z":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the tied child {pid} outlived its parent")
