@@ -96,6 +96,9 @@ class StrokeApp(MONAILabelApp):
             return FileResponse(self.summary_picture(image, task), media_type="image/png")
 
         server.app.add_api_route(SUMMARY_ROUTE, summary, methods=["GET"], tags=["stroke"], summary="The one-page summary picture of a result")
+        from lib.access_control import install
+
+        install(server.app, self.app_dir)  # the built-in realm (if on), the audit log, the upload limit
         self._add_ohif3_routes(server.app)
         if str(self.studies).startswith(("http://", "https://")):
             from monailabel.config import settings

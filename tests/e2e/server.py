@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 180
@@ -75,6 +76,12 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
             try:
                 client.info()
                 break
+            except MONAILabelClientException as e:
+                if "Status: 401" in str(e.msg):  # up, with access control on
+                    break
+                if time.time() > deadline:
+                    raise RuntimeError(f"server did not answer /info in {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-5000:]}")
+                time.sleep(1)
             except Exception:
                 if time.time() > deadline:
                     raise RuntimeError(f"server did not answer /info in {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-5000:]}")

@@ -1,0 +1,91 @@
+"""Access control on the real server, driven by MONAI Label's own client as the 3D Slicer plugin logs in: users and
+roles from a users file, tokens from the app's built-in realm, 401 without or with a bad token or password, 403 for
+a role that may not, and an audit log of who did what to which study."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException
+
+from strokelabel.access import add_user
+from strokelabel.phantom.study import generate_study
+from tests.e2e.server import free_port, running_server
+
+pytestmark = pytest.mark.e2e
+PASSWORDS = {"rita": "reader-password-1", "anna": "annotator-password-2", "adam": "admin-password-3"}
+ROLES = {"rita": "reader", "anna": "annotator", "adam": "admin"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    work = tmp_path_factory.mktemp("access")
+    users = work / "users.json"
+    for name, role in ROLES.items():
+        add_user(users, name, PASSWORDS[name], role)
+    generate_study(work / "studies", "mri", "acc1", seed=4505)
+    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": f"http://127.0.0.1:{free_port()}/realms/strokelabel",
+           "STROKELABEL_USERS_FILE": str(users), "STROKELABEL_MAX_UPLOAD_MB": "8"}
+    with running_server(work / "server", work / "studies", models="ischemic_lesion", env=env) as srv:
+        yield srv
+
+
+def client_of(server, tmp_path, name=None, password=None) -> MONAILabelClient:
+    client = MONAILabelClient(f"http://127.0.0.1:{server.port}", tmpdir=str(tmp_path))
+    if name:
+        client.update_auth(client.auth_token(name, password or PASSWORDS[name]))
+    return client
+
+
+def status_of(call) -> int:
+    with pytest.raises(MONAILabelClientException) as error:
+        call()
+    return int(str(error.value.msg).split("Status: ")[1].split(";")[0])
+
+
+def test_who_may_do_what(server, tmp_path):
+    anonymous = client_of(server, tmp_path)
+    assert anonymous.auth_enabled()
+    assert status_of(anonymous.info) == 401
+    assert status_of(lambda: anonymous.auth_token("anna", "wrong-password")) == 401  # not MONAI Label's 500
+    assert status_of(lambda: anonymous.auth_token("nobody", "whatever-it-is")) == 401
+
+    reader, annotator, admin = (client_of(server, tmp_path, name) for name in ("rita", "anna", "adam"))
+    image_id = next(iter(reader.datastore()["objects"]))
+    assert reader.auth_valid_token() and reader.info()["models"]["ischemic_lesion"]
+    label_file, result = reader.infer("ischemic_lesion", image_id, {"method": "baseline"})
+    assert result["lesion_volume_ml"] >= 0
+    assert status_of(lambda: reader.save_label(image_id, label_file, tag="final")) == 403
+    annotator.save_label(image_id, label_file, tag="final")
+    assert "final" in annotator.datastore()["objects"][image_id]["labels"]
+    assert status_of(lambda: annotator.train_start("ischemic_lesion_mri", {"max_epochs": 1})) == 403
+    assert status_of(lambda: reader.train_start("ischemic_lesion_mri", {"max_epochs": 1})) == 403
+
+    # A token changed by hand is no token.
+    forged = client_of(server, tmp_path)
+    token = annotator._headers["Authorization"]
+    forged._headers["Authorization"] = token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")
+    assert status_of(forged.info) == 401
+
+    # The audit log: who saved which study's label, who was refused; never a password.
+    audit = [json.loads(line) for line in (server.app_dir / "logs" / "audit.log").read_text().splitlines()]
+    saved = [e for e in audit if e["path"] == "/datastore/label" and e["method"] == "PUT"]
+    assert {(e["user"], e["study"], e["tag"], e["status"]) for e in saved} == {("rita", image_id, "final", 403), ("anna", image_id, "final", 200)}
+    assert any(e["user"] == "rita" and e["path"].startswith("/infer/ischemic_lesion") and e["status"] == 200 and e["study"] == image_id for e in audit)
+    assert any(e["user"] == "anonymous" and e["path"] == "/auth/token" and e["status"] == 401 for e in audit)
+    for text in (server.log.read_text(), (server.app_dir / "logs" / "audit.log").read_text()):
+        assert not any(password in text for password in PASSWORDS.values())
+
+
+def test_an_admin_may_train_and_uploads_beyond_the_limit_are_refused(server, tmp_path):
+    admin = client_of(server, tmp_path, "adam")
+    started = admin.train_start("ischemic_lesion_mri", {"max_epochs": 1, "device": "cpu", "dataset": "Dataset"})
+    assert started is not None
+    admin.train_stop()
+    big = tmp_path / "big.nii"
+    nib.save(nib.Nifti1Image(np.zeros((512, 512, 20), np.float32), np.eye(4)), str(big))  # 20 MB > the test's 8 MB limit
+    assert status_of(lambda: admin.upload_image(str(big), image_id="sub-big_ses-01_dwi")) == 413
