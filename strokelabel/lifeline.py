@@ -1,4 +1,4 @@
-"""Background work tied to the server that started it.
+"""Background work tied to the server that started it, and yielding to the clinician's calls.
 
 MONAI Label runs training, scoring and batch inference in child processes
 (``python -m monailabel.interfaces.utils.app -m train ...``). If the server is killed (``kill -9``,
@@ -6,21 +6,37 @@ an out-of-memory kill), such a child would run on unseen and a trainer could pub
 server restarted since, which never asked for it. Here a child asks the kernel to kill it with its
 parent (Linux ``PR_SET_PDEATHSIG``), and a trainer checks before publishing that its server is still
 the one that started it (the parent test holds where the kernel call does not exist).
+
+Background children also run at a lower CPU priority (``nice`` 10) and, between studies, wait while
+the server answers a clinician (an infer or a label save in flight: :func:`foreground_call` keeps a
+marker file for as long as one runs), so active learning never starves the person at the viewer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import signal
 import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 MONAILABEL_CHILD_MODULE = "monailabel.interfaces.utils.app"
 _PR_SET_PDEATHSIG = 1
+BACKGROUND_NICENESS = 10
 _server_pid: int | None = None
+# Where the server marks a clinician's call in flight; shared with its children through the environment.
+BUSY_ENV = "STROKELABEL_FOREGROUND_MARKER"
+# 0: background work neither lowers its priority nor waits (to measure what yielding buys: scripts/benchmark_scoring.py)
+YIELD_ENV = "STROKELABEL_BACKGROUND_YIELD"
+_in_flight = 0
+_in_flight_lock = threading.Lock()
 
 
 def is_background_child() -> bool:
@@ -43,9 +59,56 @@ def tie_to_server() -> int | None:
         if not server_alive():  # the server died before the kernel call took effect
             logger.error("the server that started this process is gone: stopping")
             os._exit(1)
+        if os.environ.get(YIELD_ENV, "1") != "0":
+            os.nice(BACKGROUND_NICENESS)  # the clinician's infer gets the cores first
+            _leave_a_core_free()
     return _server_pid
+
+
+def _leave_a_core_free() -> None:
+    """Background work computes on one core fewer than the machine has: a lower priority alone does not
+    stop its threads from holding every core the moment the clinician's infer starts."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
 
 
 def server_alive() -> bool:
     """False only in a background child whose server is gone (it was re-parented)."""
     return _server_pid is None or os.getppid() == _server_pid
+
+
+def busy_marker() -> Path:
+    """The marker file of the server's calls in flight (set up once per server, inherited by its children)."""
+    if not os.environ.get(BUSY_ENV):
+        os.environ[BUSY_ENV] = str(Path(tempfile.gettempdir()) / f"strokelabel-foreground-{os.getpid()}")
+    return Path(os.environ[BUSY_ENV])
+
+
+@contextlib.contextmanager
+def foreground_call():
+    """Around a clinician's call in the server (infer, label save): background work waits meanwhile."""
+    global _in_flight
+    marker = busy_marker()
+    with _in_flight_lock:
+        _in_flight += 1
+        marker.touch()
+    try:
+        yield
+    finally:
+        with _in_flight_lock:
+            _in_flight -= 1
+            if _in_flight == 0:
+                marker.unlink(missing_ok=True)
+
+
+def wait_for_foreground(max_wait_s: float = 120.0, step_s: float = 0.2) -> float:
+    """In background work, between units of work: wait while a clinician's call is in flight (at most
+    ``max_wait_s``, so a stuck marker never stops the work for good); returns the seconds waited."""
+    marker = os.environ.get(BUSY_ENV)
+    if not marker or os.environ.get(YIELD_ENV, "1") == "0":
+        return 0.0
+    started = time.monotonic()
+    while Path(marker).exists() and time.monotonic() - started < max_wait_s:
+        time.sleep(step_s)
+    return time.monotonic() - started

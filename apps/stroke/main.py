@@ -30,7 +30,7 @@ from lib.datastore import StrokeDatastore
 from lib.errors import http_errors
 from lib.infers.stroke_infer import SUMMARY_ROUTE
 from strokelabel import __version__
-from strokelabel.lifeline import tie_to_server
+from strokelabel.lifeline import busy_marker, foreground_call, tie_to_server
 from strokelabel.derived import summary_picture_path
 from strokelabel.study import describe_study
 
@@ -69,7 +69,8 @@ def store_ai_seg(datastore) -> bool:
 
 class StrokeApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):
-        tie_to_server()  # in MONAI Label's training/scoring child: die with the server, never outlive it
+        if tie_to_server() is None:  # in MONAI Label's training/scoring child: die with the server, never outlive it
+            busy_marker().unlink(missing_ok=True)  # the server: where it marks a clinician's call for its children
         self.model_dir = os.path.join(app_dir, "model")
         self.models = build_task_configs(self.model_dir, conf, conf.get("models", "all"))
         logger.info(f"+++ Using tasks: {list(self.models)}")
@@ -173,7 +174,7 @@ class StrokeApp(MONAILabelApp):
             # AUTOMATIC SEG, so a task run from OHIF's MONAI Label panel (which never asks to save) can be
             # opened, corrected and exported in the segmentation viewer.
             request = {**request, "save_label": True}
-        with http_errors():
+        with http_errors(), foreground_call():  # background scoring waits while a clinician's infer runs
             # The datastore id, for the result's summary URL (MONAI Label replaces ``image`` by the file's path).
             return super().infer({**request, "image_id": request.get("image")}, datastore)
 

@@ -216,3 +216,37 @@ def test_auto_serves_a_model_that_agrees_with_the_physiology(config, study, monk
     monkeypatch.setattr(task, "run_model", physics_model)
     _, data = task({"image": str(study["reference"]), "skip_writer": True, "device": "cpu"})
     assert data["result"]["method"] == "model" and data["result"]["quality"]["passed"] and data["result"]["review"] is False
+
+
+def test_a_scoring_round_is_bounded_and_the_rest_waits_for_the_next_one():
+    store = FakeStore({f"s{i}": {"kind": "ctp"} for i in range(5)})
+    scoring = StrokeUncertaintyScoring(FakeInfer(), lambda path, samples, device: {"entropy": 0.1}, key="u", score_name="entropy",
+                                       kinds=("ctp",), max_studies=2)
+    first = scoring({"device": "cpu"}, store)
+    assert (first["executed"], first["deferred"]) == (2, 3)
+    second = scoring({"device": "cpu"}, store)
+    assert (second["executed"], second["skipped"], second["deferred"]) == (2, 2, 1)
+    assert scoring({"device": "cpu", "max_studies": 10}, store)["executed"] == 1
+    assert scoring({"device": "cpu", "force": True, "max_seconds": -1}, store)["executed"] == 0  # no time left in the round
+
+
+def test_scoring_waits_while_a_clinicians_call_is_in_flight(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from strokelabel import lifeline
+
+    monkeypatch.setenv(lifeline.BUSY_ENV, str(tmp_path / "busy"))
+    scored_at = []
+    scoring = StrokeUncertaintyScoring(FakeInfer(), lambda path, samples, device: scored_at.append(time.monotonic()) or {"entropy": 0.1},
+                                       key="u", score_name="entropy", kinds=("ctp",))
+    store = FakeStore({"a": {"kind": "ctp"}})
+    with lifeline.foreground_call():  # an infer in the server
+        assert (tmp_path / "busy").exists()
+        worker = threading.Thread(target=lambda: scoring({"device": "cpu"}, store))
+        worker.start()
+        time.sleep(0.6)
+        assert not scored_at  # waiting
+        released = time.monotonic()
+    worker.join(timeout=10)
+    assert not (tmp_path / "busy").exists() and scored_at and scored_at[0] >= released

@@ -28,6 +28,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from lib.errors import http_errors
 from strokelabel.derived import atomic_save_nifti, atomic_write_bytes
 from strokelabel.errors import StrokeLabelError
+from strokelabel.lifeline import foreground_call
 from strokelabel.naming import find_derivative_mask, find_modalities, find_reference_volumes, is_reference, parse_filename, study_kind
 from strokelabel.study import LABEL_VALUES, MAX_VOXELS, check_label, check_nifti_file
 
@@ -161,7 +162,7 @@ class StrokeDatastore(LocalDatastore):
         label_tag = getattr(label_tag, "value", label_tag)  # MONAI Label passes its DefaultLabelTag enum when an infer saves
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(label_tag)):
             raise HTTPException(status_code=422, detail=f"label tag {label_tag!r}: use letters, digits, '_' or '-' (e.g. final)")
-        with http_errors():
+        with http_errors(), foreground_call():  # background scoring waits meanwhile
             values, affine = self._check_label_fits_study(image_id, obj, label_filename)
         _, label_ext = self._to_id(os.path.basename(label_filename))
         is_nifti = label_ext in (".nii", ".nii.gz")

@@ -12,7 +12,10 @@
 
 MONAI Label runs scoring in a background process after start-up, training and each
 ``next_sample`` (``MONAI_LABEL_AUTO_UPDATE_SCORING``), which writes the datastore file; the
-strategy reloads the datastore before ranking so the server sees those scores.
+strategy reloads the datastore before ranking so the server sees those scores. That process runs at a
+lower CPU priority, waits between studies while a clinician's infer or save is in flight
+(:mod:`strokelabel.lifeline`), and scores at most ``max_studies`` studies or ``max_seconds`` per
+round (20 and 300 s by default, ``STROKELABEL_SCORING_MAX_STUDIES``/``_SECONDS``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any, Callable, Dict, Sequence
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
+
+from strokelabel.lifeline import wait_for_foreground
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ class StrokeUncertaintyScoring(ScoringMethod):
     :param score_name: which value of ``score_fn``'s dict is the score
     :param kinds: study kinds the task reads
     :param samples: stochastic passes per study (request ``samples`` overrides)
+    :param max_studies, max_seconds: bounds of one round (request ``max_studies``/``max_seconds`` override);
+        the studies left over are scored in the next round
     """
 
     def __init__(
@@ -53,6 +60,8 @@ class StrokeUncertaintyScoring(ScoringMethod):
         kinds: Sequence[str],
         samples: int = 4,
         description: str = "MC-dropout uncertainty of the model in use",
+        max_studies: int = int(os.environ.get("STROKELABEL_SCORING_MAX_STUDIES", 20)),
+        max_seconds: float = float(os.environ.get("STROKELABEL_SCORING_MAX_SECONDS", 300)),
     ):
         super().__init__(description)
         self.infer_task = infer_task
@@ -61,6 +70,7 @@ class StrokeUncertaintyScoring(ScoringMethod):
         self.score_name = score_name
         self.kinds = tuple(kinds)
         self.samples = samples
+        self.max_studies, self.max_seconds = max_studies, max_seconds
 
     def model_timestamp(self) -> int:
         path = self.infer_task.get_path() if self.infer_task.model_available() else None
@@ -76,8 +86,11 @@ class StrokeUncertaintyScoring(ScoringMethod):
         import torch
 
         device = device if device != "cuda" or torch.cuda.is_available() else "cpu"
-        executed, skipped, failed = 0, 0, 0
+        executed, skipped, failed, waited_s = 0, 0, 0, 0.0
+        max_studies = int(request.get("max_studies", self.max_studies))
+        max_seconds = float(request.get("max_seconds", self.max_seconds))
         scores: Dict[str, float] = {}
+        deferred = 0
         for image_id in sorted(datastore.get_unlabeled_images()):
             if _kind(datastore, image_id) not in self.kinds:
                 continue
@@ -88,6 +101,10 @@ class StrokeUncertaintyScoring(ScoringMethod):
             if info.get(self.key + "_ts") == model_ts and self.key in info and not request.get("force"):
                 skipped += 1
                 continue
+            if executed + failed >= max_studies or time.time() - started > max_seconds:
+                deferred += 1  # bounded rounds: the rest waits for the next one (after a save, training or next sample)
+                continue
+            waited_s += wait_for_foreground()  # a clinician's infer or save first
             try:
                 figures = self.score_fn(datastore.get_image_uri(image_id), samples, device)
             except Exception as e:  # a broken study must not stop the others from being scored
@@ -101,8 +118,8 @@ class StrokeUncertaintyScoring(ScoringMethod):
             datastore.update_image_info(image_id, {self.key: score, self.key + "_ts": model_ts, self.key + "_figures": figures})
             executed += 1
             logger.info(f"{self.key}: {image_id} => {score:.4f}")
-        summary = {"executed": executed, "skipped": skipped, "failed": failed, "scores": scores,
-                   "latency": round(time.time() - started, 2)}
+        summary = {"executed": executed, "skipped": skipped, "failed": failed, "deferred": deferred, "scores": scores,
+                   "waited_for_clinician_s": round(waited_s, 1), "latency": round(time.time() - started, 2)}
         logger.info(f"{self.key}: {summary}")
         return summary
 
