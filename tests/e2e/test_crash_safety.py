@@ -140,3 +140,43 @@ def test_kill_9_during_label_saves_leaves_one_whole_label_and_a_readable_datasto
         assert not [p for p in (studies / "labels" / "final").glob("*") if p.suffix == ".tmp" and not p.name.startswith(".")]
         print(f"{saves['done']} saves before the kill; the label kept: version {[v.read_bytes() for v in versions].index(downloaded.read_bytes())}")
     assert os.path.exists(saved_path)
+
+
+def test_concurrent_infers_saves_and_training_on_one_study_keep_the_last_saved_label(studies, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from tests.e2e.server import wait_for_training
+
+    with running_server(tmp_path / "server", studies, models="ischemic_lesion") as server:
+        client = server.client
+        image_id = sorted(client.datastore()["objects"])[0]
+        reference = nib.load(str(server.studies / client.datastore()["objects"][image_id]["image"]["info"]["relpath"]))
+        versions = []
+        for k in range(3):
+            values = np.zeros(reference.shape[:3], np.uint8)
+            values[10 + 8 * k: 18 + 8 * k, 20:30, 2:4] = 1
+            path = tmp_path / f"label{k}.nii.gz"
+            nib.save(nib.Nifti1Image(values, reference.affine), str(path))
+            versions.append(path)
+        client.train_start("ischemic_lesion_mri", {"max_epochs": 2, "device": "cpu", "dataset": "Dataset", "val_split": 0.25})
+
+        def infer(_):
+            _, result = client.infer("ischemic_lesion", image_id, {})
+            return result["method"]
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            answers = pool.map(infer, range(4))
+            for k in (0, 1, 2, 0, 2):  # the last save is version 2
+                client.save_label(image_id, str(versions[k]), tag="final")
+            methods = list(answers)
+        status = wait_for_training(client, timeout_s=600)
+        assert status["status"] == "DONE", status
+        assert set(methods) <= {"model", "baseline"} and len(methods) == 4
+        saved = server.studies / "labels" / "final" / f"{image_id}.nii.gz"
+        assert saved.read_bytes() == versions[2].read_bytes()  # the last save wins, whole
+        for checkpoint in (server.app_dir / "model").glob("*.pt"):  # whatever is in use loads whole
+            torch.load(checkpoint, map_location="cpu", weights_only=False)
+        _, after = client.infer("ischemic_lesion", image_id, {})
+        assert after["method"] in ("model", "baseline")
