@@ -30,8 +30,8 @@ from lib.datastore import StrokeDatastore
 from lib.errors import http_errors
 from lib.infers.stroke_infer import SUMMARY_ROUTE
 from strokelabel import __version__
-from strokelabel.lifeline import busy_marker, foreground_call, tie_to_server
 from strokelabel.derived import summary_picture_path
+from strokelabel.lifeline import busy_marker, foreground_call, tie_to_server
 from strokelabel.study import describe_study
 
 logger = logging.getLogger(__name__)

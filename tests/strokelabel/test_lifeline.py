@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -36,3 +37,18 @@ def test_a_child_whose_parent_dies_is_killed_with_it():
             return
         time.sleep(0.1)
     raise AssertionError(f"the tied child {pid} outlived its parent")
+
+
+def test_a_clinicians_call_lowers_the_priority_of_the_servers_background_children(tmp_path, monkeypatch):
+    # A stand-in for MONAI Label's child: its command line names the child module; it sleeps.
+    monkeypatch.setenv(lifeline.BUSY_ENV, str(tmp_path / "busy"))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", lifeline.MONAILABEL_CHILD_MODULE])
+    try:
+        time.sleep(0.3)
+
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == ours
+        with lifeline.foreground_call():
+            assert os.getpriority(os.PRIO_PROCESS, child.pid) == max(ours, lifeline.BACKGROUND_NICENESS)
+    finally:
+        child.kill()

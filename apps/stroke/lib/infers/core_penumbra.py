@@ -19,6 +19,7 @@ from lib.transforms.core_penumbra import CorePenumbraInputd, slice_inferer
 from lib.transforms.figures import CorePenumbraFiguresd
 from lib.transforms.grid import mirror_averaged, resample_inplane
 from strokelabel.guard import verdict
+from strokelabel.lifeline import wait_for_foreground
 
 
 class CorePenumbraInfer(StrokeInferTask):
@@ -77,7 +78,11 @@ class CorePenumbraInfer(StrokeInferTask):
         """MC-dropout uncertainty of one study: ``samples`` stochastic passes, the mean voxel entropy
         (nats) of the mean softmax over the brain, and over the voxels any pass called ischemic."""
         d = self._model_input(self.pre_transforms()[0]({"image": image_path}))
-        draws = torch.stack([self.probabilities(d, device, mc_dropout=True) for _ in range(max(2, samples))])
+        draws = []
+        for _ in range(max(2, samples)):
+            wait_for_foreground()  # background scoring: a clinician's infer or save goes first, pass by pass
+            draws.append(self.probabilities(d, device, mc_dropout=True))
+        draws = torch.stack(draws)
         mean = draws.mean(dim=0)
         entropy = -(mean * torch.log(mean.clamp_min(1e-8))).sum(dim=0).cpu().numpy()
         brain = d["brain_mask"]

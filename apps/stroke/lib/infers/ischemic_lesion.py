@@ -33,6 +33,7 @@ from lib.transforms.ischemic_lesion import (
 from lib.transforms.study import LoadStudyd
 from strokelabel import baselines, guard
 from strokelabel.errors import StrokeLabelError
+from strokelabel.lifeline import wait_for_foreground
 from strokelabel.midsagittal import mirror_about_plane
 from strokelabel.naming import parse_filename, study_kind
 from strokelabel.study import available_modalities
@@ -201,9 +202,11 @@ class IschemicLesionInfer(StrokeInferTask):
         image = resample_inplane(torch.from_numpy(channels), inplane_size(channels.shape[1:], study.spacing_mm))
         network, _ = self._network(route, device)
         try:
-            passes = np.stack(
-                [predict_volume(network, image, channels.shape[1:3], device=device, mc_dropout=True, mirror_average=False).numpy() for _ in range(max(1, samples))]
-            )
+            passes = []
+            for _ in range(max(1, samples)):
+                wait_for_foreground()  # background scoring: a clinician's infer or save goes first, pass by pass
+                passes.append(predict_volume(network, image, channels.shape[1:3], device=device, mc_dropout=True, mirror_average=False).numpy())
+            passes = np.stack(passes)
         finally:
             network.net.set_mc_dropout(False)
         mean = passes.mean(axis=0)
