@@ -105,23 +105,34 @@ def foreground_call():
                 marker.unlink(missing_ok=True)
 
 
+def background_children(parent_pid: int | None = None) -> dict[int, str]:
+    """MONAI Label's background children of ``parent_pid`` (default: this process): {pid: command line}."""
+    parent_pid = os.getpid() if parent_pid is None else parent_pid
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != parent_pid:
+                continue
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):  # a process that just ended
+            continue
+        if MONAILABEL_CHILD_MODULE in cmdline:
+            children[int(stat.parent.name)] = cmdline
+    return children
+
+
 def lower_background_priority() -> int:
     """From the server: lower the CPU priority of its background children now. A child lowers its own
     once our app is imported in it, but its start-up before that (Python, torch, MONAI imports, several
     seconds of CPU) would otherwise compete at full priority with the call that is starting. Returns
     how many children were lowered."""
     lowered = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid in background_children():
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != os.getpid():
-                continue
-            if MONAILABEL_CHILD_MODULE.encode() not in (stat.parent / "cmdline").read_bytes():
-                continue
-            pid = int(stat.parent.name)
             if os.getpriority(os.PRIO_PROCESS, pid) < BACKGROUND_NICENESS:
                 os.setpriority(os.PRIO_PROCESS, pid, BACKGROUND_NICENESS)
                 lowered += 1
-        except (OSError, IndexError, ValueError):  # a child that just ended, or not ours to change
+        except OSError:  # a child that just ended, or not ours to change
             continue
     return lowered
 

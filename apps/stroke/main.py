@@ -59,13 +59,13 @@ def build_task_configs(model_dir: str, conf: Dict[str, str], models: str = "all"
     return tasks
 
 
-
 def store_ai_seg(datastore) -> bool:
     """Whether every AI answer on a study of ``datastore`` is stored as an AUTOMATIC SEG: in PACS mode unless
     ``STROKELABEL_PACS_STORE_AI_SEG=0`` (a request's own ``save_label`` always wins)."""
     from lib.dicomweb_datastore import StrokeDicomwebDatastore
 
     return isinstance(datastore, StrokeDicomwebDatastore) and os.environ.get("STROKELABEL_PACS_STORE_AI_SEG", "1") != "0"
+
 
 class StrokeApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):

@@ -14,11 +14,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from strokelabel.lifeline import background_children
 from strokelabel.phantom.isles_layout import generate_isles_study
 from tests.e2e.server import running_server
 
 pytestmark = pytest.mark.e2e
-CHILD_MODULE = "monailabel.interfaces.utils.app"
 
 
 def models_in_use(model_dir: Path) -> dict[str, str]:
@@ -29,16 +29,7 @@ def models_in_use(model_dir: Path) -> dict[str, str]:
 
 def children_running(parent_pid: int, method: str = "train") -> list[int]:
     """The pids of MONAI Label's background children of ``method`` (train, scoring, ...) under the server."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == parent_pid and CHILD_MODULE in cmdline and f" -m {method} " in cmdline:
-            out.append(int(stat.parent.name))
-    return out
+    return [pid for pid, cmdline in background_children(parent_pid).items() if f" -m {method} " in cmdline]
 
 
 def alive(pid: int) -> bool:
