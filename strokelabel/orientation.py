@@ -53,7 +53,14 @@ class Reorientation:
         """Stored voxel order -> RAS order (the first three axes; a time axis stays last)."""
         if self.is_canonical:
             return array
-        return np.ascontiguousarray(apply_orientation(array, ornt_transform(self._ornt, axcodes2ornt(CANONICAL_AXCODES))))
+        return np.ascontiguousarray(self.canonical_view(array))
+
+    def canonical_view(self, array: np.ndarray) -> np.ndarray:
+        """:meth:`to_canonical` without the copy: a view of ``array`` in RAS order (flipped and
+        transposed strides), for a caller that copies it anyway."""
+        if self.is_canonical:
+            return array
+        return apply_orientation(array, ornt_transform(self._ornt, axcodes2ornt(CANONICAL_AXCODES)))
 
     def to_native(self, array: np.ndarray) -> np.ndarray:
         """RAS order -> the study's stored voxel order (e.g. a label to be written beside the study)."""

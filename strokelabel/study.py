@@ -280,15 +280,16 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
         raw = np.asanyarray(img.dataobj)
         if raw.ndim == (5 if modality == "ctp" else 4):
             raw = raw[..., 0]
-        clean = clean_volume(raw, modality, study_id)
+        # Cleaning copies the voxels once, into C-ordered float32: handed them in RAS order (a view),
+        # that one copy is also the reorientation.
+        clean = clean_volume(own.canonical_view(raw), modality, study_id)
         del raw
-        images[modality] = own.to_canonical(clean.values)
+        images[modality] = clean.values
         paths[modality] = found[modality]
         if clean.notes:
             notes.setdefault("values", {})[modality] = clean.notes
         if clean.no_value is not None and modality in GRID_BOUND and modality != "ctp":
-            mask = own.to_canonical(clean.no_value)
-            no_value = mask if no_value is None else (no_value | mask)
+            no_value = clean.no_value if no_value is None else (no_value | clean.no_value)
 
     study = Study(
         study_id=study_id,

@@ -53,7 +53,10 @@ def _where(study: str | None) -> dict:
 
 def check_finite(values: np.ndarray, modality: str, study: str | None = None) -> None:
     """Raise if ``values`` holds NaN or infinite voxels."""
-    bad = ~np.isfinite(np.asarray(values, dtype=np.float64))
+    values = np.asarray(values)
+    if values.dtype.kind not in "fc":  # integers are always finite
+        return
+    bad = ~np.isfinite(values)  # in the values' own dtype: no float64 copy of the volume
     if bad.any():
         raise StrokeLabelError(
             f"{modality} contains {int(bad.sum())} NaN or infinite voxels (of {bad.size}); a failed export or fit",
@@ -73,13 +76,13 @@ def check_not_empty(values: np.ndarray, modality: str, study: str | None = None)
 
 def brain_values(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """The voxels statistics are taken over: inside ``mask``, else the non-zero voxels."""
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
     if mask is not None:
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != values.shape:
             raise StrokeLabelError(f"brain mask shape {mask.shape} differs from the image shape {values.shape}")
-        return values[mask]
-    return values[values != 0]
+        return values[mask].astype(np.float64)  # float64 for the brain's voxels only, not the volume's
+    return values[values != 0].astype(np.float64)
 
 
 def _robust_stats(values: np.ndarray, mask: np.ndarray | None, modality: str, study: str | None) -> np.ndarray:

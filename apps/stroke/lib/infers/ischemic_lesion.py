@@ -19,16 +19,14 @@ from lib.checkpoints import checkpoint_in_use, load_weights, model_paths
 from lib.infers.stroke_infer import METHODS, StrokeInferTask, first_choice, label_array
 from lib.transforms.baselines import LesionBaselined
 from lib.transforms.figures import LesionFiguresd
-from lib.transforms.grid import resample_inplane
 from lib.transforms.ischemic_lesion import (
     KIND_OF_ROUTE,
     binary_entropy,
     build_network,
-    inplane_size,
     predict_volume,
     route_for,
-    study_channels,
     uncertainty_score,
+    working_image,
 )
 from lib.transforms.study import LoadStudyd
 from strokelabel import baselines, guard
@@ -148,11 +146,10 @@ class IschemicLesionInfer(StrokeInferTask):
             device = "cpu"
         study = data["study"]
         route = data.get("route") or route_for(study.kind, study.images)
-        channels, info = study_channels(study, route)
-        size = inplane_size(channels.shape[1:], study.spacing_mm)
-        image = resample_inplane(torch.from_numpy(channels), size)
+        image, out_size, info = working_image(study, route)
         network, path = self._network(route, device)
-        prob = predict_volume(network, image, channels.shape[1:3], device=device).numpy()
+        with torch.inference_mode():
+            prob = predict_volume(network, image, out_size, device=device).numpy()
         label = (prob > 0.5).astype(np.uint8)
         data["pred"] = baselines.remove_small_clusters(label, study.spacing_mm, 0.1).astype(np.uint8)
         data["lesion_probability"] = prob
@@ -198,14 +195,13 @@ class IschemicLesionInfer(StrokeInferTask):
         route = route_for(kind, study.images)
         if not self.model_available(route):
             raise StrokeLabelError(f"no {MODEL_NAMES[route]} model to score with", study=study.study_id)
-        channels, _ = study_channels(study, route)
-        image = resample_inplane(torch.from_numpy(channels), inplane_size(channels.shape[1:], study.spacing_mm))
+        image, out_size, _ = working_image(study, route)
         network, _ = self._network(route, device)
         try:
             passes = []
             for _ in range(max(1, samples)):
                 wait_for_foreground()  # background scoring: a clinician's infer or save goes first, pass by pass
-                passes.append(predict_volume(network, image, channels.shape[1:3], device=device, mc_dropout=True, mirror_average=False).numpy())
+                passes.append(predict_volume(network, image, out_size, device=device, mc_dropout=True, mirror_average=False).numpy())
             passes = np.stack(passes)
         finally:
             network.net.set_mc_dropout(False)

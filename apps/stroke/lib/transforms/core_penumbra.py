@@ -56,7 +56,8 @@ from torch import nn
 
 from lib.transforms.baselines import perfusion_brain_mask
 from lib.transforms.grid import inplane_size, resample_inplane
-from strokelabel.baselines.perfusion import relative_cbf
+from strokelabel.baselines.masks import bounding_box, uncrop
+from strokelabel.baselines.perfusion import relative_cbf_in_box
 from strokelabel.errors import StrokeLabelError
 from strokelabel.study import load_label
 
@@ -97,8 +98,9 @@ def input_maps(d: Dict, maps: Sequence[str], brain: np.ndarray) -> Dict[str, np.
         if m == "rcbf":
             # Voxels with a perfusion signal, as the threshold baseline uses (ventricles have none).
             tissue = brain & ((np.asarray(d["cbf"]) > 0) | (np.asarray(d["tmax"]) > 0))
-            rcbf = relative_cbf(d["cbf"], tissue, d["study"].spacing_mm, d["tmax"], reference="mirror")
-            out[m] = np.nan_to_num(rcbf, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+            # On the tissue's box (float64 there only); 0 outside it, as NaN -> 0 gives on the full grid.
+            rcbf, box = relative_cbf_in_box(d["cbf"], tissue, d["study"].spacing_mm, d["tmax"], reference="mirror")
+            out[m] = uncrop(np.nan_to_num(rcbf, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), box, tissue.shape, 0.0)
         else:
             out[m] = np.asarray(d[m])
     return out
@@ -145,13 +147,17 @@ def compute_plan(studies: Sequence[Dict[str, np.ndarray]], maps: Sequence[str], 
 
 
 def normalise_map(values: np.ndarray, brain: np.ndarray, rule: Dict) -> np.ndarray:
-    """One map by its plan rule; 0 outside the brain."""
+    """One map by its plan rule; 0 outside the brain (computed on the brain's box only)."""
+    box = bounding_box(brain)
+    if box is None:
+        return np.zeros(np.shape(brain), dtype=np.float32)
+    values, inside = np.asarray(values)[box], np.asarray(brain, dtype=bool)[box]
     x = values.astype(np.float32)
     if rule.get("relative"):
-        x = x / relative_scale(values, brain)
+        x = x / relative_scale(values, inside)
     low, high = rule["clip"]
     x = (np.clip(x, low, high) - rule["mean"]) / rule["std"]
-    return np.where(brain, x, 0.0).astype(np.float32)
+    return uncrop(np.where(inside, x, 0.0).astype(np.float32), box, np.shape(brain), 0.0)
 
 
 def nihss_channel_value(clinical: Dict) -> float:
@@ -184,15 +190,22 @@ class CorePenumbraInputd(Transform):
             if m not in d:
                 raise StrokeLabelError(f"the core/penumbra model needs the {m} map", study=study.study_id)
         brain = np.asarray(perfusion_brain_mask(d), dtype=bool)
-        values = input_maps(d, self.maps, brain)
-        channels = [normalise_map(values[m], brain, self.plan["normalisation"][m]) for m in self.maps]
-        nihss = nihss_channel_value(study.clinical) if self.use_nihss else 0.0
-        channels.append(np.full(brain.shape, nihss, dtype=np.float32))
-        d.setdefault("image_path", d.get("image"))
-        image = torch.from_numpy(np.stack(channels))
         size = self.working_size(brain.shape, study.spacing_mm)
-        shrink = all(n <= m for n, m in zip(size, brain.shape[:2]))
-        d["image"] = resample_inplane(image, size, mode="area" if shrink else "bilinear").numpy()
+        mode = "area" if all(n <= m for n, m in zip(size, brain.shape[:2])) else "bilinear"
+        # One channel at a time to the working grid (interpolation is per channel: the same values as
+        # the stacked volume), so no (channels x study grid) stack is ever held.
+        values = input_maps(d, self.maps, brain)
+        channels = []
+        for m in self.maps:
+            normalised = normalise_map(values.pop(m), brain, self.plan["normalisation"][m])
+            channels.append(resample_inplane(torch.from_numpy(normalised[None]), size, mode=mode)[0])
+            del normalised
+        # The NIHSS channel is one value everywhere: one slice resampled stands for every slice.
+        nihss = nihss_channel_value(study.clinical) if self.use_nihss else 0.0
+        plane = resample_inplane(torch.full((1, *brain.shape[:2], 1), nihss, dtype=torch.float32), size, mode=mode)[0]
+        channels.append(plane.expand(*plane.shape[:2], brain.shape[2]))
+        d.setdefault("image_path", d.get("image"))
+        d["image"] = torch.stack(channels).numpy()
         if isinstance(d.get("label"), np.ndarray):
             d["label"] = resample_inplane(torch.from_numpy(d["label"]), size, mode="nearest").numpy().astype(np.uint8)
         d["brain_mask"] = brain

@@ -107,6 +107,28 @@ def study_channels(study, route: str) -> tuple[np.ndarray, dict]:
     raise ValueError(f"unknown route {route!r}")
 
 
+def working_image(study, route: str) -> tuple[torch.Tensor, tuple[int, int], dict]:
+    """The route's input on the in-plane working grid ``(C, X', Y', Z)``, the study's in-plane size (where
+    the output goes back to), and the facts of :func:`study_channels`.
+
+    CT perfusion (a 512 x 512 grid): one map at a time, on the brain's box and resampled at once, so no
+    (4 x study grid) stack is held; interpolation is per channel, so the numbers are the stacked ones."""
+    if route != "ctp":
+        channels, info = study_channels(study, route)
+        return resample_inplane(torch.from_numpy(channels), inplane_size(channels.shape[1:], study.spacing_mm)), channels.shape[1:3], info
+    from strokelabel.baselines.masks import bounding_box, uncrop
+
+    brain, shape = study.brain_mask, study.shape
+    size = inplane_size(shape, study.spacing_mm)
+    box = bounding_box(brain) or tuple(slice(0, n) for n in shape)
+    inside = brain[box]
+    planes = []
+    for m in ("cbf", "cbv", "mtt", "tmax"):
+        channel = (np.clip(study.images[m][box] / PLAN["ctp_scale"][m], 0.0, PLAN["ctp_clip"]) * inside).astype(np.float32)
+        planes.append(resample_inplane(torch.from_numpy(uncrop(channel, box, shape, 0.0)[None]), size)[0])
+    return torch.stack(planes), tuple(shape[:2]), {}
+
+
 def inplane_size(shape, spacing_mm) -> tuple[int, int]:
     return grid.inplane_size(shape, spacing_mm, PLAN["inplane_spacing_mm"])
 
