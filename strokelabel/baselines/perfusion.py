@@ -176,23 +176,35 @@ def relative_cbf_in_box(
     tmax = np.asarray(tmax)[box] if tmax is not None else None
     plane = None if plane is None else plane - box[axis].start  # exact: a half-voxel minus an integer
     hypo = tmax > tmax_threshold_s if tmax is not None else np.zeros(brain.shape, bool)
+    # The reference CBF is needed at the brain's voxels only (in voxel order, as a boolean index gives them).
     if reference == "healthy_median":
         normal = brain & ~hypo
-        reference_cbf = np.full(cbf.shape, np.median(cbf[normal if normal.any() else brain]))
+        reference_cbf = np.median(cbf[normal if normal.any() else brain])
     else:
         healthy = healthy_side_mask(cbf, brain, tmax, tmax_threshold_s, axis, plane)
-        reference_cbf = np.full(cbf.shape, np.median(cbf[healthy]))
+        reference_cbf = np.median(cbf[healthy])
         if reference == "mirror":
             # Smooth within the brain only (normalised convolution), so the zero
             # background and single noisy voxels do not set a voxel's reference.
             weight = ndimage.gaussian_filter(brain.astype(np.float64), sigma)
-            smooth = ndimage.gaussian_filter(np.where(brain, cbf, 0.0), sigma) / np.maximum(weight, 1e-6)
-            mirrored = mirror(smooth, plane, axis)
-            usable = mirror(brain & ~hypo, plane, axis, fill=False) & (mirrored > 0)
+            cbf[~brain] = 0.0  # our own copy: the brain's values, which are all that is read from now on, stay
+            smooth = ndimage.gaussian_filter(cbf, sigma)
+            smooth /= np.maximum(weight, 1e-6)
+            del weight
+            # :func:`mirror` of ``smooth`` and of the usable voxels, read at the brain's voxels only.
+            where = np.nonzero(brain)
+            source = int(round(2 * plane)) - where[axis]
+            valid = (source >= 0) & (source < brain.shape[axis])
+            at_mirror = tuple(np.clip(source, 0, brain.shape[axis] - 1) if a == axis else w for a, w in enumerate(where))
+            mirrored = np.where(valid, smooth[at_mirror], np.nan)
+            usable = valid & brain[at_mirror] & ~hypo[at_mirror] & (mirrored > 0)
             reference_cbf = np.where(usable, mirrored, reference_cbf)
-    if not np.all(reference_cbf[brain] > 0):
+    reference_cbf = np.broadcast_to(reference_cbf, (int(np.count_nonzero(brain)),))
+    if not np.all(reference_cbf > 0):
         raise StrokeLabelError("CBF of the healthy side is not positive: cannot compute relative CBF (is this a CBF map?)")
-    return np.where(brain, cbf / np.where(reference_cbf > 0, reference_cbf, np.nan), np.nan), box
+    rcbf = np.full(cbf.shape, np.nan)
+    rcbf[brain] = cbf[brain] / reference_cbf
+    return rcbf, box
 
 
 def _tissue(brain_mask, cbf, tmax, cbv=None, check_units: bool = True, study: str | None = None) -> np.ndarray:

@@ -63,3 +63,12 @@ def test_the_slices_run_are_the_brains_widened_to_whole_inferer_batches(first, l
     brain[1, 2, first:last] = True
     assert (brain_slices(brain, 8).start, brain_slices(brain, 8).stop) == expected
     assert brain_slices(np.zeros((2, 2, 5), bool)) == slice(0, 0)
+
+
+def test_the_label_by_comparisons_is_torchs_argmax_first_class_on_ties():
+    from lib.infers.core_penumbra import first_argmax
+
+    probs = torch.softmax(torch.randn(3, 20, 16, 5), dim=0)
+    probs[:, 0, 0, 0] = torch.tensor([0.4, 0.4, 0.2])  # a tie: the first class wins, as torch.argmax
+    probs[:, 1, 0, 0] = torch.tensor([0.2, 0.4, 0.4])
+    assert torch.equal(first_argmax(probs), torch.argmax(probs, dim=0).to(torch.uint8))

@@ -23,6 +23,18 @@ from strokelabel.guard import verdict
 from strokelabel.lifeline import wait_for_foreground
 
 
+def first_argmax(probs: torch.Tensor) -> torch.Tensor:
+    """``torch.argmax(probs, dim=0)`` (uint8, the first class on ties) by comparisons: torch's reduction over the
+    leading axis of a (classes, H, W, slices) volume took ~1 s per 8 slices of 512 x 512, this ~0.02 s."""
+    label = torch.zeros(probs.shape[1:], dtype=torch.uint8, device=probs.device)
+    best = probs[0]
+    for k in range(1, probs.shape[0]):
+        higher = probs[k] > best
+        label[higher] = k
+        best = torch.where(higher, probs[k], best)
+    return label
+
+
 # Slices per batch of the slice inferer (also the step the brain's slice range is widened to).
 SLICE_BATCH = 8
 
@@ -102,7 +114,7 @@ class CorePenumbraInfer(StrokeInferTask):
         probs, slices = self.probabilities(d, device)
         label = np.zeros(brain.shape, dtype=np.uint8)
         for part, chunk in self.study_grid_chunks(probs, slices, brain.shape):
-            label[..., part] = torch.argmax(chunk, dim=0).cpu().numpy()
+            label[..., part] = first_argmax(chunk).cpu().numpy()
         label[~brain] = 0
         d["pred"] = label
         d["result"]["model"] = os.path.basename(self.get_path() or "")
