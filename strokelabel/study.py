@@ -17,6 +17,11 @@ Real scans come in every convention; the loader turns them into one:
   perfusion maps or MIP, from DWI/ADC with or without skull, from CT).
 
 What was assumed or cleaned is in ``Study.notes``, for the result JSON.
+
+Cost at clinical size (a 512 x 512 x 64 CTP study, six maps): each map is decoded once and copied
+once, into C-ordered float32 in RAS order (:func:`strokelabel.cleaning.c_ordered_float32`), and
+cleaned in place; no check makes a float64 copy of a volume; the brain mask's morphology runs on
+the bounding box of its candidate voxels (:mod:`strokelabel.baselines.masks`).
 """
 
 from __future__ import annotations

@@ -39,6 +39,12 @@ median in-plane spacing of the training studies, 1.7 mm for the shipped model), 
 (``lib.transforms.grid``), and the class probabilities come back to the study grid before the
 argmax: a model that learned a hemisphere as 128 pixels does not read one of 512, and a
 512 x 512 CTP costs 16 x less. The brain mask stays on the study grid.
+
+**Memory at clinical size** (512 x 512 x 64: 64 MiB per float32 map). The input is built one channel
+at a time (normalised on the brain's box, resampled to the working grid at once), never as a
+(channels x study grid) stack, and the probabilities go back to the study grid 8 slices at a time
+(``CorePenumbraInfer.run_model``); interpolation is per channel and per slice, so the numbers are
+those of the whole-volume computation (``tests/app/test_working_grid_per_channel.py``).
 """
 
 from __future__ import annotations
