@@ -186,11 +186,17 @@ def relative_cbf_in_box(
         if reference == "mirror":
             # Smooth within the brain only (normalised convolution), so the zero
             # background and single noisy voxels do not set a voxel's reference.
-            weight = ndimage.gaussian_filter(brain.astype(np.float64), sigma)
-            cbf[~brain] = 0.0  # our own copy: the brain's values, which are all that is read from now on, stay
-            smooth = ndimage.gaussian_filter(cbf, sigma)
-            smooth /= np.maximum(weight, 1e-6)
-            del weight
+            # In place (scipy's separable filter runs its later axes in place anyway): two box-sized float64
+            # arrays at a time, not five.
+            weight = brain.astype(np.float64)
+            ndimage.gaussian_filter(weight, sigma, output=weight)
+            np.maximum(weight, 1e-6, out=weight)
+            cbf_in_brain = cbf[brain]
+            smooth = cbf  # our own copy; its brain values are kept in cbf_in_brain
+            smooth[~brain] = 0.0
+            ndimage.gaussian_filter(smooth, sigma, output=smooth)
+            smooth /= weight
+            del weight, cbf
             # :func:`mirror` of ``smooth`` and of the usable voxels, read at the brain's voxels only.
             where = np.nonzero(brain)
             source = int(round(2 * plane)) - where[axis]
@@ -202,8 +208,8 @@ def relative_cbf_in_box(
     reference_cbf = np.broadcast_to(reference_cbf, (int(np.count_nonzero(brain)),))
     if not np.all(reference_cbf > 0):
         raise StrokeLabelError("CBF of the healthy side is not positive: cannot compute relative CBF (is this a CBF map?)")
-    rcbf = np.full(cbf.shape, np.nan)
-    rcbf[brain] = cbf[brain] / reference_cbf
+    rcbf = np.full(brain.shape, np.nan)
+    rcbf[brain] = (cbf_in_brain if reference == "mirror" else cbf[brain]) / reference_cbf
     return rcbf, box
 
 

@@ -72,3 +72,12 @@ def test_the_label_by_comparisons_is_torchs_argmax_first_class_on_ties():
     probs[:, 0, 0, 0] = torch.tensor([0.4, 0.4, 0.2])  # a tie: the first class wins, as torch.argmax
     probs[:, 1, 0, 0] = torch.tensor([0.2, 0.4, 0.4])
     assert torch.equal(first_argmax(probs), torch.argmax(probs, dim=0).to(torch.uint8))
+
+
+def test_binary_entropy_in_chunks_is_the_whole_arrays():
+    from lib.transforms.ischemic_lesion import binary_entropy
+
+    prob = np.random.default_rng(0).uniform(0, 1, (30, 20, 7)).astype(np.float32)
+    p = np.clip(prob.astype(np.float64), 1e-6, 1 - 1e-6)
+    expected = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    assert np.array_equal(binary_entropy(prob, chunk=1000), expected) and binary_entropy(prob[0, 0, 0]).shape == ()

@@ -254,9 +254,16 @@ def predict_volume(
     return torch.cat(probs, dim=0).permute(1, 2, 0).contiguous()
 
 
-def binary_entropy(prob: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    p = np.clip(np.asarray(prob, dtype=np.float64), eps, 1 - eps)
-    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+def binary_entropy(prob: np.ndarray, eps: float = 1e-6, chunk: int = 1 << 20) -> np.ndarray:
+    """Binary entropy (bits) of each probability, float64; ``chunk`` values at a time, so a whole CTP grid
+    of candidates (16 M voxels) costs its float64 answer and not six float64 temporaries of its size."""
+    prob = np.asarray(prob)
+    flat = prob.reshape(-1)
+    out = np.empty(flat.shape, dtype=np.float64)
+    for start in range(0, flat.size, chunk):
+        p = np.clip(flat[start : start + chunk].astype(np.float64), eps, 1 - eps)
+        out[start : start + chunk] = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return out.reshape(prob.shape)
 
 
 def uncertainty_score(prob: np.ndarray) -> float:
