@@ -168,3 +168,17 @@ def test_head_coordinates_measure_from_the_midline_the_centre_and_upwards_in_dec
     assert c["coord_lr"][12, 0, 0].item() == pytest.approx(0.0) and c["coord_lr"][17, 3, 4].item() == pytest.approx(0.10)
     assert c["coord_ap"][0, 15, 0].item() == pytest.approx(0.0, abs=1e-6) and c["coord_ap"][3, 25, 2].item() == pytest.approx(0.10)
     assert c["coord_si"][0, 0, 5].item() == pytest.approx(0.0, abs=1e-6) and c["coord_si"][0, 0, 10].item() == pytest.approx(0.15)
+
+
+def test_network_input_resampled_channel_by_channel_equals_the_stacked_volume_resampled():
+    from lib.transforms.clot_region import network_input
+
+    rng = np.random.default_rng(11)
+    images = {"cta1": rng.uniform(-200, 700, (50, 46, 20)).astype(np.float32),
+              "cta3": rng.uniform(-200, 700, (50, 46, 20)).astype(np.float32),
+              "spiral": rng.random((50, 46, 20)).astype(np.float32)}
+    names, spacing, plan = ("cta1", "cta2", "cta3", "spiral"), (0.45, 0.45, 0.8), {"spacing_mm": [1.7, 1.7, 3.2]}
+    volume, notes = network_input(images, names, spacing, plan=plan)
+    stacked, stacked_notes = stack_inputs(images, names)
+    assert torch.equal(volume, to_working_grid(stacked, spacing, plan)) and notes == stacked_notes
+    assert tuple(volume.shape) == (4, 13, 12, 5)

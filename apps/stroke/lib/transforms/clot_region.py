@@ -109,34 +109,36 @@ def resample_clot_label(clot, shape) -> torch.Tensor:
 
 
 def normalise(name: str, volume) -> np.ndarray:
-    """One input volume scaled as the networks were trained: CTA HU window to [0, 1], SPIRAL as is."""
+    """One input volume scaled as the networks were trained: CTA HU window to [0, 1], SPIRAL as is.
+    One float32 array is made and scaled in place (a full-size phase is 270 MB)."""
     v = np.asarray(volume, dtype=np.float32)
     if name.startswith("cta"):
         low, high = CTA_WINDOW_HU
-        return np.clip((v - low) / (high - low), 0.0, 1.0)
+        out = v - low
+        out /= high - low
+        return np.clip(out, 0.0, 1.0, out=out)
     return np.clip(v, 0.0, 1.0)
 
 
-def stack_inputs(images: dict, input_names, study: str = "") -> tuple[np.ndarray, list[str]]:
-    """``(C, X, Y, Z)`` normalised channels in ``input_names`` order, and notes on substitutions.
+def input_channel(images: dict, name: str, study: str = "") -> tuple[np.ndarray, str | None]:
+    """One normalised input of ``stack_inputs`` and the note on its substitution, if any.
 
     A missing later CTA phase is replaced by phase 1 (noted), so a study with one phase still
     gets a clot segmentation; a missing phase 1 or SPIRAL (when the model takes it) is an error.
     """
-    channels, notes = [], []
-    for name in input_names:
-        if images.get(name) is None:
-            if name in ("cta2", "cta3") and images.get("cta1") is not None:
-                notes.append(f"{name} missing: phase 1 used in its place")
-                channels.append(normalise("cta1", images["cta1"]))
-                continue
-            if name in OPTIONAL_INPUTS and images.get("cta1") is not None:
-                notes.append(f"no {name} map: the model ran on the CTA phases alone")
-                channels.append(np.zeros(np.shape(images["cta1"]), np.float32))
-                continue
-            raise StrokeLabelError(f"the model needs the {name} volume, which this study does not have", study=study or None)
-        channels.append(normalise(name, images[name]))
-    return np.stack(channels), notes
+    if images.get(name) is not None:
+        return normalise(name, images[name]), None
+    if name in ("cta2", "cta3") and images.get("cta1") is not None:
+        return normalise("cta1", images["cta1"]), f"{name} missing: phase 1 used in its place"
+    if name in OPTIONAL_INPUTS and images.get("cta1") is not None:
+        return np.zeros(np.shape(images["cta1"]), np.float32), f"no {name} map: the model ran on the CTA phases alone"
+    raise StrokeLabelError(f"the model needs the {name} volume, which this study does not have", study=study or None)
+
+
+def stack_inputs(images: dict, input_names, study: str = "") -> tuple[np.ndarray, list[str]]:
+    """``(C, X, Y, Z)`` normalised channels in ``input_names`` order, and notes on substitutions (``input_channel``)."""
+    channels, notes = zip(*(input_channel(images, name, study) for name in input_names)) if input_names else ((), ())
+    return np.stack(channels), [n for n in notes if n]
 
 
 def to_working_grid(volume: np.ndarray, spacing_mm, plan: dict | None = None) -> torch.Tensor:
@@ -157,9 +159,16 @@ def network_input(images: dict, input_names, spacing_mm, study: str = "", plan: 
     for n in names:
         if n.endswith(MIRROR_SUFFIX) and n[: -len(MIRROR_SUFFIX)] not in sources:
             raise ValueError(f"{n} needs {n[: -len(MIRROR_SUFFIX)]} among the inputs {names}")
-    volume, notes = stack_inputs(images, sources, study)
-    native_shape = np.shape(volume)[1:]
-    volume = to_working_grid(volume, spacing_mm, plan)
+    # Normalised and resampled one input at a time: one full-size float32 volume alive, not a stack of four.
+    plan = plan or load_plan()
+    native_shape, working, notes = None, [], []
+    for name in sources:
+        channel, note = input_channel(images, name, study)
+        native_shape = channel.shape
+        working.append(to_working_grid(channel[None], spacing_mm, plan)[0])
+        del channel
+        notes += [note] if note else []
+    volume = torch.stack(working)
     channels = {n: volume[i] for i, n in enumerate(sources)}
     mirrored = [n for n in names if n.endswith(MIRROR_SUFFIX)]
     if mirrored or any(n in COORDINATES for n in names):
