@@ -182,3 +182,14 @@ def test_network_input_resampled_channel_by_channel_equals_the_stacked_volume_re
     stacked, stacked_notes = stack_inputs(images, names)
     assert torch.equal(volume, to_working_grid(stacked, spacing, plan)) and notes == stacked_notes
     assert tuple(volume.shape) == (4, 13, 12, 5)
+
+
+@pytest.mark.parametrize("kind, size", [("image", (11, 10, 6)), ("image", (90, 81, 50)), ("probability", (90, 81, 50)), ("labels", (11, 10, 6))])
+def test_resample_gives_monai_resize_answer_without_its_copies(kind, size):
+    from monai.transforms import Resize
+
+    volume = torch.rand(1, 40, 37, 23) if kind != "labels" else torch.randint(0, 16, (1, 40, 37, 23)).float()
+    mode = {"image": "area" if size[0] < 40 else "trilinear", "probability": "trilinear", "labels": "nearest"}[kind]
+    assert torch.equal(resample(volume, size, kind=kind), Resize(spatial_size=size, mode=mode)(volume).as_tensor())
+    mask = volume > 7
+    assert torch.equal(resample(mask, size, kind="labels") > 0, Resize(spatial_size=size, mode="nearest")(mask.to(torch.uint8)).as_tensor() > 0)

@@ -156,7 +156,7 @@ class ClotRegionInfer(StrokeInferTask):
         roi = None
         if atlas is not None:
             roi = (atlas > 0) if self._region_base(data) == 1 else np.ones(atlas.shape, bool)
-            roi = resample(roi[None].astype(np.uint8), tuple(volume.shape[1:]), kind="labels")[0].numpy() > 0
+            roi = resample(roi[None], tuple(volume.shape[1:]), kind="labels")[0].numpy() > 0
         with torch.inference_mode():
             return segment_volume(seg, volume, roi_mask=roi)
 

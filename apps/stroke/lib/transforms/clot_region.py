@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.inferers import Inferer
-from monai.transforms import MapTransform, Randomizable, Resize, Transform
+from monai.transforms import MapTransform, Randomizable, Transform
 
 from lib.networks.ami_net import NUM_REGIONS, slice_region_labels, slice_windows
 from strokelabel.errors import StrokeLabelError
@@ -79,10 +79,12 @@ def working_shape(shape, spacing_mm, working_spacing_mm) -> tuple[int, int, int]
 
 
 def resample(volume, shape, kind: str = "image") -> torch.Tensor:
-    """A channel-first ``(C, X, Y, Z)`` volume on a grid of ``shape`` (MONAI ``Resize``).
+    """A channel-first ``(C, X, Y, Z)`` volume on a grid of ``shape`` (``torch.nn.functional.interpolate``,
+    as MONAI ``Resize`` calls it, without its float32 copy of the input and MetaTensor wrapping).
 
     ``kind``: ``"image"`` (area averaging when shrinking, trilinear when growing),
-    ``"labels"`` (nearest: atlas region numbers), ``"probability"`` (trilinear).
+    ``"labels"`` (nearest: atlas region numbers; the dtype is kept, a bool mask comes back as uint8),
+    ``"probability"`` (trilinear). Images and probabilities come back float32.
     """
     vol = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume)
     shape = tuple(int(n) for n in shape)
@@ -90,12 +92,11 @@ def resample(volume, shape, kind: str = "image") -> torch.Tensor:
         return vol
     if kind == "labels":
         mode = "nearest"
-    elif kind == "image" and all(n <= m for n, m in zip(shape, vol.shape[1:])):
-        mode = "area"
+        vol = vol.to(torch.uint8) if vol.dtype == torch.bool else vol
     else:
-        mode = "trilinear"
-    out = Resize(spatial_size=shape, mode=mode)(vol.float() if mode != "nearest" else vol)
-    return torch.as_tensor(out.as_tensor() if hasattr(out, "as_tensor") else out)
+        mode = "area" if kind == "image" and all(n <= m for n, m in zip(shape, vol.shape[1:])) else "trilinear"
+        vol = vol.float()
+    return F.interpolate(vol[None], size=shape, mode=mode)[0]
 
 
 def resample_clot_label(clot, shape) -> torch.Tensor:
