@@ -179,6 +179,10 @@ class ClotRegionInfer(StrokeInferTask):
         result = data.setdefault("result", {})
         atlas = data.get("atlas")
 
+        # The study's brain (the guard reads it) is found first, before the network's buffers and the
+        # full-size probability have grown the heap: measured on the full CTA, the peak is then the
+        # loaded study plus the larger of the two, not their sum.
+        study.brain_mask
         plan = load_plan()
         nets, notes, paths = self._inputs(data, device, plan)
         prob_working = self._segment(*nets["seg"], data)
