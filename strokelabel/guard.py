@@ -272,7 +272,12 @@ def clot_evidence(cta1_hu: np.ndarray, brain: np.ndarray, spacing_mm, near: np.n
 
 def clot_figures(label: np.ndarray, evidence: np.ndarray, spacing_mm) -> dict:
     clot = np.asarray(label) > 0
-    support = float(np.count_nonzero(clot & _grown(evidence)) / np.count_nonzero(clot)) if clot.any() else None
+    box = bounding_box(clot)
+    support = None
+    if box is not None:  # the evidence grown by one voxel, read in the clot's box only
+        outer = grow_box(box, 1, clot.shape)
+        grown = _grown(np.asarray(evidence, bool)[outer])[within(outer, box)]
+        support = float(np.count_nonzero(clot[box] & grown) / np.count_nonzero(clot))
     return {"clot_model_ml": _round(_volume_ml(clot, spacing_mm), 4), "support": _round(support)}
 
 

@@ -124,3 +124,13 @@ def test_clot_evidence_near_the_clot_equals_the_whole_grid_evidence_there():
     one = box(shape, (40, 35, 20), (44, 38, 23))
     only_there = guard.clot_evidence(cta, brain, spacing, near=one)
     assert only_there.any() and not only_there[~box(shape, (39, 34, 19), (45, 39, 24))].any()  # computed in its box only
+
+
+def test_clot_support_read_in_the_clots_box_equals_the_whole_grid_count():
+    rng = np.random.default_rng(9)
+    shape = (30, 28, 12)
+    evidence = rng.random(shape) > 0.97
+    clot = box(shape, (0, 10, 4), (6, 16, 8)) | box(shape, (20, 2, 9), (23, 5, 12))  # touching the grid's edges
+    grown = ndimage.binary_dilation(evidence, structure=np.ones((3, 3, 3), bool))
+    expected = np.count_nonzero(clot & grown) / np.count_nonzero(clot)
+    assert guard.clot_figures(clot, evidence, (1.0, 1.0, 2.0))["support"] == round(expected, 3)
