@@ -8,6 +8,7 @@ import numpy as np
 
 from strokelabel.baselines.clot import N_REGIONS, atlas_region_index
 from strokelabel.baselines.masks import label_components
+from strokelabel.boxes import bounding_box
 from strokelabel.baselines.perfusion import CORE, PENUMBRA
 from strokelabel.units import voxel_volume_ml
 
@@ -96,7 +97,8 @@ def clot_figures(
     affine = np.asarray(affine, dtype=np.float64)
     spacing_mm = np.linalg.norm(affine[:3, : clot.ndim], axis=0)
     voxels = np.argwhere(clot)
-    _, count = label_components(clot)
+    box = bounding_box(clot)  # components are counted in the clot's box, not over the whole grid
+    count = 0 if box is None else label_components(clot[box])[1]
     figures = {
         "clot_volume_ml": float(voxels.shape[0] * voxel_volume_ml(spacing_mm, clot.ndim)),
         "clot_voxels": int(voxels.shape[0]),

@@ -19,29 +19,9 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from strokelabel.boxes import bounding_box, paste
 from strokelabel.errors import StrokeLabelError
 from strokelabel.units import voxel_volume_ml
-
-
-def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...] | None:
-    """Slices of the smallest box that holds every True voxel of ``mask``, grown by ``margin`` voxels
-    on each side (one number, or one per axis), clipped to the array; None for an empty mask."""
-    mask = np.asarray(mask, dtype=bool)
-    margins = np.broadcast_to(np.asarray(margin, dtype=int), (mask.ndim,))
-    box = []
-    for axis in range(mask.ndim):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if hits.size == 0:
-            return None
-        box.append(slice(max(0, int(hits[0]) - int(margins[axis])), min(mask.shape[axis], int(hits[-1]) + 1 + int(margins[axis]))))
-    return tuple(box)
-
-
-def uncrop(values: np.ndarray, box: tuple[slice, ...], shape: Sequence[int], fill=0) -> np.ndarray:
-    """``values`` computed on ``box`` put back on the full grid of ``shape``, ``fill`` elsewhere."""
-    full = np.full(tuple(shape), fill, dtype=values.dtype)
-    full[box] = values
-    return full
 
 
 def full_connectivity(ndim: int) -> np.ndarray:
@@ -66,7 +46,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     labels, _ = label_components(mask[box])
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
-    return uncrop(labels == int(np.argmax(sizes)), box, mask.shape, False)
+    return paste(labels == int(np.argmax(sizes)), box, mask.shape, fill=False)
 
 
 def remove_small_clusters(mask: np.ndarray, spacing_mm: Sequence[float], min_cluster_ml: float) -> np.ndarray:
@@ -79,7 +59,7 @@ def remove_small_clusters(mask: np.ndarray, spacing_mm: Sequence[float], min_clu
     labels, _ = label_components(mask[box])
     keep = np.bincount(labels.ravel()) * voxel_ml >= min_cluster_ml
     keep[0] = False
-    return uncrop(keep[labels], box, mask.shape, False)
+    return paste(keep[labels], box, mask.shape, fill=False)
 
 
 def fill_holes(mask: np.ndarray, slice_axis: int | None = -1) -> np.ndarray:
@@ -143,7 +123,7 @@ def clean_mask(candidate: np.ndarray, opening_iterations: int = 0, slice_axis: i
         mask = ndimage.binary_dilation(mask, structure=full_connectivity(mask.ndim), iterations=opening_iterations) & candidate
     if not mask.any():
         raise StrokeLabelError("no brain found: the brain mask threshold selects no voxels")
-    return uncrop(fill_holes(mask, slice_axis=slice_axis), box, full.shape, False)
+    return paste(fill_holes(mask, slice_axis=slice_axis), box, full.shape, fill=False)
 
 
 def brain_mask_from_perfusion(*maps: np.ndarray, slice_axis: int | None = -1) -> np.ndarray:

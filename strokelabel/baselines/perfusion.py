@@ -28,7 +28,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from strokelabel.baselines.masks import bounding_box, brain_mask_from_perfusion, remove_small_clusters, uncrop
+from strokelabel.baselines.masks import brain_mask_from_perfusion, remove_small_clusters
+from strokelabel.boxes import bounding_box, paste
 from strokelabel.errors import StrokeLabelError
 from strokelabel.units import check_perfusion_map
 
@@ -134,7 +135,7 @@ def relative_cbf(
 ) -> np.ndarray:
     """rCBF (fraction of the healthy-side CBF) inside the brain, NaN outside. See the module docstring for ``reference``."""
     rcbf, box = relative_cbf_in_box(cbf, brain_mask, spacing_mm, tmax, reference, tmax_threshold_s, axis, smoothing_mm)
-    return uncrop(rcbf, box, np.shape(brain_mask), np.nan)
+    return paste(rcbf, box, np.shape(brain_mask), fill=np.nan)
 
 
 def relative_cbf_in_box(
@@ -238,7 +239,7 @@ def _tissue(brain_mask, cbf, tmax, cbv=None, check_units: bool = True, study: st
 def _low_rcbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis, rcbf_threshold) -> np.ndarray:
     """``tissue & (relative_cbf(...) < rcbf_threshold)``, the rCBF computed on the tissue's box only."""
     rcbf, box = relative_cbf_in_box(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis)
-    return uncrop(tissue[box] & (rcbf < rcbf_threshold), box, tissue.shape, False)
+    return paste(tissue[box] & (rcbf < rcbf_threshold), box, tissue.shape, fill=False)
 
 
 def _check_shapes(**arrays) -> None:

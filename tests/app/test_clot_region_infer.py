@@ -194,3 +194,22 @@ def test_stray_clot_specks_are_dropped_but_a_second_clot_of_similar_mass_is_kept
     mask, dropped = keep_main_clots(prob)
     assert dropped == 1 and mask.sum() == 15 and not mask[17, 17, 4]
     assert keep_main_clots(np.zeros((4, 4, 2), np.float32))[1] == 0
+
+
+def test_keep_main_clots_in_the_candidates_box_equals_the_whole_grid_labelling():
+    from scipy import ndimage
+
+    from lib.infers.clot_region import keep_main_clots
+
+    rng = np.random.default_rng(5)
+    prob = np.zeros((40, 36, 16), np.float32)
+    prob[10:14, 20:23, 5:8] = 0.9  # the clot
+    prob[25:28, 8:11, 9:13] = 0.8  # a second clot of similar mass: kept
+    prob[30, 30, 12] = 0.6  # a speck: dropped
+    prob += rng.random(prob.shape).astype(np.float32) * 0.3
+    mask, dropped = keep_main_clots(prob)
+    labels, n = ndimage.label(prob >= 0.5)  # the rule on the whole grid
+    mass = ndimage.sum(prob, labels, index=np.arange(1, n + 1))
+    whole = np.isin(labels, np.flatnonzero(mass >= 0.5 * mass.max()) + 1)
+    np.testing.assert_array_equal(mask, whole)
+    assert dropped == n - len(np.unique(labels[whole])) and mask[11, 21, 6] and mask[25, 8, 9] and not mask[30, 30, 12]

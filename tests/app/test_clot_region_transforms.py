@@ -168,3 +168,28 @@ def test_head_coordinates_measure_from_the_midline_the_centre_and_upwards_in_dec
     assert c["coord_lr"][12, 0, 0].item() == pytest.approx(0.0) and c["coord_lr"][17, 3, 4].item() == pytest.approx(0.10)
     assert c["coord_ap"][0, 15, 0].item() == pytest.approx(0.0, abs=1e-6) and c["coord_ap"][3, 25, 2].item() == pytest.approx(0.10)
     assert c["coord_si"][0, 0, 5].item() == pytest.approx(0.0, abs=1e-6) and c["coord_si"][0, 0, 10].item() == pytest.approx(0.15)
+
+
+def test_network_input_resampled_channel_by_channel_equals_the_stacked_volume_resampled():
+    from lib.transforms.clot_region import network_input
+
+    rng = np.random.default_rng(11)
+    images = {"cta1": rng.uniform(-200, 700, (50, 46, 20)).astype(np.float32),
+              "cta3": rng.uniform(-200, 700, (50, 46, 20)).astype(np.float32),
+              "spiral": rng.random((50, 46, 20)).astype(np.float32)}
+    names, spacing, plan = ("cta1", "cta2", "cta3", "spiral"), (0.45, 0.45, 0.8), {"spacing_mm": [1.7, 1.7, 3.2]}
+    volume, notes = network_input(images, names, spacing, plan=plan)
+    stacked, stacked_notes = stack_inputs(images, names)
+    assert torch.equal(volume, to_working_grid(stacked, spacing, plan)) and notes == stacked_notes
+    assert tuple(volume.shape) == (4, 13, 12, 5)
+
+
+@pytest.mark.parametrize("kind, size", [("image", (11, 10, 6)), ("image", (90, 81, 50)), ("probability", (90, 81, 50)), ("labels", (11, 10, 6))])
+def test_resample_gives_monai_resize_answer_without_its_copies(kind, size):
+    from monai.transforms import Resize
+
+    volume = torch.rand(1, 40, 37, 23) if kind != "labels" else torch.randint(0, 16, (1, 40, 37, 23)).float()
+    mode = {"image": "area" if size[0] < 40 else "trilinear", "probability": "trilinear", "labels": "nearest"}[kind]
+    assert torch.equal(resample(volume, size, kind=kind), Resize(spatial_size=size, mode=mode)(volume).as_tensor())
+    mask = volume > 7
+    assert torch.equal(resample(mask, size, kind="labels") > 0, Resize(spatial_size=size, mode="nearest")(mask.to(torch.uint8)).as_tensor() > 0)

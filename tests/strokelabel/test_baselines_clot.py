@@ -95,3 +95,19 @@ def test_clot_figures_volume_centre_and_regions():
     assert figures["clot_centre_ras_mm"] == [-9.0, 4.0, 25.0]  # voxel (0.5, 4, 1)
     assert figures["atlas_regions_with_clot"] == [3]
     assert clot_figures(np.zeros_like(clot), affine)["clot_centre_ras_mm"] is None
+
+
+def test_spiral_baseline_in_the_atlas_box_equals_the_whole_grid_rule():
+    rng = np.random.default_rng(3)
+    spiral = rng.random((30, 26, 12)).astype(np.float32)
+    spiral[0, 0, 0] = np.float32(0.9)  # just below 0.9 in float64: not clot, as the seed compares
+    atlas = np.zeros(spiral.shape, np.float32)
+    atlas[8:20, 5:24, 3:10] = rng.integers(0, 16, (12, 19, 7))
+    atlas[0, 0, 0] = 4
+    clot, flags, probabilities = clot_region_baseline(spiral, atlas)
+    region = atlas.astype(int) - 1
+    whole = (spiral.astype(np.float64) >= 0.9) & (region >= 0)
+    np.testing.assert_array_equal(clot, whole)
+    np.testing.assert_array_equal(flags, [whole[region == r].any() for r in range(15)])
+    np.testing.assert_array_equal(probabilities, [spiral[region == r].max() for r in range(15)])
+    assert not clot[0, 0, 0]

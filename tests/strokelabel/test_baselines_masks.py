@@ -59,3 +59,18 @@ def test_ct_brain_mask_cuts_a_thin_bridge_to_the_scalp():
     mask = brain_mask_from_ct(ct)
     assert mask[8:32, 8:32, 1:7].all()
     assert not mask[:4].any() and not mask[36:].any()  # no scalp
+
+
+def test_ct_brain_mask_cleaned_in_the_window_box_equals_the_whole_grid_cleaning():
+    from strokelabel.baselines.masks import clean_mask
+
+    rng = np.random.default_rng(2)
+    ct = np.full((40, 36, 18), -1000.0, np.float32)
+    ct[8:32, 6:30, 2:16] = 40.0  # brain
+    ct[14:18, 12:16, 6:10] = 300.0  # an enhanced vessel: a hole to fill
+    ct[8:32, 6:30, 2:16] += rng.normal(0, 30, (24, 24, 14)).astype(np.float32)  # noise opens holes to the border
+    ct[2, 3, 1] = 50.0  # a speck outside, in the window
+    whole = clean_mask((ct.astype(np.float64) >= -5.0) & (ct <= 100.0), opening_iterations=1)
+    np.testing.assert_array_equal(brain_mask_from_ct(ct), whole)
+    hu = np.round(ct).astype(np.int16)  # as scanners store it
+    np.testing.assert_array_equal(brain_mask_from_ct(hu), clean_mask((hu >= -5) & (hu <= 100), opening_iterations=1))

@@ -7,15 +7,14 @@ import pytest
 from scipy import ndimage
 
 from strokelabel.baselines.masks import (
-    bounding_box,
     clean_mask,
     fill_enclosed,
     fill_holes,
     full_connectivity,
     largest_component,
     remove_small_clusters,
-    uncrop,
 )
+from strokelabel.boxes import bounding_box, paste
 from strokelabel.baselines.perfusion import relative_cbf, relative_cbf_in_box, mirror, estimate_midsagittal_plane
 from strokelabel.cleaning import c_ordered_float32
 
@@ -36,7 +35,7 @@ def test_the_bounding_box_holds_every_voxel_grown_by_the_margin_and_clipped():
     assert bounding_box(mask, margin=(1, 3, 5)) == (slice(2, 8), slice(1, 12), slice(0, 6))
     assert bounding_box(np.zeros((3, 3, 3), bool)) is None
     box = bounding_box(mask)
-    assert np.array_equal(uncrop(mask[box], box, mask.shape, False), mask)
+    assert np.array_equal(paste(mask[box], box, mask.shape, fill=False), mask)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -109,7 +108,7 @@ def test_the_mirror_rcbf_on_the_brains_box_is_the_full_grids_to_the_bit(shift):
     expected = full_grid_mirror_rcbf(cbf, brain, spacing, tmax)
     assert np.array_equal(relative_cbf(cbf, brain, spacing, tmax, reference="mirror"), expected, equal_nan=True)
     rcbf, box = relative_cbf_in_box(cbf, brain, spacing, tmax, reference="contralateral")
-    assert rcbf.size < brain.size and np.array_equal(uncrop(rcbf, box, shape, np.nan), relative_cbf(cbf, brain, spacing, tmax), equal_nan=True)
+    assert rcbf.size < brain.size and np.array_equal(paste(rcbf, box, shape, fill=np.nan), relative_cbf(cbf, brain, spacing, tmax), equal_nan=True)
 
 
 def test_the_c_ordered_copy_of_a_nifti_volume_is_the_same_values():

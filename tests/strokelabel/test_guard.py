@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from strokelabel import guard
 
@@ -105,3 +106,31 @@ def test_a_clot_beside_an_enhancing_artery_is_supported_and_one_in_the_brain_is_
     verdict = guard.verdict("clot", far, evidence, spacing_mm=SPACING)
     assert not verdict.passed and verdict.figures["support"] == 0.0
     assert guard.verdict("clot", np.zeros(shape, bool), evidence, spacing_mm=SPACING).reason == "agrees: the model finds no clot"
+
+
+def test_clot_evidence_near_the_clot_equals_the_whole_grid_evidence_there():
+    rng = np.random.default_rng(7)
+    shape, spacing = (60, 50, 30), (0.9, 0.9, 1.6)
+    cta = rng.uniform(-50.0, 400.0, shape).astype(np.float32)
+    brain = box(shape, (12, 10, 6), (48, 40, 24))
+    clot = box(shape, (40, 35, 20), (44, 38, 23)) | box(shape, (3, 2, 1), (5, 4, 3))
+    whole = guard.clot_evidence(cta, brain, spacing)
+    near = guard.clot_evidence(cta, brain, spacing, near=clot)
+    region = ndimage.binary_dilation(clot, structure=np.ones((3, 3, 3), bool))
+    assert whole[region].any()
+    np.testing.assert_array_equal(near[region], whole[region])
+    assert guard.verdict("clot", clot, near, spacing_mm=spacing).figures == guard.verdict("clot", clot, whole, spacing_mm=spacing).figures
+    assert not guard.clot_evidence(cta, brain, spacing, near=np.zeros(shape, bool)).any()
+    one = box(shape, (40, 35, 20), (44, 38, 23))
+    only_there = guard.clot_evidence(cta, brain, spacing, near=one)
+    assert only_there.any() and not only_there[~box(shape, (39, 34, 19), (45, 39, 24))].any()  # computed in its box only
+
+
+def test_clot_support_read_in_the_clots_box_equals_the_whole_grid_count():
+    rng = np.random.default_rng(9)
+    shape = (30, 28, 12)
+    evidence = rng.random(shape) > 0.97
+    clot = box(shape, (0, 10, 4), (6, 16, 8)) | box(shape, (20, 2, 9), (23, 5, 12))  # touching the grid's edges
+    grown = ndimage.binary_dilation(evidence, structure=np.ones((3, 3, 3), bool))
+    expected = np.count_nonzero(clot & grown) / np.count_nonzero(clot)
+    assert guard.clot_figures(clot, evidence, (1.0, 1.0, 2.0))["support"] == round(expected, 3)

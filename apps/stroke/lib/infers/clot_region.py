@@ -35,6 +35,7 @@ from lib.networks.clot_seg_net import regions_from_clot, segment_volume
 from lib.transforms.baselines import ClotRegionBaselined
 from lib.transforms.clot_region import load_plan, network_input, regions_list, resample
 from lib.transforms.figures import ClotFiguresd
+from strokelabel.boxes import bounding_box, paste
 from strokelabel.guard import clot_evidence, verdict
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,15 @@ def keep_main_clots(prob: np.ndarray, threshold: float = CLOT_THRESHOLD, relativ
     showers give several clots of similar size.
     """
     mask = prob >= threshold
-    labels, n = ndimage.label(mask)
+    box = bounding_box(mask)  # components are found in the candidates' box, not the whole 67 M-voxel grid
+    if box is None:
+        return mask, 0
+    labels, n = ndimage.label(mask[box])
     if n <= 1:
         return mask, 0
-    mass = ndimage.sum(prob, labels, index=np.arange(1, n + 1))
+    mass = ndimage.sum(prob[box], labels, index=np.arange(1, n + 1))
     keep = np.flatnonzero(mass >= relative_mass * mass.max()) + 1
-    return np.isin(labels, keep), int(n - len(keep))
+    return paste(np.isin(labels, keep), box, mask.shape), int(n - len(keep))
 
 
 def working_slice_of(native_slices: int, working_slices: int) -> torch.Tensor:
@@ -96,8 +100,9 @@ class ClotRegionInfer(StrokeInferTask):
 
     def guard(self, data, physics):
         study = data["study"]
-        evidence = clot_evidence(study.images["cta1"], study.brain_mask, study.spacing_mm)
-        return verdict("clot", label_array(data["pred"]), evidence, spacing_mm=study.spacing_mm)
+        clot = label_array(data["pred"])
+        evidence = clot_evidence(study.images["cta1"], study.brain_mask, study.spacing_mm, near=clot > 0)
+        return verdict("clot", clot, evidence, spacing_mm=study.spacing_mm)
 
     @staticmethod
     def _region_base(data) -> int:
@@ -151,8 +156,8 @@ class ClotRegionInfer(StrokeInferTask):
         roi = None
         if atlas is not None:
             roi = (atlas > 0) if self._region_base(data) == 1 else np.ones(atlas.shape, bool)
-            roi = resample(roi[None].astype(np.uint8), tuple(volume.shape[1:]), kind="labels")[0].numpy() > 0
-        with torch.no_grad():
+            roi = resample(roi[None], tuple(volume.shape[1:]), kind="labels")[0].numpy() > 0
+        with torch.inference_mode():
             return segment_volume(seg, volume, roi_mask=roi)
 
     def clot_uncertainty(self, image_path: str, samples: int, device) -> dict:
@@ -174,20 +179,26 @@ class ClotRegionInfer(StrokeInferTask):
         result = data.setdefault("result", {})
         atlas = data.get("atlas")
 
+        # The study's brain (the guard reads it) is found first, before the network's buffers and the
+        # full-size probability have grown the heap: measured on the full CTA, the peak is then the
+        # loaded study plus the larger of the two, not their sum.
+        study.brain_mask
         plan = load_plan()
         nets, notes, paths = self._inputs(data, device, plan)
         prob_working = self._segment(*nets["seg"], data)
         native, working = tuple(study.shape), tuple(prob_working.shape)
         prob = resample(prob_working[None], native, kind="probability")[0]
         clot, dropped = keep_main_clots(prob.numpy(), CLOT_THRESHOLD)
-        prob = prob * torch.from_numpy(clot)  # the flags below follow the kept clot, not the dropped candidates
         result["clot_candidates_dropped"] = dropped
         result["working_grid"] = {"shape": list(working), "spacing_mm": list(plan["spacing_mm"])}
         data["pred"] = clot.astype(np.uint8)
         result["models"] = {"segmentation": os.path.basename(paths["seg"] or "")}
         result["clot_threshold"] = CLOT_THRESHOLD
         if atlas is not None:
-            flags, probabilities = regions_from_clot(prob, atlas, region_base, CLOT_THRESHOLD)
+            # The flags follow the kept clot, not the dropped candidates: its probabilities, in its box.
+            box = bounding_box(clot) or tuple(slice(0, 0) for _ in native)
+            kept = prob.numpy()[box] * clot[box]
+            flags, probabilities = regions_from_clot(kept, np.asarray(atlas)[box], region_base, CLOT_THRESHOLD)
             data["region_flags"], data["region_probabilities"], data["region_base"] = flags, probabilities, region_base
             result["regions_from"] = "segmented clot ∩ atlas"
 

@@ -18,7 +18,7 @@ from lib.transforms.baselines import CorePenumbraBaselined
 from lib.transforms.core_penumbra import CorePenumbraInputd, slice_inferer
 from lib.transforms.figures import CorePenumbraFiguresd
 from lib.transforms.grid import mirror_averaged, resample_inplane
-from strokelabel.baselines.masks import bounding_box
+from strokelabel.boxes import bounding_box
 from strokelabel.guard import verdict
 from strokelabel.lifeline import wait_for_foreground
 

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.inferers import Inferer
-from monai.transforms import MapTransform, Randomizable, Resize, Transform
+from monai.transforms import MapTransform, Randomizable, Transform
 
 from lib.networks.ami_net import NUM_REGIONS, slice_region_labels, slice_windows
 from strokelabel.errors import StrokeLabelError
@@ -79,10 +79,12 @@ def working_shape(shape, spacing_mm, working_spacing_mm) -> tuple[int, int, int]
 
 
 def resample(volume, shape, kind: str = "image") -> torch.Tensor:
-    """A channel-first ``(C, X, Y, Z)`` volume on a grid of ``shape`` (MONAI ``Resize``).
+    """A channel-first ``(C, X, Y, Z)`` volume on a grid of ``shape`` (``torch.nn.functional.interpolate``,
+    as MONAI ``Resize`` calls it, without its float32 copy of the input and MetaTensor wrapping).
 
     ``kind``: ``"image"`` (area averaging when shrinking, trilinear when growing),
-    ``"labels"`` (nearest: atlas region numbers), ``"probability"`` (trilinear).
+    ``"labels"`` (nearest: atlas region numbers; the dtype is kept, a bool mask comes back as uint8),
+    ``"probability"`` (trilinear). Images and probabilities come back float32.
     """
     vol = torch.as_tensor(np.asarray(volume) if not isinstance(volume, torch.Tensor) else volume)
     shape = tuple(int(n) for n in shape)
@@ -90,12 +92,11 @@ def resample(volume, shape, kind: str = "image") -> torch.Tensor:
         return vol
     if kind == "labels":
         mode = "nearest"
-    elif kind == "image" and all(n <= m for n, m in zip(shape, vol.shape[1:])):
-        mode = "area"
+        vol = vol.to(torch.uint8) if vol.dtype == torch.bool else vol
     else:
-        mode = "trilinear"
-    out = Resize(spatial_size=shape, mode=mode)(vol.float() if mode != "nearest" else vol)
-    return torch.as_tensor(out.as_tensor() if hasattr(out, "as_tensor") else out)
+        mode = "area" if kind == "image" and all(n <= m for n, m in zip(shape, vol.shape[1:])) else "trilinear"
+        vol = vol.float()
+    return F.interpolate(vol[None], size=shape, mode=mode)[0]
 
 
 def resample_clot_label(clot, shape) -> torch.Tensor:
@@ -109,34 +110,36 @@ def resample_clot_label(clot, shape) -> torch.Tensor:
 
 
 def normalise(name: str, volume) -> np.ndarray:
-    """One input volume scaled as the networks were trained: CTA HU window to [0, 1], SPIRAL as is."""
+    """One input volume scaled as the networks were trained: CTA HU window to [0, 1], SPIRAL as is.
+    One float32 array is made and scaled in place (a full-size phase is 270 MB)."""
     v = np.asarray(volume, dtype=np.float32)
     if name.startswith("cta"):
         low, high = CTA_WINDOW_HU
-        return np.clip((v - low) / (high - low), 0.0, 1.0)
+        out = v - low
+        out /= high - low
+        return np.clip(out, 0.0, 1.0, out=out)
     return np.clip(v, 0.0, 1.0)
 
 
-def stack_inputs(images: dict, input_names, study: str = "") -> tuple[np.ndarray, list[str]]:
-    """``(C, X, Y, Z)`` normalised channels in ``input_names`` order, and notes on substitutions.
+def input_channel(images: dict, name: str, study: str = "") -> tuple[np.ndarray, str | None]:
+    """One normalised input of ``stack_inputs`` and the note on its substitution, if any.
 
     A missing later CTA phase is replaced by phase 1 (noted), so a study with one phase still
     gets a clot segmentation; a missing phase 1 or SPIRAL (when the model takes it) is an error.
     """
-    channels, notes = [], []
-    for name in input_names:
-        if images.get(name) is None:
-            if name in ("cta2", "cta3") and images.get("cta1") is not None:
-                notes.append(f"{name} missing: phase 1 used in its place")
-                channels.append(normalise("cta1", images["cta1"]))
-                continue
-            if name in OPTIONAL_INPUTS and images.get("cta1") is not None:
-                notes.append(f"no {name} map: the model ran on the CTA phases alone")
-                channels.append(np.zeros(np.shape(images["cta1"]), np.float32))
-                continue
-            raise StrokeLabelError(f"the model needs the {name} volume, which this study does not have", study=study or None)
-        channels.append(normalise(name, images[name]))
-    return np.stack(channels), notes
+    if images.get(name) is not None:
+        return normalise(name, images[name]), None
+    if name in ("cta2", "cta3") and images.get("cta1") is not None:
+        return normalise("cta1", images["cta1"]), f"{name} missing: phase 1 used in its place"
+    if name in OPTIONAL_INPUTS and images.get("cta1") is not None:
+        return np.zeros(np.shape(images["cta1"]), np.float32), f"no {name} map: the model ran on the CTA phases alone"
+    raise StrokeLabelError(f"the model needs the {name} volume, which this study does not have", study=study or None)
+
+
+def stack_inputs(images: dict, input_names, study: str = "") -> tuple[np.ndarray, list[str]]:
+    """``(C, X, Y, Z)`` normalised channels in ``input_names`` order, and notes on substitutions (``input_channel``)."""
+    channels, notes = zip(*(input_channel(images, name, study) for name in input_names)) if input_names else ((), ())
+    return np.stack(channels), [n for n in notes if n]
 
 
 def to_working_grid(volume: np.ndarray, spacing_mm, plan: dict | None = None) -> torch.Tensor:
@@ -157,9 +160,16 @@ def network_input(images: dict, input_names, spacing_mm, study: str = "", plan: 
     for n in names:
         if n.endswith(MIRROR_SUFFIX) and n[: -len(MIRROR_SUFFIX)] not in sources:
             raise ValueError(f"{n} needs {n[: -len(MIRROR_SUFFIX)]} among the inputs {names}")
-    volume, notes = stack_inputs(images, sources, study)
-    native_shape = np.shape(volume)[1:]
-    volume = to_working_grid(volume, spacing_mm, plan)
+    # Normalised and resampled one input at a time: one full-size float32 volume alive, not a stack of four.
+    plan = plan or load_plan()
+    native_shape, working, notes = None, [], []
+    for name in sources:
+        channel, note = input_channel(images, name, study)
+        native_shape = channel.shape
+        working.append(to_working_grid(channel[None], spacing_mm, plan)[0])
+        del channel
+        notes += [note] if note else []
+    volume = torch.stack(working)
     channels = {n: volume[i] for i, n in enumerate(sources)}
     mirrored = [n for n in names if n.endswith(MIRROR_SUFFIX)]
     if mirrored or any(n in COORDINATES for n in names):

@@ -62,7 +62,7 @@ from torch import nn
 
 from lib.transforms.baselines import perfusion_brain_mask
 from lib.transforms.grid import inplane_size, resample_inplane
-from strokelabel.baselines.masks import bounding_box, uncrop
+from strokelabel.boxes import bounding_box, paste
 from strokelabel.baselines.perfusion import relative_cbf_in_box
 from strokelabel.errors import StrokeLabelError
 from strokelabel.study import load_label
@@ -106,7 +106,7 @@ def input_maps(d: Dict, maps: Sequence[str], brain: np.ndarray) -> Dict[str, np.
             tissue = brain & ((np.asarray(d["cbf"]) > 0) | (np.asarray(d["tmax"]) > 0))
             # On the tissue's box (float64 there only); 0 outside it, as NaN -> 0 gives on the full grid.
             rcbf, box = relative_cbf_in_box(d["cbf"], tissue, d["study"].spacing_mm, d["tmax"], reference="mirror")
-            out[m] = uncrop(np.nan_to_num(rcbf, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), box, tissue.shape, 0.0)
+            out[m] = paste(np.nan_to_num(rcbf, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), box, tissue.shape)
         else:
             out[m] = np.asarray(d[m])
     return out
@@ -163,7 +163,7 @@ def normalise_map(values: np.ndarray, brain: np.ndarray, rule: Dict) -> np.ndarr
         x = x / relative_scale(values, inside)
     low, high = rule["clip"]
     x = (np.clip(x, low, high) - rule["mean"]) / rule["std"]
-    return uncrop(np.where(inside, x, 0.0).astype(np.float32), box, np.shape(brain), 0.0)
+    return paste(np.where(inside, x, 0.0).astype(np.float32), box, np.shape(brain))
 
 
 def nihss_channel_value(clinical: Dict) -> float:

@@ -116,7 +116,7 @@ def working_image(study, route: str) -> tuple[torch.Tensor, tuple[int, int], dic
     if route != "ctp":
         channels, info = study_channels(study, route)
         return resample_inplane(torch.from_numpy(channels), inplane_size(channels.shape[1:], study.spacing_mm)), channels.shape[1:3], info
-    from strokelabel.baselines.masks import bounding_box, uncrop
+    from strokelabel.boxes import bounding_box, paste
 
     brain, shape = study.brain_mask, study.shape
     size = inplane_size(shape, study.spacing_mm)
@@ -125,7 +125,7 @@ def working_image(study, route: str) -> tuple[torch.Tensor, tuple[int, int], dic
     planes = []
     for m in ("cbf", "cbv", "mtt", "tmax"):
         channel = (np.clip(study.images[m][box] / PLAN["ctp_scale"][m], 0.0, PLAN["ctp_clip"]) * inside).astype(np.float32)
-        planes.append(resample_inplane(torch.from_numpy(uncrop(channel, box, shape, 0.0)[None]), size)[0])
+        planes.append(resample_inplane(torch.from_numpy(paste(channel, box, shape, fill=0.0)[None]), size)[0])
     return torch.stack(planes), tuple(shape[:2]), {}
 
 
