@@ -250,3 +250,31 @@ def test_scoring_waits_while_a_clinicians_call_is_in_flight(tmp_path, monkeypatc
         released = time.monotonic()
     worker.join(timeout=10)
     assert not (tmp_path / "busy").exists() and scored_at and scored_at[0] >= released
+
+
+def test_the_model_runs_on_the_gpu_when_one_is_present_and_on_the_cpu_otherwise(config, study, monkeypatch):
+    """The device choice, with a mocked CUDA device (no GPU here): MONAI Label lists the machine's devices
+    when the task is built and a request that names none (as the 3D Slicer and OHIF clients send it) takes
+    the first, so the model runs on the GPU when torch sees one, else on the CPU."""
+    devices = []
+
+    def served_on(cuda_present: bool) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_present)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: int(cuda_present))
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Mocked GPU")
+        fresh = CorePenumbra()  # a task built now, on this machine (config.infer() keeps the first one)
+        fresh.init("core_penumbra", str(Path(config.shipped_path).parents[1]), {}, None)
+        task = fresh.infer()
+        real_run_model = task.run_model
+
+        def run_model(data, device):
+            devices.append(device)
+            return real_run_model(data, "cpu")  # the choice is what is proven; the arithmetic stays on the CPU
+
+        monkeypatch.setattr(task, "run_model", run_model)
+        _, data = task({"image": str(study["reference"]), "method": "model", "skip_writer": True})
+        assert data["result"]["method"] == "model"
+
+    served_on(True)
+    served_on(False)
+    assert devices == ["cuda", "cpu"]
