@@ -102,25 +102,8 @@ def main(argv=None) -> int:
         studies = {s["reference"].name.split("_")[0][4:7]: s for s in held_out_studies(root / size, 1, 4242, size=size, kinds=kinds)}
         for task_name in tasks:
             for kind in TASK_KINDS[task_name]:
-                reference = benchmark_reference(task_name, kind, size, root) or studies[kind]["reference"]
-                load = run_child(task_name, "load", reference, args.repeat)
-                measured = {}
-                for method in available[task_name] + extra_methods(task_name, kind, available[task_name]):
-                    m = run_child(task_name, method, reference, args.repeat)
-                    measured[method] = m
-                    row = {"task": task_name, "kind": kind, "size": size, "shape": shape_of(reference), "method": method}
-                    if "error" in m:
-                        row["error"] = m["error"]
-                    else:
-                        row.update(seconds=m["seconds"], first_s=m["seconds_first"], peak_mib=m["peak_mib"],
-                                   work_mib=m["peak_mib"] - m["before_mib"], load_s=load.get("seconds"),
-                                   x_load=m["seconds"] / load["seconds"] if load.get("seconds") else None)
-                        base = measured.get("baseline")
-                        if method != "baseline" and base and "seconds" in base:
-                            row["x_baseline_s"] = m["seconds"] / base["seconds"]
-                            row["x_baseline_mib"] = m["peak_mib"] / base["peak_mib"]
-                    rows.append(row)
-                    print(f"[benchmark] {task_name} {kind} {size} {method}: {row.get('seconds', row.get('error'))}", file=sys.stderr)
+                for reference in benchmark_references(task_name, kind, size, root) or [studies[kind]["reference"]]:
+                    rows += measure_study(task_name, kind, size, reference, available[task_name], args.repeat)
 
     print("# StrokeLabel inference benchmark (one study per task, kind and size; fastest of --repeat runs)")
     print("# seconds: inference incl. study loading; load_s: loading alone; peak_mib: peak RSS of the process while")
@@ -134,18 +117,47 @@ def main(argv=None) -> int:
     return 0
 
 
+def measure_study(task_name: str, kind: str, size: str, reference: Path, methods: list, repeat: int) -> list[dict]:
+    """The rows of one study: loading alone, then every method, each in its own process."""
+    load = run_child(task_name, "load", reference, repeat)
+    measured, rows = {}, []
+    for method in methods + extra_methods(task_name, kind, methods):
+        m = run_child(task_name, method, reference, repeat)
+        measured[method] = m
+        row = {"task": task_name, "kind": kind, "size": size, "shape": shape_of(reference), "method": method}
+        if "error" in m:
+            row["error"] = m["error"]
+        else:
+            row.update(seconds=m["seconds"], first_s=m["seconds_first"], peak_mib=m["peak_mib"],
+                       work_mib=m["peak_mib"] - m["before_mib"], load_s=load.get("seconds"),
+                       x_load=m["seconds"] / load["seconds"] if load.get("seconds") else None)
+            base = measured.get("baseline")
+            if method != "baseline" and base and "seconds" in base:
+                row["x_baseline_s"] = m["seconds"] / base["seconds"]
+                row["x_baseline_mib"] = m["peak_mib"] / base["peak_mib"]
+        rows.append(row)
+        print(f"[benchmark] {task_name} {kind} {size} {row['shape']} {method}: {row.get('seconds', row.get('error'))}", file=sys.stderr)
+    return rows
+
+
 # ---- ischemic_lesion: MRI at the ISLES'22 size, the Siamese model, parameter counts ------------
-def benchmark_reference(task_name: str, kind: str, size: str, root: Path):
-    """ischemic_lesion MRI at full size is measured at ISLES'22's 112 x 112 x 73 (2 mm), in its layout."""
+# A clinical stroke MRI protocol's DWI: thick axial slices, fine in-plane (the issue's 256 x 256 x 30 at 0.9 x 0.9 x 5 mm).
+CLINICAL_MRI_GRID = ((256, 256, 30), (0.9, 0.9, 5.0))
+
+
+def benchmark_references(task_name: str, kind: str, size: str, root: Path) -> list:
+    """ischemic_lesion MRI at full size is measured at ISLES'22's 112 x 112 x 73 (2 mm) and on a clinical
+    256 x 256 x 30 (0.9 x 0.9 x 5 mm) grid, both in the ISLES'22 layout; other tasks use the generated study."""
     if task_name != "ischemic_lesion" or kind != "mri" or size != "full":
-        return None
+        return []
     from strokelabel.phantom.isles_layout import ISLES22_GRID, generate_isles_study
 
-    folder = root / "isles22"
-    existing = sorted(folder.glob("rawdata/sub-*/ses-*/dwi/*_dwi.nii.gz"))
-    if existing:
-        return existing[0]
-    return generate_isles_study(folder, 1, seed=4242, size="full", grid=ISLES22_GRID)["reference"]
+    references = []
+    for name, grid in (("isles22", ISLES22_GRID), ("clinical_mri", CLINICAL_MRI_GRID)):
+        folder = root / name
+        existing = sorted(folder.glob("rawdata/sub-*/ses-*/dwi/*_dwi.nii.gz"))
+        references.append(existing[0] if existing else generate_isles_study(folder, 1, seed=4242, size="full", grid=grid)["reference"])
+    return references
 
 
 def extra_methods(task_name: str, kind: str, available: list) -> list:
