@@ -6,7 +6,14 @@ call is in flight: strokelabel/lifeline.py) and once without (``STROKELABEL_BACK
 baseline in the same run). In each: the infer's latency idle, then while a scoring round over every
 study runs. Prints seconds, the ratios (target: during / idle <= 1.3) and the scoring round's figures.
 
-    .venv/bin/python scripts/benchmark_scoring.py [--studies 50] [--size full] [--task core_penumbra] [--infers 5]
+    .venv/bin/python scripts/benchmark_scoring.py [--studies 50] [--distinct 50] [--size full] [--task core_penumbra] [--infers 5]
+        [--whole-round]
+
+``--distinct K`` generates K phantoms and serves each under several subject ids (hard links) until there are
+``--studies`` studies: scoring is cached per study id and model version, so every id is scored in full, and a
+full-size phantom takes minutes to generate. Without ``--whole-round`` the server is stopped once the infers
+during scoring are measured, and the studies scored by then are counted (a 50-study full-size round takes
+tens of minutes).
 
 Nothing here is a pass/fail test: it prints figures.
 """
@@ -61,6 +68,30 @@ def start_server(studies: Path, task: str, workdir: Path, yield_to_clinician: bo
     raise RuntimeError("server did not start")
 
 
+def replicate_studies(folder: Path, total: int) -> None:
+    """Serve the generated studies under more subject ids (hard links, sidecar JSON rewritten) until there are ``total``."""
+    originals = sorted(p for p in folder.glob("sub-*") if p.is_dir() and "copy" not in p.name)
+    existing = sorted(folder.glob("sub-*"))
+    for n in range(len(existing), total):
+        source = originals[n % len(originals)]
+        subject = f"{source.name}copy{n:03d}"
+        for path in source.rglob("*"):
+            target = folder / subject / path.relative_to(source)
+            target = target.with_name(target.name.replace(source.name, subject))
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif path.suffix == ".json":
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(path.read_text().replace(source.name.removeprefix("sub-"), subject.removeprefix("sub-")))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.link(path, target)
+
+
+def scored_studies(url: str, images: list, key: str) -> int:
+    return sum(key in (requests.get(f"{url}/datastore/image/info", params={"image": i}, timeout=30).json() or {}) for i in images)
+
+
 def infer_seconds(url: str, task: str, image: str) -> float:
     started = time.perf_counter()
     answer = requests.post(f"{url}/infer/{task}", params={"image": image, "output": "json"}, data={"params": json.dumps({"method": "model"})},
@@ -73,7 +104,7 @@ def scoring_running(url: str) -> bool:
     return requests.get(f"{url}/scoring/", params={"check_if_running": "true"}, timeout=30).status_code == 200
 
 
-def measure(studies: Path, task: str, workdir: Path, yield_to_clinician: bool, infers: int) -> dict:
+def measure(studies: Path, task: str, workdir: Path, yield_to_clinician: bool, infers: int, whole_round: bool) -> dict:
     proc, url = start_server(studies, task, workdir, yield_to_clinician)
     try:
         images = sorted(requests.get(f"{url}/datastore/", params={"output": "all"}, timeout=60).json()["objects"])
@@ -89,12 +120,12 @@ def measure(studies: Path, task: str, workdir: Path, yield_to_clinician: bool, i
         while scoring_running(url) and len(during) < infers:
             during.append(infer_seconds(url, task, image))
             time.sleep(0.5)  # a clinician looks at the answer before the next call
-        while scoring_running(url):
+        while whole_round and scoring_running(url):
             time.sleep(1)
         round_s = time.perf_counter() - started
-        status = requests.get(f"{url}/scoring/", timeout=30).json()
+        scored = scored_studies(url, images, SCORING_OF_TASK[task])
         return {"idle_s": statistics.median(idle), "during_s": statistics.median(during) if during else None, "during_n": len(during),
-                "round_s": round_s, "studies": len(images), "status": status.get("status")}
+                "round_s": round_s, "studies": len(images), "scored": scored}
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -103,6 +134,8 @@ def measure(studies: Path, task: str, workdir: Path, yield_to_clinician: bool, i
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=50)
+    parser.add_argument("--distinct", type=int, default=None, help="phantoms generated (default: --studies); the rest are copies")
+    parser.add_argument("--whole-round", action="store_true", help="wait for the scoring round to end before stopping the server")
     parser.add_argument("--size", default="full", choices=["small", "full"])
     parser.add_argument("--task", default="core_penumbra", choices=list(KIND_OF_TASK))
     parser.add_argument("--infers", type=int, default=5, help="infers per measurement (the median is reported)")
@@ -110,20 +143,23 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="benchmark_scoring_"))
     studies = Path(args.folder) if args.folder else workdir / "studies"
-    print(f"generating {args.studies} {args.size} {KIND_OF_TASK[args.task]} studies in {studies} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "strokelabel.phantom", "--out", str(studies), "--per-kind", str(args.studies), "--labelled", "0",
+    distinct = min(args.distinct or args.studies, args.studies)
+    print(f"generating {distinct} {args.size} {KIND_OF_TASK[args.task]} studies in {studies} ...", flush=True)
+    subprocess.run([sys.executable, "-m", "strokelabel.phantom", "--out", str(studies), "--per-kind", str(distinct), "--labelled", "0",
                     "--size", args.size, "--kinds", KIND_OF_TASK[args.task], "--ctp-series", "no", "--seed", "7100"], check=True)
+    replicate_studies(studies, args.studies)
     rows = {}
     for yielding in (False, True):
         print(f"server with background work {'yielding' if yielding else 'not yielding'} ...", flush=True)
-        rows[yielding] = measure(studies, args.task, workdir, yielding, args.infers)
-    print(f"\n{args.task}, {args.studies} {args.size} studies, 2 cores; infer = POST /infer (method model), median of {args.infers}")
-    print("| background work | infer idle s | infer during scoring s | during / idle | scoring round s (all studies) |")
+        rows[yielding] = measure(studies, args.task, workdir, yielding, args.infers, args.whole_round)
+    print(f"\n{args.task}, {args.studies} {args.size} studies ({distinct} distinct), {os.cpu_count()} cores; infer = POST /infer "
+          f"(method model), median of {args.infers}")
+    print("| background work | infer idle s | infer during scoring s | during / idle | studies scored / s since scoring began |")
     print("| --- | --- | --- | --- | --- |")
     for yielding, row in rows.items():
         ratio = f"{row['during_s'] / row['idle_s']:.2f}" if row["during_s"] else "n/a (round ended first)"
         during = f"{row['during_s']:.2f} (n={row['during_n']})" if row["during_s"] else "-"
-        print(f"| {'yields (nice 10, waits)' if yielding else 'does not yield (baseline)'} | {row['idle_s']:.2f} | {during} | {ratio} | {row['round_s']:.1f} |")
+        print(f"| {'yields (nice 10, waits)' if yielding else 'does not yield (baseline)'} | {row['idle_s']:.2f} | {during} | {ratio} | {row['scored']} of {row['studies']} in {row['round_s']:.1f} |")
     print(f"\nserver logs in {workdir}")
     return 0
 
