@@ -9,6 +9,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+import requests
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
@@ -19,6 +20,7 @@ from tests.e2e.server import free_port, running_server
 pytestmark = pytest.mark.e2e
 PASSWORDS = {"rita": "reader-password-1", "anna": "annotator-password-2", "adam": "admin-password-3"}
 ROLES = {"rita": "reader", "anna": "annotator", "adam": "admin"}
+VIEWER_ORIGIN = "https://viewer.hospital.example"
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def server(tmp_path_factory):
         add_user(users, name, PASSWORDS[name], role)
     generate_study(work / "studies", "mri", "acc1", seed=4505)
     env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": f"http://127.0.0.1:{free_port()}/realms/strokelabel",
-           "STROKELABEL_USERS_FILE": str(users), "STROKELABEL_MAX_UPLOAD_MB": "8"}
+           "STROKELABEL_USERS_FILE": str(users), "STROKELABEL_MAX_UPLOAD_MB": "8", "STROKELABEL_CORS_ORIGINS": VIEWER_ORIGIN}
     with running_server(work / "server", work / "studies", models="ischemic_lesion", env=env) as srv:
         yield srv
 
@@ -89,3 +91,17 @@ def test_an_admin_may_train_and_uploads_beyond_the_limit_are_refused(server, tmp
     big = tmp_path / "big.nii"
     nib.save(nib.Nifti1Image(np.zeros((512, 512, 20), np.float32), np.eye(4)), str(big))  # 20 MB > the test's 8 MB limit
     assert status_of(lambda: admin.upload_image(str(big), image_id="sub-big_ses-01_dwi")) == 413
+
+
+def test_only_listed_web_origins_may_call_the_server(server):
+    """A page from a listed origin may call the server from a browser; a page from anywhere else may not
+    (refused preflight, no Access-Control-Allow-Origin on the answer), with or without a token."""
+    url = f"http://127.0.0.1:{server.port}/info/"
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    listed = requests.options(url, headers={"Origin": VIEWER_ORIGIN, **preflight}, timeout=30)
+    assert listed.status_code == 200 and listed.headers["access-control-allow-origin"] == VIEWER_ORIGIN
+    assert requests.get(url, headers={"Origin": VIEWER_ORIGIN}, timeout=30).headers.get("access-control-allow-origin") == VIEWER_ORIGIN
+    for foreign in ("https://evil.example", f"{VIEWER_ORIGIN}.evil.example", f"http://127.0.0.1:{server.port + 7}"):
+        refused = requests.options(url, headers={"Origin": foreign, **preflight}, timeout=30)
+        assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+        assert "access-control-allow-origin" not in requests.get(url, headers={"Origin": foreign}, timeout=30).headers

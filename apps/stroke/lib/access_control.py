@@ -10,6 +10,10 @@
   datastore's (pseudonymous folder names or DICOM UIDs); no patient name or ID is written.
 - Uploads larger than ``STROKELABEL_MAX_UPLOAD_MB`` (default 1024) are refused with 413 before the
   body is read.
+- Cross-origin calls (a web page served from elsewhere calling the server from a browser): answered only for
+  the origins in ``STROKELABEL_CORS_ORIGINS`` (comma-separated; none by default: the bundled viewers are served
+  by the server itself, where CORS does not apply). MONAI Label answers every origin unless
+  ``MONAI_LABEL_CORS_ORIGINS`` is set, and 0.8.5's ``start_server`` stops with a TypeError when it is.
 
 Added as plain ASGI wrappers around the app's built middleware stack: the app instance (and so this
 module) comes to life inside MONAI Label's lifespan, after Starlette has frozen ``add_middleware``.
@@ -31,6 +35,7 @@ from strokelabel.access import Issuer, serve_issuer
 logger = logging.getLogger(__name__)
 
 USERS_FILE_ENV = "STROKELABEL_USERS_FILE"
+CORS_ORIGINS_ENV = "STROKELABEL_CORS_ORIGINS"
 MAX_UPLOAD_MB = float(os.environ.get("STROKELABEL_MAX_UPLOAD_MB", 1024))
 # Calls worth a line in the audit log (static viewer files are not).
 AUDITED_PREFIXES = ("/infer", "/datastore", "/train", "/model", "/activelearning", "/scoring", "/batch", "/auth/token", "/proxy", "/stroke")
@@ -48,11 +53,37 @@ def install(fastapi_app, app_dir: str) -> Issuer | None:
         _add_token_route(fastapi_app, issuer)
     audit_path = Path(app_dir) / "logs" / "audit.log"
     audit_path.parent.mkdir(parents=True, exist_ok=True)
-    fastapi_app.middleware_stack = AuditLog(UploadLimit(fastapi_app.middleware_stack or fastapi_app.build_middleware_stack(), MAX_UPLOAD_MB),
-                                            audit_path, issuer)
+    stack = restrict_cross_origin(fastapi_app.middleware_stack or fastapi_app.build_middleware_stack(), cors_origins())
+    fastapi_app.middleware_stack = AuditLog(UploadLimit(stack, MAX_UPLOAD_MB), audit_path, issuer)
     logger.info("audit log: %s; uploads up to %.0f MB; access control %s", audit_path, MAX_UPLOAD_MB,
                 "on (users in $%s)" % USERS_FILE_ENV if issuer else ("on (external realm)" if settings.MONAI_LABEL_AUTH_ENABLE else "off"))
     return issuer
+
+
+def cors_origins() -> list[str]:
+    """The web origins allowed to call the server cross-origin (``STROKELABEL_CORS_ORIGINS``), as browsers write them."""
+    listed = os.environ.get(CORS_ORIGINS_ENV, "")
+    return [origin.strip().rstrip("/") for origin in listed.split(",") if origin.strip()]
+
+
+def restrict_cross_origin(stack, origins: list[str]):
+    """``stack`` with MONAI Label's CORS layer answering only ``origins`` (it is built before this app exists,
+    so the layer is replaced in the chain rather than configured)."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    def restricted(app):
+        return CORSMiddleware(app, allow_origins=origins, allow_credentials=True, allow_methods=["*"], allow_headers=["*"])
+
+    logger.info("cross-origin calls answered for: %s", ", ".join(origins) or "no other web origin")
+    parent, layer = None, stack
+    while layer is not None and not isinstance(layer, CORSMiddleware):
+        parent, layer = layer, getattr(layer, "app", None)
+    if layer is None:
+        return restricted(stack)
+    if parent is None:
+        return restricted(layer.app)
+    parent.app = restricted(layer.app)
+    return stack
 
 
 def _let_monailabel_check_tokens() -> None:
