@@ -44,8 +44,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(workdir: Path, studies: Path | str, models: str = "all", shipped_models: bool = True, conf: dict | None = None,
-                   env: dict | None = None):
+                   env: dict | None = None, tls: tuple[Path, Path] | None = None):
     """Copy the app into ``workdir``, start the server on a free port, yield a :class:`Server`.
+
+    ``tls=(key file, certificate file)`` serves https with uvicorn's certificate options, as the README says.
 
     ``shipped_models=False`` leaves out ``model/shipped``: a site with no model at all. A ``workdir``
     that already holds the app is a restart: its app (and models) are used as they are.
@@ -64,10 +66,12 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
            "--host", "127.0.0.1", "--port", str(port), "--conf", "models", models]
     for key, value in (conf or {}).items():
         cmd += ["--conf", key, str(value)]
+    if tls:
+        cmd += ["--ssl_keyfile", str(tls[0]), "--ssl_certfile", str(tls[1])]
     with open(log_path, "a" if restart else "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
     try:
-        client = MONAILabelClient(f"http://127.0.0.1:{port}", tmpdir=str(Path(workdir) / "client"))
+        client = MONAILabelClient(f"{'https' if tls else 'http'}://127.0.0.1:{port}", tmpdir=str(Path(workdir) / "client"))
         os.makedirs(Path(workdir) / "client", exist_ok=True)
         deadline = time.time() + STARTUP_TIMEOUT_S
         while True:

@@ -105,3 +105,48 @@ def test_only_listed_web_origins_may_call_the_server(server):
         refused = requests.options(url, headers={"Origin": foreign, **preflight}, timeout=30)
         assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
         assert "access-control-allow-origin" not in requests.get(url, headers={"Origin": foreign}, timeout=30).headers
+
+
+def self_signed_certificate(folder) -> tuple:
+    """A key and a self-signed certificate for 127.0.0.1, as a site would make with openssl."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+                   .sign(key, hashes.SHA256()))
+    key_file, certificate_file = folder / "server.key", folder / "server.crt"
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    certificate_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_file, certificate_file
+
+
+def test_over_https_users_log_in_and_infer_and_plain_http_is_not_answered(tmp_path):
+    """uvicorn's certificate options (README): the client logs in and infers over https, with the certificate checked."""
+    users = tmp_path / "users.json"
+    add_user(users, "rita", PASSWORDS["rita"], "reader")
+    generate_study(tmp_path / "studies", "mri", "tls1", seed=4506)
+    key_file, certificate_file = self_signed_certificate(tmp_path)
+    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": f"http://127.0.0.1:{free_port()}/realms/strokelabel",
+           "STROKELABEL_USERS_FILE": str(users)}
+    with running_server(tmp_path / "server", tmp_path / "studies", models="ischemic_lesion", env=env, tls=(key_file, certificate_file)) as srv:
+        url = f"https://127.0.0.1:{srv.port}"
+        token = requests.post(f"{url}/auth/token", data={"username": "rita", "password": PASSWORDS["rita"]}, verify=str(certificate_file),
+                              timeout=30).json()["access_token"]
+        assert requests.get(f"{url}/info/", headers={"Authorization": f"Bearer {token}"}, verify=str(certificate_file), timeout=30).ok
+        client = MONAILabelClient(url, tmpdir=str(tmp_path))  # as 3D Slicer's plugin: https, login, infer
+        client.update_auth(client.auth_token("rita", PASSWORDS["rita"]))
+        image_id = next(iter(client.datastore()["objects"]))
+        _, result = client.infer("ischemic_lesion", image_id, {"method": "baseline"})
+        assert result["method"] == "baseline"
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(f"http://127.0.0.1:{srv.port}/info/", timeout=10).raise_for_status()
