@@ -35,8 +35,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 KIND_OF_TASK = {"core_penumbra": "ctp", "ischemic_lesion": "mri", "clot_region": "cta"}
-SCORING_OF_TASK = {"core_penumbra": "core_penumbra_uncertainty", "ischemic_lesion": "ischemic_lesion_uncertainty",
+# The scoring method each task registers, and the datastore key its score is stored under (lib/configs/<task>.py).
+SCORING_OF_TASK = {"core_penumbra": "core_penumbra_mc_dropout", "ischemic_lesion": "ischemic_lesion_mc_dropout",
                    "clot_region": "clot_region_least_confidence"}
+SCORE_KEY_OF_TASK = {task: f"{task}_uncertainty" for task in SCORING_OF_TASK}
 
 
 def free_port() -> int:
@@ -123,7 +125,9 @@ def measure(studies: Path, task: str, workdir: Path, yield_to_clinician: bool, i
         while whole_round and scoring_running(url):
             time.sleep(1)
         round_s = time.perf_counter() - started
-        scored = scored_studies(url, images, SCORING_OF_TASK[task])
+        scored = scored_studies(url, images, SCORE_KEY_OF_TASK[task])
+        if not scored:
+            raise RuntimeError(f"the scoring round scored no study: see {workdir}/server-{'yield' if yield_to_clinician else 'noyield'}.log")
         return {"idle_s": statistics.median(idle), "during_s": statistics.median(during) if during else None, "during_n": len(during),
                 "round_s": round_s, "studies": len(images), "scored": scored}
     finally:
