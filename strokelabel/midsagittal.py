@@ -295,9 +295,9 @@ def _symmetry_scores(level: _Level, centre: np.ndarray, offsets_mm: np.ndarray, 
         homogeneous = torch.from_numpy(np.column_stack([pts, np.ones(len(pts))]))  # (P, 3)
         grid = (homogeneous @ coefficients).reshape(1, len(pts), len(offsets_mm), 2)  # (1, P, candidates, 2)
         mirrored = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)[0, 0]
-        off_grid = (grid.abs() > 1.0 + 1e-12).any(dim=-1)[0]
-        mirrored.masked_fill_(off_grid, level.background)
-        r2 = (torch.from_numpy(np.asarray(vals, dtype=np.float64))[:, None] - mirrored).square_()
-        penalty += (r2 / (r2 + 1.0)).sum(dim=0)
+        grid = grid[0].abs_()
+        mirrored.masked_fill_(torch.maximum(grid[..., 0], grid[..., 1]) > 1.0 + 1e-12, level.background)
+        r2 = mirrored.sub_(torch.from_numpy(np.asarray(vals, dtype=np.float64))[:, None]).square_()
+        penalty += r2.div_(r2 + 1.0).sum(dim=0)
         count += len(pts)
     return 1.0 - penalty.numpy() / max(count, 1)
