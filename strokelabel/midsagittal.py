@@ -119,10 +119,30 @@ def mirror_about_plane(
         return np.stack([mirror_about_plane(c, plane, order, mode, cval) for c in volume])
     if tuple(volume.shape[:2]) != tuple(plane.shape[:2]):
         raise ValueError(f"volume shape {volume.shape} does not match the plane's grid {plane.shape}")
-    matrix, offset = plane.reflection_affine(volume.ndim)
     dtype = volume.dtype if np.issubdtype(volume.dtype, np.floating) else np.float64
+    if order == 1 and mode == "nearest":
+        return _reflect_bilinear(volume, plane).astype(dtype, copy=False)
+    matrix, offset = plane.reflection_affine(volume.ndim)
     out = ndimage.affine_transform(volume.astype(dtype, copy=False), matrix, offset=offset, order=order, mode=mode, cval=cval)
     return out.astype(volume.dtype, copy=False) if order == 0 else out
+
+
+def _reflect_bilinear(volume: np.ndarray, plane: MidSagittalPlane) -> np.ndarray:
+    """``affine_transform(volume, reflection, order=1, mode="nearest")`` (float64) as one torch ``grid_sample``
+    over the axial slices (a yaw-only reflection maps each slice onto itself; edge values beyond the grid):
+    equal within float64 rounding, several times faster on a whole volume."""
+    import torch
+    import torch.nn.functional as F
+
+    matrix, offset = plane.reflection_affine(2)
+    nx, ny = volume.shape[:2]
+    index = np.stack(np.meshgrid(np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64), indexing="ij"), axis=-1)
+    source = index @ matrix.T + offset  # (X, Y, 2) source index of each output voxel
+    grid = np.stack([source[..., 1] * (2.0 / max(ny - 1, 1)) - 1.0, source[..., 0] * (2.0 / max(nx - 1, 1)) - 1.0], axis=-1)
+    slices = np.moveaxis(volume.reshape(nx, ny, -1), -1, 0).astype(np.float64)  # axial slices as channels
+    out = F.grid_sample(torch.from_numpy(slices)[None], torch.from_numpy(grid)[None], mode="bilinear", padding_mode="border",
+                        align_corners=True)[0]
+    return np.moveaxis(out.numpy(), 0, -1).reshape(volume.shape)
 
 
 def find_midsagittal_plane(

@@ -134,3 +134,18 @@ def test_symmetry_scores_equal_the_map_coordinates_form():
             penalty += (r2 / (r2 + 1.0)).sum()
         expected[m] = 1.0 - penalty / sum(len(p) for p in level.points)
     np.testing.assert_allclose(_symmetry_scores(level, centre, offsets, angles), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,spacing", [((48, 40, 6), (0.9, 0.9, 5.0)), ((33, 29), (1.0, 1.3))])
+def test_linear_mirroring_equals_scipy_affine_transform(shape, spacing):
+    """The grid_sample path of mirror_about_plane (order 1, edge values beyond the grid) is scipy's affine_transform."""
+    from scipy import ndimage
+
+    volume = ndimage.gaussian_filter(np.random.default_rng(1).normal(size=shape), 2).astype(np.float32)
+    for offset_vox, angle_deg in ((0.0, 0.0), (-5.3, 7.2), (9.0, -15.0)):
+        plane = MidSagittalPlane(offset_vox, angle_deg, spacing, shape)
+        matrix, offset = plane.reflection_affine(len(shape))
+        expected = ndimage.affine_transform(volume, matrix, offset=offset, order=1, mode="nearest")
+        mirrored = mirror_about_plane(volume, plane)
+        assert mirrored.dtype == np.float32
+        np.testing.assert_allclose(mirrored, expected, rtol=0, atol=1e-6)
