@@ -110,3 +110,20 @@ def test_uncertainty_is_zero_when_sure_and_high_for_coin_flips():
     sure[:2] = 0.999
     assert uncertainty_score(sure) < 0.05
     assert uncertainty_score(np.full((4, 4, 2), 0.5)) == pytest.approx(1.0)
+
+
+def test_empty_slices_share_one_answer_equal_to_running_each_slice():
+    """predict_volume runs the all-zero (no brain) slices once: the same as the network on every slice, mirror-averaged."""
+    from lib.transforms.grid import mirror_averaged
+
+    torch.manual_seed(0)
+    net = build_network("mri").eval()
+    image = torch.rand(4, 24, 20, 7)
+    image[..., [0, 3, 6]] = 0.0
+    prob = predict_volume(net, image, (30, 26), batch=2)
+    with torch.no_grad():
+        lesion = lambda x: torch.softmax(net(x), dim=1)[:, 1:2]  # noqa: E731
+        each = [mirror_averaged(lesion, image[..., k][None], lr_dim=2) for k in range(7)]
+        expected = torch.nn.functional.interpolate(torch.cat(each), size=(30, 26), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(prob, expected.permute(1, 2, 0), atol=1e-5)
+    assert torch.equal(prob[..., 0], prob[..., 6])

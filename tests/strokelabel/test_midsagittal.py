@@ -105,3 +105,47 @@ def test_mirror_about_plane_twice_returns_the_volume_and_keeps_channels():
 def test_an_empty_image_is_refused():
     with pytest.raises(ValueError):
         find_midsagittal_plane(np.zeros((20, 20, 4)))
+
+
+def test_symmetry_scores_equal_the_map_coordinates_form():
+    """The batched grid_sample scores are the scores of the per-candidate scipy form (order 1, constant mode)."""
+    from scipy import ndimage
+
+    from strokelabel.midsagittal import _level, _symmetry_scores
+
+    rng = np.random.default_rng(3)
+    stack = ndimage.gaussian_filter(rng.normal(size=(41, 35, 3)), (2, 2, 0))
+    mask = np.zeros(stack.shape, bool)
+    mask[:, 3:32] = True  # head voxels up to the left-right edges: reflections fall off the grid
+    spacing, centre = (1.2, 0.9), np.array([20 * 1.2, 17 * 0.9])
+    offsets, angles = rng.uniform(-12, 12, 60), np.radians(rng.uniform(-15, 15, 60))
+    offsets[0], angles[0] = 0.0, 0.0  # an exact mirror: reflected indices land on grid points and edges
+    level = _level(stack, mask, spacing, 1.0, background=-0.7, max_points=500)
+    expected = np.zeros(len(offsets))
+    for m, (offset, angle) in enumerate(zip(offsets, angles)):
+        normal = np.array([np.cos(angle), np.sin(angle)])
+        penalty = 0.0
+        for k, (pts, vals) in enumerate(zip(level.points, level.values)):
+            p = pts * np.asarray(spacing)
+            d = (p - (centre + [offset, 0.0])) @ normal
+            q = (p - 2.0 * d[:, None] * normal) / np.asarray(spacing)
+            mirrored = ndimage.map_coordinates(level.image[:, :, k], q.T, order=1, mode="constant", cval=level.background)
+            r2 = (vals - mirrored) ** 2
+            penalty += (r2 / (r2 + 1.0)).sum()
+        expected[m] = 1.0 - penalty / sum(len(p) for p in level.points)
+    np.testing.assert_allclose(_symmetry_scores(level, centre, offsets, angles), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,spacing", [((48, 40, 6), (0.9, 0.9, 5.0)), ((33, 29), (1.0, 1.3))])
+def test_linear_mirroring_equals_scipy_affine_transform(shape, spacing):
+    """The grid_sample path of mirror_about_plane (order 1, edge values beyond the grid) is scipy's affine_transform."""
+    from scipy import ndimage
+
+    volume = ndimage.gaussian_filter(np.random.default_rng(1).normal(size=shape), 2).astype(np.float32)
+    for offset_vox, angle_deg in ((0.0, 0.0), (-5.3, 7.2), (9.0, -15.0)):
+        plane = MidSagittalPlane(offset_vox, angle_deg, spacing, shape)
+        matrix, offset = plane.reflection_affine(len(shape))
+        expected = ndimage.affine_transform(volume, matrix, offset=offset, order=1, mode="nearest")
+        mirrored = mirror_about_plane(volume, plane)
+        assert mirrored.dtype == np.float32
+        np.testing.assert_allclose(mirrored, expected, rtol=0, atol=1e-6)
