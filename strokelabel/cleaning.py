@@ -14,7 +14,9 @@ ISLES'22 DWI/ADC hold small negative values from the fit):
   minimum of 0 needs no step: 0 already means "nothing here".
 - **CT in HU** (NCCT, CTA phases, MIP, the 4D CTP): scanner padding below -1024 HU and
   non-finite voxels become -1024 (air), so HU windows and masks behave.
-- **Label maps** (the vascular atlas): non-finite voxels become 0 (outside).
+- **Label maps** (the vascular atlas): non-finite voxels become 0 (outside); held as uint8 when
+  every value is a whole number 0..255 (region numbers; a full-size CTA's atlas is then 64 MiB,
+  not 257), else kept in float32 so the tasks' atlas checks see and refuse the odd values.
 
 Each step is counted in :class:`CleanVolume.notes`, which the result JSON carries, so a user sees
 what was assumed. A volume with no value left, or one value everywhere, is refused.
@@ -38,7 +40,7 @@ AIR_HU = -1024.0
 
 @dataclass
 class CleanVolume:
-    values: np.ndarray  # float32
+    values: np.ndarray  # float32 (a label map: uint8 when that holds every value, see compact_labels)
     no_value: np.ndarray | None  # voxels that held a fill or a non-finite value (None: none did)
     notes: dict = field(default_factory=dict)
 
@@ -127,7 +129,18 @@ def clean_volume(values: np.ndarray, modality: str, study: str | None = None) ->
     if low is None or low == high:
         only = "no voxel" if low is None else f"every voxel is {low:g}"
         raise StrokeLabelError(f"{modality} is empty: {only} once fills and non-finite voxels are set aside", study=study)
+    if modality in LABEL_MAPS:
+        values = compact_labels(values)
     return CleanVolume(values, no_value, notes)
+
+
+def compact_labels(values: np.ndarray) -> np.ndarray:
+    """A label map as uint8 when every value is a whole number 0..255 (the same numbers, a quarter of
+    the memory), else ``values`` as they are."""
+    if values.size == 0 or float(values.min()) < 0 or float(values.max()) > 255:
+        return values
+    compact = values.astype(np.uint8)
+    return compact if np.array_equal(compact, values) else values
 
 
 def _min_max_outside(values: np.ndarray, no_value: np.ndarray) -> tuple[float | None, float | None]:

@@ -206,6 +206,9 @@ def relative_cbf_in_box(
             mirrored = np.where(valid, smooth[at_mirror], np.nan)
             usable = valid & brain[at_mirror] & ~hypo[at_mirror] & (mirrored > 0)
             reference_cbf = np.where(usable, mirrored, reference_cbf)
+            # Freed before the rCBF array is made: the smoothed box and six brain-voxel-long index and value
+            # arrays (int64/float64, ~30 MB each on a full-size CTP grid) made this line the model's peak.
+            del smooth, where, source, valid, at_mirror, mirrored, usable
     reference_cbf = np.broadcast_to(reference_cbf, (int(np.count_nonzero(brain)),))
     if not np.all(reference_cbf > 0):
         raise StrokeLabelError("CBF of the healthy side is not positive: cannot compute relative CBF (is this a CBF map?)")

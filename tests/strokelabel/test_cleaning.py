@@ -64,3 +64,21 @@ def test_ct_padding_and_nan_become_air():
 def test_a_volume_with_nothing_left_is_refused(values, match):
     with pytest.raises(StrokeLabelError, match=match):
         clean_volume(values, "tmax", study="sub-x_ses-01")
+
+
+def test_an_atlas_of_region_numbers_is_held_as_uint8_with_the_same_numbers():
+    atlas = np.zeros((12, 10, 4), np.float64)
+    atlas[2:8, 2:8] = np.arange(1, 16).repeat(10)[: 6 * 6 * 4].reshape(6, 6, 4)
+    atlas[0, 0, 0] = np.nan  # outside
+    clean = clean_volume(atlas, "atlas")
+    assert clean.values.dtype == np.uint8
+    np.testing.assert_array_equal(clean.values, np.nan_to_num(atlas, nan=0.0))
+
+
+@pytest.mark.parametrize("odd", [2.5, -1.0, 300.0])
+def test_an_atlas_with_values_no_uint8_holds_stays_float32_for_the_checks_to_refuse(odd):
+    atlas = np.zeros((12, 10, 4), np.float32)
+    atlas[2:8, 2:8] = 3.0
+    atlas[4, 4, 1] = odd
+    clean = clean_volume(atlas, "atlas")
+    assert clean.values.dtype == np.float32 and clean.values[4, 4, 1] == np.float32(odd)

@@ -35,7 +35,7 @@ from lib.networks.clot_seg_net import regions_from_clot, segment_volume
 from lib.transforms.baselines import ClotRegionBaselined
 from lib.transforms.clot_region import load_plan, network_input, regions_list, resample
 from lib.transforms.figures import ClotFiguresd
-from strokelabel.boxes import bounding_box, paste
+from strokelabel.boxes import bounding_box
 from strokelabel.guard import clot_evidence, verdict
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def keep_main_clots(prob: np.ndarray, threshold: float = CLOT_THRESHOLD, relativ
         return mask, 0
     mass = ndimage.sum(prob[box], labels, index=np.arange(1, n + 1))
     keep = np.flatnonzero(mass >= relative_mass * mass.max()) + 1
-    return paste(np.isin(labels, keep), box, mask.shape), int(n - len(keep))
+    mask[box] = np.isin(labels, keep)  # in place: no second whole-grid mask beside the candidates
+    return mask, int(n - len(keep))
 
 
 def working_slice_of(native_slices: int, working_slices: int) -> torch.Tensor:
@@ -187,17 +188,19 @@ class ClotRegionInfer(StrokeInferTask):
         nets, notes, paths = self._inputs(data, device, plan)
         prob_working = self._segment(*nets["seg"], data)
         native, working = tuple(study.shape), tuple(prob_working.shape)
-        prob = resample(prob_working[None], native, kind="probability")[0]
-        clot, dropped = keep_main_clots(prob.numpy(), CLOT_THRESHOLD)
+        prob = resample(prob_working[None], native, kind="probability")[0].numpy()
+        clot, dropped = keep_main_clots(prob, CLOT_THRESHOLD)
+        # The flags follow the kept clot, not the dropped candidates: its probabilities, in its box. Only
+        # those are kept: the study-grid probability (270 MB on a full CTA) is freed before the next step.
+        box = bounding_box(clot) or tuple(slice(0, 0) for _ in native)
+        kept = prob[box] * clot[box]
+        del prob
         result["clot_candidates_dropped"] = dropped
         result["working_grid"] = {"shape": list(working), "spacing_mm": list(plan["spacing_mm"])}
-        data["pred"] = clot.astype(np.uint8)
+        data["pred"] = clot.view(np.uint8)  # 0/1 bytes as they are: no copy
         result["models"] = {"segmentation": os.path.basename(paths["seg"] or "")}
         result["clot_threshold"] = CLOT_THRESHOLD
         if atlas is not None:
-            # The flags follow the kept clot, not the dropped candidates: its probabilities, in its box.
-            box = bounding_box(clot) or tuple(slice(0, 0) for _ in native)
-            kept = prob.numpy()[box] * clot[box]
             flags, probabilities = regions_from_clot(kept, np.asarray(atlas)[box], region_base, CLOT_THRESHOLD)
             data["region_flags"], data["region_probabilities"], data["region_base"] = flags, probabilities, region_base
             result["regions_from"] = "segmented clot ∩ atlas"

@@ -117,6 +117,10 @@ class CorePenumbraInfer(StrokeInferTask):
             label[..., part] = first_argmax(chunk).cpu().numpy()
         label[~brain] = 0
         d["pred"] = label
+        # The network's input (maps on the working grid, ~140 MB at 512 x 512 x 64) is not read again: the guard's
+        # baseline, the figures and the writer (``image_path``) run without it.
+        del probs
+        d["image"] = d["image_path"]
         d["result"]["model"] = os.path.basename(self.get_path() or "")
         d["result"]["model_path"] = "published" if self.get_path() == self.path[-1] else "shipped"
         return d

@@ -106,7 +106,9 @@ def input_maps(d: Dict, maps: Sequence[str], brain: np.ndarray) -> Dict[str, np.
             tissue = brain & ((np.asarray(d["cbf"]) > 0) | (np.asarray(d["tmax"]) > 0))
             # On the tissue's box (float64 there only); 0 outside it, as NaN -> 0 gives on the full grid.
             rcbf, box = relative_cbf_in_box(d["cbf"], tissue, d["study"].spacing_mm, d["tmax"], reference="mirror")
-            out[m] = paste(np.nan_to_num(rcbf, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), box, tissue.shape)
+            rcbf = np.nan_to_num(rcbf, nan=0.0, posinf=0.0, neginf=0.0, copy=False).astype(np.float32)  # in place, then float32
+            out[m] = paste(rcbf, box, tissue.shape)
+            del rcbf, tissue
         else:
             out[m] = np.asarray(d[m])
     return out
