@@ -46,3 +46,18 @@ def test_monte_carlo_dropout_still_samples_after_folding():
     x = torch.rand(1, 4, 32, 32)
     with torch.no_grad():
         assert not torch.equal(fast(x), fast(x))
+
+
+def test_core_penumbra_network_rewritten_gives_the_trained_logits_with_and_without_nihss():
+    """CorePenumbraNet normalises per instance (nothing to fold): the rewrite is channels-last only."""
+    from lib.transforms.core_penumbra import build_network as core_penumbra_network
+
+    torch.manual_seed(1)
+    net = core_penumbra_network()
+    net.eval()
+    fast = for_inference(net)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
+    x = torch.rand(4, len(net.net.in_maps) + 1, 50, 46)  # an odd in-plane size: padded and cropped back
+    x[:2, -1] = 0.0  # no NIHSS
+    with torch.no_grad():
+        assert torch.allclose(fast(x), net(x), atol=1e-4, rtol=1e-4)
