@@ -128,21 +128,54 @@ def mirror_about_plane(
 
 
 def _reflect_bilinear(volume: np.ndarray, plane: MidSagittalPlane) -> np.ndarray:
-    """``affine_transform(volume, reflection, order=1, mode="nearest")`` (float64) as one torch ``grid_sample``
-    over the axial slices (a yaw-only reflection maps each slice onto itself; edge values beyond the grid):
-    equal within float64 rounding, several times faster on a whole volume."""
+    """``affine_transform(volume, reflection, order=1, mode="nearest")`` (float64) by :func:`mirror_tensor` over
+    the axial slices (a yaw-only reflection maps each slice onto itself; edge values beyond the grid): equal
+    within float64 rounding, several times faster on a whole volume."""
+    import torch
+
+    nx, ny = volume.shape[:2]
+    slices = np.moveaxis(volume.reshape(nx, ny, -1), -1, 0).astype(np.float64)  # axial slices as channels
+    out = mirror_tensor(torch.from_numpy(slices)[None], plane)[0]
+    return np.moveaxis(out.numpy(), 0, -1).reshape(volume.shape)
+
+
+def mirror_tensor(x, plane=None, lr_axis: int = 0):
+    """Mirror a (B, C, *spatial) tensor left-right.
+
+    Args:
+        x: image batch; spatial axes (left-right, anterior-posterior[, superior-inferior])
+            when a plane is given.
+        plane: ``None`` mirrors about the middle of the array (an exact flip of spatial
+            axis ``lr_axis``); a :class:`strokelabel.midsagittal.MidSagittalPlane` (or any
+            object with ``shape`` and ``reflection_affine(ndim)``) mirrors about that plane
+            by linear resampling (border values outside the grid). A 3-D plane also mirrors
+            2-D axial slices of its grid.
+        lr_axis: spatial axis index of left-right, for the flip.
+
+    Mirroring twice returns the input: exactly for the flip and for planes whose
+    reflection maps voxels onto voxels, up to interpolation otherwise.
+    """
     import torch
     import torch.nn.functional as F
 
-    matrix, offset = plane.reflection_affine(2)
-    nx, ny = volume.shape[:2]
-    index = np.stack(np.meshgrid(np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64), indexing="ij"), axis=-1)
-    source = index @ matrix.T + offset  # (X, Y, 2) source index of each output voxel
-    grid = np.stack([source[..., 1] * (2.0 / max(ny - 1, 1)) - 1.0, source[..., 0] * (2.0 / max(nx - 1, 1)) - 1.0], axis=-1)
-    slices = np.moveaxis(volume.reshape(nx, ny, -1), -1, 0).astype(np.float64)  # axial slices as channels
-    out = F.grid_sample(torch.from_numpy(slices)[None], torch.from_numpy(grid)[None], mode="bilinear", padding_mode="border",
-                        align_corners=True)[0]
-    return np.moveaxis(out.numpy(), 0, -1).reshape(volume.shape)
+    spatial_dims = x.ndim - 2
+    if plane is None:
+        return torch.flip(x, dims=(2 + lr_axis,))
+    spatial = tuple(x.shape[2:])
+    if spatial[:2] != tuple(plane.shape[:2]):
+        raise ValueError(f"tensor spatial shape {spatial} does not match the plane's grid {tuple(plane.shape)}")
+    matrix, offset = plane.reflection_affine(spatial_dims)
+    m = torch.as_tensor(matrix, dtype=torch.float64)
+    b = torch.as_tensor(offset, dtype=torch.float64)
+    h = torch.tensor([(n - 1) / 2.0 if n > 1 else 1.0 for n in spatial], dtype=torch.float64)
+    # voxel index v = h * (u + 1) for normalised u in [-1, 1] (align_corners=True)
+    a = m * h[None, :] / h[:, None]
+    t = ((m @ h) + b - h) / h
+    # affine_grid orders coordinates fastest-axis first (x = last tensor axis)
+    theta = torch.cat([a.flip(0).flip(1), t.flip(0)[:, None]], dim=1).to(x.dtype)
+    theta = theta.unsqueeze(0).expand(x.shape[0], -1, -1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def find_midsagittal_plane(

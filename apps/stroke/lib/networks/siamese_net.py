@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from strokelabel.midsagittal import mirror_tensor  # the one plane mirror of tensors (also used on numpy volumes)
+
 __all__ = ["SiameseLesionNet", "SiameseOutput", "MSFFBlock", "mirror_tensor"]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -43,42 +45,6 @@ def _conv_norm_act(spatial_dims: int, cin: int, cout: int, kernel_size: int, nor
         _norm(norm, spatial_dims, cout),
         nn.ReLU(inplace=True),
     )
-
-
-def mirror_tensor(x: torch.Tensor, plane=None, lr_axis: int = 0) -> torch.Tensor:
-    """Mirror a (B, C, *spatial) tensor left-right.
-
-    Args:
-        x: image batch; spatial axes (left-right, anterior-posterior[, superior-inferior])
-            when a plane is given.
-        plane: ``None`` mirrors about the middle of the array (an exact flip of spatial
-            axis ``lr_axis``); a :class:`strokelabel.midsagittal.MidSagittalPlane` (or any
-            object with ``shape`` and ``reflection_affine(ndim)``) mirrors about that plane
-            by linear resampling (border values outside the grid). A 3-D plane also mirrors
-            2-D axial slices of its grid.
-        lr_axis: spatial axis index of left-right, for the flip.
-
-    Mirroring twice returns the input: exactly for the flip and for planes whose
-    reflection maps voxels onto voxels, up to interpolation otherwise.
-    """
-    spatial_dims = x.ndim - 2
-    if plane is None:
-        return torch.flip(x, dims=(2 + lr_axis,))
-    spatial = tuple(x.shape[2:])
-    if spatial[:2] != tuple(plane.shape[:2]):
-        raise ValueError(f"tensor spatial shape {spatial} does not match the plane's grid {tuple(plane.shape)}")
-    matrix, offset = plane.reflection_affine(spatial_dims)
-    m = torch.as_tensor(matrix, dtype=torch.float64)
-    b = torch.as_tensor(offset, dtype=torch.float64)
-    h = torch.tensor([(n - 1) / 2.0 if n > 1 else 1.0 for n in spatial], dtype=torch.float64)
-    # voxel index v = h * (u + 1) for normalised u in [-1, 1] (align_corners=True)
-    a = m * h[None, :] / h[:, None]
-    t = ((m @ h) + b - h) / h
-    # affine_grid orders coordinates fastest-axis first (x = last tensor axis)
-    theta = torch.cat([a.flip(0).flip(1), t.flip(0)[:, None]], dim=1).to(x.dtype)
-    theta = theta.unsqueeze(0).expand(x.shape[0], -1, -1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 class MSFFBlock(nn.Module):
