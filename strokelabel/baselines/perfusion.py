@@ -26,11 +26,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from strokelabel.baselines.masks import brain_mask_from_perfusion, remove_small_clusters
 from strokelabel.boxes import bounding_box, paste
 from strokelabel.errors import StrokeLabelError
+from strokelabel.smoothing import normalised_gaussian
 from strokelabel.units import check_perfusion_map
 
 CORE = 1
@@ -152,8 +152,8 @@ def relative_cbf_in_box(
 
     The rCBF of a voxel depends on the brain's voxels only: the box holds them, for ``mirror`` also
     their mirror images and the reach of the Gaussian smoothing around both (scipy's truncation at 4
-    SD), so the smoothed CBF inside it is the full grid's to the bit. The mid-sagittal plane is
-    found on the full grid. Float64 only on the box (about a third of a 512 x 512 CTP grid)."""
+    SD), so the smoothed CBF inside it is the full grid's (within the float32 rounding of the smoothing,
+    relative 1e-6). The mid-sagittal plane is found on the full grid. Float64 only for the brain's voxels."""
     if reference not in REFERENCES:
         raise ValueError(f"unknown rCBF reference {reference!r}; expected one of {REFERENCES}")
     full_brain = np.asarray(brain_mask, dtype=bool)
@@ -172,38 +172,30 @@ def relative_cbf_in_box(
             slice(max(0, (low if a == axis else b.start) - reach[a]), min(n, (high if a == axis else b.stop) + reach[a]))
             for a, (b, n) in enumerate(zip(box, full_brain.shape))
         )
-    cbf = np.asarray(cbf)[box].astype(np.float64)
+    cbf = np.asarray(cbf)[box]  # a view: float64 only for the voxels read below
     brain = full_brain[box]
     tmax = np.asarray(tmax)[box] if tmax is not None else None
     plane = None if plane is None else plane - box[axis].start  # exact: a half-voxel minus an integer
     hypo = tmax > tmax_threshold_s if tmax is not None else np.zeros(brain.shape, bool)
+    cbf_in_brain = cbf[brain].astype(np.float64)
     # The reference CBF is needed at the brain's voxels only (in voxel order, as a boolean index gives them).
     if reference == "healthy_median":
         normal = brain & ~hypo
-        reference_cbf = np.median(cbf[normal if normal.any() else brain])
+        reference_cbf = np.median(cbf[normal if normal.any() else brain].astype(np.float64))
     else:
         healthy = healthy_side_mask(cbf, brain, tmax, tmax_threshold_s, axis, plane)
-        reference_cbf = np.median(cbf[healthy])
+        reference_cbf = np.median(cbf[healthy].astype(np.float64))
         if reference == "mirror":
-            # Smooth within the brain only (normalised convolution), so the zero
-            # background and single noisy voxels do not set a voxel's reference.
-            # In place (scipy's separable filter runs its later axes in place anyway): two box-sized float64
-            # arrays at a time, not five.
-            weight = brain.astype(np.float64)
-            ndimage.gaussian_filter(weight, sigma, output=weight)
-            np.maximum(weight, 1e-6, out=weight)
-            cbf_in_brain = cbf[brain]
-            smooth = cbf  # our own copy; its brain values are kept in cbf_in_brain
-            smooth[~brain] = 0.0
-            ndimage.gaussian_filter(smooth, sigma, output=smooth)
-            smooth /= weight
-            del weight, cbf
+            # Smooth within the brain only (normalised convolution), so the zero background and single noisy
+            # voxels do not set a voxel's reference; float32 matrix products (strokelabel.smoothing), 0.3 s
+            # where scipy's float64 filter took 1.5 s on a full-size CTP box.
+            smooth = normalised_gaussian(cbf, brain, sigma)
             # :func:`mirror` of ``smooth`` and of the usable voxels, read at the brain's voxels only.
             where = np.nonzero(brain)
             source = int(round(2 * plane)) - where[axis]
             valid = (source >= 0) & (source < brain.shape[axis])
             at_mirror = tuple(np.clip(source, 0, brain.shape[axis] - 1) if a == axis else w for a, w in enumerate(where))
-            mirrored = np.where(valid, smooth[at_mirror], np.nan)
+            mirrored = np.where(valid, smooth[at_mirror].astype(np.float64), np.nan)
             usable = valid & brain[at_mirror] & ~hypo[at_mirror] & (mirrored > 0)
             reference_cbf = np.where(usable, mirrored, reference_cbf)
             # Freed before the rCBF array is made: the smoothed box and six brain-voxel-long index and value
@@ -213,7 +205,7 @@ def relative_cbf_in_box(
     if not np.all(reference_cbf > 0):
         raise StrokeLabelError("CBF of the healthy side is not positive: cannot compute relative CBF (is this a CBF map?)")
     rcbf = np.full(brain.shape, np.nan)
-    rcbf[brain] = (cbf_in_brain if reference == "mirror" else cbf[brain]) / reference_cbf
+    rcbf[brain] = cbf_in_brain / reference_cbf
     return rcbf, box
 
 

@@ -95,7 +95,7 @@ def full_grid_mirror_rcbf(cbf, brain, spacing_mm, tmax, smoothing_mm=4.0):
 
 
 @pytest.mark.parametrize("shift", [-9, 0, 7])
-def test_the_mirror_rcbf_on_the_brains_box_is_the_full_grids_to_the_bit(shift):
+def test_the_mirror_rcbf_on_the_brains_box_is_the_full_grids_within_float32_smoothing(shift):
     rng = np.random.default_rng(3)
     shape = (70, 40, 8)
     brain = np.zeros(shape, bool)
@@ -106,7 +106,10 @@ def test_the_mirror_rcbf_on_the_brains_box_is_the_full_grids_to_the_bit(shift):
     cbf[20 + shift : 25 + shift, 10:18, 2:6] = 8.0
     spacing = (0.9, 0.9, 2.0)  # Gaussian reach 18 voxels in-plane: beyond the array on some sides
     expected = full_grid_mirror_rcbf(cbf, brain, spacing, tmax)
-    assert np.array_equal(relative_cbf(cbf, brain, spacing, tmax, reference="mirror"), expected, equal_nan=True)
+    got = relative_cbf(cbf, brain, spacing, tmax, reference="mirror")
+    # The smoothing is float32 matrix products (strokelabel.smoothing), the reference scipy's float64 filter.
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got[brain], expected[brain], rtol=2e-6)
     rcbf, box = relative_cbf_in_box(cbf, brain, spacing, tmax, reference="contralateral")
     assert rcbf.size < brain.size and np.array_equal(paste(rcbf, box, shape, fill=np.nan), relative_cbf(cbf, brain, spacing, tmax), equal_nan=True)
 
