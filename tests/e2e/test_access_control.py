@@ -107,6 +107,29 @@ def test_only_listed_web_origins_may_call_the_server(server):
         assert "access-control-allow-origin" not in requests.get(url, headers={"Origin": foreign}, timeout=30).headers
 
 
+def test_a_browser_logs_in_to_open_the_bundled_viewer_and_its_calls_are_the_users(server):
+    """The OHIF viewers have no login of their own: a browser opening one is sent to /login, and after it the session
+    cookie makes the viewer page and its API calls the user's (roles and the audit log as with a token)."""
+    base = f"http://127.0.0.1:{server.port}"
+    browser = requests.Session()
+    sent = browser.get(f"{base}/ohif/", allow_redirects=False, timeout=30)
+    assert sent.status_code == 303 and sent.headers["location"] == "/login?next=%2Fohif%2F"
+    assert browser.get(base + sent.headers["location"], timeout=30).status_code == 200
+    assert browser.post(f"{base}/login", data={"username": "rita", "password": "wrong", "next": "/ohif/"}, timeout=30).status_code == 401
+    logged_in = browser.post(f"{base}/login", data={"username": "rita", "password": PASSWORDS["rita"], "next": "/ohif/"}, timeout=30)
+    assert logged_in.status_code == 200 and logged_in.url == f"{base}/ohif/" and "<html" in logged_in.text.lower()  # the viewer itself
+    image_id = next(iter(browser.get(f"{base}/datastore/?output=all", timeout=30).json()["objects"]))
+    assert browser.post(f"{base}/infer/ischemic_lesion?image={image_id}&output=json", json={"method": "baseline"}, timeout=120).status_code == 200
+    label = browser.get(f"{base}/datastore/image?image={image_id}", timeout=60)
+    assert label.status_code == 200
+    refused = browser.put(f"{base}/datastore/label?image={image_id}&tag=final", files={"label": ("l.nii.gz", b"x")}, timeout=30)
+    assert refused.status_code == 403  # a reader's session may not save a label
+    browser.post(f"{base}/logout", timeout=30)
+    assert browser.get(f"{base}/info/", timeout=30).status_code == 401
+    audit = [json.loads(line) for line in (server.app_dir / "logs" / "audit.log").read_text().splitlines()]
+    assert any(e["user"] == "rita" and e["path"] == "/infer/ischemic_lesion" and e["study"] == image_id and e["status"] == 200 for e in audit)
+
+
 def self_signed_certificate(folder) -> tuple:
     """A key and a self-signed certificate for 127.0.0.1, as a site would make with openssl."""
     import datetime

@@ -8,6 +8,9 @@
 - An audit log (``<app>/logs/audit.log``, one JSON line per call): who, when, what (infer, read,
   saved label, training, model), which study, tag, model, and the answer's status. Study ids are the
   datastore's (pseudonymous folder names or DICOM UIDs); no patient name or ID is written.
+- Browsers (the bundled OHIF viewers, which have no login of their own) log in at ``/login``: the token goes
+  into an HttpOnly, SameSite=Strict cookie, which the server reads as the call's ``Authorization`` header
+  (:class:`BrowserSession`); a viewer page opened without a valid session is sent to ``/login`` first.
 - Uploads larger than ``STROKELABEL_MAX_UPLOAD_MB`` (default 1024) are refused with 413 before the
   body is read.
 - Cross-origin calls (a web page served from elsewhere calling the server from a browser): answered only for
@@ -28,7 +31,10 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from fastapi import Form, HTTPException
+from html import escape
+
+from fastapi import Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from strokelabel.access import Issuer, serve_issuer
 
@@ -51,10 +57,12 @@ def install(fastapi_app, app_dir: str) -> Issuer | None:
     if settings.MONAI_LABEL_AUTH_ENABLE and os.environ.get(USERS_FILE_ENV):
         issuer = _start_issuer(settings.MONAI_LABEL_AUTH_REALM_URI, os.environ[USERS_FILE_ENV])
         _add_token_route(fastapi_app, issuer)
+        _add_login_routes(fastapi_app, issuer)
     audit_path = Path(app_dir) / "logs" / "audit.log"
     audit_path.parent.mkdir(parents=True, exist_ok=True)
     stack = restrict_cross_origin(fastapi_app.middleware_stack or fastapi_app.build_middleware_stack(), cors_origins())
-    fastapi_app.middleware_stack = AuditLog(UploadLimit(stack, MAX_UPLOAD_MB), audit_path, issuer)
+    stack = AuditLog(UploadLimit(stack, MAX_UPLOAD_MB), audit_path, issuer)
+    fastapi_app.middleware_stack = BrowserSession(stack, issuer) if issuer else stack
     logger.info("audit log: %s; uploads up to %.0f MB; access control %s", audit_path, MAX_UPLOAD_MB,
                 "on (users in $%s)" % USERS_FILE_ENV if issuer else ("on (external realm)" if settings.MONAI_LABEL_AUTH_ENABLE else "off"))
     return issuer
@@ -123,6 +131,100 @@ def _add_token_route(fastapi_app, issuer: Issuer) -> None:
 
     fastapi_app.add_api_route("/auth/token", token, methods=["POST"], include_in_schema=False)
     fastapi_app.router.routes.insert(0, fastapi_app.router.routes.pop())
+
+
+SESSION_COOKIE = "strokelabel_session"
+VIEWER_PAGES = ("/ohif", "/ohif3")  # the bundled viewers' pages: /ohif/, /ohif3/, their index.html
+LOGIN_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>StrokeLabel: log in</title>
+<style>body{{font-family:sans-serif;background:#111;color:#eee;display:flex;justify-content:center;margin-top:12vh}}
+form{{display:flex;flex-direction:column;gap:.6em;min-width:18em}}input,button{{font-size:1em;padding:.4em}}.error{{color:#f77}}</style></head>
+<body><form method="post" action="/login"><h2>StrokeLabel</h2>{message}
+<label>User name <input name="username" autocomplete="username" required autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<input type="hidden" name="next" value="{next}"><button type="submit">Log in</button></form></body></html>
+"""
+
+
+def _safe_next(target: str | None) -> str:
+    """Where to go after logging in: a path on this server only (never ``//host`` or a URL: no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return "/ohif/"
+    return target
+
+
+def _add_login_routes(fastapi_app, issuer: Issuer) -> None:
+    """``/login`` (form) and ``/logout`` for browsers; a wrong password is a 401 with the form again."""
+    def form(next: str = "/ohif/", message: str = "", status: int = 200) -> HTMLResponse:
+        note = f'<p class="error">{escape(message)}</p>' if message else ""
+        return HTMLResponse(LOGIN_PAGE.format(message=note, next=escape(_safe_next(next), quote=True)), status_code=status,
+                            headers={"Cache-Control": "no-store"})
+
+    def login(request: Request, username: str = Form(...), password: str = Form(...), next: str = Form("/ohif/")):
+        answer = issuer.token(username, password)
+        if answer is None:
+            return form(next, "Wrong user name or password.", 401)
+        response = RedirectResponse(_safe_next(next), status_code=303)
+        response.set_cookie(SESSION_COOKIE, answer["access_token"], max_age=answer["expires_in"], path="/", httponly=True,
+                            samesite="strict", secure=request.url.scheme == "https")
+        return response
+
+    def logout():
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    fastapi_app.add_api_route("/login", form, methods=["GET"], include_in_schema=False)
+    fastapi_app.add_api_route("/login", login, methods=["POST"], include_in_schema=False)
+    fastapi_app.add_api_route("/logout", logout, methods=["GET", "POST"], include_in_schema=False)
+    for _ in range(3):  # in front of MONAI Label's catch-all routes
+        fastapi_app.router.routes.insert(0, fastapi_app.router.routes.pop())
+
+
+class BrowserSession:
+    """A call carrying the login cookie and no ``Authorization`` header gets ``Authorization: Bearer <cookie>``, so
+    MONAI Label's role checks and the audit log treat it as the same user's token; a viewer page (GET) opened
+    without a valid session is redirected to ``/login``. SameSite=Strict keeps other sites' pages from sending the
+    cookie (and CORS answers only the listed origins)."""
+
+    def __init__(self, app, issuer: Issuer):
+        self.app, self.issuer = app, issuer
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = list(scope.get("headers") or [])
+            token = None if any(k == b"authorization" for k, _ in headers) else _cookie(headers, SESSION_COOKIE)
+            if token:
+                scope = dict(scope, headers=headers + [(b"authorization", b"Bearer " + token.encode("latin-1"))])
+            if scope["method"] == "GET" and _is_viewer_page(scope["path"]) and not any(k == b"authorization" for k, _ in headers) \
+                    and (not token or self.issuer.user_of("Bearer " + token) is None):
+                from urllib.parse import quote
+
+                query = scope.get("query_string", b"").decode("latin-1")
+                target = quote(scope["path"] + ("?" + query if query else ""), safe="")
+                await send({"type": "http.response.start", "status": 303, "headers": [(b"location", f"/login?next={target}".encode()),
+                                                                                     (b"content-length", b"0")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await self.app(scope, receive, send)
+
+
+def _cookie(headers, name: str) -> str | None:
+    from http.cookies import CookieError, SimpleCookie
+
+    for key, value in headers:
+        if key == b"cookie":
+            try:
+                jar = SimpleCookie(value.decode("latin-1"))
+            except CookieError:
+                return None
+            if name in jar:
+                return jar[name].value or None
+    return None
+
+
+def _is_viewer_page(path: str) -> bool:
+    return any(path == p or path == p + "/" or (path.startswith(p + "/") and path.endswith(".html")) for p in VIEWER_PAGES)
 
 
 class UploadLimit:
