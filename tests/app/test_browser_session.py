@@ -26,7 +26,7 @@ def client(issuer):
     def info(authorization: str | None = Header(None)):
         return {"user": issuer.user_of(authorization)}
 
-    app.get("/ohif/")(lambda: {"page": "viewer"})
+    app.get("/ohif/{route:path}")(lambda route: {"page": route or "viewer"})
     _add_login_routes(app, issuer)
     app.middleware_stack = BrowserSession(app.build_middleware_stack(), issuer)
     return TestClient(app, base_url="http://testserver")
@@ -48,16 +48,20 @@ def test_a_wrong_password_is_a_401_with_the_form_again_and_no_cookie(client):
     assert client.get("/info/").json() == {"user": None}
 
 
+HTML = {"Accept": "text/html,application/xhtml+xml"}  # what a browser's navigation asks for
+
+
 def test_a_viewer_page_without_a_valid_session_goes_to_the_login_page_and_back(client):
-    answer = client.get("/ohif/", params={"StudyInstanceUIDs": "1.2"}, follow_redirects=False)
-    assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2Fohif%2F%3FStudyInstanceUIDs%3D1.2"
+    answer = client.get("/ohif/monai-label", params={"StudyInstanceUIDs": "1.2"}, headers=HTML, follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/login?next=%2Fohif%2Fmonai-label%3FStudyInstanceUIDs%3D1.2"
+    assert client.get("/ohif/app.bundle.js", follow_redirects=False).status_code == 200  # a script is not a page: no redirect
     page = client.get(answer.headers["location"])
-    assert page.status_code == 200 and 'value="/ohif/?StudyInstanceUIDs=1.2"' in page.text
+    assert page.status_code == 200 and 'value="/ohif/monai-label?StudyInstanceUIDs=1.2"' in page.text
     client.cookies.set(SESSION_COOKIE, "not-a-token")
-    assert client.get("/ohif/", follow_redirects=False).status_code == 303  # a forged cookie is no session
+    assert client.get("/ohif/", headers=HTML, follow_redirects=False).status_code == 303  # a forged cookie is no session
     client.cookies.clear()
     client.post("/login", data={"username": "anna", "password": "annotator-password-2"}, follow_redirects=False)
-    assert client.get("/ohif/", follow_redirects=False).json() == {"page": "viewer"}
+    assert client.get("/ohif/", headers=HTML, follow_redirects=False).json() == {"page": "viewer"}
 
 
 def test_an_authorization_header_wins_over_the_cookie_and_logout_ends_the_session(client, issuer):

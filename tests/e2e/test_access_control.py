@@ -112,6 +112,7 @@ def test_a_browser_logs_in_to_open_the_bundled_viewer_and_its_calls_are_the_user
     cookie makes the viewer page and its API calls the user's (roles and the audit log as with a token)."""
     base = f"http://127.0.0.1:{server.port}"
     browser = requests.Session()
+    browser.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"  # as a browser asks for a page
     sent = browser.get(f"{base}/ohif/", allow_redirects=False, timeout=30)
     assert sent.status_code == 303 and sent.headers["location"] == "/login?next=%2Fohif%2F"
     assert browser.get(base + sent.headers["location"], timeout=30).status_code == 200

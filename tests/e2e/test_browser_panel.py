@@ -12,6 +12,8 @@ and the side of the screen where the answer puts it, and nowhere else; the study
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import nibabel as nib
 import pytest
@@ -100,6 +102,38 @@ def test_the_monai_label_panel_runs_the_task_on_a_pacs_study_and_shows_its_named
     assert any(f"StrokeLabel {task} summary" in text for text in report["series_list"]), report["series_list"]
     # And its answer is in the PACS as an AUTOMATIC SEG, for the segmentation viewer (/ohif3/) to open and correct.
     assert len(_study_instances(server, shown_series.StudyInstanceUID, "SEG", "StrokeLabel original (automatic)")) > ai_segs_before
+
+
+def test_with_access_control_on_the_clinician_logs_in_and_the_panel_runs_the_task(tmp_path_factory, tmp_path):
+    """A networked server (access control on, the built-in realm): the browser opening the viewer is sent to the
+    server's login page, comes back to the study after it, and the panel's calls are the user's (session cookie)."""
+    from monailabel.client import MONAILabelClient
+
+    from strokelabel.access import add_user
+    from tests.e2e.server import free_port
+
+    work = tmp_path_factory.mktemp("ohif_panel_login")
+    add_user(work / "users.json", "anna", "annotator-password-2", "annotator")
+    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": f"http://127.0.0.1:{free_port()}/realms/strokelabel",
+           "STROKELABEL_USERS_FILE": str(work / "users.json")}
+    with phantom_pacs_server(work, models="ischemic_lesion", kinds=("mri",), env=env) as server:
+        shown = server.studies["mri"].series["dwi"]
+        client = MONAILabelClient(f"http://127.0.0.1:{server.port}", tmpdir=str(tmp_path))
+        client.update_auth(client.auth_token("anna", "annotator-password-2"))
+        answer, _ = client.infer("ischemic_lesion", str(shown.SeriesInstanceUID), {"result_extension": ".nii.gz"})
+        lesion_voxels = int((np.asarray(nib.load(str(answer)).dataobj) == 1).sum())
+        plan = {"server": f"http://127.0.0.1:{server.port}", "study_uid": str(shown.StudyInstanceUID), "image_series_uid": str(shown.SeriesInstanceUID),
+                "task": "ischemic_lesion", "colours": {"lesion": DISPLAY_COLOURS[0]}, "slices_z": [], "z_tolerance_mm": 0.01,
+                "step_timeout_ms": 60000, "infer_timeout_ms": 180000, "login": {"username": "anna", "password": "annotator-password-2"}}
+        report = run_driver("ohif_panel.mjs", plan, tmp_path)
+        assert "error" not in report, f"{report['error']}\npage errors: {report['page_errors']}\nHTTP errors: {report['http_errors']}"
+        assert report["login"]["page"].startswith(f"{plan['server']}/login?next=%2Fohif%2Fmonai-label%3FStudyInstanceUIDs%3D")
+        assert report["login"]["landed"].startswith(f"{plan['server']}/ohif/monai-label?StudyInstanceUIDs={plan['study_uid']}")
+        infers = [r for r in report["requests"] if r["method"] == "POST" and "/infer/ischemic_lesion?" in r["url"]]
+        assert len(infers) == 1 and infers[0]["status"] == 200, report["requests"]
+        assert report["labelmap_voxels_by_label"].get("lesion", 0) == lesion_voxels > 0
+        audit = [json.loads(line) for line in (server.app_dir / "logs" / "audit.log").read_text().splitlines()]
+        assert sum(e["user"] == "anna" and e["path"] == "/infer/ischemic_lesion" and e["status"] == 200 for e in audit) == 2  # client + panel
 
 
 def _summary_instances(server, study_uid, task) -> list[str]:

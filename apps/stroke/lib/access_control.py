@@ -134,7 +134,7 @@ def _add_token_route(fastapi_app, issuer: Issuer) -> None:
 
 
 SESSION_COOKIE = "strokelabel_session"
-VIEWER_PAGES = ("/ohif", "/ohif3")  # the bundled viewers' pages: /ohif/, /ohif3/, their index.html
+VIEWER_PAGES = ("/ohif", "/ohif3")  # the bundled viewers' paths
 LOGIN_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>StrokeLabel: log in</title>
 <style>body{{font-family:sans-serif;background:#111;color:#eee;display:flex;justify-content:center;margin-top:12vh}}
@@ -196,7 +196,7 @@ class BrowserSession:
             token = None if any(k == b"authorization" for k, _ in headers) else _cookie(headers, SESSION_COOKIE)
             if token:
                 scope = dict(scope, headers=headers + [(b"authorization", b"Bearer " + token.encode("latin-1"))])
-            if scope["method"] == "GET" and _is_viewer_page(scope["path"]) and not any(k == b"authorization" for k, _ in headers) \
+            if scope["method"] == "GET" and _is_viewer_page(scope["path"], headers) and not any(k == b"authorization" for k, _ in headers) \
                     and (not token or self.issuer.user_of("Bearer " + token) is None):
                 from urllib.parse import quote
 
@@ -223,8 +223,11 @@ def _cookie(headers, name: str) -> str | None:
     return None
 
 
-def _is_viewer_page(path: str) -> bool:
-    return any(path == p or path == p + "/" or (path.startswith(p + "/") and path.endswith(".html")) for p in VIEWER_PAGES)
+def _is_viewer_page(path: str, headers) -> bool:
+    """A browser opening a page of a viewer: any path of it (OHIF's own routes, /ohif/viewer, /ohif/monai-label, are
+    pages too) asked for as HTML, as a navigation asks; its scripts and data are fetched as other types."""
+    accept = dict(headers).get(b"accept", b"").decode("latin-1")
+    return "text/html" in accept and any(path == p or path.startswith(p + "/") for p in VIEWER_PAGES)
 
 
 class UploadLimit:

@@ -5,6 +5,9 @@
 //
 //   node ohif_panel.mjs <plan.json>     (plan written by tests/e2e/test_browser_panel.py)
 //
+// With plan.login ({username, password}) it first logs in on the server's /login page, where a server with access
+// control on sends the viewer.
+//
 // Prints one JSON line: what the panel sent (/info, /infer) and what the server answered, the
 // segments the panel made, per slice a screenshot of the axial viewport canvas and where on screen the
 // patient's left is, and errors the page reported. The Python test judges them.
@@ -25,6 +28,14 @@ await runInBrowser(plan, result, async page => {
   });
   const url = `${plan.server}/ohif/monai-label?StudyInstanceUIDs=${plan.study_uid}&SeriesInstanceUIDs=${plan.image_series_uid}`;
   await page.goto(url, { waitUntil: 'load' });
+  if (plan.login) {  // access control on: the server sends the viewer to its login page first
+    result.login = { page: page.url() };
+    await page.locator('input[name="username"]').fill(plan.login.username);
+    await page.locator('input[name="password"]').fill(plan.login.password);
+    await Promise.all([page.waitForURL(u => u.pathname.startsWith('/ohif/')), page.locator('button[type="submit"]').click()]);
+    result.login.landed = page.url();
+    step('logged_in');
+  }
   // The MPR layout: wait until the volume is in the viewports.
   await page.waitForFunction(() => {
     const elements = window.cornerstone?.getEnabledElements() ?? [];
