@@ -113,6 +113,19 @@ def test_a_broken_study_gets_a_422_naming_the_problem_and_the_server_keeps_servi
     assert client.info()["name"] == "StrokeLabel"
 
 
+def test_only_datastore_studies_are_read_a_server_path_or_an_unknown_id_is_a_404_naming_it(client, server, tmp_path):
+    """An infer names a datastore id, never a file: a path on the server (inside the served folder or out of it), a
+    traversal and an unknown id are each a 404 naming what was asked, and nothing is read."""
+    served = sorted(server.studies.glob("**/*_tmax.nii.gz"))[0]  # a real study file, given as a path
+    outside = tmp_path / "sub-outside_ses-01_tmax.nii.gz"
+    outside.write_bytes(served.read_bytes())
+    for image in (str(served), str(outside), "../../../etc/passwd", "sub-nobody_ses-01_tmax"):
+        with pytest.raises(MONAILabelClientException) as error:
+            client.infer("core_penumbra", image, {"method": "baseline"})
+        assert "Status: 404" in error.value.msg and f"no study {image!r} in the datastore" in error.value.msg, error.value.msg
+    assert client.info()["name"] == "StrokeLabel"
+
+
 def test_a_task_on_the_wrong_kind_of_study_is_a_clear_error(client):
     with pytest.raises(MONAILabelClientException) as error:
         client.infer("core_penumbra", unlabelled_image(client, "mri"), {})
