@@ -53,7 +53,7 @@ def start_server(studies: Path, task: str, workdir: Path, yield_to_clinician: bo
            "STROKELABEL_BACKGROUND_YIELD": "1" if yield_to_clinician else "0", "STROKELABEL_SCORING_MAX_SECONDS": "100000",
            "STROKELABEL_SCORING_MAX_STUDIES": "100000"}
     env.pop("STROKELABEL_FOREGROUND_MARKER", None)
-    log = open(workdir / f"server-{'yield' if yield_to_clinician else 'noyield'}.log", "w")
+    log = open(server_log(workdir, yield_to_clinician), "w")
     proc = subprocess.Popen([sys.executable, "-m", "monailabel.main", "start_server", "--app", str(ROOT / "apps" / "stroke"),
                              "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "models", task],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
@@ -90,6 +90,10 @@ def replicate_studies(folder: Path, total: int) -> None:
                 os.link(path, target)
 
 
+def server_log(workdir: Path, yield_to_clinician: bool) -> Path:
+    return workdir / f"server-{'yield' if yield_to_clinician else 'noyield'}.log"
+
+
 def scored_studies(log: Path, key: str) -> int:
     """Studies the round scored, from the scoring child's lines in the server log (the server's own datastore
     copy sees the child's scores only after a refresh)."""
@@ -110,7 +114,7 @@ def scoring_running(url: str) -> bool:
 
 def measure(studies: Path, task: str, workdir: Path, yield_to_clinician: bool, infers: int, whole_round: bool, idle_after_s: float) -> dict:
     proc, url = start_server(studies, task, workdir, yield_to_clinician)
-    log = workdir / f"server-{'yield' if yield_to_clinician else 'noyield'}.log"
+    log = server_log(workdir, yield_to_clinician)
     try:
         images = sorted(requests.get(f"{url}/datastore/", params={"output": "all"}, timeout=60).json()["objects"])
         image = images[0]
@@ -171,8 +175,8 @@ def main(argv=None) -> int:
     print("| background work | infer idle s | infer during scoring s | during / idle | studies scored while the infers ran | studies scored by the end (s since scoring began) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for yielding, row in rows.items():
-        ratio = f"{row['during_s'] / row['idle_s']:.2f}" if row["during_s"] else "n/a (round ended first)"
-        during = f"{row['during_s']:.2f} (n={row['during_n']})" if row["during_s"] else "-"
+        ratio = f"{row['during_s'] / row['idle_s']:.2f}"  # measure() raises when no infer ran during the round
+        during = f"{row['during_s']:.2f} (n={row['during_n']})"
         print(f"| {'yields (nice 10, waits)' if yielding else 'does not yield (baseline)'} | {row['idle_s']:.2f} | {during} | {ratio} | {row['scored_while_measured']} in {row['measured_s']:.0f} s | {row['scored']} of {row['studies']} ({row['round_s']:.0f} s) |")
     print(f"\nserver logs in {workdir}")
     return 0

@@ -20,9 +20,14 @@ from typing import Sequence
 import numpy as np
 
 
+def kernel_radius(sigma: float, truncate: float = 4.0) -> int:
+    """scipy's Gaussian radius in voxels: ``int(truncate * sigma + 0.5)``."""
+    return int(truncate * float(sigma) + 0.5)
+
+
 def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """scipy's sampled, normalised 1-D Gaussian: ``2 * radius + 1`` taps, ``radius = int(truncate * sigma + 0.5)``."""
-    radius = int(truncate * float(sigma) + 0.5)
+    """scipy's sampled, normalised 1-D Gaussian: ``2 * kernel_radius + 1`` taps."""
+    radius = kernel_radius(sigma, truncate)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (x / float(sigma)) ** 2)
     return kernel / kernel.sum()
@@ -73,7 +78,7 @@ def gaussian_filter(volume: np.ndarray, sigma: Sequence[float], truncate: float 
         n = out.shape[axis]
         matrix = smoothing_matrix(n, float(s), truncate).astype(np.float32)
         lines = out.reshape(int(np.prod(out.shape[:axis], dtype=np.int64)), n, -1)  # (before, axis, after)
-        _smooth_axis(lines, matrix, int(truncate * float(s) + 0.5), spare.reshape(lines.shape))
+        _smooth_axis(lines, matrix, kernel_radius(s, truncate), spare.reshape(lines.shape))
         out, spare = spare, out
     return out
 

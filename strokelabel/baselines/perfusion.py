@@ -30,7 +30,7 @@ import numpy as np
 from strokelabel.baselines.masks import brain_mask_from_perfusion, remove_small_clusters
 from strokelabel.boxes import bounding_box, paste
 from strokelabel.errors import StrokeLabelError
-from strokelabel.smoothing import normalised_gaussian
+from strokelabel.smoothing import kernel_radius, normalised_gaussian
 from strokelabel.units import check_perfusion_map
 
 CORE = 1
@@ -164,7 +164,7 @@ def relative_cbf_in_box(
     if box is None:  # no brain: the full grid, as the definition reads (an error or all NaN)
         box = tuple(slice(0, n) for n in full_brain.shape)
     elif reference == "mirror":
-        reach = [int(4.0 * float(s) + 0.5) for s in sigma]  # scipy's Gaussian radius per axis (truncate=4)
+        reach = [kernel_radius(s) for s in sigma]  # the smoothing's radius per axis
         low, high = box[axis].start, box[axis].stop
         flip = int(round(2 * plane))  # voxel x mirrors to flip - x (see :func:`mirror`)
         low, high = min(low, flip - (high - 1)), max(high, flip - low + 1)

@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 from html import escape
 
@@ -193,13 +193,12 @@ class BrowserSession:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             headers = list(scope.get("headers") or [])
-            token = None if any(k == b"authorization" for k, _ in headers) else _cookie(headers, SESSION_COOKIE)
+            if any(k == b"authorization" for k, _ in headers):  # a client with its own token: nothing to do
+                return await self.app(scope, receive, send)
+            token = _cookie(headers, SESSION_COOKIE)
             if token:
                 scope = dict(scope, headers=headers + [(b"authorization", b"Bearer " + token.encode("latin-1"))])
-            if scope["method"] == "GET" and _is_viewer_page(scope["path"], headers) and not any(k == b"authorization" for k, _ in headers) \
-                    and (not token or self.issuer.user_of("Bearer " + token) is None):
-                from urllib.parse import quote
-
+            if scope["method"] == "GET" and _is_viewer_page(scope["path"], headers) and (not token or self.issuer.user_of("Bearer " + token) is None):
                 query = scope.get("query_string", b"").decode("latin-1")
                 target = quote(scope["path"] + ("?" + query if query else ""), safe="")
                 await send({"type": "http.response.start", "status": 303, "headers": [(b"location", f"/login?next={target}".encode()),
