@@ -41,28 +41,61 @@ CLINICAL_ENV = "STROKELABEL_CLINICAL_ATTRIBUTES"
 SOURCE_FILE = "source.json"
 SECONDARY_CAPTURE_CLASSES = ("1.2.840.10008.5.1.4.1.1.7",)  # and its multi-frame variants (prefix match)
 
-# First matching rule wins, so the maps come before the 4D series whose description also says "perfusion".
-# Each rule: the modality key it gives, and criteria that must all hold (regular expressions, case-insensitive):
-# "dicom_modality", "description" (SeriesDescription), "image_type" (any value of ImageType), "min_instances".
+# First matching rule wins. Each rule: the modality key it gives (``null``: recognised as *not* an input, with its
+# ``reason``), and criteria that must all hold (regular expressions, case-insensitive): "dicom_modality",
+# "description" (SeriesDescription; a list: every pattern must match), "not_description" (must not match),
+# "image_type" (any value of ImageType), "min_instances". A site's JSON file has the same shape.
+# The defaults follow the descriptions scanners, post-processing software and sites write (tests/strokelabel/
+# test_pacs_rules.py holds the table): planning images and reformats are recognised first so that a "CTA MIP" is
+# never taken for the CTA, then the CT perfusion maps before the 4D series whose description also says "perfusion",
+# then the multiphase CTA phases (3 and 2 before 1, a CTA without a phase being the single-phase, arterial CTA).
+
+
+def _token(pattern: str) -> str:
+    """``pattern`` as a whole word, where ``_`` and ``-`` also end a word: protocol names join words with them
+    (``ep2d_diff_3scan_trace_p2_ADC``, ``CTA_MP_3``, ``RAPID_TMAX``), and regex ``\\b`` takes ``_`` for a letter."""
+    return rf"(?<![a-z0-9])(?:{pattern})(?![a-z0-9])"
+
+
+def _phase(number: str) -> str:
+    """An explicit CTA phase ``number``: "phase 2", "Multiphase 1", "MP_3", "mCTA2"; never a slice thickness ("1.0")."""
+    return rf"(?<![a-z0-9])(?:phase|ph|mp|multi\s?-?phase|m?cta)[\s_:#-]*0?(?:{number})(?![0-9.])"
+
+
+_CTA = _token(r"m?cta|ct\s?angio\w*|angio\w*|multi\s?-?phase")
+_THRESHOLDED = r"[<>%]|relative"  # a thresholded or relative map (RAPID "CBF<30%", "rCBF") is not in the map's units
 DEFAULT_RULES = [
-    {"modality": "tmax", "dicom_modality": "CT", "description": r"\bt\s?max\b"},
-    {"modality": "cbf", "dicom_modality": "CT", "description": r"\bcbf\b|blood\s?flow"},
-    {"modality": "cbv", "dicom_modality": "CT", "description": r"\bcbv\b|blood\s?volume"},
-    {"modality": "mtt", "dicom_modality": "CT", "description": r"\bmtt\b|mean\s?transit"},
-    {"modality": "ttp", "dicom_modality": "CT", "description": r"\bttp\b|time\s?to\s?peak"},
-    {"modality": "mip", "dicom_modality": "CT", "description": r"\bmip\b"},
-    {"modality": "ctp", "dicom_modality": "CT", "description": r"perf|\bctp\b|\b4d\b|dynamic", "min_instances": 100},
-    {"modality": "cta1", "dicom_modality": "CT", "description": r"\bcta\b.*(phase\s?1|arterial)|angio.*arterial"},
-    {"modality": "cta2", "dicom_modality": "CT", "description": r"\bcta\b.*(phase\s?2|peak\s?venous)"},
-    {"modality": "cta3", "dicom_modality": "CT", "description": r"\bcta\b.*(phase\s?3|late\s?venous|delayed)"},
-    {"modality": "cta1", "dicom_modality": "CT", "description": r"\bcta\b|angio"},  # single-phase CTA is phase 1
-    {"modality": "ncct", "dicom_modality": "CT", "description": r"non.?contrast|\bncct\b|plain|nativ|\bhead\b"},
-    {"modality": "adc", "dicom_modality": "MR", "description": r"(\b|_)adc\b|apparent\s?diff"},
+    {"modality": None, "description": _token(r"localizer|locator|scout|topogram|surview|scanogram|dose\s?report|dose\s?info|"
+                                             r"patient\s?protocol|screen\s?save|exam\s?summary"),
+     "reason": "a planning image or a report, not an image volume"},
+    {"modality": None, "image_type": r"^LOCALIZER$", "reason": "a planning image (ImageType LOCALIZER)"},
+    {"modality": None, "dicom_modality": "MR", "description": r"exponential|" + _token(r"eadc|fa|colfa|dti|tensor|mddw|b\s?=?\s?0"),
+     "reason": "a diffusion series that is neither the b1000 trace (DWI) nor the ADC map (eADC, FA, tensor, b0)"},
+    {"modality": "tmax", "dicom_modality": "CT", "description": _token(r"t\s?-?max") + r"|time\s?to\s?max", "not_description": _THRESHOLDED},
+    {"modality": "cbf", "dicom_modality": "CT", "description": _token(r"cbf") + r"|blood\s?flow", "not_description": _THRESHOLDED},
+    {"modality": "cbv", "dicom_modality": "CT", "description": _token(r"cbv") + r"|blood\s?volume", "not_description": _THRESHOLDED},
+    {"modality": "mtt", "dicom_modality": "CT", "description": _token(r"mtt") + r"|mean\s?transit", "not_description": _THRESHOLDED},
+    {"modality": "ttp", "dicom_modality": "CT", "description": _token(r"ttp") + r"|time\s?to\s?peak", "not_description": _THRESHOLDED},
+    # The temporal MIP of the perfusion series; a spatial MIP of a CTA ("CTA MIP") is a reformat (next rules).
+    {"modality": "mip", "dicom_modality": "CT", "description": [_token(r"t?mip"), r"perf|temporal|" + _token(r"tmip|ctp|rapid|4d")]},
+    {"modality": "ctp", "dicom_modality": "CT", "description": r"perf|dynamic|" + _token(r"ctp|4d|vpct"), "min_instances": 100},
+    {"modality": None, "dicom_modality": "CT",
+     "description": _token(r"mip|minip|mpr|mpvr|vrt?|3d|volume\s?rendering|sag\w*|cor|coronal|curved|cpr|thick\s?slab|reformat\w*"),
+     "reason": "a reformat or rendering of another series (MIP, MPR, 3D/VR, sagittal, coronal), not the acquired volume"},
+    {"modality": "cta3", "dicom_modality": "CT", "description": [_CTA, _phase("3") + "|" + _token(r"late\w*|delayed|3rd|third")]},
+    {"modality": "cta2", "dicom_modality": "CT", "description": [_CTA, _phase("2") + "|" + _token(r"ven(?:ous|ös|os)|2nd|second")]},
+    {"modality": "cta1", "dicom_modality": "CT", "description": [_CTA, _phase("1") + "|" + _token(r"arteri\w*|1st|first|early")]},
+    # A CTA without a phase is the single-phase CTA, acquired in the arterial phase ("Angio Head 1.0 CE": 1.0 mm slices).
+    {"modality": "cta1", "dicom_modality": "CT", "description": _CTA, "not_description": _phase("[0-9]")},
+    {"modality": "ncct", "dicom_modality": "CT", "description": r"non.?contrast|w/?o\s?contrast|" + _token(r"ncct|plain|nativ\w*|head"),
+     "not_description": r"perf|" + _CTA + "|" + _token(r"ctp|4d")},
+    {"modality": "adc", "dicom_modality": "MR", "description": _token(r"d?adc") + r"|apparent\s?diff"},
     {"modality": "adc", "dicom_modality": "MR", "image_type": r"^ADC$"},
-    {"modality": "dwi", "dicom_modality": "MR", "description": r"\bdwi\b|diffusion|trace|b\s?=?\s?1000"},
-    {"modality": "flair", "dicom_modality": "MR", "description": r"flair"},
+    {"modality": "dwi", "dicom_modality": "MR", "description": r"diffusion|" + _token(r"dwi|trace\w*|b\s?=?\s?1000|1000\s?b|ep2d_diff|resolve")},
+    {"modality": "flair", "dicom_modality": "MR", "description": r"flair|dark.?fluid"},
 ]
 REFERENCE_ORDER = ("tmax", "dwi", "cta1", "ctp")
+REFERENCE_NAMES = {"tmax": "Tmax map", "dwi": "DWI", "cta1": "CTA phase 1", "ctp": "4D CT perfusion"}
 
 
 @dataclass
@@ -74,10 +107,11 @@ class SeriesInfo:
     image_type: list = field(default_factory=list)
     sop_class: str = ""
     modality: str | None = None  # the key the rules gave, or "screenshot", or None (not recognised)
+    reason: str = ""  # why the rules gave that key, or none (what a site reads to fix its rules)
 
     def as_json(self) -> dict:
         return {"uid": self.uid, "description": self.description, "dicom_modality": self.dicom_modality, "instances": self.instances,
-                "image_type": self.image_type, "modality": self.modality}
+                "image_type": self.image_type, "modality": self.modality, "reason": self.reason}
 
 
 @dataclass
@@ -109,6 +143,16 @@ class PacsStudy:
         found = self.series_of()
         return next((found[m] for m in REFERENCE_ORDER if m in found), None)
 
+    def why_not_listed(self) -> str:
+        """Why no series of the study became its reference ("" when one did): what was recognised, and that none
+        of it is a reference; each series' own ``reason`` says why it was recognised as what it was, or not."""
+        if self.reference is not None:
+            return ""
+        wanted = ", ".join(REFERENCE_NAMES[m] for m in REFERENCE_ORDER)
+        found = sorted(set(self.series_of()))
+        seen = f"{len(self.series)} series seen" + (f", recognised as {', '.join(found)}" if found else ", none recognised as an input")
+        return f"no series is a reference ({wanted}): {seen}"
+
 
 def pseudonym(patient_id: str) -> str:
     return "p" + hashlib.sha256(str(patient_id).encode()).hexdigest()[:10]
@@ -127,21 +171,43 @@ def load_rules(path: str | os.PathLike | None = None) -> list[dict]:
 
 def classify(series: SeriesInfo, rules: Iterable[dict]) -> str | None:
     """The modality key of ``series`` by the first rule it meets; ``screenshot`` for secondary captures/RGB."""
+    return explain(series, rules)[0]
+
+
+def _all_match(patterns: str | list[str], text: str) -> bool:
+    return all(re.search(p, text or "", re.IGNORECASE) for p in ([patterns] if isinstance(patterns, str) else patterns))
+
+
+def explain(series: SeriesInfo, rules: Iterable[dict]) -> tuple[str | None, str]:
+    """(modality key, why): the key of the first rule ``series`` meets, and a sentence a site reads to fix its
+    rules: the rule that decided, or for a series no rule took, the nearest miss (a rule its description met
+    but another criterion did not: the DICOM modality, too few instances, an excluded word)."""
     if series.sop_class.startswith(SECONDARY_CAPTURE_CLASSES) or series.dicom_modality in ("OT", "SC"):
-        return "screenshot"
+        return "screenshot", "a picture (Secondary Capture, OT or SC): never read for values"
     if series.dicom_modality == "SEG":
-        return "seg"
-    for rule in rules:
+        return "seg", "a segmentation"
+    near_miss = ""
+    for number, rule in enumerate(rules, start=1):
+        name = rule.get("modality")
+        described = "description" not in rule or _all_match(rule["description"], series.description)
+        typed = "image_type" not in rule or any(re.search(rule["image_type"], str(v), re.IGNORECASE) for v in series.image_type)
+        if not (described and typed):
+            continue
+        misses = []
         if "dicom_modality" in rule and series.dicom_modality.upper() != rule["dicom_modality"].upper():
-            continue
-        if "description" in rule and not re.search(rule["description"], series.description or "", re.IGNORECASE):
-            continue
-        if "image_type" in rule and not any(re.search(rule["image_type"], str(v), re.IGNORECASE) for v in series.image_type):
-            continue
+            misses.append(f"it is {series.dicom_modality or 'no modality'}, the rule wants {rule['dicom_modality']}")
+        if "not_description" in rule and re.search(rule["not_description"], series.description or "", re.IGNORECASE):
+            misses.append(f"its description has a word the rule excludes ({rule['not_description']!r})")
         if series.instances < int(rule.get("min_instances", 0)):
+            misses.append(f"it has {series.instances} instances, the rule wants at least {rule['min_instances']}")
+        if misses:
+            if rule.get("modality") is not None:
+                near_miss = near_miss or f"looks like {name} (rule {number}), but {'; '.join(misses)}"
             continue
-        return rule["modality"]
-    return None
+        if rule.get("modality") is None:
+            return None, f"rule {number}: {rule.get('reason', 'not an input')}"
+        return rule["modality"], f"rule {number} ({rule['modality']})"
+    return None, near_miss or "no rule matches its description or image type"
 
 
 # ---- DICOMweb ---------------------------------------------------------------------------------------
@@ -189,7 +255,7 @@ def index_pacs(client, rules: list[dict] | None = None) -> list[PacsStudy]:
             if first:
                 info.sop_class = str(_value(first[0], "00080016"))
                 info.image_type = [str(v) for v in first[0].get("00080008", {}).get("Value", [])]
-            info.modality = classify(info, rules)
+            info.modality, info.reason = explain(info, rules)
             series.append(info)
         studies.append(PacsStudy(study_uid, str(_value(item, "00100020")), str(_value(item, "00080020")), series))
     return studies
@@ -305,10 +371,12 @@ def main(argv=None) -> int:
     for study in studies:
         reference = study.reference
         print(f"study {study.study_uid} patient {study.patient_id} date {study.study_date}: "
-              f"{'reference ' + reference.modality + ' ' + reference.uid if reference else 'NOT LISTED (no Tmax, DWI, CTA or 4D CTP series)'}")
+              f"{'reference ' + reference.modality + ' ' + reference.uid if reference else 'NOT LISTED: ' + study.why_not_listed()}")
         for s in study.series:
             print(f"  {s.modality or 'unrecognised':12s} {s.dicom_modality:3s} {s.instances:5d} instances  {s.description!r}  "
                   f"ImageType {'/'.join(s.image_type)}  {s.uid}")
+            if reference is None or s.modality is None:  # why, where a site has something to fix
+                print(f"  {'':12s} why: {s.reason}" + (f": {s.modality} is not a reference" if reference is None and s.modality else ""))
     print(f"{len(studies)} studies, {sum(1 for s in studies if s.reference)} listed")
     return 0
 

@@ -84,8 +84,8 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         for study in studies:
             reference = study.reference
             if reference is None:
-                logger.info("PACS study %s: no series the rules recognise as Tmax, DWI, CTA or 4D CTP; not listed (%s)", study.study_uid,
-                            ", ".join(f"{s.description!r}" for s in study.series))
+                logger.info("PACS study %s not listed: %s (%s)", study.study_uid, study.why_not_listed(),
+                            "; ".join(f"{s.description!r}: {s.modality or 'none'}, {s.reason}" for s in study.series))
                 continue
             image_id = reference.uid
             self._studies[image_id] = study
