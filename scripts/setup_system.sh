@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the PACS mode and its tests need: Orthanc with its DICOMweb plugin (the embedded
-# PACS) and dcm2niix (the tests cross-check the project's DICOM converter with it). Installed only
+# PACS), dcm2niix (the tests cross-check the project's DICOM converter with it) and dicom3tools (its
+# dciodvfy checks that every object the app writes passes a strict PACS). Installed only
 # when missing; needs root (or sudo). STROKELABEL_NO_SYSTEM_PACKAGES=1 skips this step (the PACS
 # tests are then skipped and say so).
 set -euo pipefail
 [ "${STROKELABEL_NO_SYSTEM_PACKAGES:-0}" = "1" ] && { echo "[setup] Debian packages skipped (STROKELABEL_NO_SYSTEM_PACKAGES=1)"; exit 0; }
-PACKAGES=(orthanc orthanc-dicomweb dcm2niix)
+PACKAGES=(orthanc orthanc-dicomweb dcm2niix dicom3tools)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 import pydicom
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import FileDataset, FileMetaDataset, validate_file_meta
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -127,12 +127,36 @@ def scanner_order(values: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, n
     return apply_orientation(values, transform), affine @ inv_ornt_aff(transform, values.shape[:3])
 
 
+def file_meta(sop_class: str, sop_instance_uid: str) -> FileMetaDataset:
+    """The whole File Meta Information group (group length, version, implementation class UID, explicit VR little
+    endian): a dataset is then one a strict PACS accepts however it is serialised; a STOW-RS client (dicomweb_client)
+    writes the file meta as it is, without adding what is missing."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, sop_instance_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    validate_file_meta(meta, enforce_standard=True)  # adds the version and the implementation class UID and name
+    meta.FileMetaInformationGroupLength = 0  # pydicom writes the true length in its place
+    return meta
+
+
+# Type 2 attributes (present, empty when unknown) of the modules every object written here carries (Patient, General
+# Study, Frame of Reference, General Equipment): a phantom or a PACS study may lack them, and a strict PACS (dciodvfy,
+# DICOM PS3.3) refuses an object without them.
+TYPE_2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
+                     "StudyID", "AccessionNumber", "Manufacturer")
+
+
+def complete_type_2(ds: pydicom.Dataset, *keywords: str) -> pydicom.Dataset:
+    """``ds`` with each Type 2 attribute of :data:`TYPE_2_ATTRIBUTES` and ``keywords`` present (empty when unknown)."""
+    for keyword in (*TYPE_2_ATTRIBUTES, *keywords):
+        if keyword not in ds:
+            setattr(ds, keyword, None)
+    return ds
+
+
 def _slice_dataset(study: StudySpec, series: SeriesSpec, series_uid: str) -> FileDataset:
     sop_class = MR_IMAGE_STORAGE if series.modality == "MR" else CT_IMAGE_STORAGE
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta = file_meta(sop_class, generate_uid())
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
     ds.is_little_endian, ds.is_implicit_VR = True, False
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
@@ -148,6 +172,14 @@ def _slice_dataset(study: StudySpec, series: SeriesSpec, series_uid: str) -> Fil
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     ds.Manufacturer = "StrokeLabel phantom"
+    # Head first supine, as a head CT or MR is acquired; the head is not a paired body part, so no Laterality (Type 2C);
+    # nothing else about the acquisition is known (Type 2, empty).
+    ds.PatientPosition, ds.BodyPartExamined = "HFS", "HEAD"
+    if series.modality == "MR":  # MR Image module, Type 1: "RM" (research mode) is DICOM's term for a sequence it does not name
+        ds.ScanningSequence, ds.SequenceVariant = "RM", "NONE"
+    acquisition = ("KVP", "AcquisitionNumber") if series.modality == "CT" else (
+        "ScanOptions", "MRAcquisitionType", "RepetitionTime", "EchoTime", "EchoTrainLength")
+    complete_type_2(ds, "PositionReferenceIndicator", *acquisition)
     for keyword, value in series.extra.items():
         setattr(ds, keyword, value)
     return ds
@@ -265,13 +297,15 @@ def write_study(reference: str | Path, out_dir: str | Path, patient_id: str | No
 
 
 # ---- DICOM-SEG ---------------------------------------------------------------------------------------
-# Segments by code as well as by name: SNOMED CT where a concept exists; the ischemic penumbra has
-# none, so it carries a local code (scheme "99STROKELABEL", documented in README "Saving to the PACS").
+# Segments by code as well as by name, in SNOMED CT. The ischemic penumbra has no concept of its own: it is coded as
+# what it is, ischemic tissue (52674009 Ischemia) beside the core's infarct, and named "penumbra". (A local coding
+# scheme, "99...", is legal with a Coding Scheme Identification Sequence, but a strict validator, dciodvfy, still
+# flags a designator it does not know.)
 MORPHOLOGICALLY_ALTERED = {"CodeValue": "49755003", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Morphologically Altered Structure"}
 SEGMENT_CODES = {
     "core": {"CodeValue": "55641003", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Infarct"},
     "lesion": {"CodeValue": "55641003", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Infarct"},
-    "penumbra": {"CodeValue": "SL-PENUMBRA", "CodingSchemeDesignator": "99STROKELABEL", "CodeMeaning": "Ischemic penumbra"},
+    "penumbra": {"CodeValue": "52674009", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Ischemia"},
     "clot": {"CodeValue": "396339007", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Thrombus"},
 }
 SEGMENT_COLOURS = {"core": (220, 30, 30), "penumbra": (40, 200, 60), "lesion": (230, 120, 20), "clot": (60, 120, 255)}
@@ -279,10 +313,12 @@ ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
 
 
 def write_seg(label_path: str | Path, source_dir: str | Path, segments: dict[int, str], algorithm_type: str,
-              algorithm_name: str = "StrokeLabel", series_description: str = "StrokeLabel segmentation") -> pydicom.Dataset:
+              algorithm_name: str = "StrokeLabel", series_description: str = "StrokeLabel segmentation",
+              creator: str = "StrokeLabel^") -> pydicom.Dataset:
     """A DICOM-SEG of ``label_path`` (NIfTI on the source series' grid) referencing the source series whose
     headers are in ``source_dir``; ``segments``: label value -> name (core, penumbra, lesion, clot);
-    ``algorithm_type`` AUTOMATIC for AI output, MANUAL or SEMIAUTOMATIC for a clinician's correction."""
+    ``algorithm_type`` AUTOMATIC for AI output, MANUAL or SEMIAUTOMATIC for a clinician's correction; ``creator``: the
+    Content Creator's Name as a DICOM person name (the software for AI output)."""
     import pydicom_seg
     import SimpleITK as sitk
 
@@ -300,7 +336,7 @@ def write_seg(label_path: str | Path, source_dir: str | Path, segments: dict[int
             attribute["SegmentAlgorithmName"] = algorithm_name[:64]
         attributes.append(attribute)
     template = pydicom_seg.template.from_dcmqi_metainfo({
-        "ContentCreatorName": "StrokeLabel", "SeriesDescription": series_description[:64], "SeriesNumber": "300", "InstanceNumber": "1",
+        "ContentCreatorName": creator, "SeriesDescription": series_description[:64], "SeriesNumber": "300", "InstanceNumber": "1",
         "segmentAttributes": [attributes], "ContentLabel": "SEGMENTATION", "ContentDescription": algorithm_type[:64],
         "ClinicalTrialSeriesID": "1", "ClinicalTrialTimePointID": "1", "BodyPartExamined": "HEAD",
     })
@@ -309,7 +345,11 @@ def write_seg(label_path: str | Path, source_dir: str | Path, segments: dict[int
     if not sources:
         raise ValueError(f"no source DICOM headers in {source_dir}")
     mask = sitk.Cast(sitk.ReadImage(str(label_path)), sitk.sitkUInt16)
-    return writer.write(mask, sources)
+    seg = writer.write(mask, sources)
+    for segment in seg.SegmentSequence:  # pydicom-seg leaves it empty; a MANUAL segment has no algorithm (Type 1C)
+        if segment.SegmentAlgorithmType == "MANUAL" and "SegmentAlgorithmName" in segment:
+            del segment.SegmentAlgorithmName
+    return complete_type_2(seg, "PositionReferenceIndicator")
 
 
 def seg_algorithm_type(dataset: pydicom.Dataset) -> str:
@@ -348,10 +388,7 @@ def secondary_capture(png_path: str | Path, study_header: pydicom.Dataset, descr
     from PIL import Image
 
     rgb = np.asarray(Image.open(str(png_path)).convert("RGB"), dtype=np.uint8)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta = file_meta(SECONDARY_CAPTURE_STORAGE, generate_uid())
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
     ds.is_little_endian, ds.is_implicit_VR = True, False  # as the file meta says: written as is by any writer (STOW-RS too)
     for keyword in STUDY_ATTRIBUTES:
@@ -369,4 +406,6 @@ def secondary_capture(png_path: str | Path, study_header: pydicom.Dataset, descr
     ds.Rows, ds.Columns = rgb.shape[:2]
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = rgb.tobytes()
-    return ds
+    # A picture of the head (not a paired body part: no Laterality), its rows and columns in no patient direction (Type 2C: empty).
+    ds.BodyPartExamined = study_header.get("BodyPartExamined") or "HEAD"
+    return complete_type_2(ds, "PatientOrientation")

@@ -1,0 +1,78 @@
+"""Every object the app writes (the converter's CT, MR and 4D CT perfusion series, the SEG, the summary Secondary
+Capture) passes dciodvfy, the reference IOD validator, without an error, serialised as STOW-RS sends it; the SEG and
+the Secondary Capture without a warning either."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from strokelabel.dicom import SERIES_OF_MODALITY, SeriesSpec, StudySpec, secondary_capture, write_seg, write_series
+from tests.dciodvfy import needs_dciodvfy, validate
+
+pytestmark = needs_dciodvfy
+
+# Warnings the converter keeps on purpose: it writes series as vendors do, with their ImageType values (PERFUSION, CBF,
+# DIFFUSION...) and map units as RescaleType, and MR maps with a rescale (ADC in 10^-6 mm²/s as scanners store it):
+# the series rules are tested on such series. Anything else is a regression.
+ACCEPTED_CONVERTER_WARNINGS = ("Unrecognized defined term", "Non-identity Modality LUT Module", "Attribute is not present in standard DICOM IOD",
+                               "this is a Standard Extended SOP Class")
+AFFINE = np.diag([-2.0, 2.0, 5.0, 1.0])
+
+
+def head(shape=(16, 14, 4)) -> np.ndarray:
+    return np.random.default_rng(3).uniform(0, 80, shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("modality", sorted(SERIES_OF_MODALITY))
+def test_each_converted_series_has_no_error(modality, tmp_path):
+    description, dicom_modality, image_type, units = SERIES_OF_MODALITY[modality]
+    spec = SeriesSpec(description, dicom_modality, image_type, units)
+    if modality == "ctp":
+        files = write_series(head((16, 14, 4, 3)), AFFINE, tmp_path, StudySpec("P1"), spec, times_s=[0.0, 1.5, 3.0])
+    else:
+        files = write_series(head(), AFFINE, tmp_path, StudySpec("P1"), spec)
+    for path in (files[0], files[-1]):
+        errors, warnings = validate(pydicom.dcmread(str(path)))
+        assert not errors, f"{modality}: {errors}"
+        assert all(any(w in line for w in ACCEPTED_CONVERTER_WARNINGS) for line in warnings), f"{modality}: {warnings}"
+
+
+@pytest.fixture
+def source_series(tmp_path):
+    """A CT perfusion map series whose study header lacks what phantoms lack (birth date, sex, referring physician)."""
+    folder = tmp_path / "tmax"
+    write_series(head(), AFFINE, folder, StudySpec("P1"), SeriesSpec("Tmax perfusion map", units="s"))
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(str(path))
+        for keyword in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName"):
+            delattr(ds, keyword)
+        ds.save_as(str(path))
+    return folder
+
+
+@pytest.mark.parametrize("algorithm_type,segments", [("AUTOMATIC", {1: "core", 2: "penumbra"}), ("MANUAL", {1: "lesion"}),
+                                                     ("SEMIAUTOMATIC", {1: "clot"})])
+def test_a_seg_passes_without_an_error_or_a_warning(source_series, tmp_path, algorithm_type, segments):
+    label = np.zeros((16, 14, 4), np.uint8)
+    label[3:7, 3:7, 1:3] = 1
+    label[9:12, 8:12, 1:3] = max(segments)
+    path = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(label, AFFINE), str(path))
+    seg = write_seg(path, source_series, segments, algorithm_type)
+    assert validate(seg) == ([], [])
+    assert str(seg.ContentCreatorName) == "StrokeLabel^"  # a person name, family^given
+    assert all(s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "SCT" for s in seg.SegmentSequence)
+
+
+def test_the_summary_secondary_capture_passes_without_an_error_or_a_warning(source_series, tmp_path):
+    png = tmp_path / "summary.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(png)
+    header = pydicom.dcmread(str(next(source_series.glob("*.dcm"))), stop_before_pixels=True)
+    sc = secondary_capture(png, header, "StrokeLabel core_penumbra summary")
+    assert validate(sc) == ([], [])
+    for keyword in ("FileMetaInformationGroupLength", "FileMetaInformationVersion", "ImplementationClassUID"):
+        assert keyword in sc.file_meta  # as a STOW-RS client sends it, the file meta is complete
