@@ -18,6 +18,7 @@ PixelSpacing = (spacing of axis 1, spacing of axis 0), ImagePositionPatient = LP
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -325,9 +326,12 @@ def write_seg(label_path: str | Path, source_dir: str | Path, segments: dict[int
     if algorithm_type not in ALGORITHM_TYPES:
         raise ValueError(f"SegmentAlgorithmType must be one of {ALGORITHM_TYPES}, not {algorithm_type!r}")
     attributes = []
-    for value, name in sorted(segments.items()):
+    # Segments are numbered 1, 2... in the SEG whatever their label values (PS3.3 C.8.20.2: from one, by one; a core_penumbra
+    # answer without core has only value 2); a reader matches segments by name (read_seg).
+    numbered = dict(enumerate(sorted(segments.items()), start=1))
+    for number, (value, name) in numbered.items():
         attribute = {
-            "labelID": int(value), "SegmentLabel": name, "SegmentDescription": name, "SegmentAlgorithmType": algorithm_type,
+            "labelID": number, "SegmentLabel": name, "SegmentDescription": name, "SegmentAlgorithmType": algorithm_type,
             "SegmentedPropertyCategoryCodeSequence": MORPHOLOGICALLY_ALTERED,
             "SegmentedPropertyTypeCodeSequence": SEGMENT_CODES[name],
             "recommendedDisplayRGBValue": list(SEGMENT_COLOURS[name]),
@@ -344,7 +348,13 @@ def write_seg(label_path: str | Path, source_dir: str | Path, segments: dict[int
     sources = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in sorted(Path(source_dir).glob("*.dcm"))]
     if not sources:
         raise ValueError(f"no source DICOM headers in {source_dir}")
-    mask = sitk.Cast(sitk.ReadImage(str(label_path)), sitk.sitkUInt16)
+    label = sitk.ReadImage(str(label_path))
+    values = sitk.GetArrayFromImage(label)
+    numbers = np.zeros(values.shape, np.uint16)
+    for number, (value, _) in numbered.items():
+        numbers[values == value] = number
+    mask = sitk.GetImageFromArray(numbers)
+    mask.CopyInformation(label)
     seg = writer.write(mask, sources)
     for segment in seg.SegmentSequence:  # pydicom-seg leaves it empty; a MANUAL segment has no algorithm (Type 1C)
         if segment.SegmentAlgorithmType == "MANUAL" and "SegmentAlgorithmName" in segment:
@@ -373,6 +383,29 @@ def read_seg(dataset: pydicom.Dataset, names_to_values: dict[str, int]):
     image = sitk.GetImageFromArray(out)
     image.CopyInformation(result.image)
     return image
+
+
+# ---- identity of what the app stores -------------------------------------------------------------------
+def answer_identity(*parts) -> str:
+    """A fingerprint of an answer: its study, task, method and model, and its content (arrays by shape and bytes)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(f"{part.dtype.str}{part.shape}".encode())
+            part = np.ascontiguousarray(part).tobytes()
+        digest.update(part if isinstance(part, bytes) else str(part).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def identify(dataset: pydicom.Dataset, identity: str) -> pydicom.Dataset:
+    """``dataset`` with a Series and a SOP Instance UID derived from ``identity`` (:func:`answer_identity`): the same
+    answer is the same object, so storing it again adds nothing to a PACS (which keeps one instance per SOP Instance
+    UID), even when two runs store it at once."""
+    dataset.SeriesInstanceUID = generate_uid(entropy_srcs=[identity, "series"])
+    dataset.SOPInstanceUID = generate_uid(entropy_srcs=[identity, "instance"])
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    return dataset
 
 
 # ---- Secondary Capture -------------------------------------------------------------------------------

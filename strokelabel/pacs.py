@@ -426,17 +426,29 @@ def fetch_seg_label(client, study: PacsStudy, seg: dict, reference: Path, names_
     return out_path
 
 
-def store_seg(client, dataset) -> None:
-    """Store a SEG in the PACS (STOW-RS)."""
+def store_once(client, dataset) -> bool:
+    """Store ``dataset`` in the PACS (STOW-RS) unless its series is already there (QIDO-RS); True when it was stored.
+    With UIDs derived from the answer (:func:`strokelabel.dicom.identify`), a rerun adds nothing to the archive."""
+    found = client.search_for_series(str(dataset.StudyInstanceUID), search_filters={"SeriesInstanceUID": str(dataset.SeriesInstanceUID)})
+    if found:
+        return False
     client.store_instances([dataset])
+    return True
+
+
+def store_seg(client, dataset) -> bool:
+    """Store a SEG in the PACS (STOW-RS), once per series UID; True when it was stored."""
+    return store_once(client, dataset)
 
 
 def store_summary(reference: str | Path, png_path: str | Path, task: str) -> str | None:
-    """Store the summary picture of a PACS study in the PACS as a Secondary Capture of that study; returns its
-    SOP Instance UID, or None when the study is not from a PACS."""
+    """Store the summary picture of a PACS study in the PACS as a Secondary Capture of that study, once: the same
+    picture of the same task (same answer, method and model) is the same object, stored nothing new; returns its SOP
+    Instance UID, or None when the study is not from a PACS."""
     import pydicom
+    from PIL import Image
 
-    from strokelabel.dicom import secondary_capture
+    from strokelabel.dicom import answer_identity, identify, secondary_capture
 
     folder = Path(reference).parent
     source_path = folder / SOURCE_FILE
@@ -447,5 +459,8 @@ def store_summary(reference: str | Path, png_path: str | Path, task: str) -> str
     if header_file is None:
         raise StrokeLabelError("no DICOM header of the study is cached: the summary cannot be filed under it")
     dataset = secondary_capture(png_path, pydicom.dcmread(str(header_file), stop_before_pixels=True), f"StrokeLabel {task} summary")
-    client_for(source["url"]).store_instances([dataset])
+    pixels = np.asarray(Image.open(str(png_path)).convert("RGB"))  # the picture, not its PNG encoding
+    identify(dataset, answer_identity(source["study_uid"], task, "summary", pixels))
+    if not store_once(client_for(source["url"]), dataset):
+        logger.info("%s: the %s summary picture is already in the PACS", folder.name, task)
     return str(dataset.SOPInstanceUID)

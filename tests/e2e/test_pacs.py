@@ -24,6 +24,7 @@ from strokelabel.naming import truth_path
 from strokelabel.orthanc import orthanc_binary, running_orthanc
 from strokelabel.pacs import pseudonym
 from strokelabel.phantom.study import generate_study
+from tests.dciodvfy import needs_dciodvfy, validate
 from tests.e2e.server import running_server, wait_for_scoring
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(orthanc_binary() is None, reason="Orthanc is not installed (scripts/setup_system.sh)")]
@@ -150,6 +151,57 @@ def test_a_saved_correction_goes_to_the_pacs_as_a_manual_seg_with_coded_segments
     segment = corrections[0]["segments"][0]
     assert segment["SegmentLabel"] == "lesion" and segment["SegmentAlgorithmType"] == "MANUAL"
     assert segment["SegmentedPropertyTypeCodeSequence"][0]["CodeValue"] == "55641003"  # SNOMED CT: infarct
+
+
+def series_of_study(orthanc, patient: str) -> list[dict]:
+    """Every series of ``patient``'s study in Orthanc: description, modality, UID and Orthanc id of its first instance."""
+    (study,) = [s for s in orthanc.get("/studies?expand") if s["PatientMainDicomTags"]["PatientID"] == patient]
+    out = []
+    for uid in study["Series"]:
+        info = orthanc.get(f"/series/{uid}")
+        tags = info["MainDicomTags"]
+        out.append({"description": tags.get("SeriesDescription"), "modality": tags.get("Modality"), "uid": tags["SeriesInstanceUID"],
+                    "instance": info["Instances"][0], "instances": len(info["Instances"])})
+    return out
+
+
+def test_rerunning_a_task_stores_one_ai_answer_and_one_summary_and_a_saved_label_is_its_own_series(pacs_server):
+    """A PACS is a shared archive: three runs of one task with the same inputs leave one AI SEG and one summary in the
+    study; the label a person saves is a series of its own beside them (the earlier test saved one)."""
+    adc = series_uid(pacs_server.orthanc, "ADC apparent diffusion coefficient")
+    before = series_of_study(pacs_server.orthanc, "PAT-0002")
+    results = [pacs_server.client.infer("ischemic_lesion", adc, {"method": "baseline"})[1] for _ in range(2)]
+    after = series_of_study(pacs_server.orthanc, "PAT-0002")
+    assert sorted(s["uid"] for s in after) == sorted(s["uid"] for s in before), "a rerun with the same inputs stored something new"
+    answers = [s for s in after if s["description"] == "StrokeLabel original (automatic)"]
+    summaries = [s for s in after if s["description"] == "StrokeLabel ischemic_lesion summary"]
+    corrections = [s for s in after if s["description"] == "StrokeLabel final (manual)"]
+    assert len(answers) == 1 and len(summaries) == 1 and len(corrections) == 1, [s["description"] for s in after]
+    assert all(s["instances"] == 1 for s in answers + summaries + corrections)
+    assert {r["summary_dicom_sop_instance_uid"] for r in results} == {pacs_server.orthanc.get(f"/instances/{summaries[0]['instance']}")["MainDicomTags"]["SOPInstanceUID"]}
+    assert corrections[0]["uid"] != answers[0]["uid"]
+
+
+@needs_dciodvfy
+def test_what_the_app_stored_in_the_pacs_passes_a_strict_validator(pacs_server):
+    """The SEGs (AI answer, saved label) and the summary Secondary Captures, as Orthanc holds them: no dciodvfy error
+    and no warning; the converter's series (what a scanner would have stored) no error."""
+    import urllib.request
+
+    def stored_file(instance: str) -> bytes:
+        with urllib.request.urlopen(f"{pacs_server.orthanc.url}/instances/{instance}/file", timeout=60) as answer:
+            return answer.read()
+
+    written_by_the_app = [s for patient in ("PAT-0001", "PAT-0002", "PAT-0003") for s in series_of_study(pacs_server.orthanc, patient)
+                          if (s["description"] or "").startswith("StrokeLabel")]
+    kinds = {s["modality"] for s in written_by_the_app}
+    assert {"SEG", "OT"} <= kinds, kinds
+    for s in written_by_the_app:
+        assert validate(stored_file(s["instance"])) == ([], []), s["description"]
+    for s in series_of_study(pacs_server.orthanc, "PAT-0002"):
+        if s["modality"] == "MR":
+            errors, _ = validate(stored_file(s["instance"]))
+            assert not errors, (s["description"], errors)
 
 
 def test_a_corrected_seg_exported_by_a_viewer_becomes_the_training_label_and_ai_output_never_does(pacs_server, tmp_path):

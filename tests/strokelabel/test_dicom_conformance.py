@@ -55,15 +55,24 @@ def source_series(tmp_path):
 
 
 @pytest.mark.parametrize("algorithm_type,segments", [("AUTOMATIC", {1: "core", 2: "penumbra"}), ("MANUAL", {1: "lesion"}),
-                                                     ("SEMIAUTOMATIC", {1: "clot"})])
+                                                     ("SEMIAUTOMATIC", {1: "clot"}), ("AUTOMATIC", {2: "penumbra"})])
 def test_a_seg_passes_without_an_error_or_a_warning(source_series, tmp_path, algorithm_type, segments):
+    """Also a core_penumbra answer with penumbra only (label value 2, no core): its one segment is number 1 in the SEG."""
+    from strokelabel.dicom import read_seg
+
     label = np.zeros((16, 14, 4), np.uint8)
-    label[3:7, 3:7, 1:3] = 1
+    label[3:7, 3:7, 1:3] = min(segments)
     label[9:12, 8:12, 1:3] = max(segments)
     path = tmp_path / "label.nii.gz"
     nib.save(nib.Nifti1Image(label, AFFINE), str(path))
     seg = write_seg(path, source_series, segments, algorithm_type)
     assert validate(seg) == ([], [])
+    assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == list(range(1, len(segments) + 1))
+    import SimpleITK as sitk
+
+    read = sitk.GetArrayFromImage(read_seg(seg, {name: value for value, name in segments.items()}))
+    for value in segments:  # back at the label's own values, by name
+        assert (read == value).sum() == (label == value).sum() > 0
     assert str(seg.ContentCreatorName) == "StrokeLabel^"  # a person name, family^given
     assert all(s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator == "SCT" for s in seg.SegmentSequence)
 
@@ -76,3 +85,21 @@ def test_the_summary_secondary_capture_passes_without_an_error_or_a_warning(sour
     assert validate(sc) == ([], [])
     for keyword in ("FileMetaInformationGroupLength", "FileMetaInformationVersion", "ImplementationClassUID"):
         assert keyword in sc.file_meta  # as a STOW-RS client sends it, the file meta is complete
+
+
+def test_an_answer_stored_again_is_the_same_object_and_another_answer_is_not(source_series, tmp_path):
+    """UIDs derived from the answer (study, task, method, model, content): a PACS keeps one instance per SOP Instance UID,
+    so the same answer stored twice is one object; any difference in content or model is a new series."""
+    from strokelabel.dicom import answer_identity, identify
+
+    png = tmp_path / "summary.png"
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(png)
+    header = pydicom.dcmread(str(next(source_series.glob("*.dcm"))), stop_before_pixels=True)
+    pixels = np.asarray(Image.open(png))
+    first, again = (identify(secondary_capture(png, header, "s"), answer_identity("1.2.3", "core_penumbra", pixels)) for _ in range(2))
+    assert (first.SeriesInstanceUID, first.SOPInstanceUID) == (again.SeriesInstanceUID, again.SOPInstanceUID)
+    assert first.file_meta.MediaStorageSOPInstanceUID == first.SOPInstanceUID and first.SeriesInstanceUID != first.SOPInstanceUID
+    others = [answer_identity("1.2.3", "core_penumbra", pixels[:, :-1]), answer_identity("1.2.3", "ischemic_lesion", pixels),
+              answer_identity("1.2.4", "core_penumbra", pixels), answer_identity("1.2.3", "core_penumbra", pixels.astype(np.uint16))]
+    assert len({answer_identity("1.2.3", "core_penumbra", pixels), *others}) == 5
+    assert validate(first) == ([], [])

@@ -11,6 +11,7 @@ folder, with the same label checks.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -28,7 +29,7 @@ from lib.datastore import StrokeDatastore
 from lib.errors import http_errors
 from strokelabel import pacs
 from strokelabel.derived import cache_root, mark_used, prune_cache
-from strokelabel.dicom import write_seg
+from strokelabel.dicom import answer_identity, identify, write_seg
 from strokelabel.naming import study_kind
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,15 @@ REFRESH_S = float(os.environ.get("STROKELABEL_PACS_REFRESH_S", "60"))
 
 # Label values -> segment names (and so codes, strokelabel.dicom.SEGMENT_CODES) per study kind (DESIGN.md).
 SEGMENT_NAMES = {"ctp": {1: "core", 2: "penumbra"}, "mri": {1: "lesion"}, "cta": {1: "clot"}}
+
+
+def ai_answer_identity(study_uid: str, label_info: Dict[str, Any] | None, label: np.ndarray) -> str:
+    """What makes an AI answer the same answer: the study, the task, the method served and the model in use (its file
+    as the result names it), and the label itself (MONAI Label's ``label_info``: ``model`` the task, ``params`` the result)."""
+    info = label_info or {}
+    params = info.get("params") or {}
+    model = {key: params[key] for key in ("model", "model_file", "models") if key in params}
+    return answer_identity(study_uid, info.get("model", ""), params.get("method", ""), json.dumps(model, sort_keys=True, default=str), label)
 
 
 def default_cache_dir(url: str) -> str:
@@ -162,13 +172,17 @@ class StrokeDicomwebDatastore(StrokeDatastore):
             with http_errors():
                 seg = write_seg(label_path, headers, names, algorithm, algorithm_name=str((label_info or {}).get("model", "StrokeLabel")),
                                 series_description=f"StrokeLabel {label_tag} ({algorithm.lower()})")
-            pacs.store_seg(self._client, seg)
+            if label_tag == DefaultLabelTag.ORIGINAL.value:
+                # The AI's answer: one series per study, task, method and model, and answer; a rerun adds nothing. A
+                # person's label is always its own new series (the newest correction is the training label).
+                identify(seg, ai_answer_identity(study.study_uid, label_info, np.asanyarray(nib.load(label_path).dataobj)))
+            stored = pacs.store_seg(self._client, seg)
         except Exception as e:  # the label is kept on the server either way; say what the PACS did not get
             logger.warning("%s: the label was saved on the server, but not stored in the PACS as DICOM-SEG: %s", image_id, e)
             raise HTTPException(status_code=502, detail=f"the label was saved on the server, but the PACS did not store its DICOM-SEG: {e}") from e
         obj.labels[label_tag].info.update({"seg_instance_uid": str(seg.SOPInstanceUID), "algorithm_type": algorithm})
         self._update_datastore_file()
-        logger.info("%s: label %s stored in the PACS as DICOM-SEG (%s)", image_id, label_tag, algorithm)
+        logger.info("%s: label %s %s as DICOM-SEG (%s)", image_id, label_tag, "stored in the PACS" if stored else "already in the PACS", algorithm)
         return label_id
 
     def _import_corrected_seg(self, image_id: str, study: pacs.PacsStudy) -> None:
