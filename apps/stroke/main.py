@@ -29,6 +29,7 @@ import lib.configs
 from lib.datastore import StrokeDatastore
 from lib.errors import http_errors
 from lib.infers.stroke_infer import SUMMARY_ROUTE
+from lib.model_routes import add_model_routes, lifecycle_models, versions_in_use
 from strokelabel import __version__
 from strokelabel.derived import summary_picture_path
 from strokelabel.lifeline import busy_marker, foreground_call, tie_to_server
@@ -101,17 +102,19 @@ class StrokeApp(MONAILabelApp):
 
         install(server.app, self.app_dir)  # the built-in realm (if on), the audit log, the upload limit
         self._add_ohif3_routes(server.app)
-        if str(self.studies).startswith(("http://", "https://")):
-            from monailabel.config import settings
-            from monailabel.endpoints.user.auth import RBAC
+        add_model_routes(server.app, self)
+        from monailabel.config import settings
+        from monailabel.endpoints.user.auth import RBAC
 
-            from lib.dicom_proxy import PROXY_PATH, dicomweb_proxy
+        from lib.dicom_proxy import PROXY_PATH, dicomweb_proxy
 
-            prefixes = {"qido": settings.MONAI_LABEL_QIDO_PREFIX, "wado": settings.MONAI_LABEL_WADO_PREFIX, "stow": settings.MONAI_LABEL_STOW_PREFIX}
-            server.app.add_api_route(PROXY_PATH, dicomweb_proxy(self.studies, prefixes), methods=["GET", "POST"], include_in_schema=False,
-                                     dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))])
-            # In front of monailabel's own proxy, which drops the query string (lib/dicom_proxy.py).
-            server.app.router.routes.insert(0, server.app.router.routes.pop())
+        on_pacs = str(self.studies).startswith(("http://", "https://"))
+        prefixes = {"qido": settings.MONAI_LABEL_QIDO_PREFIX, "wado": settings.MONAI_LABEL_WADO_PREFIX, "stow": settings.MONAI_LABEL_STOW_PREFIX}
+        server.app.add_api_route(PROXY_PATH, dicomweb_proxy(self.studies if on_pacs else None, prefixes), methods=["GET", "POST"],
+                                 include_in_schema=False, dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))])
+        # In front of monailabel's own proxy, which drops the query string and, with no PACS configured, answers 500
+        # (lib/dicom_proxy.py).
+        server.app.router.routes.insert(0, server.app.router.routes.pop())
 
     def _add_ohif3_routes(self, app) -> None:
         """OHIF 3.13 at /ohif3/ (lib/ohif3.py): the viewer that stores a corrected segmentation in the PACS."""
@@ -156,7 +159,21 @@ class StrokeApp(MONAILabelApp):
         return self._collect("infer")
 
     def init_trainers(self) -> Dict[str, TrainTask]:
-        return self._collect("trainer")
+        # Also which models each task serves (ischemic_lesion: one per route), for /info and the model routes.
+        trainers, self.task_models = {}, {}
+        for name, config in self.models.items():
+            provided = config.trainer()
+            provided = {} if provided is None else provided if isinstance(provided, dict) else {name: provided}
+            trainers.update(provided)
+            self.task_models[name] = lifecycle_models(provided)
+        return trainers
+
+    def info(self):
+        """MONAI Label's info, with the version in use of each task's models (``models.<task>.versions_in_use``)."""
+        meta = super().info()
+        for task, entry in meta["models"].items():
+            entry["versions_in_use"] = versions_in_use(self.model_dir, self.task_models.get(task, []))
+        return meta
 
     def init_strategies(self) -> Dict[str, Strategy]:
         return {"random": Random(), "first": First(), **self._collect("strategy")}

@@ -97,6 +97,12 @@ def test_first_model_is_published_and_a_worse_one_is_kept_aside(trainer, tmp_pat
     first = train(trainer, datastore)
     assert first["published"] and first["reason"] == "first trained model"
     assert first["candidate_val_dice"] > 0.5, first
+    # Recorded as a version (lib/model_versions.py): in use, with its date, training data and checksum.
+    from lib import model_versions
+
+    assert model_versions.in_use(trainer._model_dir, trainer._task_name)["version"] == first["version"]
+    assert first["training_data"]["studies"] == first["train_studies"] + len(first["val_studies"]) and first["created"]
+    assert [e["action"] for e in model_versions.history(trainer._model_dir, trainer._task_name)] == ["publish"]
     in_use = trainer._publish_path_in_use
     before = open(in_use, "rb").read()
 

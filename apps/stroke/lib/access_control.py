@@ -280,6 +280,19 @@ class AuditLog:
                  "study": query.get("image") or query.get("label") or query.get("id"), "tag": query.get("tag"),
                  "model": path.split("/")[2] if path.startswith(("/infer/", "/train/")) and len(path.split("/")) > 2 else None,
                  "status": status}
-        line = json.dumps({k: v for k, v in entry.items() if v not in (None, "")}) + "\n"
-        with open(self.path, "a") as f:  # one short line per write: appends stay whole
-            f.write(line)
+        append_audit(self.path, entry)
+
+
+def append_audit(path: Path, entry: dict) -> None:
+    """One JSON line in the audit log (empty fields left out)."""
+    line = json.dumps({k: v for k, v in entry.items() if v not in (None, "")}) + "\n"
+    with open(path, "a") as f:  # one short line per write: appends stay whole
+        f.write(line)
+
+
+def audit_event(app_dir, entry: dict) -> None:
+    """A line for something that is not one HTTP call's own answer (a change of the model in use, also from a
+    training child), in the same log and format: time first, then who, what and the outcome."""
+    path = Path(app_dir) / "logs" / "audit.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    append_audit(path, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **entry})

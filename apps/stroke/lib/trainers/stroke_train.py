@@ -27,6 +27,8 @@ from monai.handlers import LrScheduleHandler, MeanDice, from_engine
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
+from lib.checkpoints import checkpoint_in_use
+from lib.model_versions import publish, training_record
 from strokelabel.derived import atomic_write_bytes
 from strokelabel.errors import StrokeLabelError
 from strokelabel.lifeline import server_alive
@@ -123,10 +125,7 @@ class StrokeTrainTask(BasicTrainTask):
     @property
     def _model_in_use(self) -> str | None:
         """The checkpoint the infer task loads now: the published model, else the shipped one."""
-        for path in (self._publish_path_in_use, self._shipped_path):
-            if path and os.path.exists(path):
-                return path
-        return None
+        return checkpoint_in_use([self._shipped_path, self._publish_path_in_use])
 
     def network(self, context: Context):
         return self._network
@@ -219,10 +218,14 @@ class StrokeTrainTask(BasicTrainTask):
             "train_studies": len(context.train_datalist),
             "train_seconds": round(time.time() - started, 1),
             "published": published,
+            # date, who started the run, the training data's counts and label provenance, sha256 (lib/model_versions.py)
+            **training_record(request, context.train_datalist, context.val_datalist, version_path),
         }
         if published:
-            # temp file, fsync, rename: an infer never reads half a file, a crash never leaves one in use
-            atomic_write_bytes(self._publish_path_in_use, Path(candidate).read_bytes())
+            # temp file, fsync, rename under the model's lock, recorded in its history and the audit log:
+            # an infer never reads half a file, a crash never leaves none in use (lib/model_versions.py)
+            publish(self._model_dir, self._task_name, version, by=request.get("started_by") or "training run",
+                    method="POST", path=f"/train/{self._task_name}")
             decision["reason"] = (
                 "first trained model" if in_use_dice is None else f"validation Dice {candidate_dice:.4f} >= {in_use_dice:.4f} of the model in use"
             )
