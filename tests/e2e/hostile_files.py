@@ -90,3 +90,53 @@ def make_corpus(folder: Path, shape: tuple[int, int, int], affine: np.ndarray) -
         path.write_bytes(content)
         out[case] = (path, words)
     return out
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle that would call a function when loaded (harmless here: ``os.getpid``); a weights upload must never run it."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.getpid, ())
+
+
+def _torch_bytes(obj) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def hostile_requests(model: str, pacs: bool) -> dict[str, tuple[str, str, bytes | None, int, str]]:
+    """Calls on the model lifecycle and the DICOMweb proxy that must each be a named 4xx, the server still serving:
+    case -> (method, raw path (sent as is, never normalised), uploaded file or None, status, words of the answer).
+    ``pacs``: the server runs on a PACS (the proxy is configured) or on a folder (it is not)."""
+    import torch
+
+    calls = {
+        "DELETE of a model that does not exist": ("DELETE", "/model/no_such_model", None, 404, "no model"),
+        "a version that does not exist put in use": ("POST", f"/model/{model}/versions/no_such_version/use", None, 404, "no version"),
+        "a version named '..' put in use": ("POST", f"/model/{model}/versions/../use", None, 404, "no version"),
+        "versions of a model that does not exist": ("GET", "/model/../versions", None, 404, "no model"),
+        "upload of a text file as weights": ("PUT", f"/model/{model}", b"not weights\n" * 10, 422, "not a plain PyTorch weights file"),
+        "upload of a pickle that runs code": ("PUT", f"/model/{model}", _torch_bytes(_RunsCodeWhenUnpickled()), 422,
+                                              "not a plain PyTorch weights file"),
+        "upload of weights of another network": ("PUT", f"/model/{model}", _torch_bytes({"conv.weight": torch.zeros(2, 2)}), 422,
+                                                 "does not fit"),
+    }
+    if pacs:
+        calls.update({
+            "proxy path naming another host": ("GET", "/proxy/dicom/http://127.0.0.1:22/", None, 400, "not a DICOMweb path"),
+            "proxy path climbing out of DICOMweb": ("GET", "/proxy/dicom/qido/../../patients", None, 400, "not a DICOMweb path"),
+            "proxy path climbing, percent-encoded": ("GET", "/proxy/dicom/wado/%2e%2e/%2e%2e/tools/now", None, 400, "not a DICOMweb path"),
+            "proxy path with an empty segment (//host)": ("GET", "/proxy/dicom//127.0.0.1:22/studies", None, 400, "not a DICOMweb path"),
+            "proxy path with a user@host": ("POST", "/proxy/dicom/stow/@evil.example/studies", None, 400, "not a DICOMweb path"),
+        })
+    else:
+        calls.update({
+            "proxy with no PACS configured, naming another host": ("GET", "/proxy/dicom/http://127.0.0.1:22/", None, 404, "no PACS is configured"),
+            "proxy with no PACS configured": ("GET", "/proxy/dicom/qido/studies", None, 404, "no PACS is configured"),
+        })
+    return calls

@@ -127,3 +127,24 @@ def wait_for_scoring(server: Server, timeout_s: float = 300) -> None:
             return
         time.sleep(2)
     raise TimeoutError("scoring did not finish")
+
+
+def raw_call(server: Server, method: str, path: str, upload: bytes | None = None, headers: dict | None = None) -> tuple[int, str]:
+    """``(status, body)`` of a call whose path is sent exactly as given (no client normalises ``..`` or ``//`` away);
+    ``upload`` goes as the multipart ``file`` MONAI Label's upload endpoints take."""
+    import http.client
+    import uuid
+
+    body, headers = b"", dict(headers or {})
+    if upload is not None:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"model.pt\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode() + upload + f"\r\n--{boundary}--\r\n".encode()
+        headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    try:
+        connection.request(method, path, body=body if method in ("POST", "PUT") else None, headers=headers)
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode(errors="replace")
+    finally:
+        connection.close()

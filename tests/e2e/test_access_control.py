@@ -131,6 +131,34 @@ def test_a_browser_logs_in_to_open_the_bundled_viewer_and_its_calls_are_the_user
     assert any(e["user"] == "rita" and e["path"] == "/infer/ischemic_lesion" and e["study"] == image_id and e["status"] == 200 for e in audit)
 
 
+def test_only_an_admin_changes_the_model_in_use_or_reads_the_server_log(server, tmp_path):
+    """Versions are listed to any user; putting one in use, retiring the published model, uploading weights (which
+    MONAI Label lets an annotator do) and reading /logs/ take the admin role; every refusal is in the audit log."""
+    base = f"http://127.0.0.1:{server.port}"
+    tokens = {name: MONAILabelClient(base, tmpdir=str(tmp_path)).auth_token(name, PASSWORDS[name])["access_token"] for name in ROLES}
+
+    def as_user(name, method, path, **kwargs):
+        headers = {"Authorization": f"Bearer {tokens[name]}"} if name else {}
+        return requests.request(method, base + path, headers=headers, timeout=120, **kwargs)
+
+    model = "ischemic_lesion_mri"
+    listing = as_user("rita", "GET", f"/model/{model}/versions")
+    assert listing.status_code == 200 and listing.json()["in_use"] == "shipped"
+    for name in (None, "rita", "anna"):
+        expected = 401 if name is None else 403
+        assert as_user(name, "POST", f"/model/{model}/versions/shipped/use").status_code == expected
+        assert as_user(name, "DELETE", f"/model/{model}").status_code == expected
+        assert as_user(name, "PUT", f"/model/{model}", files={"file": ("m.pt", b"x")}).status_code == expected
+        assert as_user(name, "GET", "/logs/?text=true").status_code == expected
+    assert as_user("adam", "POST", f"/model/{model}/versions/shipped/use").json()["changed"] is False  # already in use
+    refused = as_user("adam", "DELETE", f"/model/{model}")
+    assert refused.status_code == 409 and "never deletes it" in refused.json()["detail"]
+    assert as_user("adam", "GET", "/logs/?text=true").status_code == 200
+    audit = [json.loads(line) for line in (server.app_dir / "logs" / "audit.log").read_text().splitlines()]
+    assert {(e["user"], e["status"]) for e in audit if e["method"] == "DELETE" and e["path"] == f"/model/{model}"} >= {
+        ("anonymous", 401), ("rita", 403), ("anna", 403), ("adam", 409)}
+
+
 def self_signed_certificate(folder) -> tuple:
     """A key and a self-signed certificate for 127.0.0.1, as a site would make with openssl."""
     import datetime

@@ -171,3 +171,70 @@ def test_concurrent_infers_saves_and_training_on_one_study_keep_the_last_saved_l
             torch.load(checkpoint, map_location="cpu", weights_only=False)
         _, after = client.infer("ischemic_lesion", image_id, {})
         assert after["method"] in ("model", "baseline")
+
+
+def test_kill_9_during_rollbacks_and_deletes_leaves_one_whole_model_in_use(studies, tmp_path):
+    """Versions put in use and retired in a loop (lib/model_versions.py) while the server is killed: afterwards exactly
+    one model is in use, whole (the shipped one or a version, byte for byte), the shipped file unchanged, and the
+    restarted server says which and answers with it."""
+    import io
+
+    import requests
+    import torch
+
+    from lib.checkpoints import checkpoint_in_use, model_paths
+    from lib.model_versions import add_version
+
+    model = "ischemic_lesion_mri"
+    work = tmp_path / "server"
+    with running_server(work, studies, models="ischemic_lesion") as server:
+        model_dir = server.app_dir / "model"
+        shipped = (model_dir / "shipped" / f"{model}.pt").read_bytes()
+        state = torch.load(io.BytesIO(shipped), map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+        versions = {}
+        for k, name in enumerate(("va", "vb")):  # two versions told apart by their bytes (weights nudged by k)
+            nudged = {key: (v.float() + 1e-4 * k) if torch.is_floating_point(v) else v for key, v in state.items()}
+            buffer = io.BytesIO()
+            torch.save(nudged, buffer)
+            versions[name] = buffer.getvalue()
+            add_version(model_dir, model, name, versions[name], {"published": True, "created": f"2026-01-0{k + 1}T00:00:00+0000"})
+        whole = {shipped, *versions.values()}
+        base = f"http://127.0.0.1:{server.port}/model/{model}"
+        changes = {"done": 0}
+        stop = threading.Event()
+
+        def keep_changing():
+            steps = [("POST", "/versions/va/use"), ("POST", "/versions/vb/use"), ("DELETE", ""), ("DELETE", ""), ("POST", "/versions/vb/use")]
+            while not stop.is_set():
+                for method, path in steps:
+                    try:
+                        answer = requests.request(method, base + path, timeout=30)
+                    except requests.RequestException:
+                        return
+                    if answer.status_code not in (200, 409):  # 409: the shipped model in use, nothing to retire
+                        changes["error"] = answer.text
+                        return
+                    changes["done"] += 1
+
+        changer = threading.Thread(target=keep_changing)
+        changer.start()
+        wait_until(lambda: changes["done"] >= 10, 120, 0.05)
+        server.proc.kill()
+        server.proc.wait(timeout=30)
+        stop.set()
+        changer.join(timeout=60)
+        assert changes["done"] >= 10 and "error" not in changes, changes  # the kill came while the model in use was changing
+        path = checkpoint_in_use(model_paths(str(model_dir), model))
+        assert path is not None and Path(path).read_bytes() in whole  # one model in use, whole, never none
+        torch.load(path, map_location="cpu", weights_only=True)
+        assert (model_dir / "shipped" / f"{model}.pt").read_bytes() == shipped
+        kept = Path(path).read_bytes()
+
+    with running_server(work, studies, models="ischemic_lesion") as again:
+        in_use = again.client.info()["models"]["ischemic_lesion"]["versions_in_use"][model]
+        assert in_use == {shipped: "shipped", versions["va"]: "va", versions["vb"]: "vb"}[kept]
+        image_id = next(iter(again.client.datastore()["objects"]))
+        _, result = again.client.infer("ischemic_lesion", image_id, {"method": "model"})
+        assert result["method"] == "model"
+        print(f"{changes['done']} changes of the model in use before the kill; in use after it: {in_use}")

@@ -9,6 +9,7 @@ correction saved through the API trains.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -262,3 +263,26 @@ def test_training_runs_on_the_labels_that_came_from_the_pacs(pacs_server):
     assert status["status"] == "DONE", status
     stats = pacs_server.client.info()["train_stats"]["core_penumbra"]
     assert stats["train_studies"] + len(stats["val_studies"]) == 2  # both PACS studies, one of them labelled in the viewer
+
+
+def test_the_server_log_names_no_patient_and_the_proxy_reaches_only_the_pacs(pacs_server):
+    """Last in the module: by now the server has listed, fetched, inferred on, stored SEGs and summaries for, and
+    trained on the three patients' studies. Neither the log /logs/ serves, nor the server's output, nor the audit log
+    holds a PatientID or PatientName; the proxy's hostile paths are named 4xx and it still forwards to the PACS."""
+    from tests.e2e.hostile_files import hostile_requests
+    from tests.e2e.server import raw_call
+
+    status, served_log = raw_call(pacs_server, "GET", "/logs/?text=true&lines=1000000")
+    assert status == 200 and "Init stroke datastore for the PACS" in served_log  # the whole log, not an empty file
+    logs = {"/logs/": served_log, "server output": pacs_server.log.read_text(),
+            "audit log": (pacs_server.app_dir / "logs" / "audit.log").read_text()}
+    identifiers = [f"PAT-000{k}" for k in (1, 2, 3)] + [f"Phantom^pacs{k}" for k in (1, 2, 3)] + [f"Phantom pacs{k}" for k in (1, 2, 3)]
+    for where, text in logs.items():
+        assert not [i for i in identifiers if i in text], f"patient identifiers in the {where}"
+
+    for case, (method, path, upload, expected, words) in hostile_requests("core_penumbra", pacs=True).items():
+        if path.startswith("/proxy"):
+            status, body = raw_call(pacs_server, method, path, upload)
+            assert status == expected and words in body, (case, status, body)
+    status, body = raw_call(pacs_server, "GET", "/proxy/dicom/qido/studies?PatientID=PAT-0002")
+    assert status == 200 and len(json.loads(body)) == 1  # still forwarding to the PACS

@@ -44,7 +44,8 @@ USERS_FILE_ENV = "STROKELABEL_USERS_FILE"
 CORS_ORIGINS_ENV = "STROKELABEL_CORS_ORIGINS"
 MAX_UPLOAD_MB = float(os.environ.get("STROKELABEL_MAX_UPLOAD_MB", 1024))
 # Calls worth a line in the audit log (static viewer files are not).
-AUDITED_PREFIXES = ("/infer", "/datastore", "/train", "/model", "/activelearning", "/scoring", "/batch", "/auth/token", "/proxy", "/stroke")
+AUDITED_PREFIXES = ("/infer", "/datastore", "/train", "/model", "/activelearning", "/scoring", "/batch", "/auth/token", "/proxy", "/stroke",
+                    "/logs")
 
 
 def install(fastapi_app, app_dir: str) -> Issuer | None:
@@ -60,12 +61,25 @@ def install(fastapi_app, app_dir: str) -> Issuer | None:
         _add_login_routes(fastapi_app, issuer)
     audit_path = Path(app_dir) / "logs" / "audit.log"
     audit_path.parent.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("uvicorn.access").addFilter(WithholdProxyQueries())
     stack = restrict_cross_origin(fastapi_app.middleware_stack or fastapi_app.build_middleware_stack(), cors_origins())
     stack = AuditLog(UploadLimit(stack, MAX_UPLOAD_MB), audit_path, issuer)
     fastapi_app.middleware_stack = BrowserSession(stack, issuer) if issuer else stack
     logger.info("audit log: %s; uploads up to %.0f MB; access control %s", audit_path, MAX_UPLOAD_MB,
                 "on (users in $%s)" % USERS_FILE_ENV if issuer else ("on (external realm)" if settings.MONAI_LABEL_AUTH_ENABLE else "off"))
     return issuer
+
+
+class WithholdProxyQueries(logging.Filter):
+    """uvicorn's access log (off by default; ``--access_log``) would print the DICOMweb proxy's query strings
+    whole, and OHIF's study search puts patient names and IDs there (``?PatientName=...``): the server log
+    carries no patient identifier, so the query of a ``/proxy`` call is withheld."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and args[2].startswith("/proxy") and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?<query withheld>", *args[3:])
+        return True
 
 
 def cors_origins() -> list[str]:
