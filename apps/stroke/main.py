@@ -30,6 +30,7 @@ from lib.datastore import StrokeDatastore
 from lib.errors import http_errors
 from lib.infers.stroke_infer import SUMMARY_ROUTE
 from lib.model_routes import add_model_routes, lifecycle_models, versions_in_use
+from lib.model_versions import remove_unfinished_copies
 from strokelabel import __version__
 from strokelabel.derived import summary_picture_path
 from strokelabel.lifeline import busy_marker, foreground_call, tie_to_server
@@ -70,9 +71,10 @@ def store_ai_seg(datastore) -> bool:
 
 class StrokeApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):
+        self.model_dir = os.path.join(app_dir, "model")
         if tie_to_server() is None:  # in MONAI Label's training/scoring child: die with the server, never outlive it
             busy_marker().unlink(missing_ok=True)  # the server: where it marks a clinician's call for its children
-        self.model_dir = os.path.join(app_dir, "model")
+            remove_unfinished_copies(self.model_dir)  # a model switch a kill -9 cut short (never the model in use)
         self.models = build_task_configs(self.model_dir, conf, conf.get("models", "all"))
         logger.info(f"+++ Using tasks: {list(self.models)}")
 

@@ -160,3 +160,58 @@ def test_training_record_counts_studies_and_label_provenance(tmp_path):
     assert record["training_data"] == {"studies": 3, "train_studies": 2, "val_studies": 1,
                                        "label_provenance": {"corrected": 1, "saved label, provenance not recorded": 1,
                                                             "data set's expert mask": 1}}
+
+
+def test_unfinished_copies_left_by_a_kill_are_removed_at_start_and_the_model_in_use_is_kept(model_dir):
+    add(model_dir, "v1", b"weights one")
+    mv.publish(model_dir, NAME, "v1", by="run")
+    (model_dir / f".{NAME}.pt.abc123.tmp").write_bytes(b"half a cop")
+    assert mv.remove_unfinished_copies(model_dir) == [f".{NAME}.pt.abc123.tmp"]
+    assert (model_dir / f"{NAME}.pt").read_bytes() == b"weights one" and (model_dir / "shipped" / f"{NAME}.pt").exists()
+
+
+SWITCHING_FOREVER = """
+import sys
+sys.path[:0] = sys.argv[2:]
+from lib import model_versions as mv
+import lib.access_control  # (the audit log's writer, imported by the first switch)
+model_dir = sys.argv[1]
+print("switching", flush=True)
+while True:
+    for step in ("v1", "v2", None, None, "v2"):
+        try:
+            mv.use_version(model_dir, "core_penumbra", step, by="loop") if step else mv.retire(model_dir, "core_penumbra", by="loop")
+        except mv.VersionError:  # the shipped model in use: nothing to retire
+            pass
+"""
+
+
+def test_kill_9_at_any_moment_of_switching_leaves_exactly_one_whole_model_in_use(model_dir):
+    """A process switching the model in use as fast as it can, killed (SIGKILL) at random moments: every time, the
+    model in use is the shipped one or a version, whole, never none and never a partial copy."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lib.checkpoints import checkpoint_in_use, model_paths
+
+    versions = {"v1": os.urandom(3 << 20), "v2": os.urandom(3 << 20)}  # 3 MiB: a copy takes long enough to be cut
+    for name, data in versions.items():
+        add(model_dir, name, data)
+    whole = {(model_dir / "shipped" / f"{NAME}.pt").read_bytes(), *versions.values()}
+    app_dir = os.path.dirname(os.path.dirname(mv.__file__))
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(6):
+        switching = subprocess.Popen([sys.executable, "-c", SWITCHING_FOREVER, str(model_dir), app_dir, *sys.path], stdout=subprocess.PIPE)
+        assert switching.stdout.readline().strip() == b"switching"  # imports done (torch takes seconds)
+        time.sleep(0.2 + rng.random())
+        switching.send_signal(signal.SIGKILL)
+        switching.wait()
+        path = checkpoint_in_use(model_paths(str(model_dir), NAME))
+        assert path is not None and Path(path).read_bytes() in whole
+        seen.add(mv.in_use(model_dir, NAME)["version"])
+    assert len(mv.history(model_dir, NAME)) > 12  # it did switch, many times between the kills
+    print(f"\nin use after each kill: {sorted(seen)}; {len(mv.history(model_dir, NAME))} switches recorded")

@@ -233,6 +233,7 @@ def test_kill_9_during_rollbacks_and_deletes_leaves_one_whole_model_in_use(studi
 
     with running_server(work, studies, models="ischemic_lesion") as again:
         in_use = again.client.info()["models"]["ischemic_lesion"]["versions_in_use"][model]
+        assert not list((again.app_dir / "model").glob(".*.tmp"))  # a copy the kill cut short is cleared at start
         assert in_use == {shipped: "shipped", versions["va"]: "va", versions["vb"]: "vb"}[kept]
         image_id = next(iter(again.client.datastore()["objects"]))
         _, result = again.client.infer("ischemic_lesion", image_id, {"method": "model"})

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from strokelabel.errors import StrokeLabelError
 
 
@@ -42,6 +40,8 @@ def checkpoint_in_use(paths) -> str | None:
 def load_weights(network: torch.nn.Module, path: str, device="cpu") -> torch.nn.Module:
     """``network`` with the weights of checkpoint ``path`` (a state dict, possibly under ``model``,
     fp16 or fp32), or :class:`UnusableModel` naming the file and what does not fit."""
+    import torch  # here: which model is in use is asked by processes that never load one (lib/model_versions.py)
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         state = state.get("model", state) if isinstance(state, dict) else state

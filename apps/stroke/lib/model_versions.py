@@ -201,6 +201,17 @@ def _switch_to(model_dir, name, version: str) -> None:
     _fsync_dir(os.path.dirname(published))
 
 
+def remove_unfinished_copies(model_dir) -> list[str]:
+    """At server start (no training child runs yet): the temporary copies a kill -9 left mid-switch
+    (``.<name>.pt.*.tmp`` beside the models; never read as a model)."""
+    removed = []
+    for tmp in Path(model_dir).glob(".*.pt.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp.name)
+    return removed
+
+
 def _fsync_dir(folder: str) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
