@@ -90,8 +90,9 @@ class StrokeApp(MONAILabelApp):
         self._add_routes()
 
     def _add_routes(self) -> None:
-        """The stroke app's own endpoint beside MONAI Label's: the summary picture of a result
-        (``result["summary_url"]``), only ever a file the app wrote for a datastore study."""
+        """The stroke app's own endpoints beside MONAI Label's: the summary picture of a result
+        (``result["summary_url"]``), only ever a file the app wrote for a datastore study; the model
+        lifecycle (lib/model_routes.py); the DICOMweb proxy (lib/dicom_proxy.py)."""
         server = sys.modules.get("monailabel.app")
         if server is None or any(getattr(r, "path", None) == SUMMARY_ROUTE for r in server.app.routes):
             return  # not inside the server (scripts, tests), or already added

@@ -154,6 +154,8 @@ def test_only_an_admin_changes_the_model_in_use_or_reads_the_server_log(server, 
     refused = as_user("adam", "DELETE", f"/model/{model}")
     assert refused.status_code == 409 and "never deletes it" in refused.json()["detail"]
     assert as_user("adam", "GET", "/logs/?text=true").status_code == 200
+    several = as_user("adam", "DELETE", "/model/ischemic_lesion")  # the task, not one of its three models
+    assert several.status_code == 400 and "ischemic_lesion_mri" in several.json()["detail"]
     audit = [json.loads(line) for line in (server.app_dir / "logs" / "audit.log").read_text().splitlines()]
     assert {(e["user"], e["status"]) for e in audit if e["method"] == "DELETE" and e["path"] == f"/model/{model}"} >= {
         ("anonymous", 401), ("rita", 403), ("anna", 403), ("adam", 409)}

@@ -116,3 +116,27 @@ def test_hostile_lifecycle_and_proxy_calls_are_named_4xx_and_the_server_keeps_se
     print("\n" + "\n".join(f"{case:55s} {status}" for case, status in outcomes))
     assert shipped_sha(server) == shipped and in_use(server) == before  # no upload became the model in use
     assert server.client.info()["name"]  # still serving
+
+
+def test_uploaded_weights_become_a_version_in_use_and_delete_puts_the_previous_model_back(server):
+    """MONAI Label's PUT /model copied any upload over the model in use; here weights that fit the network are kept
+    as a version, put in use and recorded, and DELETE puts back the model in use before them."""
+    import io
+
+    import torch
+
+    shipped = shipped_sha(server)
+    before = in_use(server)
+    state = torch.load(server.app_dir / "model" / "shipped" / f"{MODEL}.pt", map_location="cpu", weights_only=True)
+    buffer = io.BytesIO()
+    torch.save({k: v.float() if torch.is_floating_point(v) else v for k, v in state.get("model", state).items()}, buffer)
+    status, body = raw_call(server, "PUT", f"/model/{MODEL}", buffer.getvalue())
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["in_use"].startswith(f"{MODEL}_upload_") and answer["previous"] == before and in_use(server) == answer["in_use"]
+    _, listing = call(server, "GET", f"/model/{MODEL}/versions")
+    uploaded = next(v for v in listing["versions"] if v["version"] == answer["in_use"])
+    assert uploaded["uploaded_by"] == "anonymous" and uploaded["origin"].startswith("uploaded")
+    status, retired = call(server, "DELETE", f"/model/{MODEL}")
+    assert status == 200 and retired["retired"] == answer["in_use"] and retired["in_use"] == before
+    assert in_use(server) == before and shipped_sha(server) == shipped

@@ -8,8 +8,12 @@ last existing path of that list is the one in use, as MONAI Label's BasicInferTa
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from strokelabel.errors import StrokeLabelError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class UnusableModel(StrokeLabelError):
