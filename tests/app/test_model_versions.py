@@ -123,6 +123,15 @@ def test_a_published_file_without_a_version_is_kept_as_one_before_it_is_replaced
     assert (mv.versions_dir(model_dir, NAME) / f"{kept}.pt").read_bytes() == b"copied in by hand"
 
 
+def test_a_hand_published_model_replaced_by_a_version_comes_back_when_that_version_is_retired(model_dir):
+    (model_dir / f"{NAME}.pt").write_bytes(b"copied in by hand")
+    add(model_dir, "v1", b"weights one")
+    kept = mv.use_version(model_dir, NAME, "v1", by="adam")["previous"]
+    assert kept.startswith(f"{NAME}_kept_")
+    assert mv.retire(model_dir, NAME, by="adam")["in_use"] == kept
+    assert (model_dir / f"{NAME}.pt").read_bytes() == b"copied in by hand"
+
+
 def test_without_a_shipped_model_or_earlier_version_delete_leaves_the_baseline_serving(tmp_path):
     model_dir = tmp_path / "model"
     mv.add_version(model_dir, "clot_region_classifier", "c1", b"classifier", {"published": True})

@@ -270,7 +270,8 @@ def previous_in_use(model_dir, name: str, current: str | None, retired: set[str]
     else None. Read from the history; a site without one (versions from before it) goes by the
     published versions' dates."""
     entries = history(model_dir, name)
-    lineage = [e.get("in_use") for e in entries if "in_use" in e]
+    lineage = [entries[0].get("previous")] if entries else []  # what served before the first recorded change
+    lineage += [e.get("in_use") for e in entries if "in_use" in e]
     if not entries:
         records = [(v.get("created", ""), k) for k, v in ((k, _record(p)) for k, p in _version_files(model_dir, name).items()) if v.get("published")]
         lineage = [k for _, k in sorted(records)]
