@@ -37,6 +37,7 @@ def test_fixed_appearance_writes_the_same_arrays_as_before(tmp_path, kind):
     assert record["appearance"] == {"setting": "fixed"} and record["conventions"]["default"]
 
 
+@pytest.mark.golden
 def test_every_step_has_documented_ranges_and_switches_off_without_moving_the_others():
     for kind, chain in CHAINS.items():
         table = ranges(kind)
