@@ -35,3 +35,27 @@ def test_the_golden_tests_pass_with_numpy_dispatch_narrowed(request):
     assert run.returncode == 0, f"the golden tests fail with {ENV}={' '.join(groups)}:\n{out[-6000:]}"
     assert confirmed, f"the narrowed run did not confirm its dispatch:\n{out[-3000:]}"
     assert re.search(r"\d+ passed", summary) and " failed" not in summary, summary
+
+
+def test_a_machine_without_the_x86_groups_is_skipped_with_its_reason(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    groups, why_not = groups_to_narrow()
+    assert groups == [] and "not an x86-64 machine (aarch64)" in why_not
+
+
+def test_a_narrowing_that_did_not_take_effect_is_an_error_naming_the_group(monkeypatch):
+    from types import SimpleNamespace
+
+    from tests import numpy_dispatch
+
+    kept_on = SimpleNamespace(__cpu_features__={"X86_V3": True, "X86_V4": False}, __cpu_baseline__=["X86_V2"])
+    monkeypatch.setattr(numpy_dispatch, "_multiarray", lambda: kept_on)  # as if numpy had ignored the variable
+    monkeypatch.setenv(ENV, "X86_V3 X86_V4")
+    with pytest.raises(AssertionError, match=r"did not take effect.*\['X86_V3'\]"):
+        numpy_dispatch.narrowing_report()
+    kept_on.__cpu_features__["X86_V3"] = False
+    assert "X86_V3=off, X86_V4=off" in numpy_dispatch.narrowing_report()
+    monkeypatch.delenv(ENV)
+    assert numpy_dispatch.narrowing_report() is None
