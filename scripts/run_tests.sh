@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up the environment and run the test suite (unit tests and end-to-end tests that start the
 # real MONAI Label server). Extra arguments go to pytest, e.g. `-m "not e2e"` or `-k phantom`.
-# RUN_SLOW=1 also runs the tests marked slow (long training runs).
+# RUN_SLOW=1 also runs the tests marked slow (long training runs). The golden and determinism tests
+# run a second time with numpy's CPU dispatch narrowed (tests/test_numpy_dispatch.py), inside this one
+# pytest run, so its exit code and its closing summary line cover both runs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_system.sh"

@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from strokelabel import perfusion
 from strokelabel.errors import StrokeLabelError
-from strokelabel.study import is_colour_picture
+from strokelabel.pictures import is_colour_picture
 
 MIN_FRAMES = 10
 DEFAULT_FRAME_S = 1.0

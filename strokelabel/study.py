@@ -37,9 +37,11 @@ import nibabel as nib
 import numpy as np
 
 from strokelabel.cleaning import clean_volume
+from strokelabel.computed_maps import MAPS_FROM_4D, maps_from_4d
 from strokelabel.errors import StrokeLabelError
 from strokelabel.naming import ami_filename, find_modalities, find_sidecar, parse_filename, study_filename, study_kind
 from strokelabel.orientation import Reorientation, reorientation_of
+from strokelabel.pictures import is_colour_picture
 
 # Label values a saved label may hold, per study kind (DESIGN.md).
 LABEL_VALUES = {"ctp": (0, 1, 2), "mri": (0, 1), "cta": (0, 1)}
@@ -337,8 +339,6 @@ def _add_maps_from_series(descriptor: StudyDescriptor, found: dict, wanted: tupl
     """A study whose reference is its raw 4D CTP series: the perfusion maps a task wants are computed
     from the series (or reused, :mod:`strokelabel.computed_maps`) and added to ``found``. Returns the
     notes for the result JSON (``maps_from_4d``: AIF/VOF, motion, warnings)."""
-    from strokelabel.computed_maps import MAPS_FROM_4D, maps_from_4d
-
     if descriptor.modality != "ctp" or not any(m in MAPS_FROM_4D and m not in found for m in wanted):
         return {}
     header = _open(descriptor.reference, "ctp", descriptor.study_id)
@@ -417,14 +417,6 @@ def _check_all_voxels_present(img, data_bytes: int, what: str, study: str) -> No
         raise StrokeLabelError(f"{what} could not be read through: {e}", study=study) from e
     if remaining > 0:
         raise StrokeLabelError(f"{what} is truncated: {data_bytes - remaining:,} of the {data_bytes:,} bytes of voxels its header promises", study=study)
-
-
-def is_colour_picture(img) -> bool:
-    """An RGB(A) image: NIfTI's RGB24/RGBA32 types, or 8-bit voxels with a trailing axis of 3 or 4 colour channels."""
-    dtype = img.get_data_dtype()
-    if dtype.names is not None or int(img.header.get("datatype", 0)) in (128, 2304):
-        return True
-    return dtype == np.uint8 and len(img.shape) >= 4 and img.shape[-1] in (3, 4)
 
 
 def _check_units(study: Study) -> None:

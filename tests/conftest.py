@@ -10,3 +10,21 @@ if APP_DIR not in sys.path:
 
 # The real cases of ../shared/real (never copied into the repo); tests that read them skip without them.
 REAL_DIR = os.environ.get("STROKELABEL_REAL_DIR", os.path.join(os.path.dirname(REPO_ROOT), "shared", "real"))
+
+
+def pytest_report_header(config):
+    # A run with numpy's dispatch narrowed (tests/test_numpy_dispatch.py) says so, and stops if it did not take effect.
+    from tests.numpy_dispatch import narrowing_report
+
+    try:
+        report = narrowing_report()
+    except AssertionError as e:
+        raise __import__("pytest").UsageError(str(e)) from None
+    return [report] if report else []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    from tests.numpy_dispatch import NARROWED_RUN
+
+    for line in config.stash.get(NARROWED_RUN, []):
+        terminalreporter.write_line(line)

@@ -28,6 +28,7 @@ def run(name, spatial, seed, n=6):
     return image, outs
 
 
+@pytest.mark.golden
 @pytest.mark.parametrize("spatial", [2, 3])
 @pytest.mark.parametrize("name", list(CASES))
 def test_each_list_runs_on_the_trainers_shapes_and_is_deterministic(one_torch_thread, name, spatial):

@@ -124,6 +124,7 @@ def test_mirror_twice_is_identity_and_puts_the_right_hemisphere_content_on_the_l
     np.testing.assert_array_equal(np.asanyarray(twice.dataobj), data)
 
 
+@pytest.mark.golden
 def test_synthetic_skull_changes_only_voxels_outside_the_brain():
     dwi, brain = brain_and_background()
     adc = nib.Nifti1Image(np.where(brain, 0.8, 0.0).astype(np.float32), dwi.affine)

@@ -210,6 +210,7 @@ def test_the_midsagittal_plane_is_not_the_array_middle():
         assert np.linalg.norm(p["plane_world_mm"][:3]) == pytest.approx(1.0)
 
 
+@pytest.mark.golden
 def test_same_seed_gives_identical_studies_and_another_seed_does_not(root, studies, tmp_path):
     again = {kind: generate_study(tmp_path / "again", kind, f"{kind}lvo", LVO_SEED) for kind in ("ctp", "mri")}
     for kind, study in again.items():
