@@ -144,3 +144,24 @@ def test_thick_oblique_int16_slices_load_on_their_own_grid_with_the_lesion_where
     # The lesion keeps its restricted diffusion after resampling, in 10^-3 mm²/s.
     assert np.median(study.images["adc"][lesion_canonical]) == pytest.approx(0.4, abs=0.05)
     assert study.brain_mask[lesion_canonical].mean() > 0.99
+
+
+@pytest.mark.parametrize("name", ["int16", "4D DWI + bval", "singleton 4D", "raw scanner"])
+def test_the_scanner_variants_of_a_study_load_back_to_its_values(tmp_path, head, name, monkeypatch):
+    from strokelabel.brain_extraction import MODE_ENV
+
+    monkeypatch.setenv(MODE_ENV, "off")  # the model's mask is tested on its own (test_brain_extraction)
+    dwi, adc, lesion = head
+    folder = tmp_path / "orig"
+    files = {"dwi": save(folder, "dwi", image(dwi)), "adc": save(folder, "adc", image(adc)),
+             "msk": folder / "lesion_msk.nii.gz"}
+    nib.save(image(lesion.astype(np.uint8), np.uint8), str(files["msk"]))
+    variant = next(v for v in conventions.standard_variants("mri") if v.name == name)
+    written = conventions.write_variant_study(files, tmp_path / "orig", tmp_path / "variant", variant, labels={"msk"})
+    study = load(tmp_path / "variant")
+    assert ("dwi_series" in study.notes) == (name in ("4D DWI + bval", "raw scanner"))
+    stored_lesion = study.to_canonical(np.asarray(nib.load(str(written["msk"])).dataobj) > 0)
+    # Restricted diffusion where the lesion is, in 10^-3 mm²/s, and the DWI's lesion/brain contrast kept.
+    assert np.median(study.images["adc"][stored_lesion]) == pytest.approx(0.4, abs=0.03)
+    brain = study.images["adc"] > 0.6
+    assert np.median(study.images["dwi"][stored_lesion]) / np.median(study.images["dwi"][brain]) == pytest.approx(2.2, rel=0.1)
