@@ -59,6 +59,7 @@ def counted_deepbet(monkeypatch):
         return brain.copy()
 
     monkeypatch.setattr(brain_extraction, "deepbet_mask", fake)
+    monkeypatch.setenv(brain_extraction.MODE_ENV, "auto")  # the suite's default is off (tests/conftest.py)
     return calls, brain
 
 
