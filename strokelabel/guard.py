@@ -91,11 +91,16 @@ LIMITS = {
         "coverage_min": 0.3,
         # coverage is judged only when the unmistakable lesion is at least this large (mL)
         "coverage_from_ml": 1.0,
-        # PROVISIONAL until scripts/calibrate_guard.py has run on the skull-on phantom set (issue 21):
-        # the share of the lesion allowed outside the brain mask (one voxel of tolerance), and the
-        # lesion volume allowed beyond the study's DWI/ADC evidence (judged from volume_check_from_ml).
-        "outside_brain_max": 0.1,
-        "evidence_volume_factor_max": 3.0,
+        # Issue 21, frozen 2026-12-07 before any real case was scored: scripts/calibrate_guard.py --tasks
+        # ischemic_lesion --kinds mri --no-isles22 --sets ellipsoid-random,template-random,template-skull-epi
+        # --per-kind 3 --seed 9100 (9 studies; the skull-on EPI set runs deepbet). The model beat the
+        # baseline on all 9, so every candidate serves 100 % (auto - baseline +0.18 / +0.16 / +0.11):
+        # the phantoms cannot tell the candidates apart, and the tie rule takes the stricter one that
+        # passes the truth as often as any. outside_brain_max: 0.02 passes the truth on 78 % (a true
+        # lesion in an EPI signal void lies outside the brain mask), 0.05 on 89 % like 0.1 and 0.2;
+        # evidence_volume_factor_max: 1.5 to 5 (and off) are tied, 1.5 taken. volume_check_from_ml not swept.
+        "outside_brain_max": 0.05,
+        "evidence_volume_factor_max": 1.5,
         "volume_check_from_ml": 2.0,
     },
     # 0.3: served 94 % (78 % at 0.5) with auto - baseline +0.41 / +0.18 on the ellipsoid sets; on the

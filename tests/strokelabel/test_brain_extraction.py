@@ -101,9 +101,12 @@ def test_deepbet_finds_the_brain_of_a_skull_on_phantom_and_keeps_its_lesion():
     from strokelabel.phantom.study import simulate_study
 
     spec = {"setting": "random", "off": ["skull"], "on": ["susceptibility"]}
-    study = simulate_study("mri", 9501, "small", appearance=spec, family="template")
+    # A 10.6 mL lesion reaching the skull base, where part of it lies in an EPI signal void (ADC not fitted).
+    study = simulate_study("mri", 2109151844, "small", appearance=spec, family="template")
     truth, lesion = study.truth["brain"], study.labels["lesion"] > 0
+    visible = lesion & (study.images["adc"] > 0)
+    assert 0 < np.count_nonzero(visible) < np.count_nonzero(lesion)
     mask = brain_extraction.deepbet_mask(study.images["dwi"])
     dice = 2 * np.count_nonzero(mask & truth) / (np.count_nonzero(mask) + np.count_nonzero(truth))
     assert dice >= 0.9
-    assert np.count_nonzero(mask & lesion) / np.count_nonzero(lesion) >= 0.99
+    assert np.count_nonzero(mask & visible) / np.count_nonzero(visible) >= 0.99
