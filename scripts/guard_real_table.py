@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     top = Path(args.real)
     seen = seen_cases(task)
     rows = []
-    raw = next(v for v in conventions.standard_variants("mri") if v.name == "raw scanner")
+    raw = conventions.raw_scanner_variant()
     with tempfile.TemporaryDirectory() as tmp:
         for study in real_studies(top):
             if study.kind != "mri" or study.expert_mask is None:

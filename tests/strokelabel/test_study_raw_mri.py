@@ -156,7 +156,8 @@ def test_the_scanner_variants_of_a_study_load_back_to_its_values(tmp_path, head,
     files = {"dwi": save(folder, "dwi", image(dwi)), "adc": save(folder, "adc", image(adc)),
              "msk": folder / "lesion_msk.nii.gz"}
     nib.save(image(lesion.astype(np.uint8), np.uint8), str(files["msk"]))
-    variant = next(v for v in conventions.standard_variants("mri") if v.name == name)
+    variants = {v.name: v for v in [*conventions.standard_variants("mri"), conventions.raw_scanner_variant()]}
+    variant = variants[name]
     written = conventions.write_variant_study(files, tmp_path / "orig", tmp_path / "variant", variant, labels={"msk"})
     study = load(tmp_path / "variant")
     assert ("dwi_series" in study.notes) == (name in ("4D DWI + bval", "raw scanner"))
