@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="inferences per measurement; the fastest is reported")
     parser.add_argument("--studies", default=None, help="folder for the generated studies (default: temporary)")
     parser.add_argument("--child", nargs=3, metavar=("TASK", "METHOD", "REFERENCE"), help=argparse.SUPPRESS)
+    parser.add_argument("--brain-extraction-only", action="store_true", help="only the ischemic_lesion table with and without brain extraction")
     args = parser.parse_args(argv)
 
     if args.child:
@@ -103,6 +104,11 @@ def main(argv=None) -> int:
         return 0
 
     from harness import load_infer_tasks, methods_of
+
+    if args.brain_extraction_only:
+        available = methods_of(load_infer_tasks(models="ischemic_lesion")["ischemic_lesion"])
+        print(brain_extraction_table(Path(args.studies or tempfile.mkdtemp(prefix="strokelabel-bench-")), args.repeat, available))
+        return 0
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     available = {name: methods_of(task) for name, task in load_infer_tasks(models=",".join(tasks)).items()}
