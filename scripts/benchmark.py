@@ -51,9 +51,20 @@ def measure_one(task_name: str, method: str, reference: str, repeat: int) -> dic
     from harness import load_infer_tasks, run_infer
 
     task = load_infer_tasks(models=task_name)[task_name]
+    method, _, brain = method.partition("@")  # model@off|fresh|cached: brain extraction (below)
+    if brain:
+        import os
+
+        from strokelabel.brain_extraction import MODE_ENV
+
+        os.environ[MODE_ENV] = "off" if brain == "off" else "auto"
     before_mib = reset_peak()
     seconds = []
     for _ in range(repeat):
+        if brain == "fresh":  # no cached brain mask: deepbet runs in this inference
+            import shutil
+
+            shutil.rmtree(Path(reference).parent / "derivatives", ignore_errors=True)
         start = time.perf_counter()
         if method == "load":
             (load,) = task.pre_transforms({"image": reference})  # the task's own study loader
@@ -85,6 +96,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="inferences per measurement; the fastest is reported")
     parser.add_argument("--studies", default=None, help="folder for the generated studies (default: temporary)")
     parser.add_argument("--child", nargs=3, metavar=("TASK", "METHOD", "REFERENCE"), help=argparse.SUPPRESS)
+    parser.add_argument("--brain-extraction-only", action="store_true", help="only the ischemic_lesion table with and without brain extraction")
     args = parser.parse_args(argv)
 
     if args.child:
@@ -92,6 +104,11 @@ def main(argv=None) -> int:
         return 0
 
     from harness import load_infer_tasks, methods_of
+
+    if args.brain_extraction_only:
+        available = methods_of(load_infer_tasks(models="ischemic_lesion")["ischemic_lesion"])
+        print(brain_extraction_table(Path(args.studies or tempfile.mkdtemp(prefix="strokelabel-bench-")), args.repeat, available))
+        return 0
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     available = {name: methods_of(task) for name, task in load_infer_tasks(models=",".join(tasks)).items()}
@@ -113,8 +130,30 @@ def main(argv=None) -> int:
                "work_mib", "x_baseline_s", "x_baseline_mib", "error"]
     print(metrics.format_table(rows, [c for c in columns if any(c in r for r in rows)], digits=2))
     if "ischemic_lesion" in tasks:
+        print(brain_extraction_table(root, args.repeat, available["ischemic_lesion"]))
         print(ischemic_lesion_parameters())
     return 0
+
+
+def brain_extraction_table(root: Path, repeat: int, available: list) -> str:
+    """ischemic_lesion on MRI with its skull (a skull-on phantom with skull-base EPI artefacts): inference
+    with the threshold brain mask (extraction off), with deepbet run in the inference (no cached mask),
+    and with deepbet's mask read from the cache (every later inference of the study)."""
+    from harness import RAW_SCANNER_SETS
+
+    name = "template-skull-epi"
+    (study,) = held_out_studies(root / name, 1, 4242, size="small", kinds=("mri",), **RAW_SCANNER_SETS[name])
+    reference = study["reference"]
+    rows = []
+    for method in [m for m in ("baseline", "model") if m in available]:
+        for brain, words in (("off", "threshold mask (off)"), ("fresh", "deepbet, run now"), ("cached", "deepbet, cached mask")):
+            m = run_child("ischemic_lesion", f"{method}@{brain}", reference, repeat)
+            rows.append({"method": method, "brain_mask": words, "shape": shape_of(reference), "seconds": m.get("seconds"),
+                         "first_s": m.get("seconds_first"), "peak_mib": m.get("peak_mib"), "error": m.get("error")})
+            print(f"[benchmark] brain extraction {method} {brain}: {m.get('seconds', m.get('error'))}", file=sys.stderr)
+    columns = ["method", "brain_mask", "shape", "seconds", "first_s", "peak_mib", "error"]
+    return ("\n## ischemic_lesion on MRI with its skull: inference with and without brain extraction (deepbet)\n\n"
+            + metrics.format_table(rows, [c for c in columns if any(r.get(c) is not None for r in rows)], digits=2))
 
 
 def measure_study(task_name: str, kind: str, size: str, reference: Path, methods: list, repeat: int) -> list[dict]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from evaluate import evaluate, evaluate_isles22
-from harness import PHANTOM_SETS, TASK_KINDS, held_out_studies, load_infer_tasks
+from harness import PHANTOM_SETS, RAW_SCANNER_SETS, TASK_KINDS, held_out_studies, load_infer_tasks
 
 from strokelabel import guard, metrics
 
@@ -43,7 +43,8 @@ CANDIDATES = {
     "core_penumbra": {"hypo_volume_ratio_max": [1.15, 1.25, 1.4, 1.6], "hypo_dice_min": [0.5, 0.6, 0.7, 0.8],
                       "core_rel_diff": [0.3, 0.5, 1.0], "core_abs_diff_ml": [5.0, 10.0, 20.0]},
     "lesion_ctp": {"core_rel_diff": [0.3, 0.5, 1.0, 2.0], "core_abs_diff_ml": [5.0, 10.0, 20.0]},
-    "lesion_mri": {"support_min": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8], "coverage_min": [0.3, 0.5, 0.7]},
+    "lesion_mri": {"support_min": [0.5, 0.6, 0.7, 0.8], "coverage_min": [0.3, 0.5],
+                   "outside_brain_max": [0.02, 0.05, 0.1, 0.2], "evidence_volume_factor_max": [1.5, 2.0, 3.0, 5.0, 1e9]},
     "clot": {"support_min": [0.2, 0.3, 0.5, 0.7, 0.9]},
 }
 
@@ -95,7 +96,9 @@ def main(argv=None) -> int:
     parser.add_argument("--per-kind", type=int, default=8)
     parser.add_argument("--seed", type=int, default=9100, help="phantom seed: apart from the evaluation's 9000 and all training seeds")
     parser.add_argument("--tasks", default="all")
-    parser.add_argument("--sets", default=",".join(PHANTOM_SETS))
+    parser.add_argument("--sets", default=",".join(PHANTOM_SETS), help=f"of {', '.join([*PHANTOM_SETS, *RAW_SCANNER_SETS])}")
+    parser.add_argument("--kinds", default=None, help="study kinds to generate (default: every kind the tasks read), e.g. mri")
+    parser.add_argument("--no-isles22", action="store_true", help="leave out the ISLES'22-layout phantoms of ischemic_lesion")
     parser.add_argument("--studies", default=None, help="folder for the generated studies (default: a temporary one)")
     parser.add_argument("--model-dir", default=None, help="models to calibrate for (default: the app's)")
     parser.add_argument("--top", type=int, default=12, help="candidates printed per check (best first)")
@@ -104,12 +107,15 @@ def main(argv=None) -> int:
     tasks = load_infer_tasks(args.model_dir, models=args.tasks)
     top = Path(args.studies or tempfile.mkdtemp(prefix="strokelabel-calibrate-"))
     kinds = sorted({k for name in tasks for k in TASK_KINDS[name]})
+    if args.kinds:
+        kinds = [k for k in kinds if k in args.kinds.split(",")]
+    sets = {**PHANTOM_SETS, **RAW_SCANNER_SETS}
     rows: dict = {name: [] for name in tasks}
     for set_name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        generator, root = PHANTOM_SETS[set_name], top / set_name
+        generator, root = sets[set_name], top / set_name
         studies = held_out_studies(root, args.per_kind, args.seed, kinds=kinds, **generator)
         found = evaluate(tasks, studies, root, methods=("baseline", "model"), truth_guard=True)
-        if "ischemic_lesion" in tasks:
+        if "ischemic_lesion" in tasks and not args.no_isles22:
             found["ischemic_lesion"] += evaluate_isles22(tasks["ischemic_lesion"], root, args.per_kind, args.seed,
                                                          methods=("baseline", "model"), truth_guard=True, **generator)
         for name, task_rows in found.items():

@@ -86,6 +86,17 @@ PHANTOM_SETS = {
 }
 
 
+# Raw scanner MRI (issue 21): skull, scalp and neck on, skull-base EPI susceptibility artefacts always
+# on, the rest of the look random; stored on the simulation grid (conventions None), so the in-memory
+# truth (the intracranial brain) lies on the files' grid. Used by the guard's calibration and by
+# scripts/brain_extraction_table.py; not an evaluation set of its own.
+RAW_SCANNER_SETS = {
+    f"{family}-skull-epi": {"family": family, "appearance": {"setting": "random", "off": ["skull"], "on": ["susceptibility"]},
+                            "conventions": None}
+    for family in ("template", "ellipsoid")
+}
+
+
 def held_out_studies(root: str | Path, per_kind: int, seed: int, size: str = "small", kinds=("ctp", "mri", "cta"), **generator) -> list[dict]:
     """Generate (or reuse) held-out phantoms; their seed differs from the sample data's and the training
     data's. ``generator``: a ``PHANTOM_SETS`` entry (family, appearance, conventions)."""

@@ -16,6 +16,9 @@ patient stored several ways and its answers compared:
   so a label that does not follow was not read from the image.
 - :func:`as_dtype`: float32 vs float64 storage.
 - :func:`with_background_fill`: the vendor's fill outside the brain (0, NaN, 1e-6, -30...).
+- :func:`as_scanner_int16`, :func:`as_diffusion_series`, :func:`with_singleton_axis`: DWI/ADC as a
+  scanner exports them (int16 with ADC in 10^-6 mm²/s; the 4D series with its ``.bval``; a
+  trailing axis of 1).
 
 Label maps go through the same geometric transforms with nearest-neighbour sampling
 (``order=0``), so a label of the original study can be carried to any variant and compared
@@ -242,6 +245,53 @@ def add_synthetic_skull(dwi_img, adc_img, brain_mask: np.ndarray | None = None, 
     return (image_like(dwi_img, dwi.astype(_data(dwi_img).dtype)), image_like(adc_img, adc.astype(_data(adc_img).dtype)))
 
 
+# ---- raw scanner storage (issue 21) -------------------------------------------------------------
+# A scanner's DWI in int16 spans this many units at its 99.9th percentile (the scale is arbitrary:
+# every method normalises DWI by the brain's median).
+SCANNER_DWI_P999 = 2000.0
+
+
+def _adc_to_mm2_s(dwi_img, adc_img) -> float:
+    """The factor turning ``adc_img``'s values into mm²/s (its unit, detected as the loader does)."""
+    from strokelabel.units import detect_adc_unit
+
+    adc = np.asarray(adc_img.dataobj, dtype=np.float64)
+    dwi = np.asarray(dwi_img.dataobj, dtype=np.float64)
+    return detect_adc_unit(adc, mask=(adc > 0) & (dwi > 0)).factor_to_mm2_s
+
+
+def as_scanner_int16(dwi_img, adc_img) -> tuple[Image, Image]:
+    """DWI and ADC as a scanner stores them: int16, DWI scaled to :data:`SCANNER_DWI_P999`, ADC in
+    10^-6 mm²/s (whole numbers), no scale factor in the header."""
+    dwi = np.asarray(dwi_img.dataobj, dtype=np.float64)
+    positive = dwi[dwi > 0]
+    scale = SCANNER_DWI_P999 / float(np.percentile(positive, 99.9)) if positive.size else 1.0
+    adc_1e6 = np.asarray(adc_img.dataobj, dtype=np.float64) * (_adc_to_mm2_s(dwi_img, adc_img) / 1e-6)
+    to_int16 = lambda v: np.clip(np.round(v), -32768, 32767).astype(np.int16)  # noqa: E731
+    return image_like(dwi_img, to_int16(dwi * scale)), image_like(adc_img, to_int16(adc_1e6))
+
+
+def as_diffusion_series(dwi_img, adc_img, b_s_mm2: float = 1000.0) -> Image:
+    """The 4D series a DWI was computed from: one b = 0 volume (S0 = S_b exp(b ADC)) and three
+    directions at ``b_s_mm2`` whose geometric mean is the DWI (x 0.9, 1, 1/0.9: anisotropy), with
+    the b-values in ``img.extra["bvals"]`` (written as the ``.bval`` beside it by :func:`write_variant_study`)."""
+    dwi = np.asarray(dwi_img.dataobj, dtype=np.float64)
+    adc_mm2_s = np.clip(np.asarray(adc_img.dataobj, dtype=np.float64) * _adc_to_mm2_s(dwi_img, adc_img), 0.0, 4e-3)
+    b0 = dwi * np.exp(b_s_mm2 * adc_mm2_s)
+    dtype = np.asarray(dwi_img.dataobj).dtype
+    series = np.stack([b0, dwi * 0.9, dwi, dwi / 0.9], axis=-1)
+    if dtype.kind in "iu":
+        series = np.clip(np.round(series), np.iinfo(dtype).min, np.iinfo(dtype).max)
+    out = image_like(dwi_img, series.astype(dtype))
+    out.extra["bvals"] = [0.0, b_s_mm2, b_s_mm2, b_s_mm2]
+    return out
+
+
+def with_singleton_axis(img) -> Image:
+    """The volume with a trailing 4th axis of length 1 (what some converters write)."""
+    return image_like(img, _data(img)[..., None])
+
+
 # ---- whole studies ------------------------------------------------------------------------------
 Transform = Callable[[dict, frozenset], dict]
 
@@ -292,6 +342,41 @@ def skull_transform(seed: int = 0) -> Transform:
     return transform
 
 
+def scanner_int16_transform() -> Transform:
+    """DWI and ADC through :func:`as_scanner_int16` together; labels and other images unchanged."""
+
+    def transform(images: dict, labels: frozenset) -> dict:
+        out = dict(images)
+        if "dwi" in images and "adc" in images:
+            out["dwi"], out["adc"] = as_scanner_int16(images["dwi"], images["adc"])
+        return out
+
+    return transform
+
+
+def diffusion_series_transform() -> Transform:
+    """The DWI replaced by its 4D series with b-values (:func:`as_diffusion_series`)."""
+
+    def transform(images: dict, labels: frozenset) -> dict:
+        out = dict(images)
+        if "dwi" in images and "adc" in images:
+            out["dwi"] = as_diffusion_series(images["dwi"], images["adc"])
+        return out
+
+    return transform
+
+
+def chain(*transforms: Transform) -> Transform:
+    """Study transforms applied in order."""
+
+    def transform(images: dict, labels: frozenset) -> dict:
+        for t in transforms:
+            images = t(images, labels)
+        return images
+
+    return transform
+
+
 def refill_transform(value: float) -> Transform:
     """Every image's background (outside the union foreground of all images) refilled with ``value``."""
 
@@ -328,10 +413,28 @@ def standard_variants(kind: str, stored_dtype=None) -> list[Variant]:
                 each(lambda img: as_dtype(img, other_dtype))),
         Variant("ADC x1000", "ADC in 10^-6 mm²/s", ("mri",), each(lambda img: scale_values(img, 1000.0), keys=("adc",))),
         Variant("synthetic skull", "raw DWI/ADC with CSF, bone and scalp around the brain", ("mri",), skull_transform()),
+        Variant("int16", "DWI and ADC stored as the scanner's int16 (ADC in 10^-6 mm²/s, no scale factor)", ("mri",),
+                scanner_int16_transform()),
+        Variant("4D DWI + bval", "DWI as its 4D series (b = 0 and three directions at b = 1000) with the .bval beside it", ("mri",),
+                diffusion_series_transform()),
+        Variant("singleton 4D", "DWI and ADC with a trailing 4th axis of length 1", ("mri",),
+                each(with_singleton_axis, keys=("dwi", "adc"))),
         *(Variant(f"fill {value:g}", f"background outside the brain filled with {value:g}", ("ctp",), refill_transform(value))
           for value in (0.0, float("nan"), -30.0)),
     ]
     return [v for v in variants if kind in v.kinds]
+
+
+def raw_scanner_variant() -> Variant:
+    """A skull-stripped MRI study as a scanner exports it, everything at once: skull and scalp, a tilted
+    grid of 1.8 x 1.8 x 4.8 mm slices, int16 (ADC in 10^-6 mm²/s) and the DWI as its 4D series with
+    its .bval. Not in :func:`standard_variants` (each of its parts is): it needs brain extraction,
+    which the test suite leaves off."""
+    oblique_image = lambda img: resample_oblique(img, order=1)  # noqa: E731
+    oblique_label = lambda img: resample_oblique(img, order=0)  # noqa: E731
+    return Variant("raw scanner", "all at once: skull, oblique 1.8 x 1.8 x 4.8 mm slices, int16 (ADC 10^-6 mm²/s), 4D DWI + bval",
+                   ("mri",), chain(skull_transform(), each(oblique_image, oblique_label), scanner_int16_transform(),
+                                   diffusion_series_transform()))
 
 
 def write_variant_study(files: Mapping[str, str | Path], root: str | Path, out_dir: str | Path, variant: Variant,
@@ -348,5 +451,10 @@ def write_variant_study(files: Mapping[str, str | Path], root: str | Path, out_d
         target = out_dir / Path(path).relative_to(root)
         target.parent.mkdir(parents=True, exist_ok=True)
         nib.save(derived[key], str(target))
+        bvals = getattr(derived[key], "extra", {}).get("bvals")
+        if bvals is not None:  # a diffusion series: its b-values beside it, as dcm2niix writes them
+            from strokelabel.diffusion import bval_path
+
+            bval_path(target).write_text(" ".join(f"{b:g}" for b in bvals) + "\n")
         written[key] = target
     return written

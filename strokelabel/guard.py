@@ -15,7 +15,9 @@ What "the physics" is, per task (each a measurement on the same study, never a s
   the other hemisphere, and not CSF or T2 shine-through (ADC not high). *Support* is the share of
   the model's lesion that shows that evidence (one voxel of tolerance at the border); *coverage*
   is the share of the unmistakable lesion (ADC < 620 x 10^-6 mm²/s and DWI hyperintense, the
-  baseline) that the model labels.
+  baseline) that the model labels. A lesion *outside the brain* (the study's brain mask, from the
+  brain-extraction model on a study with its skull) is no stroke, and a lesion volume far beyond
+  the study's whole DWI/ADC *evidence* is more than the images show.
 - **clot** (CTA): a clot is an unenhanced filling defect in an artery: inside the head, beside
   an enhancing artery, not itself enhancing. *Support* is the share of the model's clot voxels
   where this holds.
@@ -89,6 +91,17 @@ LIMITS = {
         "coverage_min": 0.3,
         # coverage is judged only when the unmistakable lesion is at least this large (mL)
         "coverage_from_ml": 1.0,
+        # Issue 21, frozen 2026-12-07 before any real case was scored: scripts/calibrate_guard.py --tasks
+        # ischemic_lesion --kinds mri --no-isles22 --sets ellipsoid-random,template-random,template-skull-epi
+        # --per-kind 3 --seed 9100 (9 studies; the skull-on EPI set runs deepbet). The model beat the
+        # baseline on all 9, so every candidate serves 100 % (auto - baseline +0.18 / +0.16 / +0.11):
+        # the phantoms cannot tell the candidates apart, and the tie rule takes the stricter one that
+        # passes the truth as often as any. outside_brain_max: 0.02 passes the truth on 78 % (a true
+        # lesion in an EPI signal void lies outside the brain mask), 0.05 on 89 % like 0.1 and 0.2;
+        # evidence_volume_factor_max: 1.5 to 5 (and off) are tied, 1.5 taken. volume_check_from_ml not swept.
+        "outside_brain_max": 0.05,
+        "evidence_volume_factor_max": 1.5,
+        "volume_check_from_ml": 2.0,
     },
     # 0.3: served 94 % (78 % at 0.5) with auto - baseline +0.41 / +0.18 on the ellipsoid sets; on the
     # template set auto loses 0.25 at every candidate (the model's wrong clots sit beside arteries,
@@ -218,13 +231,21 @@ def mirror_reference(values: np.ndarray, spacing_mm, radius_mm: float = MRI_EVID
     return mirror_about_plane(ndimage.maximum_filter(smooth, size=size), plane)
 
 
-def lesion_mri_figures(label: np.ndarray, evidence: np.ndarray, unmistakable: np.ndarray, spacing_mm) -> dict:
+def lesion_mri_figures(label: np.ndarray, evidence: np.ndarray, unmistakable: np.ndarray, brain: np.ndarray | None = None,
+                       spacing_mm=None) -> dict:
+    """Support, coverage and volumes (module docstring); with the study's ``brain`` also the share of
+    the lesion outside it (one voxel of tolerance at the brain's surface)."""
     lesion, unmistakable = np.asarray(label) > 0, np.asarray(unmistakable, bool)
     support = float(np.count_nonzero(lesion & _grown(evidence)) / np.count_nonzero(lesion)) if lesion.any() else None
     coverage = float(np.count_nonzero(unmistakable & _grown(lesion)) / np.count_nonzero(unmistakable)) if unmistakable.any() else None
-    return {"lesion_model_ml": _round(_volume_ml(lesion, spacing_mm), 2), "support": _round(support),
-            "unmistakable_ml": _round(_volume_ml(unmistakable, spacing_mm), 2), "coverage": _round(coverage),
-            "evidence_ml": _round(_volume_ml(evidence, spacing_mm), 2)}
+    figures = {"lesion_model_ml": _round(_volume_ml(lesion, spacing_mm), 2), "support": _round(support),
+               "unmistakable_ml": _round(_volume_ml(unmistakable, spacing_mm), 2), "coverage": _round(coverage),
+               "evidence_ml": _round(_volume_ml(evidence, spacing_mm), 2)}
+    if brain is not None:
+        outside = lesion & ~_grown(np.asarray(brain, bool))
+        figures["outside_brain_ml"] = _round(_volume_ml(outside, spacing_mm), 2)
+        figures["outside_brain_share"] = _round(np.count_nonzero(outside) / np.count_nonzero(lesion)) if lesion.any() else None
+    return figures
 
 
 def lesion_mri_failures(figures: dict, limits: dict) -> list[str]:
@@ -236,6 +257,14 @@ def lesion_mri_failures(figures: dict, limits: dict) -> list[str]:
     if figures["unmistakable_ml"] >= limits["coverage_from_ml"] and (coverage or 0) < limits["coverage_min"]:
         failures.append(f"the model labels {coverage or 0:.0%} of the {figures['unmistakable_ml']:.1f} mL with ADC < 620e-6 mm2/s and "
                         f"bright DWI (limit {limits['coverage_min']:.0%})")
+    outside = figures.get("outside_brain_share")  # absent in figures stored before the brain was passed
+    if outside is not None and outside > limits["outside_brain_max"]:
+        failures.append(f"{outside:.0%} of the lesion ({figures['outside_brain_ml']:.1f} mL) lies outside the brain "
+                        f"(limit {limits['outside_brain_max']:.0%})")
+    volume, evidence = figures["lesion_model_ml"], figures.get("evidence_ml")
+    if evidence is not None and volume >= limits["volume_check_from_ml"] and volume > limits["evidence_volume_factor_max"] * evidence:
+        failures.append(f"the lesion is {volume:.1f} mL, more than {limits['evidence_volume_factor_max']:g} x the {evidence:.1f} mL of the "
+                        f"study that is DWI-bright, brighter than the other hemisphere and not CSF")
     return failures
 
 
@@ -308,7 +337,7 @@ def decide(check: str, figures: dict, limits: dict | None = None) -> list[str]:
 def verdict(check: str, *arrays, spacing_mm, limits: dict | None = None) -> Verdict:
     """The guard's verdict of ``check`` (a key of ``CHECKS``) on the arrays its figures function takes."""
     words, figures_of, _ = CHECKS[check]
-    figures = figures_of(*arrays, spacing_mm)
+    figures = figures_of(*arrays, spacing_mm=spacing_mm)
     lim = {**LIMITS[check], **(limits or {})}
     failures = decide(check, figures, lim)
     return Verdict(check=words, figures=figures, limits=lim, passed=not failures,

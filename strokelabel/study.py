@@ -12,7 +12,11 @@ Real scans come in every convention; the loader turns them into one:
   and grid the study is stored in;
 - **values**: background fills, NaN, negative fit noise and CT padding (:mod:`strokelabel.cleaning`);
 - **units**: ADC is always 10^-3 mm²/s after loading (10^-6 and mm²/s are detected from the
-  brain's values); perfusion maps are checked for the units a threshold needs;
+  brain's values; integers are read through scl_slope, and an integer ADC without one that reads
+  as whole 10^-3 units is refused: its values were rounded away); perfusion maps are checked for
+  the units a threshold needs;
+- **raw scanner DWI**: a 4D diffusion series with its ``.bval`` is read as the trace image of its
+  highest b-value (:mod:`strokelabel.diffusion`), b = 0 present or not; a trailing axis of 1 is dropped;
 - **brain**: :attr:`Study.brain_mask`, one mask per study that every method uses (from the
   perfusion maps or MIP, from DWI/ADC with or without skull, from CT).
 
@@ -38,6 +42,7 @@ import numpy as np
 
 from strokelabel.cleaning import clean_volume
 from strokelabel.computed_maps import MAPS_FROM_4D, maps_from_4d
+from strokelabel.diffusion import dwi_from_series
 from strokelabel.errors import StrokeLabelError
 from strokelabel.naming import ami_filename, find_modalities, find_sidecar, parse_filename, study_filename, study_kind
 from strokelabel.orientation import Reorientation, reorientation_of
@@ -269,6 +274,7 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
     paths: dict[str, Path] = {}
     notes: dict = dict(derived_notes)
     own_affines: dict = {}
+    integer_stored: set[str] = set()
     no_value = None
     if not reorientation.is_canonical:
         notes["orientation"] = f"stored {reorientation.native_axcodes}, read as RAS; labels are written back in {reorientation.native_axcodes}"
@@ -276,7 +282,10 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
         if modality in images:
             continue
         img = ref_img if found[modality] == descriptor.reference else _open(found[modality], modality, study_id)
-        check_dimensions(img.shape, modality, study_id, ndim=4 if modality == "ctp" else 3)
+        # A DWI exported as its whole diffusion series (4D, b-values in the .bval beside it) is read as
+        # its highest-b trace image (strokelabel.diffusion); a trailing axis of 1 is no series.
+        dwi_series = modality == "dwi" and len(img.shape) == 4 and img.shape[-1] > 1
+        check_dimensions(img.shape[:3] if dwi_series else img.shape, modality, study_id, ndim=4 if modality == "ctp" else 3)
         if modality in GRID_BOUND:
             check_same_grid(img.shape, img.affine, ref_img.shape, ref_img.affine, modality, descriptor.modality, study_id)
             own = reorientation
@@ -285,8 +294,12 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
             own = reorientation_of(img)
             own_affines[modality] = own.canonical_affine
         raw = np.asanyarray(img.dataobj)
-        if raw.ndim == (5 if modality == "ctp" else 4):
+        if dwi_series:
+            raw, notes["dwi_series"] = dwi_from_series(raw, found[modality], study_id)
+        elif raw.ndim == (5 if modality == "ctp" else 4):
             raw = raw[..., 0]
+        if _stored_as_plain_integers(img):
+            integer_stored.add(modality)
         # Cleaning copies the voxels once, into C-ordered float32: handed them in RAS order (a view),
         # that one copy is also the reorientation.
         clean = clean_volume(own.canonical_view(raw), modality, study_id)
@@ -312,7 +325,7 @@ def load_study(reference: str | Path, required: tuple[str, ...], optional: tuple
         no_value=no_value,
         own_affines=own_affines,
     )
-    _check_units(study)
+    _check_units(study, integer_stored)
     return study
 
 
@@ -419,12 +432,28 @@ def _check_all_voxels_present(img, data_bytes: int, what: str, study: str) -> No
         raise StrokeLabelError(f"{what} is truncated: {data_bytes - remaining:,} of the {data_bytes:,} bytes of voxels its header promises", study=study)
 
 
-def _check_units(study: Study) -> None:
+def _stored_as_plain_integers(img) -> bool:
+    """Integer voxels without a scale factor (scl_slope absent, 0 or 1): the values are the integers."""
+    if img.get_data_dtype().kind not in "iu":
+        return False
+    slope = getattr(img.dataobj, "slope", 1.0)
+    return slope is None or not np.isfinite(slope) or float(slope) in (0.0, 1.0)
+
+
+def _check_units(study: Study, integer_stored: set[str] = frozenset()) -> None:
     """ADC to 10^-3 mm²/s; perfusion maps in the units their thresholds need (else a clear error)."""
     from strokelabel.units import check_perfusion_map, detect_adc_unit
 
     if "adc" in study.images:
         unit = detect_adc_unit(study.images["adc"], mask=study.brain_mask & (study.images["adc"] > 0), study=study.study_id)
+        if "adc" in integer_stored and unit.factor_to_mm2_s > 1e-6:
+            # Brain ADC is 0.6-1.0 x 10^-3 mm²/s: as whole numbers of 10^-3 (or of mm²/s) it is 0, 1 or 2, no
+            # measurement left. Integer ADC exports are in 10^-6 mm²/s, or carry a scale factor (scl_slope).
+            raise StrokeLabelError(
+                f"ADC is stored as whole numbers without a scale factor and reads as {unit.unit} (brain median "
+                f"{unit.brain_median:g}): its values were rounded away; export it in 10^-6 mm²/s or with scl_slope",
+                study=study.study_id,
+            )
         study.notes["adc_unit_assumption"] = unit.assumption
         factor = unit.factor_to_mm2_s / 1e-3
         if factor != 1.0:

@@ -11,6 +11,11 @@ if APP_DIR not in sys.path:
 # The real cases of ../shared/real (never copied into the repo); tests that read them skip without them.
 REAL_DIR = os.environ.get("STROKELABEL_REAL_DIR", os.path.join(os.path.dirname(REPO_ROOT), "shared", "real"))
 
+# Brain extraction (deepbet, ~15-30 s per study on 2 cores) would run on every MRI phantom with its skull
+# that a test generates (the fixed look keeps the skull); the suite uses the threshold mask unless a test
+# asks for the model (tests/strokelabel/test_brain_extraction.py), so it stays within its time budget.
+os.environ.setdefault("STROKELABEL_BRAIN_EXTRACTION", "off")
+
 
 def pytest_report_header(config):
     # A run with numpy's dispatch narrowed (tests/test_numpy_dispatch.py) says so, and stops if it did not take effect.

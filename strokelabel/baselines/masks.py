@@ -238,7 +238,8 @@ def study_brain_mask(study) -> np.ndarray:
     """The brain of a loaded study (:class:`strokelabel.study.Study`), one mask for every method.
 
     CT perfusion: from the CTP MIP when the study has one (HU), else from the maps (voxels where a
-    map holds a value, fills and NaN excluded). MRI: from DWI and ADC (skull or not). CTA: from
+    map holds a value, fills and NaN excluded). MRI: from DWI and ADC when skull-stripped, else the
+    brain-extraction model's mask (:func:`strokelabel.brain_extraction.mri_brain_mask`). CTA: from
     phase 1 (HU window of brain tissue).
     """
     images = study.images
@@ -251,7 +252,10 @@ def study_brain_mask(study) -> np.ndarray:
         mask = brain_mask_from_perfusion(*maps)
         return mask if study.no_value is None else mask & ~study.no_value
     if study.kind == "mri":
-        return brain_mask_from_mri(images["dwi"], images.get("adc"), spacing_mm=study.spacing_mm)
+        # skull-stripped: the threshold mask; skull on: deepbet, cached (strokelabel.brain_extraction)
+        from strokelabel.brain_extraction import mri_brain_mask
+
+        return mri_brain_mask(study)
     if study.kind == "cta":
         return brain_mask_from_ct(images["cta1"])
     raise ValueError(f"unknown study kind {study.kind!r}")

@@ -308,7 +308,7 @@ def simulate_mri_random(patient: Patient, grid: Grid, pieces, noise_seed, appear
     for name, key in (("wmh", "wmh"), ("cortical_rim", "rim"), ("shine_through", "shine"), ("gliosis", "gliosis"), ("old_infarct", "old_infarct")):
         mimic[fields[key] >= 0.5] = MIMIC_CODES[name]
     b0_epi, dwi_epi = b0, dwi
-    epi_head = head
+    epi_head, epi_brain = head, brain
     if sus is not None:
         field_hz = _to_grid(coarse["field_ppm"], grid) * mm.GAMMA_HZ_PER_T_PPM * sus["field_t"]
         axis = int(sus["pe_axis"])
@@ -320,6 +320,7 @@ def simulate_mri_random(patient: Patient, grid: Grid, pieces, noise_seed, appear
         dwi_epi = mm.epi_shift(dwi * drop, shift + np.float32(sus["eddy_shift_px"]), axis)
         labels = {k: mm.warp_nearest(v, shift, axis) for k, v in labels.items()}
         epi_head = mm.warp_nearest(head, shift, axis)
+        epi_brain = mm.warp_nearest(brain, shift, axis)
         affected = ((np.abs(shift) >= 1.0) | (drop < 0.7)) & (f["parenchyma"] > 0.5)
         mimic = mm.warp_nearest(mimic, shift, axis)
         mimic[mm.warp_nearest(affected, shift, axis) & (mimic == 0)] = MIMIC_CODES["susceptibility"]
@@ -360,7 +361,8 @@ def simulate_mri_random(patient: Patient, grid: Grid, pieces, noise_seed, appear
     else:
         record["skull_stripped"] = False
     images = {"dwi": dwi_noisy.astype(np.float32), "adc": adc, "flair": flair_noisy.astype(np.float32)}
-    truth = {**labels, "mimics": mimic, "foreground": foreground, "record": record}
+    # "brain": the intracranial space as the DWI shows it (after the EPI shift), the truth a brain mask is scored against
+    truth = {**labels, "mimics": mimic, "foreground": foreground, "brain": epi_brain, "record": record}
     record["mimic_volumes_ml"] = {name: round(float((mimic == code).sum() * grid.voxel_ml), 2) for name, code in MIMIC_CODES.items()}
     return images, truth
 

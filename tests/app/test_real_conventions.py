@@ -94,7 +94,9 @@ def test_a_phantom_stored_in_another_voxel_order_gets_the_same_label_from_every_
 # meaning: the label must follow exactly (a mirrored study gets the mirrored label). Thick oblique
 # slices and an added skull change the data, so the figures move; the bounds are the measured
 # figures with a margin (scripts/evaluate.py --real ../shared/real --variants prints them).
-LOSSLESS = ("stored RAS", "stored LAS", "stored LPS", "mirrored L-R", "float32", "float64", "ADC x1000", "fill -30")
+LOSSLESS = ("stored RAS", "stored LAS", "stored LPS", "mirrored L-R", "float32", "float64", "ADC x1000", "fill -30",
+            # as a scanner stores them (issue 21): the 4D series with its .bval, a trailing axis of 1
+            "4D DWI + bval", "singleton 4D")
 
 
 def _variant_rows(tasks, kind, name, methods, tmp_path):
@@ -120,6 +122,10 @@ def test_the_real_mri_case_in_other_conventions_keeps_its_label(tasks, tmp_path,
         assert "error" not in row, row
         if row["variant"] in LOSSLESS:
             assert row["lesion_dice_vs_original"] >= 0.98 and abs(row["lesion_change_pct"]) <= 2.0, row
+        elif row["variant"] == "int16":
+            # whole numbers (DWI scaled to 2000, ADC in 10^-6 mm²/s): quantisation moves threshold voxels
+            # (measured: the baseline's 1.6 mL lesion -5.5 %, Dice 0.97 against the float study)
+            assert row["lesion_dice_vs_original"] >= 0.95 and abs(row["lesion_change_pct"]) <= 10.0, row
         elif row["variant"] == "synthetic skull":
             assert row["lesion_dice_vs_original"] >= 0.8 and abs(row["lesion_change_pct"]) <= 25.0, row
     # 4.8 mm oblique slices: the model keeps the lesion's place and volume (measured Dice 0.61 vs

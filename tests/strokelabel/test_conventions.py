@@ -179,7 +179,7 @@ def test_a_variant_carries_label_maps_by_nearest_neighbour_and_leaves_them_unsca
     label = nib.Nifti1Image(brain.astype(np.uint8), dwi.affine)
     variants = {v.name: v for v in conventions.standard_variants("mri", stored_dtype=np.float32)}
     assert {"stored RAS", "stored LAS", "stored LPS", "oblique 1.8x1.8x4.8", "mirrored L-R", "float64", "ADC x1000",
-            "synthetic skull"} == set(variants)
+            "synthetic skull", "int16", "4D DWI + bval", "singleton 4D"} == set(variants)
     assert {"fill 0", "fill nan", "fill -30"} <= {v.name for v in conventions.standard_variants("ctp")}
 
     scaled = variants["ADC x1000"].apply({"adc": adc, "dwi": dwi, "msk": label}, labels={"msk"})

@@ -92,6 +92,33 @@ def test_a_lesion_model_labelling_the_rim_fails_and_one_labelling_the_lesion_pas
     assert "DWI-bright" in rim_model.reason and "labels 0%" in rim_model.reason
 
 
+def test_a_lesion_outside_the_brain_goes_to_review_with_its_share_and_volume():
+    dwi, adc, brain, lesion, rim, csf = mri_head()
+    evidence = guard.mri_lesion_evidence(dwi, adc, brain, guard.mirror_reference(dwi * brain, SPACING))
+    inside = guard.verdict("lesion_mri", lesion, evidence, lesion, brain, spacing_mm=SPACING)
+    assert inside.passed and inside.figures["outside_brain_share"] == 0.0
+    # The lesion and, at the skull base, a bright artefact outside the brain (where the scalp is).
+    artefact = box(brain.shape, (0, 0, 0), (5, 10, 16)) & ~brain
+    spilled = guard.verdict("lesion_mri", lesion | artefact, evidence | artefact, lesion, brain, spacing_mm=SPACING)
+    assert not spilled.passed and "lies outside the brain" in spilled.reason
+    assert spilled.figures["outside_brain_share"] > 0.1 and spilled.figures["outside_brain_ml"] > 0.5
+
+
+def test_a_lesion_far_larger_than_the_studys_evidence_goes_to_review_and_a_matching_one_does_not():
+    dwi, adc, brain, lesion, rim, csf = mri_head()
+    evidence = guard.mri_lesion_evidence(dwi, adc, brain, guard.mirror_reference(dwi * brain, SPACING))
+    # A model labelling the lesion and a whole hemisphere around it: support stays high at the lesion's
+    # border only if the rest were evidence; here the volume check is what objects.
+    figures = guard.lesion_mri_figures(lesion, evidence, lesion, brain, spacing_mm=SPACING)
+    assert not guard.decide("lesion_mri", figures)
+    big = {**figures, "lesion_model_ml": 4.0 * figures["evidence_ml"] + 2.0, "support": 1.0}
+    failures = guard.decide("lesion_mri", big)
+    assert len(failures) == 1 and "more than 1.5 x the" in failures[0]
+    # Below volume_check_from_ml a volume ratio means little: not judged.
+    small = {**big, "lesion_model_ml": 1.5, "evidence_ml": 0.2}
+    assert not guard.decide("lesion_mri", small)
+
+
 def test_a_clot_beside_an_enhancing_artery_is_supported_and_one_in_the_brain_is_not():
     shape = (40, 40, 20)
     cta = np.full(shape, 35.0, np.float32)

@@ -174,7 +174,7 @@ class IschemicLesionInfer(StrokeInferTask):
         dwi, adc = study.images["dwi"], study.images.get("adc")
         evidence = guard.mri_lesion_evidence(dwi, adc, study.brain_mask, guard.mirror_reference(dwi * study.brain_mask, study.spacing_mm,
                                                                                                      plane=study.midsagittal_plane))
-        return guard.verdict("lesion_mri", pred, evidence, physics["pred"] > 0, spacing_mm=study.spacing_mm)
+        return guard.verdict("lesion_mri", pred, evidence, physics["pred"] > 0, study.brain_mask, spacing_mm=study.spacing_mm)
 
     def get_path(self, validate=True):
         """The newest model file of any route (active learning rescores when it changes)."""
