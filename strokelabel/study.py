@@ -166,10 +166,36 @@ class Study:
 
     @cached_property
     def brain_mask(self) -> np.ndarray:
-        """The study's brain (bool, RAS grid), one for every method: see :func:`strokelabel.baselines.masks.study_brain_mask`."""
-        from strokelabel.baselines.masks import study_brain_mask
-
+        """The study's brain (bool, RAS grid), one for every method: see :func:`study_brain_mask`."""
         return study_brain_mask(self)
+
+
+def study_brain_mask(study) -> np.ndarray:
+    """The brain of a loaded study (:class:`strokelabel.study.Study`), one mask for every method.
+
+    CT perfusion: from the CTP MIP when the study has one (HU), else from the maps (voxels where a
+    map holds a value, fills and NaN excluded). MRI: from DWI and ADC when skull-stripped, else the
+    brain-extraction model's mask (:func:`strokelabel.brain_extraction.mri_brain_mask`). CTA: from
+    phase 1 (HU window of brain tissue).
+    """
+    from strokelabel.baselines.masks import brain_mask_from_ct, brain_mask_from_mip, brain_mask_from_perfusion
+    from strokelabel.brain_extraction import mri_brain_mask
+
+    images = study.images
+    if study.kind == "ctp":
+        if "mip" in images:
+            return brain_mask_from_mip(images["mip"])
+        maps = [images[m] for m in ("cbf", "cbv", "mtt", "tmax") if m in images]
+        if not maps:
+            raise StrokeLabelError("no perfusion map loaded to find the brain in", study=study.study_id)
+        mask = brain_mask_from_perfusion(*maps)
+        return mask if study.no_value is None else mask & ~study.no_value
+    if study.kind == "mri":
+        # skull-stripped: the threshold mask; skull on: deepbet, cached (strokelabel.brain_extraction)
+        return mri_brain_mask(study)
+    if study.kind == "cta":
+        return brain_mask_from_ct(images["cta1"])
+    raise ValueError(f"unknown study kind {study.kind!r}")
 
 
 def voxel_spacing_mm(affine: np.ndarray) -> tuple[float, float, float]:

@@ -232,30 +232,3 @@ def brain_mask_from_mri(
     # Close sulci and the ventricles' walls before filling, so enclosed CSF counts as brain.
     closed = ndimage.binary_closing(brain, structure=_ball(2 * MRI_OPENING_MM, spacing), border_value=0)
     return fill_holes(closed | brain, slice_axis=slice_axis)
-
-
-def study_brain_mask(study) -> np.ndarray:
-    """The brain of a loaded study (:class:`strokelabel.study.Study`), one mask for every method.
-
-    CT perfusion: from the CTP MIP when the study has one (HU), else from the maps (voxels where a
-    map holds a value, fills and NaN excluded). MRI: from DWI and ADC when skull-stripped, else the
-    brain-extraction model's mask (:func:`strokelabel.brain_extraction.mri_brain_mask`). CTA: from
-    phase 1 (HU window of brain tissue).
-    """
-    images = study.images
-    if study.kind == "ctp":
-        if "mip" in images:
-            return brain_mask_from_mip(images["mip"])
-        maps = [images[m] for m in ("cbf", "cbv", "mtt", "tmax") if m in images]
-        if not maps:
-            raise StrokeLabelError("no perfusion map loaded to find the brain in", study=study.study_id)
-        mask = brain_mask_from_perfusion(*maps)
-        return mask if study.no_value is None else mask & ~study.no_value
-    if study.kind == "mri":
-        # skull-stripped: the threshold mask; skull on: deepbet, cached (strokelabel.brain_extraction)
-        from strokelabel.brain_extraction import mri_brain_mask
-
-        return mri_brain_mask(study)
-    if study.kind == "cta":
-        return brain_mask_from_ct(images["cta1"])
-    raise ValueError(f"unknown study kind {study.kind!r}")
