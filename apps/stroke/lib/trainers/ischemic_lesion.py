@@ -27,6 +27,7 @@ from monai.transforms import (
 from monailabel.tasks.train.basic_train import Context
 
 from lib.losses.mdanet_loss import MDANetLoss
+from lib.losses.tversky_ce import TverskyCELoss
 from lib.trainers.stroke_train import StrokeTrainTask
 from lib.transforms.augment import ischemic_lesion_augmentations
 from lib.transforms.ischemic_lesion import KIND_OF_ROUTE, IschemicLesionInputd, MDANetLossOnNet
@@ -57,8 +58,14 @@ class IschemicLesionTrain(StrokeTrainTask):
         )
 
     def loss_function(self, context: Context):
+        segment = None
+        if context.request.get("lesion_loss", "dice_ce") == "tversky_ce":
+            segment = TverskyCELoss(fp_weight=float(context.request.get("tversky_fp_weight", 0.7)),
+                                    fn_weight=1.0 - float(context.request.get("tversky_fp_weight", 0.7)))
         if self.route in ("ctp", "mri"):
-            return MDANetLossOnNet(MDANetLoss(lambda_similarity=1.0), context.network)
+            return MDANetLossOnNet(MDANetLoss(lambda_similarity=1.0, segment=segment), context.network)
+        if segment is not None:
+            return segment
         from monai.losses import DiceCELoss
 
         return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
@@ -66,10 +73,11 @@ class IschemicLesionTrain(StrokeTrainTask):
     def train_pre_transforms(self, context: Context):
         n = int(context.request.get("slices_per_study", 8))
         crop = int(context.request.get("crop_size", 64))  # in-plane crop (voxels of the plan's spacing)
+        pos, neg = (float(x) for x in str(context.request.get("lesion_crop_ratio", "2:1")).split(":"))  # lesion-centred : not
         transforms = [
             IschemicLesionInputd(self.route),
             EnsureTyped(keys=("image", "label"), track_meta=False),
-            RandCropByPosNegLabeld(keys=("image", "label"), label_key="label", spatial_size=(crop, crop, 1), pos=2, neg=1, num_samples=n,
+            RandCropByPosNegLabeld(keys=("image", "label"), label_key="label", spatial_size=(crop, crop, 1), pos=pos, neg=neg, num_samples=n,
                                    allow_smaller=True),
             SpatialPadd(keys=("image", "label"), spatial_size=(crop, crop, 1)),
             SqueezeDimd(keys=("image", "label"), dim=-1),
