@@ -100,16 +100,17 @@ def leak(task, study: RealStudy, method: str, reference: Path | None = None) -> 
     return None
 
 
-def run_one(name: str, task, study: RealStudy, method: str, reference: Path | None = None) -> Run:
+def run_one(name: str, task, study: RealStudy, method: str, reference: Path | None = None, label: str | None = None, **options) -> Run:
+    """One run; ``options`` are more request keys, and ``label`` names the row (default: the method)."""
     start = time.perf_counter()
     refused = leak(task, study, method, reference)
     if refused:
-        return Run(name, study, method, 0.0, refused=refused)
+        return Run(name, study, label or method, 0.0, refused=refused)
     try:
-        label, result = run_infer(task, reference or study.reference, method)
-        return Run(name, study, method, time.perf_counter() - start, label_array(label), result)
+        pred, result = run_infer(task, reference or study.reference, method, **options)
+        return Run(name, study, label or method, time.perf_counter() - start, label_array(pred), result)
     except Exception as e:  # a failing run is a row of the yardstick, whatever raised
-        return Run(name, study, method, time.perf_counter() - start, error=f"{type(e).__name__}: {e}")
+        return Run(name, study, label or method, time.perf_counter() - start, error=f"{type(e).__name__}: {e}")
 
 
 def run_all(tasks: dict, studies: list[RealStudy], wanted: set[str] | None) -> list[Run]:

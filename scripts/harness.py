@@ -70,9 +70,9 @@ def checkpoint_for(task, method: str, reference: str | Path) -> str | None:
     return checkpoint_in_use(paths)
 
 
-def run_infer(task, reference: str | Path, method: str) -> tuple[np.ndarray, dict]:
-    """Infer one study in-process, as the server does; returns (label array, result JSON)."""
-    _, data = task({"image": str(reference), "method": method, "skip_writer": True, "device": "cpu" if not _cuda() else "cuda"})
+def run_infer(task, reference: str | Path, method: str, **options) -> tuple[np.ndarray, dict]:
+    """Infer one study in-process, as the server does (``options``: more request keys); returns (label array, result JSON)."""
+    _, data = task({"image": str(reference), "method": method, "skip_writer": True, "device": "cpu" if not _cuda() else "cuda", **options})
     pred = data["pred"]
     pred = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
     return pred, data["result"]
