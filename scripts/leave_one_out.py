@@ -50,6 +50,17 @@ METHODS = (("baseline", "baseline", {}), ("model", "model", {}), ("siamese", "si
            ("model", "model_all_components", {"lesion_components": "all"}), ("siamese", "siamese_all_components", {"lesion_components": "all"}))
 
 
+def starting_models(work: Path):
+    """The infer task with the phantom-only models (a model folder of links to them under ``work``)."""
+    folder = work / "phantom_only_models" / "shipped"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in PHANTOM_ONLY.iterdir():
+        link = folder / path.name
+        if not link.exists():
+            link.symlink_to(path.resolve())
+    return load_infer_tasks(folder.parent, models="ischemic_lesion")["ischemic_lesion"]
+
+
 def fold_command(real_top: Path, held_out: str, recipe: str, phantoms: Path, fold_dir: Path) -> list[str]:
     return COMMON + RECIPES[recipe] + ["--real", str(real_top), "--exclude-real", held_out, "--init", str(PHANTOM_ONLY),
                                       "--phantoms", str(phantoms), "--data", str(fold_dir / "work"), "--out", str(fold_dir / "model" / "shipped")]
@@ -94,6 +105,7 @@ def main_loo(real_top: str | Path, work: str | Path, recipe: str = FROZEN_RECIPE
         return 2
     phantoms = work / "phantoms"
     runs, minutes = [], {}
+    start = starting_models(work)
     for subject in chosen:
         fold_dir = work / recipe / f"without-{subject}"
         minutes[subject] = train_fold(real_top, subject, recipe, phantoms, fold_dir)
@@ -103,6 +115,8 @@ def main_loo(real_top: str | Path, work: str | Path, recipe: str = FROZEN_RECIPE
             print(f"[loo] {subject} {method}: {run.seconds:.1f}s" + (f" FAILED {run.error}" if run.error else "")
                   + (f" REFUSED {run.refused}" if run.refused else ""), file=sys.stderr, flush=True)
             runs.append(run)
+        for method in ("model", "siamese"):  # where every fold began: the phantom-only models, which saw no real case
+            runs.append(run_one("ischemic_lesion", start, subjects[subject], method, label=f"phantom_only_{method}"))
     truths = {run.study: expert_mask(run.study) for run in runs}
     rows = [expert_row(run, truths[run.study]) for run in runs]
     print(f"# Leave-one-case-out on {len(chosen)} real ISLES'22 cases under {real_top}, recipe {recipe!r}: "
@@ -127,7 +141,7 @@ def target_lines(rows: list[dict], pooled: list[dict]) -> list[str]:
     by = {(r["study"], r["method"]): r for r in rows if "dice" in r}
     studies = list(dict.fromkeys(r["study"] for r in rows))
     lines = []
-    for method in ("model", "siamese", "model_all_components", "siamese_all_components"):
+    for method in ("model", "siamese", "model_all_components", "siamese_all_components", "phantom_only_model", "phantom_only_siamese"):
         scored = [s for s in studies if (s, method) in by]
         if not scored:
             continue
