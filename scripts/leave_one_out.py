@@ -88,6 +88,35 @@ def train_fold(real_top: Path, held_out: str, recipe: str, phantoms: Path, fold_
     return sum(c.get("train_seconds", 0.0) for c in cards) / 60.0
 
 
+def _scores_file(fold_dir: Path) -> Path:
+    return fold_dir / "scores.npz"
+
+
+def save_scores(fold_dir: Path, runs: list) -> None:
+    """The fold's runs (labels, result JSON, refusals), so that the table of all folds is printed without
+    scoring again; written after the fold's models, so a retrained fold is scored again."""
+    arrays = {f"label_{i}": run.label.astype(np.uint8) for i, run in enumerate(runs) if run.label is not None}
+    meta = [{"method": run.method, "seconds": run.seconds, "result": run.result, "error": run.error, "refused": run.refused} for run in runs]
+    target = _scores_file(fold_dir)
+    partial = target.with_name("scores.partial.npz")
+    np.savez_compressed(partial, meta=np.array(json.dumps(meta, default=str)), **arrays)
+    partial.replace(target)
+
+
+def load_scores(fold_dir: Path, study) -> list | None:
+    """The fold's saved runs, or None when there are none or the fold's models are newer."""
+    from evaluate_real import Run
+
+    target = _scores_file(fold_dir)
+    cards = list((fold_dir / "model" / "shipped").glob("*.json"))
+    if not target.exists() or any(c.stat().st_mtime > target.stat().st_mtime for c in cards):
+        return None
+    with np.load(target) as data:
+        meta = json.loads(str(data["meta"]))
+        return [Run("ischemic_lesion", study, m["method"], m["seconds"], data[f"label_{i}"] if f"label_{i}" in data else None,
+                    m["result"] or {}, m["error"], m["refused"]) for i, m in enumerate(meta)]
+
+
 def main_loo(real_top: str | Path, work: str | Path, recipe: str = FROZEN_RECIPE, folds: str | None = None, record: list[str] | None = None) -> int:
     """Train the missing folds, score each held-out case with its fold's models, print the tables."""
     from evaluate_real import EXPERT_COLUMNS, POOLED_COLUMNS, expert_mask, expert_row, pooled_rows, run_one
@@ -109,14 +138,21 @@ def main_loo(real_top: str | Path, work: str | Path, recipe: str = FROZEN_RECIPE
     for subject in chosen:
         fold_dir = work / recipe / f"without-{subject}"
         minutes[subject] = train_fold(real_top, subject, recipe, phantoms, fold_dir)
+        cached = load_scores(fold_dir, subjects[subject])
+        if cached is not None:
+            runs.extend(cached)
+            continue
         tasks = load_infer_tasks(fold_dir / "model", models="ischemic_lesion")
+        fold_runs = []
         for method, label, options in METHODS:
             run = run_one("ischemic_lesion", tasks["ischemic_lesion"], subjects[subject], method, label=label, **options)
             print(f"[loo] {subject} {method}: {run.seconds:.1f}s" + (f" FAILED {run.error}" if run.error else "")
                   + (f" REFUSED {run.refused}" if run.refused else ""), file=sys.stderr, flush=True)
-            runs.append(run)
+            fold_runs.append(run)
         for method in ("model", "siamese"):  # where every fold began: the phantom-only models, which saw no real case
-            runs.append(run_one("ischemic_lesion", start, subjects[subject], method, label=f"phantom_only_{method}"))
+            fold_runs.append(run_one("ischemic_lesion", start, subjects[subject], method, label=f"phantom_only_{method}"))
+        save_scores(fold_dir, fold_runs)
+        runs.extend(fold_runs)
     truths = {run.study: expert_mask(run.study) for run in runs}
     rows = [expert_row(run, truths[run.study]) for run in runs]
     print(f"# Leave-one-case-out on {len(chosen)} real ISLES'22 cases under {real_top}, recipe {recipe!r}: "
