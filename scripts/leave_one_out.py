@@ -211,17 +211,18 @@ def record_in_card(card: Path, recipe: str, rows: list[dict], pooled: list[dict]
     data = json.loads(card.read_text())
     method = "siamese" if data.get("route") == "siamese" else "model"
     keep = ("dice", "precision", "recall", "pred_ml", "mask_ml", "abs_vol_diff_ml", "fp_ml", "lesion_f1", "abs_count_diff", "largest_found")
-    per_case = {r["study"]: {m: {k: (round(float(r[k]), 4) if isinstance(r.get(k), (float, np.floating)) else r.get(k)) for k in keep}
-                             for m in (method, "baseline") for r in [next(x for x in rows if x["study"] == r0["study"] and x["method"] == m)]}
-                for r0 in rows if r0["method"] == method}
+    by = {(r["study"], r["method"]): r for r in rows}
+    number = lambda v: round(float(v), 4) if isinstance(v, (float, np.floating)) else v  # noqa: E731
+    per_case = {study: {m: {k: number(by[(study, m)].get(k)) for k in keep} for m in (method, "baseline") if (study, m) in by}
+                for study in dict.fromkeys(r["study"] for r in rows)}
     data["leave_one_out"] = {
         "recipe": recipe,
         "recipe_arguments": " ".join(COMMON + RECIPES[recipe]),
         "note": "each case scored by a fold model fine-tuned from the phantom-only model on phantoms + the other real cases, never by "
                 "this model (which trained on all of them); printed by python scripts/evaluate.py --real ../shared/real/isles22 --loo",
         "per_case": per_case,
-        "pooled": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in next(p for p in pooled if p["method"] == method).items()},
-        "baseline_pooled": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in next(p for p in pooled if p["method"] == "baseline").items()},
+        "pooled": {k: number(v) for k, v in next(p for p in pooled if p["method"] == method).items()},
+        "baseline_pooled": {k: number(v) for k, v in next(p for p in pooled if p["method"] == "baseline").items()},
         "train_minutes_per_fold": {k: round(v, 1) for k, v in minutes.items()},
     }
     card.write_text(json.dumps(data, indent=2) + "\n")
