@@ -12,8 +12,25 @@ baseline, with the pooled figures and the issue's targets.
 A fold's models are reused when its card records the same training command (so folds can be
 trained as parallel background jobs with ``--loo-folds`` and the table printed by a last run).
 
-Recipes: every variant ever tried is listed in :data:`RECIPES` with the figures it got, so the
-choice among them is visible; the frozen recipe is :data:`FROZEN_RECIPE`.
+Recipes: every variant ever tried is listed here with the figures it got on the four cases, so
+the choice among them is visible; the frozen recipe is :data:`FROZEN_RECIPE` (frozen at commit
+0c55a76, before any fold of it was scored). Pooled Dice / mean lesion-wise F1 / mean FP mL, MDANet
+route then Siamese route (2026-12-07, ``--loo`` table):
+
+========================================== ====================== ======================
+variant                                    MDANet (DWI | ADC)     Siamese (DWI only)
+========================================== ====================== ======================
+baseline (threshold rule, no learning)     0.415 / 0.133 / 1.96   (same)
+phantom-only, all components               0.542 / 0.200 / 7.23   0.323 / 0.169 / 30.09
+phantom-only, evidence components          0.626 / 0.252 / 3.85   0.574 / 0.212 / 8.17
+``small_lesions`` folds, all components    0.506 / 0.165 / 5.71   0.622 / 0.065 / 4.75
+``small_lesions`` folds, evidence comp.    0.562 / 0.212 / 3.56   0.691 / 0.073 / 2.48
+``as_shipped`` folds                       not run: stopped for CPU (2 cores, load 13-19)
+========================================== ====================== ======================
+
+The component-wise evidence decision (``lesion_components``, in the infer) helps every model; the
+fine-tuning on three real cases helps the Siamese route (false positives down, pooled Dice up, but
+the 0.9 mL lesion of 0002 missed) and not MDANet (its phantom-only start is better on 3 of 4 cases).
 """
 
 from __future__ import annotations
@@ -37,7 +54,7 @@ COMMON = ["--routes", "mri,siamese", "--seed", "4201", "--studies", "8", "--fami
           "--epochs", "8", "--lr", "5e-4", "--val-split", "0.15"]
 # The recipes tried (train_ischemic_lesion.py arguments beyond COMMON); see the module docstring.
 RECIPES = {
-    # the shipped model's recipe, fine-tuned: 2 lesion-centred crops for 1 other, 80-voxel crops, Dice + CE
+    # the shipped model's recipe, fine-tuned: 2 lesion-centred crops for 1 other, 80-voxel crops, Dice + CE (not run to the end)
     "as_shipped": ["--crop", "80", "--crop-ratio", "2:1", "--loss", "dice_ce"],
     # small lesions: 1 lesion-centred crop for 3 others, whole-slice context (128 voxels at 1.8 mm), Tversky weighing
     # false positives 0.7 / false negatives 0.3 + CE
