@@ -13,6 +13,12 @@ With ``--real DIR`` it measures real data trees instead (ISLES'22/'24 as distrib
 conventions (orientation, oblique thick slices, units, skull, mirror, dtype, fill values):
 
     .venv/bin/python scripts/evaluate.py --real ../shared/real [--variants] [--methods baseline,auto]
+
+A model is never scored on a real case its model card lists as trained on (the row is marked
+REFUSED). ``--loo`` scores each real ISLES'22 case with fold models that never saw it, trained by
+the app's trainer (see ``scripts/leave_one_out.py``; minutes per fold are printed):
+
+    .venv/bin/python scripts/evaluate.py --real ../shared/real/isles22 --loo [--loo-dir /tmp/loo] [--loo-folds sub-strokecase0001]
 """
 
 from __future__ import annotations
@@ -253,9 +259,21 @@ def main(argv=None) -> int:
     parser.add_argument("--real", default=None, metavar="DIR", help="measure the real data trees under DIR instead of phantoms")
     parser.add_argument("--variants", action="store_true", help="with --real: also the same studies stored in other conventions")
     parser.add_argument("--methods", default="all", help="with --real: comma-separated methods (baseline, model, siamese, auto; default all)")
+    parser.add_argument("--loo", action="store_true", help="with --real: leave-one-case-out with fold models trained by the app's trainer")
+    parser.add_argument("--loo-dir", default="/tmp/strokelabel-loo", help="with --loo: fold phantoms, runs and models (reused when the recipe matches)")
+    parser.add_argument("--loo-recipe", default=None, help="with --loo: a recipe of leave_one_out.RECIPES (default: the frozen one)")
+    parser.add_argument("--loo-folds", default=None, help="with --loo: only these held-out subjects (comma-separated), e.g. for parallel jobs")
+    parser.add_argument("--loo-record", default=None, help="with --loo: comma-separated model cards to write the figures into")
     args = parser.parse_args(argv)
-    if args.variants and not args.real:
-        parser.error("--variants needs --real DIR")
+    if (args.variants or args.loo) and not args.real:
+        parser.error("--variants and --loo need --real DIR")
+    if args.loo:
+        from leave_one_out import FROZEN_RECIPE, RECIPES, main_loo
+
+        recipe = args.loo_recipe or FROZEN_RECIPE
+        if recipe not in RECIPES:
+            parser.error(f"unknown --loo-recipe {recipe!r}; choose from {list(RECIPES)}")
+        return main_loo(args.real, args.loo_dir, recipe, args.loo_folds, args.loo_record.split(",") if args.loo_record else None)
 
     tasks = load_infer_tasks(args.model_dir, models=args.tasks)
     if args.real:

@@ -22,6 +22,12 @@ transform, and (ISLES'22) against the expert mask transformed the same way.
 
 A run that fails is a row with its error, never a crash: the yardstick prints what a site
 would get.
+
+**Leaks are refused by the tool.** Before a model scores a study, the model card beside its
+checkpoint is read (:func:`lib.checkpoints.real_cases_seen`): a study whose subject the card lists
+in ``trained_on_real`` is not run and its row is marked ``REFUSED`` with the reason, and so is a
+model with no card (what it learned from is unknown). The baseline, which learns nothing, is always
+scored. ``--loo`` (:mod:`leave_one_out`) scores each real case with fold models that never saw it.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from harness import RealStudy, expert_mask_of, extra_methods, label_array, methods_of, real_studies, run_infer
+from harness import RealStudy, checkpoint_for, expert_mask_of, extra_methods, label_array, methods_of, real_studies, run_infer
 
 from strokelabel import conventions, metrics
 from strokelabel.baselines import RCBF_CORE_THRESHOLD, TMAX_HYPOPERFUSION_THRESHOLD_S, relative_cbf
@@ -65,6 +71,7 @@ class Run:
     label: np.ndarray | None = None
     result: dict = field(default_factory=dict)
     error: str | None = None
+    refused: str | None = None  # why the study was not scored: the model learned from it (or may have)
 
 
 def methods_for(name: str, task, kind: str, wanted: set[str] | None) -> list[str]:
@@ -73,13 +80,37 @@ def methods_for(name: str, task, kind: str, wanted: set[str] | None) -> list[str
     return [m for m in methods if wanted is None or m in wanted]
 
 
-def run_one(name: str, task, study: RealStudy, method: str, reference: Path | None = None) -> Run:
+def leak(task, study: RealStudy, method: str, reference: Path | None = None) -> str | None:
+    """Why ``method`` must not score ``study`` (its model's card lists the study's subject as trained
+    on, or the model has no card), else None."""
+    from lib.checkpoints import card_path, real_cases_seen, saw_subject
+
+    from strokelabel.naming import parse_filename
+
+    checkpoint = checkpoint_for(task, method, reference or study.reference)
+    if checkpoint is None:
+        return None
+    seen = real_cases_seen(checkpoint)
+    name = Path(checkpoint).name
+    if seen is None:
+        return f"{name} has no model card ({Path(card_path(checkpoint)).name}): the cases it learned from are unknown"
+    subject = parse_filename(study.reference.name).subject
+    if saw_subject(seen, subject):
+        return f"{name} was trained on sub-{subject} (its card's trained_on_real): a score on it would not be evidence"
+    return None
+
+
+def run_one(name: str, task, study: RealStudy, method: str, reference: Path | None = None, label: str | None = None, **options) -> Run:
+    """One run; ``options`` are more request keys, and ``label`` names the row (default: the method)."""
     start = time.perf_counter()
+    refused = leak(task, study, method, reference)
+    if refused:
+        return Run(name, study, label or method, 0.0, refused=refused)
     try:
-        label, result = run_infer(task, reference or study.reference, method)
-        return Run(name, study, method, time.perf_counter() - start, label_array(label), result)
+        pred, result = run_infer(task, reference or study.reference, method, **options)
+        return Run(name, study, label or method, time.perf_counter() - start, label_array(pred), result)
     except Exception as e:  # a failing run is a row of the yardstick, whatever raised
-        return Run(name, study, method, time.perf_counter() - start, error=f"{type(e).__name__}: {e}")
+        return Run(name, study, label or method, time.perf_counter() - start, error=f"{type(e).__name__}: {e}")
 
 
 def run_all(tasks: dict, studies: list[RealStudy], wanted: set[str] | None) -> list[Run]:
@@ -92,7 +123,7 @@ def run_all(tasks: dict, studies: list[RealStudy], wanted: set[str] | None) -> l
                 run = run_one(name, task, study, method)
                 runs.append(run)
                 print(f"[evaluate --real] {name} {method:8s} {study.study_id}: {run.seconds:.1f}s"
-                      + (f" FAILED {run.error}" if run.error else ""), file=sys.stderr)
+                      + (f" FAILED {run.error}" if run.error else "") + (f" REFUSED {run.refused}" if run.refused else ""), file=sys.stderr)
     return runs
 
 
@@ -107,7 +138,7 @@ def served_by(result: dict) -> str | None:
 def verdict_columns(run: Run) -> dict:
     quality = run.result.get("quality")
     return {
-        "served": served_by(run.result) if not run.error else "FAILED",
+        "served": "REFUSED" if run.refused else (served_by(run.result) if not run.error else "FAILED"),
         "guard": (("pass" if quality.get("passed") else "fail") if isinstance(quality, dict) and "passed" in quality else None),
         "review": run.result.get("review"),
         "seconds": run.seconds,
@@ -122,6 +153,9 @@ def notes(runs: list[Run]) -> list[str]:
     lines = []
     for run in runs:
         where = f"{run.method} on {run.study.study_id}"
+        if run.refused:
+            lines.append(f"- {where} REFUSED: {run.refused}")
+            continue
         if run.error:
             lines.append(f"- {where} failed: {run.error}")
             continue
@@ -166,13 +200,41 @@ def expert_row(run: Run, truth: np.ndarray) -> dict:
             "dice": metrics.dice(pred, truth), "precision": metrics.precision(pred, truth), "recall": metrics.recall(pred, truth),
             "pred_ml": pred_ml, "mask_ml": mask_ml, "vol_err_ml": pred_ml - mask_ml,
             "vol_err_pct": 100.0 * (pred_ml - mask_ml) / mask_ml if mask_ml else None,
-            "lesion_f1": metrics.lesion_f1(pred, truth), "n_pred": counts["n_pred"], "n_mask": counts["n_true"], "detected": counts["tp"],
+            "abs_vol_diff_ml": abs(pred_ml - mask_ml), "fp_ml": metrics.false_positive_volume_ml(pred, truth, spacings_mm(run.study.reference)),
+            "lesion_f1": metrics.lesion_f1(pred, truth), "n_pred": counts["n_pred"], "n_mask": counts["n_true"],
+            "abs_count_diff": abs(counts["n_pred"] - counts["n_true"]), "detected": counts["tp"],
+            "largest_found": metrics.largest_lesion_detected(pred, truth),
         })
     return {**row, **verdict_columns(run)}
 
 
-EXPERT_COLUMNS = ["study", "method", "dice", "precision", "recall", "pred_ml", "mask_ml", "vol_err_ml", "vol_err_pct",
-                  "lesion_f1", "n_pred", "n_mask", "detected"] + VERDICT_COLUMNS
+def spacings_mm(reference: Path) -> tuple[float, ...]:
+    return tuple(float(s) for s in np.linalg.norm(nib.load(str(reference)).affine[:3, :3], axis=0))
+
+
+EXPERT_COLUMNS = ["study", "method", "dice", "precision", "recall", "pred_ml", "mask_ml", "vol_err_ml", "vol_err_pct", "abs_vol_diff_ml",
+                  "fp_ml", "lesion_f1", "n_pred", "n_mask", "abs_count_diff", "detected", "largest_found"] + VERDICT_COLUMNS
+
+
+def pooled_rows(runs: list[Run], truths: dict) -> list[dict]:
+    """Per method, over the studies it scored: pooled Dice (voxels summed over the studies), mean
+    lesion-wise F1, mean and largest false-positive volume, largest lesions found, studies refused."""
+    out = []
+    for method in dict.fromkeys(run.method for run in runs):
+        scored = [run for run in runs if run.method == method and run.label is not None]
+        row = {"method": method, "n": len(scored), "refused": sum(1 for run in runs if run.method == method and run.refused)}
+        if scored:
+            pairs = [(run.label > 0, truths[run.study]) for run in scored]
+            fp = [metrics.false_positive_volume_ml(p, t, spacings_mm(run.study.reference)) for (p, t), run in zip(pairs, scored)]
+            found = [metrics.largest_lesion_detected(p, t) for p, t in pairs]
+            row.update({"pooled_dice": metrics.pooled_dice(pairs), "mean_dice": float(np.mean([metrics.dice(p, t) for p, t in pairs])),
+                        "mean_lesion_f1": float(np.mean([metrics.lesion_f1(p, t) for p, t in pairs])), "mean_fp_ml": float(np.mean(fp)),
+                        "max_fp_ml": float(np.max(fp)), "largest_found": f"{sum(bool(f) for f in found)}/{sum(f is not None for f in found)}"})
+        out.append(row)
+    return out
+
+
+POOLED_COLUMNS = ["method", "n", "refused", "pooled_dice", "mean_dice", "mean_lesion_f1", "mean_fp_ml", "max_fp_ml", "largest_found"]
 
 
 # ---- perfusion maps without a mask: the physiological definitions --------------------------------
@@ -274,8 +336,10 @@ def print_real_tables(runs: list[Run], top: Path) -> None:
             truths = {study: expert_mask(study) for study in dict.fromkeys(run.study for run in with_mask)}
             rows = [expert_row(run, truths[run.study]) for run in with_mask]
             print(f"\n## {name}: against the expert mask the data set ships (ISLES'22 metrics; lesion-wise F1 and counts "
-                  "over 26-connected components; volumes in mL)\n")
+                  "over 26-connected components; volumes in mL; fp_ml = predicted mL farther than 2 voxels from the expert mask)\n")
             print_rows(rows, EXPERT_COLUMNS)
+            print(f"\n## {name}: pooled over the studies each method scored (pooled_dice: voxels summed over the studies)\n")
+            print(metrics.format_table(pooled_rows(with_mask, truths), POOLED_COLUMNS))
             print_notes(with_mask)
         perfusion = [run for run in task_runs if run.study.expert_mask is None and run.study.kind == "ctp" and name in PHYSIOLOGY_AS]
         if perfusion:

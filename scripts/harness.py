@@ -50,9 +50,29 @@ def extra_methods(name: str, task, kind: str) -> list[str]:
     return []
 
 
-def run_infer(task, reference: str | Path, method: str) -> tuple[np.ndarray, dict]:
-    """Infer one study in-process, as the server does; returns (label array, result JSON)."""
-    _, data = task({"image": str(reference), "method": method, "skip_writer": True, "device": "cpu" if not _cuda() else "cuda"})
+def checkpoint_for(task, method: str, reference: str | Path) -> str | None:
+    """The checkpoint ``method`` would read on the study at ``reference`` (None for the baseline, or when no
+    model is installed): per route for ischemic_lesion (``siamese`` is its DWI-only route), else the task's
+    model in use. ``auto`` may serve the model, so it reads the model's checkpoint."""
+    from lib.checkpoints import checkpoint_in_use
+
+    if method == "baseline":
+        return None
+    route_paths = getattr(task, "route_paths", None)
+    if route_paths is not None:
+        from lib.transforms.ischemic_lesion import route_for
+
+        from strokelabel.study import available_modalities
+
+        route = "siamese" if method == "siamese" else route_for(study_kind(reference), available_modalities(reference))
+        return checkpoint_in_use(route_paths[route])
+    paths = task.path if isinstance(task.path, (list, tuple)) else [task.path]
+    return checkpoint_in_use(paths)
+
+
+def run_infer(task, reference: str | Path, method: str, **options) -> tuple[np.ndarray, dict]:
+    """Infer one study in-process, as the server does (``options``: more request keys); returns (label array, result JSON)."""
+    _, data = task({"image": str(reference), "method": method, "skip_writer": True, "device": "cpu" if not _cuda() else "cuda", **options})
     pred = data["pred"]
     pred = pred.detach().cpu().numpy() if hasattr(pred, "detach") else np.asarray(pred)
     return pred, data["result"]

@@ -1,7 +1,10 @@
 """Evaluation metrics for the three tasks, and small tables of them.
 
 Segmentation (per study, binary masks): Dice, precision, recall, volume error (mL),
-HD95 (mm), and the ISLES'22 lesion-wise F1 and lesion-count difference. Clot regions
+HD95 (mm), the ISLES'22 measures (Dice, absolute volume difference, lesion-wise F1, absolute
+lesion-count difference), the false-positive volume (mL outside the expert mask widened by a
+margin, so a boundary disagreement is not counted as a false lesion), whether the largest true
+lesion is found, and the pooled Dice of several studies (voxels summed before the ratio). Clot regions
 (seed 002): precision, recall, F1 and accuracy of the 15 region flags, per study or per
 slice. Clot: detection and distance between predicted and true clot centres (mm).
 
@@ -137,6 +140,44 @@ def lesion_count_difference(pred: np.ndarray, truth: np.ndarray) -> int:
     return abs(c["n_pred"] - c["n_true"])
 
 
+def false_positive_volume_ml(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float], margin_voxels: float = 2.0) -> float:
+    """Predicted volume in mL outside the true mask dilated by ``margin_voxels`` (Euclidean distance in
+    voxels, a ball): lesion drawn where there is none, not the rim of a true lesion drawn a little wide.
+
+    Written by hand: MONAI has no such metric. With an empty truth every predicted voxel counts."""
+    pred, truth = _binary(pred, truth)
+    if not pred.any():
+        return 0.0
+    if truth.any():
+        # distance of each voxel to the nearest true voxel, in voxels (0 inside the truth)
+        near = ndimage.distance_transform_edt(~truth) <= float(margin_voxels)
+    else:
+        near = truth
+    return int(np.count_nonzero(pred & ~near)) * voxel_volume_ml(spacing_mm, pred.ndim)
+
+
+def largest_lesion_detected(pred: np.ndarray, truth: np.ndarray) -> bool | None:
+    """Does the prediction overlap the largest true lesion (26-connected component)? None with no true lesion."""
+    pred, truth = _binary(pred, truth)
+    labels, count = _components(truth)
+    if count == 0:
+        return None
+    sizes = np.bincount(labels.ravel())[1:]
+    return bool((pred & (labels == int(np.argmax(sizes)) + 1)).any())
+
+
+def pooled_dice(pairs: Iterable[tuple[np.ndarray, np.ndarray]], empty_value: float = 1.0) -> float:
+    """Dice of several studies with the voxels summed first: 2 Σ|P∩T| / (Σ|P| + Σ|T|) over (pred, truth) pairs.
+
+    Unlike the mean of per-study Dice, a tiny lesion weighs by its voxels, not as a whole study."""
+    overlap = total = 0
+    for pred, truth in pairs:
+        pred, truth = _binary(pred, truth)
+        overlap += int(np.count_nonzero(pred & truth))
+        total += int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
+    return float(empty_value) if total == 0 else 2.0 * overlap / total
+
+
 def segmentation_scores(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float]) -> dict:
     """Every segmentation score of one study and one label, as a row for :func:`summarise`."""
     return {
@@ -148,6 +189,8 @@ def segmentation_scores(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequenc
         "hd95_mm": hd95_mm(pred, truth, spacing_mm),
         "lesion_f1": lesion_f1(pred, truth),
         "lesion_count_difference": lesion_count_difference(pred, truth),
+        "fp_volume_ml": false_positive_volume_ml(pred, truth, spacing_mm),
+        "largest_lesion_detected": largest_lesion_detected(pred, truth),
     }
 
 

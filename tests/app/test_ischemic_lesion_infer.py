@@ -117,3 +117,36 @@ def test_auto_never_serves_the_ctp_lesion_model_even_when_the_guard_passes_it(st
     assert result["method"] == "baseline" and "loses to the rCBF < 30 % rule" in result["method_reason"]
     _, asked = infer({"image": str(studies["ctp"]), "method": "model", "skip_writer": True, "device": "cpu"})
     assert asked["result"]["method"] == "model" and asked["result"]["method_reason"] == "requested"
+
+
+def test_mri_components_without_dwi_adc_evidence_are_dropped_unless_all_are_asked_for(studies, model_dir, monkeypatch):
+    """A model answer of two blobs: the phantom's lesion (DWI bright, ADC low) and its mirror image in
+    the healthy hemisphere. The evidence decision keeps the first and drops the second."""
+    import torch.nn.functional as F
+    from scipy import ndimage
+
+    import lib.infers.ischemic_lesion as infer_module
+
+    def two_blobs(network, image, out_size, **kwargs):
+        adc = image[2]  # the MRI route's channels: DWI, DWI mirrored, ADC (10^-3 mm2/s), ADC mirrored
+        lesion = (adc > 0) & (adc < 0.55)
+        prob = (lesion | torch.flip(lesion, dims=(0,))).float()
+        return F.interpolate(prob.permute(2, 0, 1)[None], size=tuple(out_size), mode="nearest")[0].permute(1, 2, 0)
+
+    monkeypatch.setattr(infer_module, "predict_volume", two_blobs)
+    infer = _infer(model_dir)
+    request = {"image": str(studies["mri"]), "method": "model", "skip_writer": True, "device": "cpu"}
+
+    _, kept = infer(dict(request))
+    _, every = infer({**request, "lesion_components": "all"})
+
+    kept_label, all_label = np.asarray(kept["pred"]) > 0, np.asarray(every["pred"]) > 0
+    count = lambda m: ndimage.label(m, structure=np.ones((3, 3, 3)))[1]  # noqa: E731
+    removed = kept["result"]["components_removed_without_evidence"]
+    assert removed >= 1 and count(kept_label) == count(all_label) - removed
+    assert kept_label.any() and np.all(all_label[kept_label])  # what is kept was in the answer, whole
+    assert "components_removed_without_evidence" not in every["result"]
+    # the kept blob is the lesion side: DWI brighter there than in what was dropped (labels back on the study's grid)
+    study = kept["study"]
+    dwi, kept_c, all_c = study.images["dwi"], study.to_canonical(kept_label) > 0, study.to_canonical(all_label) > 0
+    assert dwi[kept_c].mean() > 1.3 * dwi[all_c & ~kept_c].mean()

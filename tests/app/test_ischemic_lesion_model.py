@@ -13,6 +13,7 @@ from lib.transforms.ischemic_lesion import (
     MDANetLossOnNet,
     build_network,
     inplane_size,
+    keep_supported_components,
     lesion_target,
     predict_volume,
     route_for,
@@ -127,3 +128,22 @@ def test_empty_slices_share_one_answer_equal_to_running_each_slice():
         expected = torch.nn.functional.interpolate(torch.cat(each), size=(30, 26), mode="bilinear", align_corners=False)[:, 0]
     assert torch.allclose(prob, expected.permute(1, 2, 0), atol=1e-5)
     assert torch.equal(prob[..., 0], prob[..., 6])
+
+
+def test_components_without_dwi_adc_evidence_are_removed_and_supported_ones_kept_whole():
+    label = np.zeros((30, 30, 10), np.uint8)
+    label[2:8, 2:8, 2:5] = 1  # supported: its core is evidence, its rim within one voxel of it
+    label[20:26, 20:26, 2:5] = 1  # no evidence at all
+    label[2:8, 20:26, 6:9] = 1  # a third of it is evidence
+    evidence = np.zeros(label.shape, bool)
+    evidence[3:7, 3:7, 3:4] = True
+    evidence[2:4, 20:26, 6:9] = True
+
+    kept, removed = keep_supported_components(label, evidence, min_support=0.7)
+
+    assert removed == 2
+    assert np.array_equal(kept > 0, np.pad(np.ones((6, 6, 3), bool), ((2, 22), (2, 22), (2, 5))))
+    assert kept.dtype == label.dtype
+    # a lower share keeps the partly supported one too; an empty label stays empty
+    assert keep_supported_components(label, evidence, min_support=0.3)[1] == 1
+    assert keep_supported_components(np.zeros_like(label), evidence, 0.7)[1] == 0

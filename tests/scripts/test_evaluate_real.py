@@ -144,3 +144,55 @@ def test_variants_carry_the_label_and_the_expert_mask_through_each_transform(tre
         assert rows[name]["lesion_change_pct"] == pytest.approx(0.0), name
     # thick oblique slices keep the lesion's place and most of its volume
     assert rows["oblique 1.8x1.8x4.8"]["lesion_dice_vs_original"] > 0.5
+
+
+def model_dir_with_cards(tmp_path: Path, cards: dict) -> Path:
+    """The app's shipped MRI lesion models copied into a model folder, with the given cards (None: no card)."""
+    import json
+    import shutil
+
+    shipped = Path(evaluate.__file__).resolve().parents[1] / "apps" / "stroke" / "model" / "shipped"
+    target = tmp_path / "model" / "shipped"
+    target.mkdir(parents=True)
+    for route, card in cards.items():
+        shutil.copy(shipped / f"ischemic_lesion_{route}.pt", target / f"ischemic_lesion_{route}.pt")
+        if card is not None:
+            (target / f"ischemic_lesion_{route}.json").write_text(json.dumps(card))
+    return tmp_path / "model"
+
+
+def test_a_model_is_refused_on_a_case_its_card_says_it_trained_on(tree, tmp_path):
+    top, *_ = tree
+    model_dir = model_dir_with_cards(tmp_path, {"mri": {"trained_on_real": ["isles22/sub-strokecase0007"]},
+                                                "siamese": {"trained_on_real": ["isles22/sub-strokecase0001"]}})
+    tasks = load_infer_tasks(model_dir, models="ischemic_lesion")
+    studies = [s for s in real_studies(top) if s.kind == "mri"]
+
+    runs = {run.method: run for run in evaluate_real.run_all(tasks, studies, {"baseline", "model", "siamese", "auto"})}
+
+    # the MDANet route saw the case (model, and auto which may serve it): refused, never run
+    for method in ("model", "auto"):
+        assert runs[method].label is None and "trained on sub-strokecase0007" in runs[method].refused
+        assert evaluate_real.expert_row(runs[method], np.zeros((40, 44, 20), bool))["served"] == "REFUSED"
+    # the Siamese route learned from another case, the baseline from none: scored
+    assert runs["siamese"].refused is None and runs["siamese"].label is not None
+    assert runs["baseline"].refused is None and runs["baseline"].label is not None
+
+
+def test_a_model_without_a_card_is_refused_on_real_cases(tree, tmp_path, capsys):
+    top, *_ = tree
+    model_dir = model_dir_with_cards(tmp_path, {"mri": None})
+
+    assert evaluate.main(["--real", str(top / "isles22"), "--tasks", "ischemic_lesion", "--methods", "baseline,model",
+                          "--model-dir", str(model_dir)]) == 0
+
+    out = capsys.readouterr().out
+    rows = {r["method"]: r for r in table_after(out, "## ischemic_lesion: against the expert mask")}
+    assert rows["model"]["served"] == "REFUSED" and rows["baseline"]["served"] == "baseline/mri"
+    assert "model on sub-strokecase0007_ses-0001 REFUSED: ischemic_lesion_mri.pt has no model card" in out
+    lines = out.splitlines()  # the pooled table: one row per method
+    start = next(i for i, line in enumerate(lines) if line.startswith("## ischemic_lesion: pooled"))
+    header = lines[start + 2].split()
+    values = {line.split()[0]: dict(zip(header, line.split())) for line in lines[start + 4:start + 6]}
+    assert values["model"]["n"] == "0" and values["model"]["refused"] == "1"
+    assert values["baseline"]["n"] == "1" and float(values["baseline"]["pooled_dice"]) > 0.9

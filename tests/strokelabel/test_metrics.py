@@ -8,11 +8,14 @@ from strokelabel.metrics import (
     clot_centre_distance_mm,
     clot_detection,
     dice,
+    false_positive_volume_ml,
     format_table,
     hd95_mm,
     lesion_count_difference,
     lesion_counts,
+    largest_lesion_detected,
     lesion_f1,
+    pooled_dice,
     precision,
     recall,
     region_flag_scores,
@@ -113,6 +116,50 @@ def test_segmentation_scores_row():
     row = segmentation_scores(pred, truth, (1.0, 1.0, 1.0))
     assert row["dice"] == pytest.approx(0.6) and row["lesion_f1"] == 1.0 and row["lesion_count_difference"] == 0
     assert row["volume_error_ml"] == pytest.approx(-0.002)
+
+
+def test_false_positive_volume_leaves_out_a_two_voxel_rim_around_the_truth():
+    truth = np.zeros((30, 30, 30), bool)
+    truth[10:15, 10:15, 10:15] = True
+    pred = truth.copy()
+    pred[8:17, 12, 12] = True  # 2 voxels beyond the truth on either side: within the margin
+    assert false_positive_volume_ml(pred, truth, (2.0, 2.0, 2.0)) == 0.0
+    pred[17, 12, 12] = True  # 3 voxels beyond: a false positive
+    pred[25:27, 25, 25] = True  # a spurious lesion far away: 2 voxels
+    assert false_positive_volume_ml(pred, truth, (2.0, 2.0, 2.0)) == pytest.approx(3 * 0.008)
+    # the margin is in voxels whatever the spacing, the volume in mL of the given spacing
+    assert false_positive_volume_ml(pred, truth, (1.0, 1.0, 1.0)) == pytest.approx(3 * 0.001)
+    assert false_positive_volume_ml(pred, truth, (1.0, 1.0, 1.0), margin_voxels=0) == pytest.approx(7 * 0.001)
+
+
+def test_false_positive_volume_with_empty_masks():
+    empty = np.zeros((5, 5, 5), bool)
+    pred = empty.copy()
+    pred[1, 1, 1] = True
+    assert false_positive_volume_ml(empty, empty, (1, 1, 1)) == 0.0
+    assert false_positive_volume_ml(pred, empty, (2, 2, 2)) == pytest.approx(0.008)
+    assert false_positive_volume_ml(empty, pred, (2, 2, 2)) == 0.0
+
+
+def test_largest_lesion_detected_looks_at_the_largest_true_component_only():
+    truth = three_true_lesions()  # C (3x3) is the largest
+    pred = np.zeros(truth.shape, bool)
+    pred[2, 2, 1] = True  # hits A only
+    assert largest_lesion_detected(pred, truth) is False
+    pred[16, 16, 2] = True
+    assert largest_lesion_detected(pred, truth) is True
+    assert largest_lesion_detected(pred, np.zeros_like(truth)) is None
+
+
+def test_pooled_dice_sums_voxels_over_studies_before_the_ratio():
+    big_truth = np.zeros((10, 10, 10), bool)
+    big_truth[:5] = True  # 500 voxels, found exactly
+    small_truth = np.zeros((10, 10, 10), bool)
+    small_truth[0, 0, :4] = True  # 4 voxels, missed
+    pairs = [(big_truth, big_truth), (np.zeros_like(small_truth), small_truth)]
+    assert pooled_dice(pairs) == pytest.approx(2 * 500 / (500 + 504))
+    assert np.mean([dice(p, t) for p, t in pairs]) == pytest.approx(0.5)  # the mean weighs the tiny miss as a study
+    assert pooled_dice([(np.zeros((2, 2, 2)), np.zeros((2, 2, 2)))]) == 1.0
 
 
 def test_region_flag_scores_per_study():

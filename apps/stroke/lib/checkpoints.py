@@ -53,3 +53,44 @@ def load_weights(network: torch.nn.Module, path: str, device="cpu") -> torch.nn.
     except (RuntimeError, EOFError, KeyError, AttributeError, OSError) as e:
         raise UnusableModel.of(path, e) from e
     return network.to(device)
+
+
+# ---- model cards -----------------------------------------------------------------------------------
+# The JSON beside each checkpoint (``<name>.json`` beside ``<name>.pt``) says what the model learned
+# from. ``trained_on_real`` lists the real cases its weights ever saw (directly or through the model
+# it was fine-tuned from) as ``<data set>/sub-<subject>``; ``[]`` for a phantom-only model.
+
+
+def card_path(checkpoint: str) -> str:
+    return os.path.splitext(checkpoint)[0] + ".json"
+
+
+def read_card(checkpoint: str) -> dict | None:
+    """The model card beside ``checkpoint``, or None when there is none (or it is not JSON)."""
+    import json
+
+    try:
+        with open(card_path(checkpoint)) as f:
+            card = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) else None
+
+
+def real_cases_seen(checkpoint: str) -> list[str] | None:
+    """The real cases the model at ``checkpoint`` learned from, or None when that is unknown (no card).
+
+    A card written before the ``trained_on_real`` convention belongs to a phantom-only model: []."""
+    card = read_card(checkpoint)
+    if card is None:
+        return None
+    return [str(case) for case in card.get("trained_on_real", [])]
+
+
+def saw_subject(cases: list[str], subject: str) -> bool:
+    """Is ``sub-<subject>`` among ``cases`` (``<data set>/sub-<subject>``, or the subject alone)?
+
+    Matched on the subject, whatever the data set folder is called: a copy of the tree under
+    another name is the same patient."""
+    wanted = subject if subject.startswith("sub-") else f"sub-{subject}"
+    return any(case.rstrip("/").split("/")[-1] == wanted for case in cases)

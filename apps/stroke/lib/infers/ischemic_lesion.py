@@ -24,6 +24,7 @@ from lib.transforms.ischemic_lesion import (
     KIND_OF_ROUTE,
     binary_entropy,
     build_network,
+    keep_supported_components,
     predict_volume,
     route_for,
     uncertainty_score,
@@ -72,7 +73,8 @@ class IschemicLesionInfer(StrokeInferTask):
             labels,
             description="Ischemic lesion (1) on MRI (DWI + ADC, or DWI alone) or CT perfusion; volume in mL and lesion count",
             # "siamese": the DWI-only Siamese model even when the study has ADC (to compare the two)
-            config={"method": METHODS + ["siamese"]},
+            # "lesion_components": "evidence" keeps only the MRI components the study's DWI/ADC supports; "all" keeps all
+            config={"method": METHODS + ["siamese"], "lesion_components": ["evidence", "all"]},
             **kwargs,
         )
         self.model_dir = model_dir or os.path.dirname(path[-1] if isinstance(path, (list, tuple)) else path)
@@ -153,9 +155,13 @@ class IschemicLesionInfer(StrokeInferTask):
         with torch.inference_mode():
             prob = predict_volume(network, image, out_size, device=device).numpy()
         label = (prob > 0.5).astype(np.uint8)
-        data["pred"] = baselines.remove_small_clusters(label, study.spacing_mm, 0.1).astype(np.uint8)
-        data["lesion_probability"] = prob
+        label = baselines.remove_small_clusters(label, study.spacing_mm, 0.1).astype(np.uint8)
         result = data["result"]
+        if study.kind == "mri" and first_choice(data.get("lesion_components", "evidence")) != "all":
+            label, removed = keep_supported_components(label, self._mri_evidence(data), guard.LIMITS["lesion_mri"]["support_min"])
+            result["components_removed_without_evidence"] = removed
+        data["pred"] = label
+        data["lesion_probability"] = prob
         result.update(info)
         result["route"] = route
         result["model"] = MODEL_NAMES[route]
@@ -166,15 +172,22 @@ class IschemicLesionInfer(StrokeInferTask):
     def figure_transforms(self, data):
         return [LesionFiguresd()]
 
+    @staticmethod
+    def _mri_evidence(data) -> np.ndarray:
+        """The study's DWI/ADC evidence of acute ischemia (guard.mri_lesion_evidence), computed once per infer."""
+        if data.get("mri_evidence") is None:
+            study = data["study"]
+            dwi, adc = study.images["dwi"], study.images.get("adc")
+            mirror = guard.mirror_reference(dwi * study.brain_mask, study.spacing_mm, plane=study.midsagittal_plane)
+            data["mri_evidence"] = guard.mri_lesion_evidence(dwi, adc, study.brain_mask, mirror)
+        return data["mri_evidence"]
+
     def guard(self, data, physics):
         study = data["study"]
         pred = label_array(data["pred"])
         if study.kind == "ctp":
             return guard.verdict("lesion_ctp", pred, physics["pred"], spacing_mm=study.spacing_mm)
-        dwi, adc = study.images["dwi"], study.images.get("adc")
-        evidence = guard.mri_lesion_evidence(dwi, adc, study.brain_mask, guard.mirror_reference(dwi * study.brain_mask, study.spacing_mm,
-                                                                                                     plane=study.midsagittal_plane))
-        return guard.verdict("lesion_mri", pred, evidence, physics["pred"] > 0, study.brain_mask, spacing_mm=study.spacing_mm)
+        return guard.verdict("lesion_mri", pred, self._mri_evidence(data), physics["pred"] > 0, study.brain_mask, spacing_mm=study.spacing_mm)
 
     def get_path(self, validate=True):
         """The newest model file of any route (active learning rescores when it changes)."""

@@ -81,6 +81,8 @@ class MDANetLoss(nn.Module):
         lambda_dice, lambda_ce: weights of eq. 10 (seed: 1, 1).
         reduction: ``"mean"`` or ``"sum"``, for both parts.
         smooth_nr, smooth_dr: Dice smoothing (MONAI defaults).
+        segment: replaces eq. 10's Dice + CE (the arguments above then do not apply), e.g.
+            :class:`~lib.losses.tversky_ce.TverskyCELoss` to weigh false positives more.
 
     Call with ``(logits, target, features_a, features_b)`` or with an
     :class:`~lib.networks.mdanet.MDANetOutput` as first argument; without features only
@@ -97,13 +99,15 @@ class MDANetLoss(nn.Module):
         reduction: str = "mean",
         smooth_nr: float = 1e-5,
         smooth_dr: float = 1e-5,
+        segment: nn.Module | None = None,
     ):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
         self.lambda_similarity = float(lambda_similarity)
         self.reduction = reduction
-        self.segment = DiceCELoss(
+        # ``segment``: another segmentation part on (logits, label index), e.g. TverskyCELoss
+        self.segment = segment if segment is not None else DiceCELoss(
             include_background=include_background,
             to_onehot_y=to_onehot_y,
             softmax=True,
