@@ -118,7 +118,10 @@ def _variant_rows(tasks, kind, name, methods, tmp_path):
     import evaluate_real
     from harness import real_studies
 
-    studies = [s for s in real_studies(REAL_DIR) if s.kind == kind]
+    # One study per kind, the ones these tests were written for (ISLES'22 0001, ISLES'24 0143): every variant
+    # of every case is ~10 min on 2 cores; `scripts/evaluate.py --real DIR --variants` prints all four MRI cases.
+    studies = [s for s in real_studies(REAL_DIR) if s.kind == kind and Path(s.reference).resolve() in (ISLES22_DWI.resolve(), ISLES24_TMAX.resolve())]
+    assert studies, f"no {kind} study of the real cases found in {REAL_DIR}"
     runs = evaluate_real.run_all({name: tasks[name]}, studies, set(methods))
     tables = evaluate_real.variant_tables({name: tasks[name]}, studies, Path(REAL_DIR), runs, set(methods), tmp_path)
     return [row for table in tables for row in table.rows]
@@ -133,7 +136,8 @@ def test_the_real_mri_case_in_other_conventions_keeps_its_label(tasks, tmp_path,
         if row["variant"] == "mirrored L-R" and row["method"] != "baseline":
             # the model's probability is mirror-averaged (exact), but the component-wise DWI/ADC evidence
             # decision reads a mid-sagittal plane found from the image, not exactly mirrored: measured on
-            # 0002 with the phantom-only model, one 0.18 mL component decided the other way (Dice 0.964, -5.6 %)
+            # 0002 with the phantom-only model, one 0.18 mL component decided the other way (Dice 0.964, -5.6 %;
+            # there auto also flipped to the baseline, a known defect of the plane search, not tested here)
             assert row["lesion_dice_vs_original"] >= 0.95 and abs(row["lesion_change_pct"]) <= 7.0, row
         elif row["variant"] in LOSSLESS:
             assert row["lesion_dice_vs_original"] >= 0.98 and abs(row["lesion_change_pct"]) <= 2.0, row
