@@ -207,10 +207,9 @@ def score_real(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
             "expert_ml": float(np.count_nonzero(truth)) * voxel_ml}
 
 
-def prepare_fold(work: Path, cases: list, reference_cache: Path, start_model: Path) -> tuple[Path, Path]:
+def prepare_fold(work: Path, cases: list, start_model: Path) -> tuple[Path, Path]:
     """A site as it starts: the studies without any label (the expert masks stay out of the served
-    tree), a copy of the app whose MRI model in use is the start model, and the trainer's reference
-    phantoms (generated once for all folds, the same the trainer would generate itself)."""
+    tree) and a copy of the app whose MRI model in use is the start model."""
     studies = work / "studies"
     for study in cases:
         target = studies / study.reference.parent.relative_to(study.reference.parents[4])  # rawdata/sub-…/ses-…/dwi
@@ -224,13 +223,12 @@ def prepare_fold(work: Path, cases: list, reference_cache: Path, start_model: Pa
     shutil.copy2(start_model.with_suffix(".json"), shipped / f"{TRAINER}.json")
     for published in (app / "model").glob(f"{TRAINER}.pt"):
         published.unlink()  # a site that has never trained
-    shutil.copytree(reference_cache, app / "model" / "reference_studies")
     return studies, work / "server"
 
 
-def run_fold(held, others: list, work: Path, reference_cache: Path, start_model: Path, request: dict, log) -> tuple[list[dict], list[dict]]:
+def run_fold(held, others: list, work: Path, start_model: Path, request: dict, log) -> tuple[list[dict], list[dict]]:
     """Score the held-out case after 0..len(others) corrections; returns (score rows, training rows)."""
-    studies, server_dir = prepare_fold(work, [held, *others], reference_cache, start_model)
+    studies, server_dir = prepare_fold(work, [held, *others], start_model)
     image_id = lambda study: study.reference.name.split(".nii")[0]  # noqa: E731
     truth = np.asarray(nib.load(str(held.expert_mask)).dataobj) > 0
     voxel_ml = float(np.prod(nib.load(str(held.reference)).header.get_zooms()[:3])) / 1000.0
@@ -339,15 +337,14 @@ def main_real(args) -> int:
     sys.path.insert(0, str(REPO / "apps" / "stroke"))
     from lib.trainers.reference_studies import phantom_references
 
-    reference_cache = work / "reference_studies"
     started = time.time()
-    phantom_references(reference_cache)("mri")  # once for every fold: the trainer finds them and keeps them
+    phantom_references()("mri")  # the trainer's own reference phantoms, in the app's cache: made once for every fold
     log(f"reference phantoms ready in {time.time() - started:.0f} s")
 
     rows, trainings = [], []
     for held in folds:
         others = [s for s in cases if s is not held]
-        fold_rows, fold_trainings = run_fold(held, others, work / f"fold-{case_name(held).split('-')[-1]}", reference_cache, start_model, request, log)
+        fold_rows, fold_trainings = run_fold(held, others, work / f"fold-{case_name(held).split('-')[-1]}", start_model, request, log)
         rows += fold_rows
         trainings += fold_trainings
         # every fold's figures kept as they come: a long run that stops later still has them

@@ -48,7 +48,7 @@ class StrokeTrainTask(BasicTrainTask):
     :param kinds: study kinds this task learns from (``ctp``, ``mri``, ``cta``)
     :param shipped_path: the starting model shipped with the app, in use until a first model is published
     :param reference_studies: kind -> (selection, decision) reference studies pooled with the site's labels
-        (default: the app's held-out phantoms, generated once into ``<model_dir>/reference_studies``)
+        (default: the app's held-out phantoms, generated once into the app's cache, see ``reference_studies``)
     """
 
     def __init__(
@@ -65,7 +65,7 @@ class StrokeTrainTask(BasicTrainTask):
         **kwargs,
     ):
         self._network = network
-        self._reference_studies = reference_studies or phantom_references(os.path.join(model_dir, "reference_studies"))
+        self._reference_studies = reference_studies or phantom_references()
         self._publish_path_in_use = publish_path
         self._shipped_path = shipped_path
         self._kinds = tuple(kinds)
