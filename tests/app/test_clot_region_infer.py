@@ -133,7 +133,7 @@ def test_training_without_labels_or_with_wrong_label_values_is_a_clear_error_and
     (unlabelled / "x").mkdir(parents=True)
     copy_study(records[0], unlabelled)
     for trainer in config.trainer().values():
-        with pytest.raises(StrokeLabelError, match="needs final labels for at least 2 CTA"):
+        with pytest.raises(StrokeLabelError, match="needs a final label for at least 1 CTA study; the datastore has none"):
             run_trainer(trainer, StrokeDatastore(str(unlabelled / "copy")))
     labels = root / "labels" / "final"
     bad = labels / records[1]["reference"].name

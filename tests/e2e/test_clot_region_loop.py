@@ -15,7 +15,7 @@ from strokelabel.naming import truth_path
 from strokelabel.phantom import generate_dataset
 from tests.e2e.server import REPO, http, running_server, wait_for_scoring, wait_for_training
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("cta_reference_phantoms")]
 
 
 @pytest.fixture(scope="module")

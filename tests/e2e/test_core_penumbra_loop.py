@@ -20,7 +20,7 @@ from strokelabel.naming import parse_filename, truth_path
 from strokelabel.phantom import generate_dataset
 from tests.e2e.server import REPO, http, running_server, wait_for_scoring, wait_for_training
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ctp_reference_phantoms")]
 
 TASK = "core_penumbra"
 SHIPPED = REPO / "apps" / "stroke" / "model" / "shipped" / f"{TASK}.pt"

@@ -26,7 +26,8 @@ from strokelabel.pacs import pseudonym
 from strokelabel.phantom.study import generate_study
 from tests.e2e.server import running_server, wait_for_scoring
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(orthanc_binary() is None, reason="Orthanc is not installed (scripts/setup_system.sh)")]
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(orthanc_binary() is None, reason="Orthanc is not installed (scripts/setup_system.sh)"),
+              pytest.mark.usefixtures("ctp_reference_phantoms")]
 
 
 @pytest.fixture(scope="module")
