@@ -154,7 +154,9 @@ def test_every_trainer_trains_from_clot_labels_and_publish_or_keep_aside(studies
     datastore = StrokeDatastore(str(root))
     for name, trainer in config.trainer().items():
         stats = run_trainer(trainer, datastore, max_epochs=1)
-        assert 0.0 <= stats["candidate_val_dice"] <= 1.0 and len(stats["val_studies"]) == 1
+        # three labels: two train, one of the site's decides beside the two decision phantoms
+        assert 0.0 <= stats["candidate_val_dice"] <= 1.0 and stats["train_studies"] == 2 and len(stats["site_held_out_studies"]) == 1
+        assert len(stats["val_studies"]) == 3 and sum(s.startswith("reference/") for s in stats["val_studies"]) == 2
         # a first model is published unless it got nothing right on validation
         assert stats["published"] == (stats["candidate_val_dice"] > 0), stats
         assert Path(tmp_path / "model" / f"{name}.pt").exists() == stats["published"]

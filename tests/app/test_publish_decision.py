@@ -56,6 +56,14 @@ def test_many_held_out_labels_are_shared_between_choice_and_decision():
     assert len(site_selection) == 5 and len(site_deciding) == 5 and site_selection.isdisjoint(site_deciding)
 
 
+def test_reference_studies_are_named_apart_from_the_sites_even_with_the_same_file_name():
+    site = [{"image": "/site/sub-mri0001_ses-01_dwi.nii.gz", "label": "/site/l.nii.gz", "kind": "mri"}]
+    references = [{"image": f"/cache/sub-mri000{i}_ses-01_dwi.nii.gz", "label": "/cache/l.nii.gz", "kind": "mri"} for i in (1, 2, 3, 4)]
+    split = split_site_labels(site, references[:2], references[2:])
+    assert split.describe()["selection_studies"] == ["reference/sub-mri0001_ses-01_dwi", "reference/sub-mri0002_ses-01_dwi"]
+    assert split.name(site[0]) == "sub-mri0001_ses-01_dwi"
+
+
 def test_split_is_deterministic_and_independent_of_the_datastore_order():
     site = studies("site", 7)
     a = split_site_labels(site, SELECTION, DECISION, seed=3)

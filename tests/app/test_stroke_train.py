@@ -103,8 +103,8 @@ def test_training_needs_labelled_studies_of_its_kind(trainer, tmp_path):
 def test_one_label_is_enough_to_train_and_publication_is_decided_on_other_studies_than_the_checkpoint_choice(trainer, tmp_path):
     stats = train(trainer, make_studies(tmp_path / "studies", n=1), max_epochs=100)  # one study: one step per epoch
     assert stats["train_studies"] == 1 and stats["site_held_out_studies"] == []
-    assert stats["selection_studies"] == ["sub-ref0_ses-01_dwi", "sub-ref1_ses-01_dwi"]
-    assert stats["deciding_studies"] == stats["val_studies"] == ["sub-ref2_ses-01_dwi", "sub-ref3_ses-01_dwi"]
+    assert stats["selection_studies"] == ["reference/sub-ref0_ses-01_dwi", "reference/sub-ref1_ses-01_dwi"]
+    assert stats["deciding_studies"] == stats["val_studies"] == ["reference/sub-ref2_ses-01_dwi", "reference/sub-ref3_ses-01_dwi"]
     assert stats["published"] and stats["candidate_val_dice"] > 0.5, stats
     assert 0 < stats["selection_best_dice"]["dice"] <= 1 and stats["selection_best_dice"]["epoch"] >= 1
     assert set(stats["candidate_dice_by_study"]) == set(stats["deciding_studies"])

@@ -59,18 +59,23 @@ class Split:
     deciding: List[dict]  # decide publication: the site's held-out labels, then the decision phantoms
     site_held_out: List[dict] = field(default_factory=list)  # the site's labels among selection and deciding
 
+    def name(self, item: Mapping) -> str:
+        """A study as the response names it; a reference phantom as ``reference/<name>`` (its generated
+        name, e.g. ``sub-mri0001_ses-01_dwi``, may also be one of the site's)."""
+        site = {d["image"] for d in (*self.train, *self.site_held_out)}
+        return study_name(item) if item["image"] in site else f"reference/{study_name(item)}"
+
     def describe(self) -> Dict[str, object]:
         return {
             "train_studies": len(self.train),
-            "selection_studies": [study_name(d) for d in self.selection],
-            "deciding_studies": [study_name(d) for d in self.deciding],
-            "site_held_out_studies": [study_name(d) for d in self.site_held_out],
+            "selection_studies": [self.name(d) for d in self.selection],
+            "deciding_studies": [self.name(d) for d in self.deciding],
+            "site_held_out_studies": [self.name(d) for d in self.site_held_out],
         }
 
 
 def study_name(item: Mapping) -> str:
-    name = str(item["image"]).replace("\\", "/").rsplit("/", 1)[-1]
-    return name.split(".nii")[0]
+    return str(item["image"]).replace("\\", "/").rsplit("/", 1)[-1].split(".nii")[0]
 
 
 def held_out_count(n_site: int, val_split: float) -> int:

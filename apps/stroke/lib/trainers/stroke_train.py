@@ -29,7 +29,7 @@ from monai.handlers import LrScheduleHandler, MeanDice, from_engine
 from monailabel.interfaces.datastore import Datastore
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
-from lib.trainers.publish_decision import Split, decide, split_site_labels, study_name
+from lib.trainers.publish_decision import Split, decide, split_site_labels
 from lib.trainers.reference_studies import ReferenceSource, phantom_references
 from strokelabel.derived import atomic_write_bytes
 from strokelabel.errors import StrokeLabelError
@@ -192,14 +192,13 @@ class StrokeTrainTask(BasicTrainTask):
         state = torch.load(checkpoint, map_location=context.device)
         network.load_state_dict(state.get(self._model_dict_key, state))
         dataset, _ = self._dataset(context, list(datalist), is_train=False)
-        key_metric = self.val_key_metric(context)
         evaluator = SupervisedEvaluator(
             device=context.device,
             val_data_loader=self._dataloader(context, dataset, 1, 0),  # one study per batch: one figure per study
             network=network,
             inferer=self.val_inferer(context),
             postprocessing=self._validate_transforms(self.val_post_transforms(context), "Validation", "post"),
-            key_val_metric=key_metric,
+            key_val_metric=self.val_key_metric(context),
         )
         evaluator.run()
         details = evaluator.state.metric_details[VAL_METRIC]  # (studies, classes), as MeanDice keeps them
@@ -233,10 +232,10 @@ class StrokeTrainTask(BasicTrainTask):
             "version": version,
             "version_path": version_path,
             **verdict.as_json(),
-            "val_studies": [study_name(d) for d in split.deciding],
+            "val_studies": [split.name(d) for d in split.deciding],
             **split.describe(),
-            "candidate_dice_by_study": _by_study(split.deciding, candidate_dice),
-            "in_use_dice_by_study": _by_study(split.deciding, in_use_dice) if in_use_dice else None,
+            "candidate_dice_by_study": _by_study(split, candidate_dice),
+            "in_use_dice_by_study": _by_study(split, in_use_dice) if in_use_dice else None,
             "selection_best_dice": self._selection_best(context),
             "train_seconds": round(time.time() - started, 1),
         }
@@ -256,6 +255,6 @@ class StrokeTrainTask(BasicTrainTask):
         return {"dice": round(float(evaluator.state.best_metric), 4), "epoch": int(evaluator.state.best_metric_epoch)}
 
 
-def _by_study(datalist: Sequence[dict], dice: Sequence[float]) -> Dict[str, float | None]:
-    """Per-study figures for the response (JSON has no NaN: a study without a figure is null)."""
-    return {study_name(d): (None if np.isnan(v) else round(float(v), 4)) for d, v in zip(datalist, dice)}
+def _by_study(split: Split, dice: Sequence[float]) -> Dict[str, float | None]:
+    """Per deciding study figures for the response (JSON has no NaN: a study without a figure is null)."""
+    return {split.name(d): (None if np.isnan(v) else round(float(v), 4)) for d, v in zip(split.deciding, dice)}
