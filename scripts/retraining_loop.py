@@ -109,7 +109,10 @@ def main(argv=None) -> int:
     real.add_argument("--start-model", default=str(PHANTOM_ONLY_MRI), help="the model every fold starts from (its card must list none of the cases)")
     real.add_argument("--folds", default=None, help="held-out cases to run, e.g. 0001,0003 (default: every case)")
     real.add_argument("--png", default=str(REPO / "docs" / "retraining_curve.png"), help="where the curve is drawn")
+    real.add_argument("--report-only", action="store_true", help="print the tables of the run kept in --workdir again (and check its decisions)")
     args = parser.parse_args(argv)
+    if args.real and args.report_only:
+        return report_saved_run(args)
     if args.real:
         return main_real(args)
     if not args.task:
@@ -260,6 +263,7 @@ def run_fold(held, others: list, work: Path, start_model: Path, request: dict, l
                 raise RuntimeError(f"{TRAINER} training ended {status.get('status')}; see {server.log}")
             decision = {"published": stats.get("published"), "reason": stats.get("reason"), "train_s": round(seconds, 1)}
             trainings.append({"fold": case_name(held), "corrections": step, "corrected": case_name(case), "seconds": round(seconds, 1),
+                              "version_path": stats.get("version_path"),
                               "train_studies": stats.get("train_studies"), "deciding": len(stats.get("deciding_studies") or []),
                               "site_deciding": len(stats.get("site_held_out_studies") or []),
                               "checkpoint_epoch": (stats.get("selection_best_dice") or {}).get("epoch"),
@@ -350,7 +354,64 @@ def main_real(args) -> int:
         # every fold's figures kept as they come: a long run that stops later still has them
         (work / "loop_results.json").write_text(json.dumps({"rows": rows, "trainings": trainings}, indent=1, default=str))
     report_real(rows, trainings, names, len(folds), start_model, request, Path(args.png))
+    print_decision_check(check_decisions(rows, trainings, {case_name(s): s for s in cases}, work, log))
     return 0
+
+
+def report_saved_run(args) -> int:
+    """The tables of a run kept in ``--workdir`` (``loop_results.json``), printed again with the decision check."""
+    log = lambda msg: print(f"[loop {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    work = Path(args.workdir).resolve()
+    saved = json.loads((work / "loop_results.json").read_text())
+    cases = {case_name(s): s for s in real_studies(Path(args.real) / "isles22") if s.kind == "mri" and s.expert_mask is not None}
+    rows, trainings = saved["rows"], saved["trainings"]
+    for t in trainings:  # runs saved before the version was recorded: the fold's versions in run order
+        if not t.get("version_path"):
+            folder = work / f"fold-{t['fold'].split('-')[-1]}" / "server" / "stroke" / "model" / TRAINER / "versions"
+            t["version_path"] = str(sorted(folder.glob(f"{TRAINER}_*.pt"))[t["corrections"] - 1])
+    request = {"max_epochs": args.epochs, **parse_options(args.set)} if args.epochs else parse_options(args.set)
+    report_real(rows, trainings, sorted(cases), len({r["fold"] for r in rows}), Path(args.start_model), request, Path(args.png))
+    print_decision_check(check_decisions(rows, trainings, cases, work, log))
+    return 0
+
+
+def check_decisions(rows: list[dict], trainings: list[dict], cases: dict, work: Path, log) -> list[dict]:
+    """Was each publish decision right for the held-out real case? Every candidate (published or
+    kept aside) is scored on it in-process, with the app's own infer task, beside the model that
+    was in use when it was decided."""
+    sys.path.insert(0, str(REPO / "apps" / "stroke"))
+    from harness import load_infer_tasks, run_infer
+
+    out = []
+    for t in trainings:
+        held = cases[t["fold"]]
+        truth = np.asarray(nib.load(str(held.expert_mask)).dataobj) > 0
+        voxel_ml = float(np.prod(nib.load(str(held.reference)).header.get_zooms()[:3])) / 1000.0
+        model_dir = work / "candidates" / Path(t["version_path"]).stem / "model"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(t["version_path"], model_dir / f"{TRAINER}.pt")
+        task = load_infer_tasks(model_dir, models="ischemic_lesion")["ischemic_lesion"]
+        pred, _ = run_infer(task, held.reference, "model")
+        candidate = score_real(pred, truth, voxel_ml)
+        before = next(r for r in rows if r["fold"] == t["fold"] and r["corrections"] == t["corrections"] - 1)
+        better = candidate["dice"] >= before["dice"]
+        out.append({"fold": t["fold"], "corrections": t["corrections"], "published": t["published"],
+                    "in_use_dice": before["dice"], "candidate_dice": candidate["dice"], "candidate_fp_ml": candidate["fp_ml"],
+                    "on_the_held_out_case": "better or equal" if better else "worse",
+                    "decision": "right" if bool(t["published"]) == better else "wrong"})
+        log(f"{t['fold']} correction {t['corrections']}: candidate Dice {candidate['dice']:.3f} vs {before['dice']:.3f} in use; "
+            f"{'published' if t['published'] else 'kept aside'}")
+    return out
+
+
+def print_decision_check(check: list[dict]) -> None:
+    print("\n## The publish decisions against the held-out real case (every candidate scored on it)\n")
+    print(metrics.format_table(check, ["fold", "corrections", "published", "in_use_dice", "candidate_dice", "candidate_fp_ml",
+                                       "on_the_held_out_case", "decision"]))
+    table = {(p, b): sum(1 for c in check if bool(c["published"]) == p and c["on_the_held_out_case"].startswith("better") == b)
+             for p in (True, False) for b in (True, False)}
+    print(f"\npublished: {table[(True, True)]} better or equal, {table[(True, False)]} worse on the held-out case; "
+          f"kept aside: {table[(False, True)]} better or equal, {table[(False, False)]} worse")
 
 
 def report_real(rows: list[dict], trainings: list[dict], names: list[str], n_folds: int, start_model: Path, request: dict, png: Path) -> None:
