@@ -80,7 +80,8 @@ def test_ischemic_lesion_infer_correct_train_infer_loop(server, tmp_path):
     status = wait_for_training(client, timeout_s=200)
     assert status["status"] == "DONE", status
     stats = client.info()["train_stats"]["ischemic_lesion_mri"]
-    assert stats["train_studies"] == 3 and len(stats["val_studies"]) == 1
+    # four labels: three train; one of the site's decides beside two reference phantoms
+    assert stats["train_studies"] == 3 and len(stats["site_held_out_studies"]) == 1 and len(stats["val_studies"]) == 3
     assert isinstance(stats["published"], bool) and stats["reason"]
     assert stats["candidate_val_dice"] is not None and stats["in_use_val_dice"] is not None  # compared with the shipped model
     published = server.app_dir / "model" / "ischemic_lesion_mri.pt"
