@@ -210,4 +210,4 @@ def test_training_runs_on_the_labels_that_came_from_the_pacs(pacs_server):
     status = wait_for_training(pacs_server.client, timeout_s=600)
     assert status["status"] == "DONE", status
     stats = pacs_server.client.info()["train_stats"]["core_penumbra"]
-    assert stats["train_studies"] + len(stats["val_studies"]) == 2  # both PACS studies, one of them labelled in the viewer
+    assert stats["train_studies"] + len(stats["site_held_out_studies"]) == 2  # both PACS studies, one of them labelled in the viewer
