@@ -13,11 +13,25 @@ retraining seconds, and each trainer's decision.
 Tasks and trainers: core_penumbra (core_penumbra), ischemic_lesion (ischemic_lesion_mri on MRI
 DWI+ADC phantoms, or --kind ctp for ischemic_lesion_ctp), clot_region (clot_region,
 clot_region_cta and clot_region_classifier).
+
+**On real cases** (``--real DIR``, DIR holding ``isles22/``): leave-one-case-out, as a site's first
+corrections would go. For each held-out case h (one fold per case), a fresh server starts from a
+model whose card (the JSON beside it) lists none of the loop's cases in ``trained_on_real`` (the
+phantom-only MRI model by default; any other is refused); the other cases are corrected one at a
+time (the expert mask saved through the client as the clinician's final label), the server retrains
+after each (``POST /train/ischemic_lesion_mri``, the publish decision as the site would get it),
+and h is scored with the model route after 0, 1, 2 and 3 corrections: Dice, false-positive mL
+(outside the expert mask dilated by 2 voxels), lesion-wise F1. Prints every fold and the mean,
+the retraining seconds per correction, and draws the curve:
+
+    .venv/bin/python scripts/retraining_loop.py --real ../shared/real [--epochs 20] [--png docs/retraining_curve.png]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 import tempfile
 import time
@@ -25,7 +39,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from harness import REPO, truth_of
+from harness import REPO, real_studies, truth_of
 
 sys.path.insert(0, str(REPO))
 from strokelabel import metrics  # noqa: E402
@@ -81,7 +95,7 @@ def parse_options(pairs: list[str]) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=sorted(LOOPS), required=True)
+    parser.add_argument("--task", choices=sorted(LOOPS), help="the task of the loop on phantoms (not with --real)")
     parser.add_argument("--kind", default=None, help="study kind (ischemic_lesion: mri or ctp)")
     parser.add_argument("--corrected", type=int, default=12, help="studies the clinician corrects and saves (default 12)")
     parser.add_argument("--held-out", type=int, default=4, help="studies scored before and after (default 4)")
@@ -90,7 +104,19 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="more training request options, e.g. learning_rate=2e-4 (numbers are parsed)")
     parser.add_argument("--workdir", default=None, help="folder for studies and the server copy (default: temporary)")
+    real = parser.add_argument_group("on real cases (--real)")
+    real.add_argument("--real", default=None, metavar="DIR", help="folder holding isles22/ (e.g. ../shared/real): the leave-one-case-out loop")
+    real.add_argument("--start-model", default=str(PHANTOM_ONLY_MRI), help="the model every fold starts from (its card must list none of the cases)")
+    real.add_argument("--folds", default=None, help="held-out cases to run, e.g. 0001,0003 (default: every case)")
+    real.add_argument("--png", default=str(REPO / "docs" / "retraining_curve.png"), help="where the curve is drawn")
+    real.add_argument("--report-only", action="store_true", help="print the tables of the run kept in --workdir again (and check its decisions)")
     args = parser.parse_args(argv)
+    if args.real and args.report_only:
+        return report_saved_run(args)
+    if args.real:
+        return main_real(args)
+    if not args.task:
+        parser.error("--task is required (or --real DIR)")
 
     loop = dict(LOOPS[args.task])
     kind = args.kind or loop["kind"]
@@ -143,6 +169,269 @@ def main(argv=None) -> int:
     print(metrics.format_table(decisions, ["trainer", "status", "epochs", "train_studies", "val_studies", "seconds",
                                            "candidate_val", "in_use_val", "published"]))
     return 0
+
+
+# ---- the loop on real cases -----------------------------------------------------------------------
+PHANTOM_ONLY_MRI = REPO / "apps" / "stroke" / "model" / "shipped" / "phantom_only" / "ischemic_lesion_mri.pt"
+TRAINER = "ischemic_lesion_mri"
+#: how far outside the expert mask an answer starts to count as false positive (ISLES'22-style tolerance)
+FP_MARGIN_VOXELS = 2
+
+
+def case_name(study) -> str:
+    """A real case as model cards name it: ``isles22/sub-strokecase0001``."""
+    return f"isles22/sub-{study.study_id.split('_')[0].removeprefix('sub-')}"
+
+
+def refuse_seen_model(model: Path, cases: list[str]) -> None:
+    """The loop starts only from a model whose card says it never saw any of the loop's cases."""
+    card = model.with_suffix(".json")
+    if not model.exists() or not card.exists():
+        raise SystemExit(f"{model}: no such model with its card ({card.name}); the loop starts from a phantom-only model")
+    seen = json.loads(card.read_text()).get("trained_on_real")
+    if seen is None:
+        raise SystemExit(f"{card}: the card does not say which real cases the model saw (no 'trained_on_real'); refused")
+    leaked = sorted(set(seen) & set(cases))
+    if leaked:
+        raise SystemExit(f"{model.name} was trained on {', '.join(leaked)}: a figure on those cases would not be evidence; refused")
+
+
+def false_positive_ml(pred: np.ndarray, truth: np.ndarray, voxel_ml: float, margin: int = FP_MARGIN_VOXELS) -> float:
+    """Volume labelled outside the expert mask dilated by ``margin`` voxels (a border disagreement is not a false positive)."""
+    from scipy import ndimage
+
+    near = ndimage.binary_dilation(truth > 0, iterations=margin) if truth.any() else np.zeros(truth.shape, bool)
+    return float(np.count_nonzero((pred > 0) & ~near)) * voxel_ml
+
+
+def score_real(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
+    return {"dice": metrics.dice(pred > 0, truth > 0), "fp_ml": false_positive_ml(pred, truth, voxel_ml),
+            "lesion_f1": metrics.lesion_f1(pred > 0, truth > 0), "volume_ml": float(np.count_nonzero(pred)) * voxel_ml,
+            "expert_ml": float(np.count_nonzero(truth)) * voxel_ml}
+
+
+def prepare_fold(work: Path, cases: list, start_model: Path) -> tuple[Path, Path]:
+    """A site as it starts: the studies without any label (the expert masks stay out of the served
+    tree) and a copy of the app whose MRI model in use is the start model."""
+    studies = work / "studies"
+    for study in cases:
+        target = studies / study.reference.parent.relative_to(study.reference.parents[4])  # rawdata/sub-…/ses-…/dwi
+        target.mkdir(parents=True, exist_ok=True)
+        for path in study.reference.parent.iterdir():  # the DWI, the ADC beside it and their sidecars
+            shutil.copy2(path, target / path.name)
+    app = work / "server" / "stroke"
+    shutil.copytree(REPO / "apps" / "stroke", app, ignore=shutil.ignore_patterns("__pycache__", "logs"))
+    shipped = app / "model" / "shipped"
+    shutil.copy2(start_model, shipped / f"{TRAINER}.pt")
+    shutil.copy2(start_model.with_suffix(".json"), shipped / f"{TRAINER}.json")
+    for published in (app / "model").glob(f"{TRAINER}.pt"):
+        published.unlink()  # a site that has never trained
+    return studies, work / "server"
+
+
+def run_fold(held, others: list, work: Path, start_model: Path, request: dict, log) -> tuple[list[dict], list[dict]]:
+    """Score the held-out case after 0..len(others) corrections; returns (score rows, training rows)."""
+    studies, server_dir = prepare_fold(work, [held, *others], start_model)
+    image_id = lambda study: study.reference.name.split(".nii")[0]  # noqa: E731
+    truth = np.asarray(nib.load(str(held.expert_mask)).dataobj) > 0
+    voxel_ml = float(np.prod(nib.load(str(held.reference)).header.get_zooms()[:3])) / 1000.0
+    rows, trainings = [], []
+    with running_server(server_dir, studies, models="ischemic_lesion") as server:
+        client = server.client
+
+        def score(step: int, decision: dict | None) -> None:
+            label_file, result = client.infer("ischemic_lesion", image_id(held), {"method": "model"})
+            pred = np.asarray(nib.load(label_file).dataobj)
+            row = {"fold": case_name(held), "corrections": step, **score_real(pred, truth, voxel_ml),
+                   "model": result.get("model_path") or result.get("model_file") or "", **(decision or {})}
+            rows.append(row)
+            log(f"{row['fold']} after {step} correction(s): Dice {row['dice']:.3f}, FP {row['fp_ml']:.2f} mL, "
+                f"lesion F1 {row['lesion_f1']:.3f}, {row['volume_ml']:.1f} mL (expert {row['expert_ml']:.1f})")
+
+        score(0, None)
+        for step, case in enumerate(others, start=1):
+            mask = work / f"{image_id(case)}_corrected.nii.gz"  # the clinician's final label: here the expert's mask
+            expert = nib.load(str(case.expert_mask))
+            nib.save(nib.Nifti1Image((np.asarray(expert.dataobj) > 0).astype(np.uint8), expert.affine), str(mask))
+            client.save_label(image_id(case), str(mask), tag="final")
+            started = time.time()
+            client.train_start(TRAINER, dict(request))  # the client adds its own keys to the dict it is given
+            status = wait_for_training(client, timeout_s=3600)
+            seconds = time.time() - started
+            stats = client.info()["train_stats"].get(TRAINER, {})
+            if status.get("status") != "DONE":
+                raise RuntimeError(f"{TRAINER} training ended {status.get('status')}; see {server.log}")
+            decision = {"published": stats.get("published"), "reason": stats.get("reason"), "train_s": round(seconds, 1)}
+            trainings.append({"fold": case_name(held), "corrections": step, "corrected": case_name(case), "seconds": round(seconds, 1),
+                              "version_path": stats.get("version_path"),
+                              "train_studies": stats.get("train_studies"), "deciding": len(stats.get("deciding_studies") or []),
+                              "site_deciding": len(stats.get("site_held_out_studies") or []),
+                              "checkpoint_epoch": (stats.get("selection_best_dice") or {}).get("epoch"),
+                              "candidate": stats.get("candidate_val_dice"), "in_use": stats.get("in_use_val_dice"),
+                              "published": stats.get("published"), "reason": stats.get("reason")})
+            log(f"{case_name(held)}: correction {step} ({case_name(case)}) trained in {seconds:.0f} s: {stats.get('reason')}")
+            score(step, decision)
+    return rows, trainings
+
+
+def mean_rows(rows: list[dict], steps: int) -> list[dict]:
+    out = []
+    for step in range(steps + 1):
+        at = [r for r in rows if r["corrections"] == step]
+        out.append({"corrections": step, "folds": len(at), **{k: float(np.mean([r[k] for r in at])) for k in ("dice", "fp_ml", "lesion_f1", "volume_ml")},
+                    "published": sum(bool(r.get("published")) for r in at) if step else None})
+    return out
+
+
+def targets(means: list[dict], rows: list[dict]) -> list[dict]:
+    """The issue's targets, measured: mean Dice after the last correction >= start + 0.05, the
+    false-positive mL going down, no fold dropping by more than 0.05 at any step."""
+    first, last = means[0], means[-1]
+    worst_drop = 0.0
+    for fold in sorted({r["fold"] for r in rows}):
+        dice = [r["dice"] for r in sorted((r for r in rows if r["fold"] == fold), key=lambda r: r["corrections"])]
+        worst_drop = max([worst_drop, *(a - b for a, b in zip(dice, dice[1:]))])
+    return [
+        {"target": "mean Dice after the last correction >= start + 0.05", "measured": f"{first['dice']:.3f} -> {last['dice']:.3f} "
+         f"({last['dice'] - first['dice']:+.3f})", "met": last["dice"] >= first["dice"] + 0.05},
+        {"target": "false-positive mL going down", "measured": f"{first['fp_ml']:.2f} -> {last['fp_ml']:.2f} mL", "met": last["fp_ml"] < first["fp_ml"]},
+        {"target": "no fold drops by more than 0.05 Dice at any step", "measured": f"largest drop {worst_drop:.3f}", "met": worst_drop <= 0.05},
+    ]
+
+
+def draw_curve(rows: list[dict], means: list[dict], png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for ax, key, label in zip(axes, ("dice", "fp_ml", "lesion_f1"), ("Dice", "false-positive volume (mL)", "lesion-wise F1")):
+        for fold in sorted({r["fold"] for r in rows}):
+            at = sorted((r for r in rows if r["fold"] == fold), key=lambda r: r["corrections"])
+            ax.plot([r["corrections"] for r in at], [r[key] for r in at], "o-", alpha=0.5, label=f"held out {fold.split('/')[-1]}")
+        ax.plot([m["corrections"] for m in means], [m[key] for m in means], "k-", lw=2.5, label="mean")
+        ax.set_xlabel("site corrections (real cases, expert masks)")
+        ax.set_ylabel(label)
+        ax.set_xticks([m["corrections"] for m in means])
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(png)
+
+
+def main_real(args) -> int:
+    log = lambda msg: print(f"[loop {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    top = Path(args.real) / "isles22"
+    cases = [s for s in real_studies(top) if s.kind == "mri" and s.expert_mask is not None]
+    if len(cases) < 2:
+        raise SystemExit(f"{top}: needs at least two ISLES'22 cases with expert masks; found {len(cases)}")
+    names = [case_name(s) for s in cases]
+    start_model = Path(args.start_model).resolve()
+    refuse_seen_model(start_model, names)
+    folds = [s for s in cases if not args.folds or any(case_name(s).endswith(f) for f in args.folds.split(","))]
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="strokelabel-loop-real-")).resolve()
+    request = {"device": "cpu", "dataset": "CacheDataset", **({"max_epochs": args.epochs} if args.epochs else {}), **parse_options(args.set)}
+    log(f"{len(cases)} cases ({', '.join(names)}), {len(folds)} fold(s), start model {start_model}, request {request}, work {work}")
+
+    sys.path.insert(0, str(REPO / "apps" / "stroke"))
+    from lib.trainers.reference_studies import phantom_references
+
+    started = time.time()
+    phantom_references()("mri")  # the trainer's own reference phantoms, in the app's cache: made once for every fold
+    log(f"reference phantoms ready in {time.time() - started:.0f} s")
+
+    rows, trainings = [], []
+    for held in folds:
+        others = [s for s in cases if s is not held]
+        fold_rows, fold_trainings = run_fold(held, others, work / f"fold-{case_name(held).split('-')[-1]}", start_model, request, log)
+        rows += fold_rows
+        trainings += fold_trainings
+        # every fold's figures kept as they come: a long run that stops later still has them
+        (work / "loop_results.json").write_text(json.dumps({"rows": rows, "trainings": trainings}, indent=1, default=str))
+    report_real(rows, trainings, names, len(folds), start_model, request, Path(args.png))
+    print_decision_check(check_decisions(rows, trainings, {case_name(s): s for s in cases}, work, log))
+    return 0
+
+
+def report_saved_run(args) -> int:
+    """The tables of a run kept in ``--workdir`` (``loop_results.json``), printed again with the decision check."""
+    log = lambda msg: print(f"[loop {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    work = Path(args.workdir).resolve()
+    saved = json.loads((work / "loop_results.json").read_text())
+    cases = {case_name(s): s for s in real_studies(Path(args.real) / "isles22") if s.kind == "mri" and s.expert_mask is not None}
+    rows, trainings = saved["rows"], saved["trainings"]
+    for t in trainings:  # runs saved before the version was recorded: the fold's versions in run order
+        if not t.get("version_path"):
+            folder = work / f"fold-{t['fold'].split('-')[-1]}" / "server" / "stroke" / "model" / TRAINER / "versions"
+            t["version_path"] = str(sorted(folder.glob(f"{TRAINER}_*.pt"))[t["corrections"] - 1])
+    request = {"max_epochs": args.epochs, **parse_options(args.set)} if args.epochs else parse_options(args.set)
+    report_real(rows, trainings, sorted(cases), len({r["fold"] for r in rows}), Path(args.start_model), request, Path(args.png))
+    print_decision_check(check_decisions(rows, trainings, cases, work, log))
+    return 0
+
+
+def check_decisions(rows: list[dict], trainings: list[dict], cases: dict, work: Path, log) -> list[dict]:
+    """Was each publish decision right for the held-out real case? Every candidate (published or
+    kept aside) is scored on it in-process, with the app's own infer task, beside the model that
+    was in use when it was decided."""
+    sys.path.insert(0, str(REPO / "apps" / "stroke"))
+    from harness import load_infer_tasks, run_infer
+
+    out = []
+    for t in trainings:
+        held = cases[t["fold"]]
+        truth = np.asarray(nib.load(str(held.expert_mask)).dataobj) > 0
+        voxel_ml = float(np.prod(nib.load(str(held.reference)).header.get_zooms()[:3])) / 1000.0
+        model_dir = work / "candidates" / Path(t["version_path"]).stem / "model"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(t["version_path"], model_dir / f"{TRAINER}.pt")
+        task = load_infer_tasks(model_dir, models="ischemic_lesion")["ischemic_lesion"]
+        pred, _ = run_infer(task, held.reference, "model")
+        candidate = score_real(pred, truth, voxel_ml)
+        before = next(r for r in rows if r["fold"] == t["fold"] and r["corrections"] == t["corrections"] - 1)
+        better = candidate["dice"] >= before["dice"]
+        out.append({"fold": t["fold"], "corrections": t["corrections"], "published": t["published"],
+                    "in_use_dice": before["dice"], "candidate_dice": candidate["dice"], "candidate_fp_ml": candidate["fp_ml"],
+                    "on_the_held_out_case": "better or equal" if better else "worse",
+                    "decision": "right" if bool(t["published"]) == better else "wrong"})
+        log(f"{t['fold']} correction {t['corrections']}: candidate Dice {candidate['dice']:.3f} vs {before['dice']:.3f} in use; "
+            f"{'published' if t['published'] else 'kept aside'}")
+    return out
+
+
+def print_decision_check(check: list[dict]) -> None:
+    print("\n## The publish decisions against the held-out real case (every candidate scored on it)\n")
+    print(metrics.format_table(check, ["fold", "corrections", "published", "in_use_dice", "candidate_dice", "candidate_fp_ml",
+                                       "on_the_held_out_case", "decision"]))
+    table = {(p, b): sum(1 for c in check if bool(c["published"]) == p and c["on_the_held_out_case"].startswith("better") == b)
+             for p in (True, False) for b in (True, False)}
+    print(f"\npublished: {table[(True, True)]} better or equal, {table[(True, False)]} worse on the held-out case; "
+          f"kept aside: {table[(False, True)]} better or equal, {table[(False, False)]} worse")
+
+
+def report_real(rows: list[dict], trainings: list[dict], names: list[str], n_folds: int, start_model: Path, request: dict, png: Path) -> None:
+    steps = len(names) - 1
+    means = mean_rows(rows, steps)
+    print(f"# Retraining loop on real cases: {TRAINER}, leave-one-case-out over {', '.join(names)}, through the MONAI Label server and client")
+    print(f"# start model {start_model.relative_to(REPO) if start_model.is_relative_to(REPO) else start_model}; request {request}\n")
+    print("## Mean over folds\n")
+    print(metrics.format_table(means, ["corrections", "folds", "dice", "fp_ml", "lesion_f1", "volume_ml", "published"]))
+    print("\n## Every fold\n")
+    print(metrics.format_table(rows, ["fold", "corrections", "dice", "fp_ml", "lesion_f1", "volume_ml", "expert_ml", "published", "train_s", "model"]))
+    print("\n## Every retraining (publish decision and its reason)\n")
+    print(metrics.format_table(trainings, ["fold", "corrections", "corrected", "seconds", "train_studies", "deciding", "site_deciding",
+                                           "checkpoint_epoch", "candidate", "in_use", "published", "reason"]))
+    seconds = [t["seconds"] for t in trainings]
+    print(f"\nretraining seconds per correction (2 CPU cores, shared): mean {np.mean(seconds):.0f}, min {min(seconds):.0f}, max {max(seconds):.0f}")
+    print("\n## Targets\n")
+    print(metrics.format_table(targets(means, rows), ["target", "measured", "met"]))
+    draw_curve(rows, means, png, f"{TRAINER}: held-out real case after each site correction (leave-one-case-out, ISLES'22, {n_folds} folds)")
+    print(f"\ncurve: {png}")
 
 
 if __name__ == "__main__":

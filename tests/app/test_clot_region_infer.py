@@ -133,7 +133,7 @@ def test_training_without_labels_or_with_wrong_label_values_is_a_clear_error_and
     (unlabelled / "x").mkdir(parents=True)
     copy_study(records[0], unlabelled)
     for trainer in config.trainer().values():
-        with pytest.raises(StrokeLabelError, match="needs final labels for at least 2 CTA"):
+        with pytest.raises(StrokeLabelError, match="needs a final label for at least 1 CTA study; the datastore has none"):
             run_trainer(trainer, StrokeDatastore(str(unlabelled / "copy")))
     labels = root / "labels" / "final"
     bad = labels / records[1]["reference"].name
@@ -154,7 +154,9 @@ def test_every_trainer_trains_from_clot_labels_and_publish_or_keep_aside(studies
     datastore = StrokeDatastore(str(root))
     for name, trainer in config.trainer().items():
         stats = run_trainer(trainer, datastore, max_epochs=1)
-        assert 0.0 <= stats["candidate_val_dice"] <= 1.0 and len(stats["val_studies"]) == 1
+        # three labels: two train, one of the site's decides beside the two decision phantoms
+        assert 0.0 <= stats["candidate_val_dice"] <= 1.0 and stats["train_studies"] == 2 and len(stats["site_held_out_studies"]) == 1
+        assert len(stats["val_studies"]) == 3 and sum(s.startswith("reference/") for s in stats["val_studies"]) == 2
         # a first model is published unless it got nothing right on validation
         assert stats["published"] == (stats["candidate_val_dice"] > 0), stats
         assert Path(tmp_path / "model" / f"{name}.pt").exists() == stats["published"]

@@ -1,6 +1,9 @@
 """The shared trainer's promises, on a toy task small enough to train in seconds:
-bad labels are refused before training, a first model is published, a worse one is kept aside
-and never replaces the model in use, and MLflow tracking works with its SQLite default."""
+bad labels are refused before training, one label is enough to train, the checkpoint is chosen on
+reference studies other than those that decide publication, a first model is published, a worse
+one is kept aside and never replaces the model in use, and MLflow tracking works with its SQLite
+default. The reference studies are toy studies here (the app's own are phantoms, see
+``lib.trainers.reference_studies``)."""
 
 from __future__ import annotations
 
@@ -46,10 +49,10 @@ def toy_network():
     return torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(8, 2, 1))
 
 
-def make_studies(root, n=4):
-    rng = np.random.default_rng(0)
+def make_studies(root, n=4, prefix="m", seed=0):
+    rng = np.random.default_rng(seed)
     for i in range(n):
-        subject = f"m{i}"
+        subject = f"{prefix}{i}"
         folder = root / f"sub-{subject}" / "ses-01"
         folder.mkdir(parents=True)
         lesion = np.zeros(SHAPE, np.uint8)
@@ -63,14 +66,28 @@ def make_studies(root, n=4):
     return StrokeDatastore(str(root))
 
 
+def toy_references(root):
+    """Four toy studies apart from the site's: two choose the checkpoint, two help decide."""
+    make_studies(root, n=4, prefix="ref", seed=1)
+    items = [{"image": str(root / f"sub-ref{i}" / "ses-01" / study_filename(f"ref{i}", "01", "dwi")),
+              "label": str(root / "labels" / "final" / f"sub-ref{i}_ses-01_dwi.nii.gz"), "kind": "mri"} for i in range(4)]
+    return lambda kind: (items[:2], items[2:])
+
+
+def toy_trainer(tmp_path, network=None, config=None):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir(exist_ok=True)
+    return ToyLesionTrainer(
+        model_dir=str(model_dir), network=network or toy_network(), publish_path=str(model_dir / "toy_lesion.pt"),
+        kinds=("mri",), labels={"lesion": 1}, description="toy",
+        config=config or {"max_epochs": 25, "train_batch_size": 2, "learning_rate": 0.02},
+        reference_studies=toy_references(tmp_path / "references"),
+    )
+
+
 @pytest.fixture
 def trainer(tmp_path):
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    return ToyLesionTrainer(
-        model_dir=str(model_dir), network=toy_network(), publish_path=str(model_dir / "toy_lesion.pt"),
-        kinds=("mri",), labels={"lesion": 1}, description="toy", config={"max_epochs": 25, "train_batch_size": 2, "learning_rate": 0.02},
-    )
+    return toy_trainer(tmp_path)
 
 
 def train(trainer, datastore, **request):
@@ -79,8 +96,26 @@ def train(trainer, datastore, **request):
 
 def test_training_needs_labelled_studies_of_its_kind(trainer, tmp_path):
     datastore = StrokeDatastore(str(tmp_path / "empty"))
-    with pytest.raises(StrokeLabelError, match="needs final labels for at least 2 MRI studies"):
+    with pytest.raises(StrokeLabelError, match="needs a final label for at least 1 MRI study; the datastore has none"):
         train(trainer, datastore)
+
+
+def test_one_label_is_enough_to_train_and_publication_is_decided_on_other_studies_than_the_checkpoint_choice(trainer, tmp_path):
+    stats = train(trainer, make_studies(tmp_path / "studies", n=1), max_epochs=100)  # one study: one step per epoch
+    assert stats["train_studies"] == 1 and stats["site_held_out_studies"] == []
+    assert stats["selection_studies"] == ["reference/sub-ref0_ses-01_dwi", "reference/sub-ref1_ses-01_dwi"]
+    assert stats["deciding_studies"] == stats["val_studies"] == ["reference/sub-ref2_ses-01_dwi", "reference/sub-ref3_ses-01_dwi"]
+    assert stats["published"] and stats["candidate_val_dice"] > 0.5, stats
+    assert 0 < stats["selection_best_dice"]["dice"] <= 1 and stats["selection_best_dice"]["epoch"] >= 1
+    assert set(stats["candidate_dice_by_study"]) == set(stats["deciding_studies"])
+    assert stats["candidate_val_dice"] == pytest.approx(np.mean(list(stats["candidate_dice_by_study"].values())), abs=1e-4)
+
+
+def test_from_three_labels_one_of_the_site_joins_the_deciding_studies(trainer, tmp_path):
+    stats = train(trainer, make_studies(tmp_path / "studies", n=3), max_epochs=3)
+    assert stats["train_studies"] == 2 and len(stats["site_held_out_studies"]) == 1
+    assert stats["deciding_studies"][0] == stats["site_held_out_studies"][0]
+    assert set(stats["deciding_studies"]).isdisjoint(stats["selection_studies"])
 
 
 def test_a_label_with_wrong_values_stops_training_and_names_the_study(trainer, tmp_path):
@@ -129,10 +164,7 @@ def test_a_first_model_that_gets_nothing_right_is_not_published(tmp_path):
     network = toy_network()
     with torch.no_grad():
         network[-1].bias[0] = 50.0  # background everywhere: no lesion voxel on any validation study
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    blind = ToyLesionTrainer(model_dir=str(model_dir), network=network, publish_path=str(model_dir / "toy_lesion.pt"),
-                             kinds=("mri",), labels={"lesion": 1}, description="toy", config={"max_epochs": 1})
+    blind = toy_trainer(tmp_path, network=network, config={"max_epochs": 1})
     stats = train(blind, make_studies(tmp_path / "studies"), learning_rate=0.0)
     assert stats["candidate_val_dice"] == 0 and stats["in_use_val_dice"] is None
     assert stats["published"] is False and "got nothing right" in stats["reason"]

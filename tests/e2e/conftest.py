@@ -32,3 +32,27 @@ def server(tmp_path_factory, studies_dir):
 @pytest.fixture
 def client(server) -> MONAILabelClient:
     return server.client
+
+
+def _reference_phantoms(kind: str) -> None:
+    """The trainers' held-out reference phantoms of ``kind`` (lib.trainers.reference_studies), made
+    before a server trains: on a fresh machine the first training would otherwise spend its time
+    limit generating them (they are cached after, in the app's cache, for every later run)."""
+    from lib.trainers.reference_studies import phantom_references
+
+    phantom_references()(kind)
+
+
+@pytest.fixture(scope="session")
+def mri_reference_phantoms() -> None:
+    _reference_phantoms("mri")
+
+
+@pytest.fixture(scope="session")
+def ctp_reference_phantoms() -> None:
+    _reference_phantoms("ctp")
+
+
+@pytest.fixture(scope="session")
+def cta_reference_phantoms() -> None:
+    _reference_phantoms("cta")

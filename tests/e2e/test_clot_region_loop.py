@@ -15,7 +15,7 @@ from strokelabel.naming import truth_path
 from strokelabel.phantom import generate_dataset
 from tests.e2e.server import REPO, http, running_server, wait_for_scoring, wait_for_training
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("cta_reference_phantoms")]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,8 @@ def test_infer_correct_train_and_infer_again(server, tmp_path):
         train(client, model)
         stats = client.info()["train_stats"][model]
         published[model] = stats["published"]
-        assert stats["train_studies"] == 2 and len(stats["val_studies"]) == 1, stats
+        # three labels: two train; one of the site's decides beside two reference phantoms
+        assert stats["train_studies"] == 2 and len(stats["site_held_out_studies"]) == 1 and len(stats["val_studies"]) == 3, stats
         assert isinstance(stats["published"], bool) and stats["reason"]
         if stats["published"]:
             assert (server.app_dir / "model" / f"{model}.pt").exists()

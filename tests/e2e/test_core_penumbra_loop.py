@@ -20,7 +20,7 @@ from strokelabel.naming import parse_filename, truth_path
 from strokelabel.phantom import generate_dataset
 from tests.e2e.server import REPO, http, running_server, wait_for_training
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ctp_reference_phantoms")]
 
 TASK = "core_penumbra"
 SHIPPED = REPO / "apps" / "stroke" / "model" / "shipped" / f"{TASK}.pt"
@@ -90,8 +90,10 @@ def test_infer_correct_retrain_infer_again_and_pick_the_most_uncertain_study(tmp
         train_seconds = time.time() - train_started
         assert status["status"] == "DONE", status
         stats = client.info()["train_stats"][TASK]
-        assert stats["train_studies"] == 2 and len(stats["val_studies"]) == 1
-        assert stats["in_use_val_dice"] is not None  # compared against the shipped model on the same val study
+        # three labels: two train; one of the site's decides beside two reference phantoms, two others chose the checkpoint
+        assert stats["train_studies"] == 2 and len(stats["site_held_out_studies"]) == 1 and len(stats["val_studies"]) == 3
+        assert set(stats["selection_studies"]).isdisjoint(stats["deciding_studies"])
+        assert stats["in_use_val_dice"] is not None  # compared against the shipped model on the same deciding studies
         versions = server.app_dir / "model" / TASK / "versions"
         assert (versions / f"{stats['version']}.pt").exists() and (versions / f"{stats['version']}.json").exists()
         published = server.app_dir / "model" / f"{TASK}.pt"

@@ -18,7 +18,7 @@ from strokelabel.lifeline import background_children
 from strokelabel.phantom.isles_layout import generate_isles_study
 from tests.e2e.server import running_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("mri_reference_phantoms")]
 
 
 def models_in_use(model_dir: Path) -> dict[str, str]:

@@ -28,7 +28,8 @@ from strokelabel.phantom.study import generate_study
 from tests.dciodvfy import needs_dciodvfy, validate
 from tests.e2e.server import running_server, wait_for_scoring
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(orthanc_binary() is None, reason="Orthanc is not installed (scripts/setup_system.sh)")]
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(orthanc_binary() is None, reason="Orthanc is not installed (scripts/setup_system.sh)"),
+              pytest.mark.usefixtures("ctp_reference_phantoms")]
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +263,7 @@ def test_training_runs_on_the_labels_that_came_from_the_pacs(pacs_server):
     status = wait_for_training(pacs_server.client, timeout_s=600)
     assert status["status"] == "DONE", status
     stats = pacs_server.client.info()["train_stats"]["core_penumbra"]
-    assert stats["train_studies"] + len(stats["val_studies"]) == 2  # both PACS studies, one of them labelled in the viewer
+    assert stats["train_studies"] + len(stats["site_held_out_studies"]) == 2  # both PACS studies, one of them labelled in the viewer
 
 
 def test_the_server_log_names_no_patient_and_the_proxy_reaches_only_the_pacs(pacs_server):

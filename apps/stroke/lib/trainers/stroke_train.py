@@ -1,14 +1,16 @@
-"""What every stroke trainer shares: labels checked before training, a fixed validation split,
-versioned models, and a model in use that only a model at least as good replaces.
+"""What every stroke trainer shares: labels checked before training, a split that holds with one to
+three labels, versioned models, and a model in use that only a model at least as good replaces.
 
 MONAI Label's BasicTrainTask runs the loop (ignite engines, checkpoints, stats). It would also
 publish each run's best checkpoint straight over the model in use; here nothing is published
-during training. After the run, the run's best checkpoint (the candidate) and the model in use
-are scored by the same SupervisedEvaluator on the same validation studies, and the candidate
-replaces the model in use only if its validation Dice is not worse (and is above 0: a first model
-that got nothing right is not published either). Either way the candidate is
-kept as a version under ``model/<task>/versions/`` with its figures, and the response says
-which model is in use and why.
+during training. Which studies train, which choose the run's checkpoint (the run's validation:
+held-out reference phantoms) and which decide publication (the site's held-out labels pooled with
+other reference phantoms) is ``publish_decision``'s rule, with its reasons. After the run, the
+candidate (the run's best checkpoint on the selection studies) and the model in use are scored by
+the same SupervisedEvaluator on the same deciding studies, and the candidate replaces the model in
+use only if its pooled Dice is not lower (and above 0: a first model that got nothing right is not
+published either). Either way the candidate is kept as a version under ``model/<task>/versions/``
+with its figures, and the response says which model is in use and why.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
 from lib.checkpoints import checkpoint_in_use
 from lib.model_versions import publish, training_record
+from lib.trainers.publish_decision import Split, decide, split_site_labels
+from lib.trainers.reference_studies import ReferenceSource, phantom_references
 from strokelabel.derived import atomic_write_bytes
 from strokelabel.errors import StrokeLabelError
 from strokelabel.lifeline import server_alive
@@ -45,6 +49,8 @@ class StrokeTrainTask(BasicTrainTask):
     :param publish_path: where a better model is published (what the infer task loads), ``model/<task>.pt``
     :param kinds: study kinds this task learns from (``ctp``, ``mri``, ``cta``)
     :param shipped_path: the starting model shipped with the app, in use until a first model is published
+    :param reference_studies: kind -> (selection, decision) reference studies pooled with the site's labels
+        (default: the app's held-out phantoms, generated once into the app's cache, see ``reference_studies``)
     """
 
     def __init__(
@@ -57,9 +63,11 @@ class StrokeTrainTask(BasicTrainTask):
         description: str,
         config: Dict[str, Any] | None = None,
         shipped_path: str | None = None,
+        reference_studies: ReferenceSource | None = None,
         **kwargs,
     ):
         self._network = network
+        self._reference_studies = reference_studies or phantom_references()
         self._publish_path_in_use = publish_path
         self._shipped_path = shipped_path
         self._kinds = tuple(kinds)
@@ -100,10 +108,10 @@ class StrokeTrainTask(BasicTrainTask):
         import nibabel as nib
 
         datalist = [d for d in datastore.datalist() if d.get("kind") in self._kinds]
-        if len(datalist) < 2:
+        if not datalist:
             raise StrokeLabelError(
-                f"{self._task_name} needs final labels for at least 2 {'/'.join(k.upper() for k in self._kinds)} studies "
-                f"(one to train on, one to validate); the datastore has {len(datalist)}"
+                f"{self._task_name} needs a final label for at least 1 {'/'.join(k.upper() for k in self._kinds)} study; "
+                f"the datastore has none"
             )
         for d in datalist:
             label, image = nib.load(d["label"]), nib.load(d["image"])
@@ -112,14 +120,19 @@ class StrokeTrainTask(BasicTrainTask):
         return datalist
 
     def partition_datalist(self, context: Context, shuffle=False):
-        """A deterministic split, so the candidate and the model in use meet the same studies."""
-        datalist = sorted(context.datalist, key=lambda d: d["image"])
-        n_val = max(1, int(round(len(datalist) * float(context.request.get("val_split", 0.25)))))
-        order = np.random.default_rng(int(context.request.get("split_seed", 0))).permutation(len(datalist))
-        val = [datalist[i] for i in sorted(order[:n_val])]
-        train = [datalist[i] for i in sorted(order[n_val:])]
-        logger.info(f"{self._task_name}: {len(train)} studies to train on, {len(val)} to validate on")
-        return train, val
+        """Site labels to train on, and the run's validation: the selection reference studies, on which
+        the run's checkpoint is chosen. The deciding studies are kept for the decision after the run."""
+        kinds = sorted({d["kind"] for d in context.datalist})
+        selection, decision = [], []
+        for kind in kinds:  # a task learns from one kind; several kinds pool their references
+            chosen, deciding = self._reference_studies(kind)
+            selection, decision = selection + list(chosen), decision + list(deciding)
+        self._split = split_site_labels(context.datalist, selection, decision, float(context.request.get("val_split", 0.25)),
+                                        int(context.request.get("split_seed", 0)))
+        logger.info(f"{self._task_name}: {len(self._split.train)} site studies to train on; checkpoint chosen on "
+                    f"{len(self._split.selection)} reference studies; publication decided on {len(self._split.deciding)} "
+                    f"({len(self._split.site_held_out)} of the site's)")
+        return self._split.train, self._split.selection
 
     # ---- model -----------------------------------------------------------------------------
     @property
@@ -171,23 +184,31 @@ class StrokeTrainTask(BasicTrainTask):
         super().finalize(context)
         self._last_context = context
 
-    def _validation_dice(self, context: Context, checkpoint: str) -> float:
+    def _dice_per_study(self, context: Context, checkpoint: str, datalist: Sequence[dict]) -> list[float]:
+        """The task's validation Dice of ``checkpoint`` on each study of ``datalist``, in order (NaN where
+        the label and the answer are both empty), by the same SupervisedEvaluator as the run's validation."""
         network = context.network
         state = torch.load(checkpoint, map_location=context.device)
         network.load_state_dict(state.get(self._model_dict_key, state))
+        dataset, _ = self._dataset(context, list(datalist), is_train=False)
         evaluator = SupervisedEvaluator(
             device=context.device,
-            val_data_loader=self.val_data_loader(context),
+            val_data_loader=self._dataloader(context, dataset, 1, 0),  # one study per batch: one figure per study
             network=network,
             inferer=self.val_inferer(context),
             postprocessing=self._validate_transforms(self.val_post_transforms(context), "Validation", "post"),
             key_val_metric=self.val_key_metric(context),
         )
         evaluator.run()
-        return float(evaluator.state.metrics[VAL_METRIC])
+        details = evaluator.state.metric_details[VAL_METRIC]  # (studies, classes), as MeanDice keeps them
+        details = details.detach().cpu().numpy() if hasattr(details, "detach") else np.asarray(details)
+        with np.errstate(all="ignore"):
+            per_study = np.nanmean(details.reshape(len(datalist), -1), axis=1) if np.size(details) else np.full(len(datalist), np.nan)
+        return [float(v) for v in per_study]
 
     def _publish_if_not_worse(self, request, started: float) -> Dict[str, Any]:
         context = self._last_context
+        split: Split = self._split
         candidate = os.path.join(context.output_dir, self._key_metric_filename)
         if not os.path.exists(candidate):
             return {"published": False, "reason": "training produced no checkpoint; the model in use is unchanged"}
@@ -201,40 +222,42 @@ class StrokeTrainTask(BasicTrainTask):
         version_path = os.path.join(versions_dir, version + ".pt")
         atomic_write_bytes(version_path, Path(candidate).read_bytes())
 
-        # Decided on the figures reported (4 decimals): a Dice of 3e-6 (a whole head called clot, one
-        # voxel right) is "nothing right" as the response shows it.
-        candidate_dice = round(self._validation_dice(context, candidate), 4)
+        # Both models on the same deciding studies (none of them chose the candidate's checkpoint).
+        candidate_dice = self._dice_per_study(context, candidate, split.deciding)
         in_use = self._model_in_use
-        in_use_dice = round(self._validation_dice(context, in_use), 4) if in_use else None
-        # A candidate that got nothing right on validation is never published, not even as the first
-        # model: a model that labels the wrong voxels (or names the wrong regions) misleads.
-        published = candidate_dice > 0 and (in_use_dice is None or candidate_dice >= in_use_dice)
+        in_use_dice = self._dice_per_study(context, in_use, split.deciding) if in_use else None
+        verdict = decide(candidate_dice, in_use_dice, version)
         decision = {
             "version": version,
             "version_path": version_path,
-            "candidate_val_dice": candidate_dice,
-            "in_use_val_dice": in_use_dice,
-            "val_studies": [os.path.basename(d["image"]) for d in context.val_datalist],
-            "train_studies": len(context.train_datalist),
+            **verdict.as_json(),
+            "val_studies": [split.name(d) for d in split.deciding],
+            **split.describe(),
+            "candidate_dice_by_study": _by_study(split, candidate_dice),
+            "in_use_dice_by_study": _by_study(split, in_use_dice) if in_use_dice else None,
+            "selection_best_dice": self._selection_best(context),
             "train_seconds": round(time.time() - started, 1),
-            "published": published,
-            # date, who started the run, the training data's counts and label provenance, sha256 (lib/model_versions.py)
-            **training_record(request, context.train_datalist, context.val_datalist, version_path),
+            # date, who started the run, the site's training data (counts, label provenance), sha256 (lib/model_versions.py)
+            **training_record(request, split.train, split.site_held_out, version_path),
         }
-        if published:
+        if verdict.published:
             # temp file, fsync, rename under the model's lock, recorded in its history and the audit log:
             # an infer never reads half a file, a crash never leaves none in use (lib/model_versions.py)
             publish(self._model_dir, self._task_name, version, by=request.get("started_by") or "training run",
                     method="POST", path=f"/train/{self._task_name}")
-            decision["reason"] = (
-                "first trained model" if in_use_dice is None else f"validation Dice {candidate_dice:.4f} >= {in_use_dice:.4f} of the model in use"
-            )
-        elif candidate_dice <= 0:
-            decision["reason"] = f"validation Dice 0: the candidate got nothing right on the validation studies; kept aside as {version}"
-        else:
-            decision["reason"] = (
-                f"validation Dice {candidate_dice:.4f} < {in_use_dice:.4f} of the model in use: kept aside as {version}"
-            )
         atomic_write_bytes(os.path.join(versions_dir, version + ".json"), json.dumps(decision, indent=2).encode())
         logger.info(f"{self._task_name}: {decision['reason']}")
         return decision
+
+    @staticmethod
+    def _selection_best(context: Context) -> Dict[str, Any] | None:
+        """The checkpoint choice: the best selection Dice of the run and its epoch."""
+        evaluator = getattr(context, "evaluator", None)
+        if evaluator is None:
+            return None
+        return {"dice": round(float(evaluator.state.best_metric), 4), "epoch": int(evaluator.state.best_metric_epoch)}
+
+
+def _by_study(split: Split, dice: Sequence[float]) -> Dict[str, float | None]:
+    """Per deciding study figures for the response (JSON has no NaN: a study without a figure is null)."""
+    return {split.name(d): (None if np.isnan(v) else round(float(v), 4)) for d, v in zip(split.deciding, dice)}
