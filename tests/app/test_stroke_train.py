@@ -136,7 +136,8 @@ def test_first_model_is_published_and_a_worse_one_is_kept_aside(trainer, tmp_pat
     from lib import model_versions
 
     assert model_versions.in_use(trainer._model_dir, trainer._task_name)["version"] == first["version"]
-    assert first["training_data"]["studies"] == first["train_studies"] + len(first["val_studies"]) and first["created"]
+    # the site's labels (trained on or held out), not the reference phantoms that also decide
+    assert first["training_data"]["studies"] == first["train_studies"] + len(first["site_held_out_studies"]) and first["created"]
     assert [e["action"] for e in model_versions.history(trainer._model_dir, trainer._task_name)] == ["publish"]
     in_use = trainer._publish_path_in_use
     before = open(in_use, "rb").read()
