@@ -330,28 +330,26 @@ def each(image_fn: Callable, label_fn: Callable | None = None, keys: Collection[
     return transform
 
 
-def skull_transform(seed: int = 0) -> Transform:
-    """DWI and ADC get :func:`add_synthetic_skull` together; labels and other images unchanged."""
+def diffusion_pair_transform(pair_fn) -> Transform:
+    """DWI and ADC through ``pair_fn(dwi, adc) -> (dwi, adc)`` together; labels and other images unchanged."""
 
     def transform(images: dict, labels: frozenset) -> dict:
         out = dict(images)
         if "dwi" in images and "adc" in images:
-            out["dwi"], out["adc"] = add_synthetic_skull(images["dwi"], images["adc"], seed=seed)
+            out["dwi"], out["adc"] = pair_fn(images["dwi"], images["adc"])
         return out
 
     return transform
+
+
+def skull_transform(seed: int = 0) -> Transform:
+    """DWI and ADC get :func:`add_synthetic_skull` together."""
+    return diffusion_pair_transform(lambda dwi, adc: add_synthetic_skull(dwi, adc, seed=seed))
 
 
 def scanner_int16_transform() -> Transform:
-    """DWI and ADC through :func:`as_scanner_int16` together; labels and other images unchanged."""
-
-    def transform(images: dict, labels: frozenset) -> dict:
-        out = dict(images)
-        if "dwi" in images and "adc" in images:
-            out["dwi"], out["adc"] = as_scanner_int16(images["dwi"], images["adc"])
-        return out
-
-    return transform
+    """DWI and ADC through :func:`as_scanner_int16` together."""
+    return diffusion_pair_transform(as_scanner_int16)
 
 
 def diffusion_series_transform() -> Transform:
