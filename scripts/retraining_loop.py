@@ -196,16 +196,10 @@ def refuse_seen_model(model: Path, cases: list[str]) -> None:
         raise SystemExit(f"{model.name} was trained on {', '.join(leaked)}: a figure on those cases would not be evidence; refused")
 
 
-def false_positive_ml(pred: np.ndarray, truth: np.ndarray, voxel_ml: float, margin: int = FP_MARGIN_VOXELS) -> float:
-    """Volume labelled outside the expert mask dilated by ``margin`` voxels (a border disagreement is not a false positive)."""
-    from scipy import ndimage
-
-    near = ndimage.binary_dilation(truth > 0, iterations=margin) if truth.any() else np.zeros(truth.shape, bool)
-    return float(np.count_nonzero((pred > 0) & ~near)) * voxel_ml
-
-
-def score_real(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict:
-    return {"dice": metrics.dice(pred > 0, truth > 0), "fp_ml": false_positive_ml(pred, truth, voxel_ml),
+def score_real(pred: np.ndarray, truth: np.ndarray, spacing_mm) -> dict:
+    """The held-out case's figures; false positives as evaluate.py counts them (strokelabel.metrics)."""
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    return {"dice": metrics.dice(pred > 0, truth > 0), "fp_ml": metrics.false_positive_volume_ml(pred > 0, truth > 0, spacing_mm, FP_MARGIN_VOXELS),
             "lesion_f1": metrics.lesion_f1(pred > 0, truth > 0), "volume_ml": float(np.count_nonzero(pred)) * voxel_ml,
             "expert_ml": float(np.count_nonzero(truth)) * voxel_ml}
 
@@ -234,7 +228,7 @@ def run_fold(held, others: list, work: Path, start_model: Path, request: dict, l
     studies, server_dir = prepare_fold(work, [held, *others], start_model)
     image_id = lambda study: study.reference.name.split(".nii")[0]  # noqa: E731
     truth = np.asarray(nib.load(str(held.expert_mask)).dataobj) > 0
-    voxel_ml = float(np.prod(nib.load(str(held.reference)).header.get_zooms()[:3])) / 1000.0
+    spacing_mm = tuple(float(z) for z in nib.load(str(held.reference)).header.get_zooms()[:3])
     rows, trainings = [], []
     with running_server(server_dir, studies, models="ischemic_lesion") as server:
         client = server.client
@@ -242,7 +236,7 @@ def run_fold(held, others: list, work: Path, start_model: Path, request: dict, l
         def score(step: int, decision: dict | None) -> None:
             label_file, result = client.infer("ischemic_lesion", image_id(held), {"method": "model"})
             pred = np.asarray(nib.load(label_file).dataobj)
-            row = {"fold": case_name(held), "corrections": step, **score_real(pred, truth, voxel_ml),
+            row = {"fold": case_name(held), "corrections": step, **score_real(pred, truth, spacing_mm),
                    "model": result.get("model_path") or result.get("model_file") or "", **(decision or {})}
             rows.append(row)
             log(f"{row['fold']} after {step} correction(s): Dice {row['dice']:.3f}, FP {row['fp_ml']:.2f} mL, "
@@ -386,13 +380,13 @@ def check_decisions(rows: list[dict], trainings: list[dict], cases: dict, work: 
     for t in trainings:
         held = cases[t["fold"]]
         truth = np.asarray(nib.load(str(held.expert_mask)).dataobj) > 0
-        voxel_ml = float(np.prod(nib.load(str(held.reference)).header.get_zooms()[:3])) / 1000.0
+        spacing_mm = tuple(float(z) for z in nib.load(str(held.reference)).header.get_zooms()[:3])
         model_dir = work / "candidates" / Path(t["version_path"]).stem / "model"
         model_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(t["version_path"], model_dir / f"{TRAINER}.pt")
         task = load_infer_tasks(model_dir, models="ischemic_lesion")["ischemic_lesion"]
         pred, _ = run_infer(task, held.reference, "model")
-        candidate = score_real(pred, truth, voxel_ml)
+        candidate = score_real(pred, truth, spacing_mm)
         before = next(r for r in rows if r["fold"] == t["fold"] and r["corrections"] == t["corrections"] - 1)
         better = candidate["dice"] >= before["dice"]
         out.append({"fold": t["fold"], "corrections": t["corrections"], "published": t["published"],

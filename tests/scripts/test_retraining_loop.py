@@ -46,10 +46,11 @@ def test_false_positive_volume_counts_only_beyond_two_voxels_of_the_expert_mask(
     truth[8:12, 8:12, 8:12] = True
     pred = np.zeros_like(truth)
     pred[6:14, 8:12, 8:12] = True  # two voxels beyond the mask on each side: a border disagreement
-    assert retraining_loop.false_positive_ml(pred, truth, voxel_ml=0.008) == 0.0
+    spacing = (2.0, 2.0, 2.0)  # 0.008 mL a voxel
+    assert retraining_loop.score_real(pred, truth, spacing)["fp_ml"] == 0.0
     pred[0:2, 0:2, 0:2] = True  # a separate false lesion of 8 voxels
-    assert retraining_loop.false_positive_ml(pred, truth, voxel_ml=0.008) == pytest.approx(8 * 0.008)
-    assert retraining_loop.false_positive_ml(pred, np.zeros_like(truth), voxel_ml=0.008) == pytest.approx(pred.sum() * 0.008)
+    assert retraining_loop.score_real(pred, truth, spacing)["fp_ml"] == pytest.approx(8 * 0.008)
+    assert retraining_loop.score_real(pred, np.zeros_like(truth), spacing)["fp_ml"] == pytest.approx(pred.sum() * 0.008)
 
 
 def test_targets_are_judged_on_the_measured_curve():
