@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -225,8 +226,14 @@ def test_a_corrected_seg_exported_by_a_viewer_becomes_the_training_label_and_ai_
         seg = write_seg(label, headers, segments, kind, series_description=f"viewer {kind.lower()} {time_of_day}")
         seg.ContentDate, seg.ContentTime = "20260102", time_of_day
         pacs_server.orthanc.upload([save(seg, tmp_path / f"{kind}{time_of_day}.dcm")])
-    objects = pacs_server.client.datastore()["objects"]  # a client's look at the datastore finds new SEGs (refresh interval 0 here)
-    final = objects[tmax]["labels"]["final"]
+    # A client's look at the datastore finds new SEGs (refresh interval 0 here); a look that overlaps another
+    # refresh still shows the label before them, so look again for up to a minute.
+    deadline = time.monotonic() + 60
+    while True:
+        final = pacs_server.client.datastore()["objects"][tmax]["labels"]["final"]
+        if final["info"].get("source") == "PACS DICOM-SEG" or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert final["info"]["algorithm_type"] == "MANUAL" and final["info"]["source"] == "PACS DICOM-SEG"
     label = in_ras(pacs_server.client.download_label(tmax, "final"))
     truth = in_ras(truth_file)
