@@ -250,14 +250,22 @@ def _draw_curves(figure, study, maps_from_4d: dict, crop, box) -> None:
     left, bottom, width, height = box
     # room inside the box for the axis labels below and the titles above
     curves = figure.add_axes((left + 0.045, bottom + 0.05, width * 0.55, height - 0.085))
+    missing = []
     for key, colour in (("aif", "#d62728"), ("vof", "#1f77b4")):
         entry = maps_from_4d.get(key)
-        if entry:
+        # compute_maps leaves an input's lists empty when none was found (a VOF on a short or weak series)
+        if entry and entry.get("curve_hu"):
             curves.plot(entry["times_s"], entry["curve_hu"], color=colour, lw=1.5, label=key.upper())
+        else:
+            missing.append(key.upper())
+    if missing:
+        curves.text(0.98, 0.95, f"{' and '.join(missing)} not found", transform=curves.transAxes, ha="right", va="top",
+                    fontsize=8, color="#b00000", fontweight="bold")
     curves.set_xlabel("time (s)", fontsize=8)
     curves.set_ylabel("enhancement (HU)", fontsize=8)
     curves.tick_params(labelsize=7)
-    curves.legend(fontsize=8, frameon=False)
+    if curves.lines:
+        curves.legend(fontsize=8, frameon=False)
     curves.set_title("Maps computed from the 4D series: AIF and VOF", fontsize=8.5, loc="left")
     where = figure.add_axes((left + width * 0.68, bottom, width * 0.3, height - 0.03))
     where.set_label("plain AIF/VOF positions")
@@ -268,7 +276,7 @@ def _draw_curves(figure, study, maps_from_4d: dict, crop, box) -> None:
                  interpolation="nearest")
     for key, colour, marker in (("aif", "#ff4040", "+"), ("vof", "#40a0ff", "x")):
         entry = maps_from_4d.get(key)
-        if entry and entry.get("centroid_ijk") is not None:
+        if entry and entry.get("centroid_ijk"):
             i, j, k = entry["centroid_ijk"]
             column, row = _display_position(i, j, crop, projection.shape)
             where.plot(column, row, marker, color=colour, markersize=10, markeredgewidth=2)

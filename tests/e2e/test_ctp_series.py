@@ -46,8 +46,29 @@ def series_server(tmp_path_factory):
     folder.mkdir(parents=True)
     nib.save(nib.Nifti1Image(np.asarray(flat.dataobj)[..., 0], flat.affine), str(folder / "sub-flat_ses-01_ctp.nii.gz"))
     generate_isles24_study(studies, 1, seed=501)
+    write_flat_probe(studies / PROBE)
     with running_server(tmp_path_factory.mktemp("series-server"), studies, models="core_penumbra,ischemic_lesion,clot_region") as server:
         yield server
+
+
+PROBE = "sub-probe01_ses-01_ctp.nii.gz"
+
+
+def write_flat_probe(path: Path) -> None:
+    """A 4D series alone at the top of the studies folder, as a new user drops one in: 96 x 96 x 12 x 45,
+    1 s frames in the header only (no sidecar), no derived maps, no truth beside it."""
+    import dataclasses
+
+    from strokelabel.phantom.ctp_families import simulate_family
+    from strokelabel.phantom.geometry import Grid
+    from strokelabel.phantom.patient import make_patient
+
+    grid = Grid((96, 96, 12), (2.2, 2.2, 8.0))
+    patient = dataclasses.replace(make_patient(1001), ctp_protocol={"dt_s": 1.0, "n_frames": 45})
+    img = nib.Nifti1Image(simulate_family(patient, grid, "clean", 1).ctp, grid.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = 1.0
+    nib.save(img, str(path))
 
 
 def hypo_dice(label: np.ndarray, studies: Path) -> float:
@@ -137,3 +158,14 @@ def test_a_3d_volume_named_as_a_4d_series_is_refused_by_name(series_server):
     with pytest.raises(MONAILabelClientException) as error:
         series_server.client.infer("core_penumbra", "sub-flat_ses-01_ctp", {})
     assert "422" in error.value.msg and "ctp has 3 dimensions" in error.value.msg
+
+
+def test_a_flat_folder_4d_series_without_sidecar_gets_its_summary_picture(series_server):
+    """Issue 23: on such a study the label was served but the picture failed (matmul ... size 1 is different from 4)."""
+    client, image = series_server.client, PROBE.removesuffix(".nii.gz")
+    assert image in client.datastore()["objects"]
+    _, result = client.infer("core_penumbra", image, {"method": "baseline"})
+    assert "summary_error" not in result, result.get("summary_error")
+    assert result["maps_from_4d"]["reused"] is False and "header pixdim[4]" in str(result["maps_from_4d"])
+    picture = fetch(series_server, result["summary_url"])
+    assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 20_000

@@ -361,3 +361,24 @@ def test_a_ctp_lesion_is_drawn_on_the_perfusion_maps_with_its_tmax_figures(tmp_p
     assert {ax.get_label().split(" z=")[0] for ax in figure.axes} == {
         "overlay CBF (mL/100 g/min)", "overlay Tmax (s), 0–12 s", "plain CBV (mL/100 g), no overlay"}
     assert render_summary(study, lesion, result, tmp_path / "lesion.png").exists()
+
+
+def test_a_series_whose_venous_output_was_not_found_still_gets_its_picture_saying_so():
+    """compute_maps leaves the VOF's lists empty when it finds none (as on a short flat-folder probe series);
+    the picture was then lost to 'matmul: ... size 1 is different from 4' (issue 23)."""
+    from lib.infers.stroke_infer import picture_result
+
+    label = perfusion_label()
+    study, result = ctp_study(label), auto_result(core_penumbra_figures(label, SPACING))
+    times = [float(t) for t in np.arange(0.0, 40.0, 2.0)]
+    aif = [300.0 * max(0.0, (t - 8) / 6.0) * np.exp(-max(0.0, t - 8) / 6.0) for t in times]
+    result["maps_from_4d"] = {"aif": {"times_s": times, "curve_hu": aif, "voxels_ijk": [[10, 30, 4]], "centroid_ijk": [10.0, 30.0, 4.0]},
+                              "vof": {"times_s": times, "curve_hu": [], "voxels_ijk": [], "centroid_ijk": []}}
+    drawn = picture_result(result, study)
+    assert drawn["maps_from_4d"]["vof"]["centroid_ijk"] == [] and len(drawn["maps_from_4d"]["aif"]["centroid_ijk"]) == 3
+    figure = summary_figure(study, label, drawn)
+    (curves,) = [ax for ax in figure.axes if ax.get_xlabel() == "time (s)"]
+    assert [line.get_label() for line in curves.lines] == ["AIF"]
+    assert "VOF not found" in [text.get_text() for text in curves.texts]
+    (where,) = [ax for ax in figure.axes if "AIF/VOF" in ax.get_label()]
+    assert [line.get_marker() for line in where.lines] == ["+"]  # the AIF's position only

@@ -53,7 +53,8 @@ def picture_result(result: dict, study) -> dict:
     to_ras = np.linalg.inv(study.affine) @ study.native_affine
     for key in ("aif", "vof"):
         entry = computed.get(key)
-        if isinstance(entry, dict) and entry.get("centroid_ijk") is not None:
+        # An input not found (compute_maps leaves its lists empty: no VOF on a short or weak series) has no position.
+        if isinstance(entry, dict) and entry.get("centroid_ijk"):
             computed[key] = {**entry, "centroid_ijk": (to_ras @ [*map(float, entry["centroid_ijk"]), 1.0])[:3].tolist()}
     return {**result, "maps_from_4d": computed}
 
