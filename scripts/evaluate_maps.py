@@ -25,6 +25,7 @@ compute_maps: wall seconds and peak resident MiB (getrusage).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import subprocess
@@ -34,18 +35,36 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
-from strokelabel import metrics
+from strokelabel import metrics, perfusion
 from strokelabel.baselines.perfusion import core_penumbra_baseline, relative_cbf
 from strokelabel.ctp4d import CtpSeries, compute_maps, read_ctp_nifti
 from strokelabel.errors import StrokeLabelError
 from strokelabel.phantom.ctp import derive_maps
-from strokelabel.phantom.ctp_families import FAMILIES, simulate_family
+from strokelabel.phantom.ctp_families import FAMILIES, CtpFamily, simulate_family
 from strokelabel.phantom.geometry import Grid, grid_for
 from strokelabel.phantom.patient import make_patient
 from strokelabel.phantom.study import study_seed
 
 MAP_KEYS = ("cbf", "cbv", "mtt", "tmax")
+# The deconvolutions measured on the same series (``--deconvolutions``); compute_maps' own is "osvd".
+DECONVOLUTIONS = {
+    "osvd": None,  # compute_maps' default: block-circulant oSVD, oscillation index 0.095
+    "osvd_calibrated": perfusion.deconvolve_osvd_calibrated,
+    "tsvd_discrepancy": perfusion.deconvolve_tsvd_discrepancy,
+    "tikhonov_gcv": perfusion.deconvolve_tikhonov_gcv,
+}
+# Families made on the evaluation side from the frozen ones (strokelabel.phantom.ctp_families is not changed):
+# "truncated": the clean series cut at TRUNCATED_AT_S, before the tissue washout and the venous peak are acquired.
+TRUNCATED_AT_S = 24.0
+# Series that cannot support a core estimate, to check that the flags fire (ctp_families.CtpFamily's own knobs):
+# a bolus at 30 % of the patient's strength (a missed injection, an extravasation), frame noise of 30-40 HU.
+FLAG_FAMILIES = {"weak_bolus": CtpFamily("weak_bolus", aif_peak_scale=0.3), "low_snr": CtpFamily("low_snr", noise_hu=(30.0, 40.0))}
+QUALITY_COLUMNS = ("flags", "flagged", "q_aif_peak_hu", "q_aif_end_fraction", "q_vof_peak_frames_from_end", "q_max_shift_mm", "q_max_angle_deg",
+                   "q_tissue_cnr", "q_baseline_noise_hu")
+# The small-core row: studies whose core by the task's rule on the true maps is within these volumes.
+SMALL_CORE_ML = (5.0, 20.0)
 CLINICAL_GRID = Grid((512, 512, 20), (0.43, 0.43, 5.0))
 CLINICAL_FRAMES_S = 1.5  # 40 frames over 58.5 s
 
@@ -64,54 +83,98 @@ def score(maps: dict, mask: np.ndarray, truth: dict, spacing_mm) -> dict:
     true_rcbf = relative_cbf(truth["cbf"], brain, spacing_mm, truth["tmax"])
     rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"])
     row["dice_core"] = metrics.dice(mapped & (rcbf < 0.3), brain & (true_rcbf < 0.3))
+    # rCBF where the core's edge is decided: true rCBF below 0.5, within 2 voxels in-plane.
+    near = ndimage.binary_dilation(brain & (true_rcbf < 0.5), structure=np.ones((5, 5, 1), bool)) & scored
+    row["rcbf_near_core_mae"] = float(np.median(np.abs(rcbf[near] - true_rcbf[near]))) if near.any() else float("nan")
     # The core_penumbra task's own rule (cluster clean-up included) on these maps and on the true maps.
     ml = float(np.prod(spacing_mm)) / 1000.0
     task = core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mapped, check_units=False)
     task_true = core_penumbra_baseline(truth["cbf"], truth["tmax"], spacing_mm, brain_mask=brain, check_units=False)
     row["task_core_dice"] = metrics.dice(task == 1, task_true == 1)
     row["task_penumbra_dice"] = metrics.dice(task == 2, task_true == 2)
+    row["true_core_ml"] = float((task_true == 1).sum() * ml)
     row["task_core_ml_err"] = float(((task == 1).sum() - (task_true == 1).sum()) * ml)
     row["task_hypo_ml_err"] = float(((task > 0).sum() - (task_true > 0).sum()) * ml)
     return row
 
 
-def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print) -> list[dict]:
+def simulate_case(family: str, patient, grid: Grid, seed: int):
+    """A family's series with its truth; the evaluation-side families are made from the frozen ones."""
+    if family in FLAG_FAMILIES:
+        return simulate_family(patient, grid, FLAG_FAMILIES[family], seed)
+    if family == "truncated":
+        case = simulate_family(patient, grid, "clean", seed)
+        keep = case.times_s <= TRUNCATED_AT_S
+        return dataclasses.replace(case, ctp=case.ctp[..., keep], times_s=case.times_s[keep])
+    return simulate_family(patient, grid, family, seed)
+
+
+def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print, deconvolutions=("osvd",), previous=True) -> list[dict]:
     rows = []
     for index in range(1, per_family + 1):
         patient = make_patient(study_seed(seed, "ctp", index))
-        case = simulate_family(patient, grid, family, seed * 1000 + index)
+        case = simulate_case(family, patient, grid, seed * 1000 + index)
+        # One preparation of the series (motion, AIF, VOF, baseline), every deconvolution on it.
+        first, others = deconvolutions[0], {name: DECONVOLUTIONS[name] for name in deconvolutions[1:]}
         started = time.perf_counter()
         try:
-            computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm)
-            ours = score(computed.maps, computed.mask, case.truth, grid.spacing_mm)
-            ours["seconds"] = time.perf_counter() - started
-            ours["warned"] = bool(computed.warnings)
+            computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm, deconvolve=DECONVOLUTIONS[first],
+                                    also_deconvolve=others)
         except StrokeLabelError as error:
             log(f"  {family} #{index}: compute_maps refused: {error}")
-            ours = {"refused": True}
-        rows.append({"method": "compute_maps", **ours})
-        started = time.perf_counter()
-        previous = derive_maps(case.ctp, float(np.median(np.diff(case.times_s))), grid.spacing_mm)
-        theirs = score(previous, previous["mask"], case.truth, grid.spacing_mm)
-        theirs["seconds"] = time.perf_counter() - started
-        rows.append({"method": "previous", **theirs})
-        log(f"  {family} #{index}: core Dice {ours.get('dice_core', float('nan')):.3f} vs previous {theirs['dice_core']:.3f}; "
-            f"Tmax>6 Dice {ours.get('dice_tmax6', float('nan')):.3f} vs {theirs['dice_tmax6']:.3f}")
+            rows += [{"method": f"compute_maps {name}", "study": index, "refused": True} for name in deconvolutions]
+            computed = None
+        seconds = time.perf_counter() - started
+        for name in deconvolutions if computed else ():
+            ours = score(computed.maps if name == first else computed.compared[name], computed.mask, case.truth, grid.spacing_mm)
+            ours["seconds"] = seconds
+            ours["warned"] = bool(computed.warnings)
+            ours["flagged"] = bool(computed.flags)
+            ours["flags"] = ",".join(f["flag"] for f in computed.flags) or "-"
+            ours.update({f"q_{k}": v for k, v in computed.quality.items() if isinstance(v, (int, float))})
+            rows.append({"method": f"compute_maps {name}", "study": index, **ours})
+            log(f"  {family} #{index} {name}: task core Dice {ours['task_core_dice']:.3f}, "
+                f"penumbra {ours['task_penumbra_dice']:.3f}, true core {ours['true_core_ml']:.1f} mL")
+        if previous:
+            started = time.perf_counter()
+            old = derive_maps(case.ctp, float(np.median(np.diff(case.times_s))), grid.spacing_mm)
+            theirs = score(old, old["mask"], case.truth, grid.spacing_mm)
+            theirs["seconds"] = time.perf_counter() - started
+            rows.append({"method": "previous", "study": index, **theirs})
     return rows
 
 
 def accuracy(args) -> None:
     grid = grid_for("ctp", "small")
-    families = args.families.split(",") if args.families else list(FAMILIES)
-    columns = ["method", "n", "coverage"] + [f"{k}_{e}" for k in MAP_KEYS for e in ("mae", "mre")] + ["dice_tmax6", "dice_core", "task_core_dice", "task_penumbra_dice", "task_core_ml_err", "task_hypo_ml_err", "warned", "seconds"]
+    families = args.families.split(",") if args.families else [*FAMILIES, "truncated"]
+    deconvolutions = args.deconvolutions.split(",")
+    columns = ["method", "n", "coverage"] + [f"{k}_{e}" for k in MAP_KEYS for e in ("mae", "mre")] + ["rcbf_near_core_mae", "dice_tmax6", "dice_core", "task_core_dice", "task_penumbra_dice", "task_core_ml_err", "task_hypo_ml_err", "true_core_ml", "warned", "seconds"]
     print(f"# Perfusion maps from 4D phantoms: {args.per_family} per family, seed {args.seed}, grid {grid.shape} at {grid.spacing_mm} mm\n")
     print("mae: median absolute error (mL/100g/min, mL/100g, s, s); mre: median relative error; Dice against the true maps; "
           "means over the studies; warned: fraction with a warning.\n")
+    small, flag_rows = [], []
     for family in families:
         print(f"## {family}\n", flush=True)
-        rows = evaluate_family(family, args.per_family, args.seed, grid, log=lambda m: print(m, file=sys.stderr, flush=True))
+        rows = evaluate_family(family, args.per_family, args.seed, grid, log=lambda m: print(m, file=sys.stderr, flush=True),
+                               deconvolutions=deconvolutions, previous=not args.no_previous)
         table = metrics.summarise(rows, by="method")
         print(metrics.format_table(table, [c for c in columns if any(c in r for r in table)], digits=3, markdown=True) + "\n", flush=True)
+        small += [r for r in rows if SMALL_CORE_ML[0] <= r.get("true_core_ml", -1) <= SMALL_CORE_ML[1]]
+        quality_rows = [{"family": family, "study": r["study"], **{k: r.get(k) for k in QUALITY_COLUMNS}}
+                        for r in rows if r["method"] == f"compute_maps {deconvolutions[0]}" and not r.get("refused")]
+        flag_rows += quality_rows
+        print(metrics.format_table(quality_rows, ["study", *QUALITY_COLUMNS], digits=2, markdown=True) + "\n", flush=True)
+    print("## series flags per family (a flag says the series cannot support a core estimate)\n")
+    summary = [{"family": f, "n": len(rs), "flagged": sum(r["flagged"] for r in rs) / len(rs),
+                "flags": "; ".join(sorted({r["flags"] for r in rs if r["flags"] != "-"})) or "-"}
+               for f in families if (rs := [r for r in flag_rows if r["family"] == f])]
+    print(metrics.format_table(summary, ["family", "n", "flagged", "flags"], digits=2, markdown=True) + "\n", flush=True)
+    print(f"## small cores ({SMALL_CORE_ML[0]:g}-{SMALL_CORE_ML[1]:g} mL by the task's rule on the true maps), all families\n")
+    if small:
+        table = metrics.summarise(small, by="method")
+        print(metrics.format_table(table, [c for c in columns if any(c in r for r in table)], digits=3, markdown=True) + "\n", flush=True)
+    else:
+        print("no study of these families has a core in this range\n")
 
 
 # --- clinical size: time and memory in a fresh process ------------------------------------
@@ -176,7 +239,9 @@ def main(argv=None) -> None:
     parser.add_argument("--per-family", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=("small", "clinical"), default="small")
-    parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)} (default all)")
+    parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)}, truncated (default all); also {', '.join(FLAG_FAMILIES)}")
+    parser.add_argument("--deconvolutions", default="osvd", help=f"comma-separated, of {', '.join(DECONVOLUTIONS)}")
+    parser.add_argument("--no-previous", action="store_true", help="skip the generator's own pipeline")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--measure-load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 MAPS_FROM_4D = ("cbf", "cbv", "mtt", "tmax", "ttp", "mip", "ncct")
 # Bumped whenever the computation changes, so maps made by older code are made again.
-MAPS_VERSION = "1"
+MAPS_VERSION = "2"  # 2: series quality figures and flags
 
 
 def _jsonable(value):
@@ -67,6 +67,8 @@ def maps_from_4d(series_path: str | Path, study_id: str) -> dict:
                 "vof": computed.vof,
                 "motion": computed.motion,
                 "warnings": list(computed.warnings),
+                "quality": computed.quality,
+                "flags": computed.flags,
                 "dt_s": computed.dt_s,
                 "notes": computed.notes,
                 "seconds": round(time.perf_counter() - started, 1),

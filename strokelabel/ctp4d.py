@@ -59,6 +59,13 @@ NO_ARTERIAL_SIGNAL_HU = 50.0
 WEAK_ARTERIAL_SIGNAL_HU = 100.0
 # The AIF still this high at the last frame (fraction of its peak): the bolus was cut off.
 TRUNCATED_AIF_FRACTION = 0.35
+# Series flags (series_flags): a VOF peaking within this many frames of the end (its washout not acquired),
+# head motion beyond these, a tissue contrast-to-noise ratio below this. Limits are provisional until measured
+# by scripts/evaluate_maps.py (see the flag table there).
+TRUNCATED_VOF_FRAMES = 2
+FLAG_MOTION_MM = 3.0
+FLAG_MOTION_DEG = 3.0
+LOW_TISSUE_CNR = 1.0
 # The VOF peaks at least this long after the AIF.
 VOF_LAG_S = 2.0
 # A VOF/AIF area ratio above this means a wrong VOF, not a thin artery: the AIF is then left as measured.
@@ -404,13 +411,20 @@ class ComputedMaps:
     warnings: list
     dt_s: float
     notes: dict
+    quality: dict = field(default_factory=dict)  # the figures :func:`series_flags` reads
+    flags: list = field(default_factory=list)  # :func:`series_flags`: why the series may not support a core estimate
+    compared: dict = field(default_factory=dict)  # {name: maps} of ``also_deconvolve``
 
 
-def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None = None, in_plane_mm: float | None = None) -> ComputedMaps:
+def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None = None, in_plane_mm: float | None = None,
+                 deconvolve=None, also_deconvolve: dict | None = None) -> ComputedMaps:
     """CBF, CBV, MTT, Tmax, TTP, MIP and NCCT of ``series`` (see the module docstring for the steps).
 
     ``spacing_mm`` defaults to the affine's; ``progress(fraction, message)`` is called at each
     stage and per deconvolution slab; ``in_plane_mm`` makes the deconvolution grid at least that coarse.
+    ``deconvolve``: another deconvolution than the default (see :func:`strokelabel.perfusion.perfusion_maps`);
+    ``also_deconvolve`` {name: deconvolve}: the same prepared series (motion, AIF, VOF, baseline) deconvolved
+    by each of these as well, maps in ``ComputedMaps.compared[name]`` (scripts/evaluate_maps.py compares methods so).
     """
     report = progress or (lambda fraction, message: None)
     spacing = tuple(float(s) for s in (spacing_mm if spacing_mm is not None else series.spacing_mm))
@@ -460,20 +474,28 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
     warnings += truncation_warnings(aif, vof, grid)
     notes["baseline_frames"] = n_baseline
 
-    cbf_etc = _deconvolve(low, dt, low_spacing, brain_low, aif * scale, n_baseline, report, span=(0.5, 0.95))
+    cbf_etc = _deconvolve(low, dt, low_spacing, brain_low, aif * scale, n_baseline, report, span=(0.5, 0.95), deconvolve=deconvolve)
+
+    quality = series_quality(low, brain_low & inner, n_baseline, aif, vof, motion)
+    flags = series_flags(quality)
 
     report(0.96, "maps on the full grid")
     n_full_baseline = max(1, int(np.searchsorted(times, grid[n_baseline], side="left")))
     ncct = perfusion.baseline_from_series(values, n_full_baseline)
     mip = values.max(axis=-1).astype(np.float32)
-    if factor == 1:
-        brain, maps = brain_low, cbf_etc
-    else:
-        brain = perfusion.brain_mask_from_ncct(ncct) & ~_bone_rim(ncct)
-        support = cbf_etc["cbf"] > 0
+    brain = brain_low if factor == 1 else perfusion.brain_mask_from_ncct(ncct) & ~_bone_rim(ncct)
+
+    def full_grid(low_maps: dict) -> dict:
+        if factor == 1:
+            return {**low_maps, "mip": mip, "ncct": ncct.astype(np.float32)}
+        support = low_maps["cbf"] > 0
         tissue = brain & ((mip - ncct) <= 100.0)
-        maps = {k: np.where(tissue, upsample_in_plane(v, support, factor, shape), 0.0).astype(np.float32) for k, v in cbf_etc.items()}
-    maps = {**maps, "mip": mip, "ncct": ncct.astype(np.float32)}
+        full = {k: np.where(tissue, upsample_in_plane(v, support, factor, shape), 0.0).astype(np.float32) for k, v in low_maps.items()}
+        return {**full, "mip": mip, "ncct": ncct.astype(np.float32)}
+
+    maps = full_grid(cbf_etc)
+    compared = {name: full_grid(_deconvolve(low, dt, low_spacing, brain_low, aif * scale, n_baseline, report, span=(0.96, 0.96), deconvolve=other))
+                for name, other in (also_deconvolve or {}).items()}
     report(1.0, "maps computed")
     return ComputedMaps(
         maps=maps,
@@ -484,6 +506,9 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
         warnings=warnings,
         dt_s=float(dt),
         notes=notes,
+        quality=quality,
+        flags=flags,
+        compared=compared,
     )
 
 
@@ -560,7 +585,76 @@ def truncation_warnings(aif: np.ndarray, vof: np.ndarray, times) -> list[str]:
     return out
 
 
-def _deconvolve(series, dt, spacing, brain, aif, n_baseline, report, span, chunk_voxels: int = 500_000) -> dict[str, np.ndarray]:
+def series_quality(series, brain, n_baseline: int, aif: np.ndarray, vof: np.ndarray, motion: list) -> dict:
+    """The figures that say whether a series can support a core estimate (read by :func:`series_flags`):
+
+    - ``aif_peak_hu``: the arterial input's peak enhancement;
+    - ``aif_end_fraction``: the AIF at the last frame, as a fraction of its peak (a bolus cut off stays high);
+    - ``vof_peak_frames_from_end``: frames between the VOF's peak and the last frame (None without a VOF);
+    - ``max_shift_mm``, ``max_angle_deg``: the largest head motion the registration found;
+    - ``tissue_cnr``: the brain's mean enhancement peak over the median noise of a voxel's baseline frames
+      (on the deconvolution grid, before smoothing): what the deconvolution has to work with.
+    """
+    peak = float(np.max(aif))
+    n = max(2, int(n_baseline))
+    noise, enhancement, count = [], np.zeros(series.shape[-1]), 0
+    for zs in perfusion._slabs(series.shape, 500_000):
+        m = brain[:, :, zs]
+        if not m.any():
+            continue
+        curves = series[:, :, zs][m].astype(np.float32)
+        noise.append(curves[:, :n].std(axis=-1, ddof=1))
+        enhancement += (curves - curves[:, :n].mean(axis=-1, keepdims=True)).sum(axis=0)
+        count += int(m.sum())
+    noise_hu = float(np.median(np.concatenate(noise))) if noise else float("nan")
+    tissue_peak_hu = float(np.max(enhancement / max(count, 1)))
+    registered = [r for r in motion if r["registered"]]
+    return {
+        "aif_peak_hu": round(peak, 1),
+        "aif_end_fraction": round(float(aif[-1]) / peak, 3) if peak > 0 else None,
+        "vof_peak_frames_from_end": int(len(vof) - 1 - int(np.argmax(vof))) if np.any(vof) else None,
+        "max_shift_mm": round(max((r["shift_mm"] for r in registered), default=0.0), 2),
+        "max_angle_deg": round(max((r["angle_deg"] for r in registered), default=0.0), 2),
+        "unregistered_frames": len(motion) - len(registered),
+        "tissue_peak_hu": round(tissue_peak_hu, 2),
+        "baseline_noise_hu": round(noise_hu, 2),
+        "tissue_cnr": round(tissue_peak_hu / noise_hu, 2) if noise_hu > 0 else None,
+    }
+
+
+def series_flags(quality: dict) -> list[dict]:
+    """The reasons a series cannot support a core estimate, each with the figure that decided it and its limit:
+    ``{"flag", "figure", "limit", "words"}``; empty when none applies."""
+    flags = []
+
+    def flag(name: str, figure, limit, words: str) -> None:
+        flags.append({"flag": name, "figure": figure, "limit": limit, "words": words})
+
+    if quality["aif_peak_hu"] < WEAK_ARTERIAL_SIGNAL_HU:
+        flag("weak_arterial_signal", quality["aif_peak_hu"], WEAK_ARTERIAL_SIGNAL_HU,
+             f"weak arterial signal: the AIF peaks {quality['aif_peak_hu']:.0f} HU above baseline (< {WEAK_ARTERIAL_SIGNAL_HU:g} HU)")
+    end = quality["aif_end_fraction"]
+    if end is not None and end > TRUNCATED_AIF_FRACTION:
+        flag("truncated_bolus", end, TRUNCATED_AIF_FRACTION,
+             f"truncated bolus: the AIF is still at {100 * end:.0f} % of its peak at the last frame (> {100 * TRUNCATED_AIF_FRACTION:.0f} %)")
+    elif quality["vof_peak_frames_from_end"] is not None and quality["vof_peak_frames_from_end"] < TRUNCATED_VOF_FRAMES:
+        flag("truncated_bolus", quality["vof_peak_frames_from_end"], TRUNCATED_VOF_FRAMES,
+             f"truncated bolus: the VOF peaks {quality['vof_peak_frames_from_end']} frame(s) before the last (< {TRUNCATED_VOF_FRAMES}): "
+             "the washout was not acquired")
+    if quality["max_shift_mm"] > FLAG_MOTION_MM or quality["max_angle_deg"] > FLAG_MOTION_DEG or quality["unregistered_frames"]:
+        flag("heavy_motion", max(quality["max_shift_mm"], quality["max_angle_deg"]), max(FLAG_MOTION_MM, FLAG_MOTION_DEG),
+             f"heavy motion: the head moved up to {quality['max_shift_mm']:.1f} mm and {quality['max_angle_deg']:.1f} deg "
+             f"(limit {FLAG_MOTION_MM:g} mm, {FLAG_MOTION_DEG:g} deg)"
+             + (f"; {quality['unregistered_frames']} frame(s) could not be registered" if quality["unregistered_frames"] else ""))
+    cnr = quality["tissue_cnr"]
+    if cnr is not None and cnr < LOW_TISSUE_CNR:
+        flag("low_snr", cnr, LOW_TISSUE_CNR,
+             f"low signal to noise: the brain enhances {quality['tissue_peak_hu']:.1f} HU against {quality['baseline_noise_hu']:.1f} HU "
+             f"of noise (CNR {cnr:.2f} < {LOW_TISSUE_CNR:g})")
+    return flags
+
+
+def _deconvolve(series, dt, spacing, brain, aif, n_baseline, report, span, chunk_voxels: int = 500_000, deconvolve=None) -> dict[str, np.ndarray]:
     """perfusion_maps slab by slab (its smoothing is in-plane, so slabs are independent), reporting each."""
     names = ("cbf", "cbv", "mtt", "tmax", "ttp")
     maps = {k: np.zeros(series.shape[:3], np.float32) for k in names}
@@ -568,7 +662,7 @@ def _deconvolve(series, dt, spacing, brain, aif, n_baseline, report, span, chunk
     for i, zs in enumerate(slabs):
         if brain[:, :, zs].any():
             slab = perfusion.perfusion_maps(series[:, :, zs], dt, spacing_mm=spacing, mask=brain[:, :, zs], aif_hu=aif, n_baseline=n_baseline,
-                                            chunk_voxels=chunk_voxels)
+                                            chunk_voxels=chunk_voxels, deconvolve=deconvolve)
             for k in names:
                 maps[k][:, :, zs] = slab[k]
         report(span[0] + (span[1] - span[0]) * (i + 1) / len(slabs), f"deconvolution: slab {i + 1}/{len(slabs)} (slices {zs.start}-{zs.stop - 1})")

@@ -258,9 +258,12 @@ def _draw_curves(figure, study, maps_from_4d: dict, crop, box) -> None:
             curves.plot(entry["times_s"], entry["curve_hu"], color=colour, lw=1.5, label=key.upper())
         else:
             missing.append(key.upper())
-    if missing:
-        curves.text(0.98, 0.95, f"{' and '.join(missing)} not found", transform=curves.transAxes, ha="right", va="top",
-                    fontsize=8, color="#b00000", fontweight="bold")
+    notes = [f"{' and '.join(missing)} not found"] if missing else []
+    # Why the series may not support a core estimate (strokelabel.ctp4d.series_flags), each with its deciding figure.
+    notes += [f"{flag['flag'].replace('_', ' ')}: {flag['figure']:g} (limit {flag['limit']:g})" for flag in maps_from_4d.get("flags") or []]
+    for row, note in enumerate(notes):
+        curves.text(0.98, 0.95 - 0.11 * row, note, transform=curves.transAxes, ha="right", va="top", fontsize=7.5, color="#b00000",
+                    fontweight="bold")
     curves.set_xlabel("time (s)", fontsize=8)
     curves.set_ylabel("enhancement (HU)", fontsize=8)
     curves.tick_params(labelsize=7)

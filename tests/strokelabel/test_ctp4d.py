@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from strokelabel import perfusion as P
-from strokelabel.ctp4d import CtpSeries, compute_maps, read_ctp_nifti
+from strokelabel.ctp4d import FLAG_MOTION_MM, LOW_TISSUE_CNR, CtpSeries, compute_maps, read_ctp_nifti, series_flags
 from strokelabel.errors import StrokeLabelError
 from strokelabel.phantom.ctp_families import FAMILIES, apply_rigid_motion, simulate_family
 from strokelabel.phantom.geometry import Grid
@@ -48,7 +48,8 @@ def tmax_dice(computed: dict, truth: dict) -> float:
 
 def test_clean_series_recovers_every_map_and_warns_of_nothing(clean, clean_maps):
     maps, truth = clean_maps.maps, clean.truth
-    assert clean_maps.warnings == []
+    assert clean_maps.warnings == [] and clean_maps.flags == []
+    assert clean_maps.quality["aif_end_fraction"] < 0.1 and clean_maps.quality["tissue_cnr"] > LOW_TISSUE_CNR
     assert (truth["brain"] & (maps["cbf"] > 0)).sum() > 0.9 * truth["brain"].sum()  # the brain is covered
     assert median_relative_error(maps, truth, "cbf") < 0.30
     assert median_relative_error(maps, truth, "cbv") < 0.35
@@ -117,6 +118,8 @@ def test_heavy_motion_is_warned():
     computed = compute_maps(CtpSeries(shifted(case, [0.0, 7.0, 0.0]), GRID.affine, case.times_s), GRID.spacing_mm)
     assert any(w.startswith("heavy motion") for w in computed.warnings)
     assert max(r["shift_mm"] for r in computed.motion) == pytest.approx(7.0, abs=1.0)
+    (flag,) = [f for f in computed.flags if f["flag"] == "heavy_motion"]
+    assert flag["figure"] == pytest.approx(7.0, abs=1.0) and flag["limit"] == FLAG_MOTION_MM and "7." in flag["words"]
 
 
 # --- warnings and refusals ---------------------------------------------------------------------
@@ -127,6 +130,7 @@ def test_truncated_bolus_is_warned():
     assert case.ctp.shape[-1] >= 10
     computed = compute_maps(CtpSeries(case.ctp, GRID.affine, case.times_s), GRID.spacing_mm)
     assert any(w.startswith("truncated bolus") for w in computed.warnings)
+    assert [f["flag"] for f in computed.flags] == ["truncated_bolus"]
 
 
 def test_no_contrast_raises_and_a_weak_bolus_warns():
@@ -136,6 +140,8 @@ def test_no_contrast_raises_and_a_weak_bolus_warns():
     weak = simulate(dataclass_replace(FAMILIES["clean"], aif_peak_scale=0.3))
     computed = compute_maps(CtpSeries(weak.ctp, GRID.affine, weak.times_s), GRID.spacing_mm)
     assert any(w.startswith("weak arterial signal") for w in computed.warnings)
+    (flag,) = [f for f in computed.flags if f["flag"] == "weak_arterial_signal"]
+    assert flag["figure"] == computed.quality["aif_peak_hu"] < flag["limit"] == 100.0
 
 
 def dataclass_replace(family, **changes):
@@ -266,3 +272,15 @@ def test_vof_is_the_late_large_area_curve_and_a_step_is_not_a_bolus():
     vof, chosen = P.select_vof(curves, 1.0, after_s=float(t[np.argmax(artery)]) + 2.0, n_voxels=1)
     assert chosen.tolist() == [1]
     np.testing.assert_allclose(vof, vein)
+
+
+def test_series_flags_name_the_figure_that_decided_each_and_none_on_a_sound_series():
+    sound = {"aif_peak_hu": 320.0, "aif_end_fraction": 0.02, "vof_peak_frames_from_end": 20, "max_shift_mm": 0.4, "max_angle_deg": 0.3,
+             "unregistered_frames": 0, "tissue_peak_hu": 22.0, "baseline_noise_hu": 4.0, "tissue_cnr": 5.5}
+    assert series_flags(sound) == []
+    noisy = series_flags({**sound, "baseline_noise_hu": 40.0, "tissue_cnr": 0.55})
+    assert [(f["flag"], f["figure"], f["limit"]) for f in noisy] == [("low_snr", 0.55, LOW_TISSUE_CNR)] and "CNR 0.55" in noisy[0]["words"]
+    cut = series_flags({**sound, "vof_peak_frames_from_end": 0})
+    assert [f["flag"] for f in cut] == ["truncated_bolus"] and "washout was not acquired" in cut[0]["words"]
+    assert series_flags({**sound, "vof_peak_frames_from_end": None}) == []  # no VOF found: no claim about the washout
+    assert [f["flag"] for f in series_flags({**sound, "unregistered_frames": 2})] == ["heavy_motion"]

@@ -382,3 +382,25 @@ def test_a_series_whose_venous_output_was_not_found_still_gets_its_picture_sayin
     assert "VOF not found" in [text.get_text() for text in curves.texts]
     (where,) = [ax for ax in figure.axes if "AIF/VOF" in ax.get_label()]
     assert [line.get_marker() for line in where.lines] == ["+"]  # the AIF's position only
+
+
+def test_a_flagged_series_puts_the_answer_under_review_with_its_figures_in_the_text_and_on_the_curves():
+    from lib.infers.stroke_infer import flag_series
+
+    label = perfusion_label()
+    study, result = ctp_study(label), auto_result(core_penumbra_figures(label, SPACING))
+    times = [float(t) for t in np.arange(0.0, 20.0, 2.0)]
+    flags = [{"flag": "truncated_bolus", "figure": 0.52, "limit": 0.35,
+              "words": "truncated bolus: the AIF is still at 52 % of its peak at the last frame (> 35 %)"}]
+    result["maps_from_4d"] = {"aif": {"times_s": times, "curve_hu": [10.0 * t for t in times], "centroid_ijk": [10.0, 30.0, 4.0]},
+                              "vof": {"times_s": times, "curve_hu": [], "centroid_ijk": []}, "flags": flags}
+    flag_series(result, flags)
+    assert result["review"] is True and result["quality"]["passed"] is False and result["quality"]["series_flags"] == flags
+    assert result["review_reason"].endswith("the 4D series cannot support a core estimate: " + flags[0]["words"])
+    lines = summary_lines(study, label, result)
+    assert any(line.startswith("Guard: NOT passed") and "52 % of its peak" in line for line in lines)
+    (curves,) = [ax for ax in summary_figure(study, label, result).axes if ax.get_xlabel() == "time (s)"]
+    assert "truncated bolus: 0.52 (limit 0.35)" in [text.get_text() for text in curves.texts]
+    unflagged = auto_result(core_penumbra_figures(label, SPACING))
+    flag_series(unflagged, [])
+    assert unflagged == auto_result(core_penumbra_figures(label, SPACING))

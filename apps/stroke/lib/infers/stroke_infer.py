@@ -59,6 +59,22 @@ def picture_result(result: dict, study) -> dict:
     return {**result, "maps_from_4d": computed}
 
 
+def flag_series(result: dict, flags: list) -> None:
+    """A 4D series that cannot support a core estimate (strokelabel.ctp4d.series_flags: weak arterial signal,
+    truncated bolus, heavy motion, low SNR) puts the answer under review, whichever method served it: the
+    flags, each with the figure that decided it, go into ``quality["series_flags"]`` and the reason into ``review_reason``."""
+    if not flags:
+        return
+    quality = dict(result.get("quality") or {})
+    quality["series_flags"] = flags
+    quality["passed"] = False
+    result["quality"] = quality
+    result["review"] = True
+    words = "; ".join(f["words"] for f in flags)
+    reason = f"the 4D series cannot support a core estimate: {words}"
+    result["review_reason"] = f"{result['review_reason']}; {reason}" if result.get("review_reason") else reason
+
+
 class ToStoredVoxelOrderd(Transform):
     """The label (``pred``, RAS order) in the voxel order of the study's stored grid, and what the
     loader assumed or cleaned (``Study.notes``) in the result JSON."""
@@ -71,6 +87,7 @@ class ToStoredVoxelOrderd(Transform):
         computed = notes.pop("maps_from_4d", None)
         if computed:  # the maps came from the raw 4D series: what was chosen, and any warning
             d.setdefault("result", {})["maps_from_4d"] = computed
+            flag_series(d["result"], computed.get("flags") or [])
         if notes:
             d.setdefault("result", {})["input_notes"] = notes
         if study.clinical:  # what the answer was given (sidecar, PACS header or the request)
