@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from strokelabel import metrics, perfusion
+import deconvolution_candidates as candidates
+from strokelabel import metrics
 from strokelabel.baselines.perfusion import core_penumbra_baseline, relative_cbf
 from strokelabel.ctp4d import CtpSeries, compute_maps, read_ctp_nifti
 from strokelabel.errors import StrokeLabelError
@@ -51,9 +52,9 @@ MAP_KEYS = ("cbf", "cbv", "mtt", "tmax")
 # The deconvolutions measured on the same series (``--deconvolutions``); compute_maps' own is "osvd".
 DECONVOLUTIONS = {
     "osvd": None,  # compute_maps' default: block-circulant oSVD, oscillation index 0.095
-    "osvd_calibrated": perfusion.deconvolve_osvd_calibrated,
-    "tsvd_discrepancy": perfusion.deconvolve_tsvd_discrepancy,
-    "tikhonov_gcv": perfusion.deconvolve_tikhonov_gcv,
+    "osvd_calibrated": candidates.deconvolve_osvd_calibrated,
+    "tsvd_discrepancy": candidates.deconvolve_tsvd_discrepancy,
+    "tikhonov_gcv": candidates.deconvolve_tikhonov_gcv,
 }
 # Families made on the evaluation side from the frozen ones (strokelabel.phantom.ctp_families is not changed):
 # "truncated": the clean series cut at TRUNCATED_AT_S, before the tissue washout and the venous peak are acquired.

@@ -1,0 +1,169 @@
+"""The deconvolutions measured against the app's own on the same series (scripts/evaluate_maps.py
+``--deconvolutions``), kept here beside the measurement, not in the app: the app keeps one deconvolution,
+block-circulant oSVD (strokelabel.perfusion.deconvolve_bcsvd, oscillation index 0.095), chosen by the table in
+strokelabel/ctp4d.py's docstring. Each has the signature ``deconvolve(curves (n, T), aif (T,), dt_s, n_baseline)
+-> k (n, T)`` that strokelabel.perfusion.perfusion_maps accepts.
+
+- ``tsvd_discrepancy``: truncation chosen per voxel by its own baseline noise (Morozov's discrepancy principle);
+- ``tikhonov_gcv``: Tikhonov regularisation with α per voxel by generalised cross-validation (Sourbron 2004);
+- ``osvd_calibrated``: oSVD with the flow its truncation loses at the voxel's MTT divided out, the loss computed
+  for the study's own AIF with an exponential residue (a model assumption; scored on the gamma-residue family too).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from strokelabel.perfusion import (
+    OSVD_OSCILLATION_INDEX,
+    OSVD_THRESHOLDS,
+    cbf_from_residue,
+    cbv_from_curves,
+    circulant_aif_matrix,
+    deconvolve_bcsvd,
+    oscillation_index,
+)
+
+
+def _padded_spectra(tissue_hu, aif_hu, dt_s: float, pad_factor: int = 2):
+    """(tissue spectra (n, F), AIF kernel spectrum λ (F,), padded length L, weights (F,)) of the block-circulant problem;
+    ``weights`` count each rfft bin as often as the full spectrum holds it (Parseval: ||x||² = Σ w |X|² / L)."""
+    tissue = np.asarray(tissue_hu, dtype=np.float64)
+    n_t = np.asarray(aif_hu).size
+    length = pad_factor * n_t
+    spectrum = np.fft.rfft(circulant_aif_matrix(aif_hu, dt_s, pad_factor)[:, 0])
+    data = np.fft.rfft(tissue.reshape(-1, n_t), n=length, axis=-1)
+    weights = np.full(spectrum.size, 2.0)
+    weights[0] = 1.0
+    if length % 2 == 0:
+        weights[-1] = 1.0
+    return data, spectrum, length, weights
+
+
+def baseline_noise_hu(tissue_hu, n_baseline: int) -> np.ndarray:
+    """Each curve's noise (HU): the standard deviation of its frames before bolus arrival (at least 2 frames)."""
+    tissue = np.asarray(tissue_hu, dtype=np.float64)
+    n = max(2, int(n_baseline))
+    return tissue[..., :n].std(axis=-1, ddof=1)
+
+
+def deconvolve_tsvd_discrepancy(tissue_hu, aif_hu, dt_s: float, n_baseline: int, thresholds: Sequence[float] = OSVD_THRESHOLDS,
+                                 tau: float = 1.0, pad_factor: int = 2) -> np.ndarray:
+    """Block-circulant truncated SVD whose truncation each voxel chooses by its own noise (Morozov's discrepancy
+    principle): the largest threshold of ``thresholds`` whose fit residual stays within ``tau`` × the noise the
+    voxel's baseline frames show (:func:`baseline_noise_hu`) over the T frames. A noisy voxel is truncated more,
+    a clean high-flow voxel less; oSVD's fixed oscillation index truncates by the residue's shape instead."""
+    data, spectrum, length, weights = _padded_spectra(tissue_hu, aif_hu, dt_s, pad_factor)
+    n_t = np.asarray(aif_hu).size
+    magnitude = np.abs(spectrum)
+    inverse = np.divide(1.0, spectrum, out=np.zeros_like(spectrum), where=magnitude > 0)
+    noise = baseline_noise_hu(np.asarray(tissue_hu, np.float64).reshape(-1, n_t), n_baseline)
+    allowed = (tau * noise) ** 2 * n_t
+    chosen = np.full(data.shape[0], min(thresholds))
+    for p in sorted(thresholds):
+        dropped = magnitude < p * magnitude.max()
+        residual = (weights * dropped * np.abs(data) ** 2).sum(axis=-1) / length
+        chosen = np.where(residual <= allowed, p, chosen)
+    k = np.zeros((data.shape[0], n_t))
+    for p in np.unique(chosen):
+        rows = chosen == p
+        keep = magnitude >= p * magnitude.max()
+        k[rows] = np.fft.irfft(data[rows] * inverse * keep, n=length, axis=-1)[:, :n_t]
+    return k.reshape(*np.shape(tissue_hu)[:-1], n_t)
+
+
+def deconvolve_tikhonov_gcv(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0, n_alphas: int = 16,
+                            alpha_range: tuple[float, float] = (0.003, 0.5), pad_factor: int = 2) -> np.ndarray:
+    """Block-circulant Tikhonov deconvolution, k = argmin ||D k − c||² + α²||k||², with α chosen per voxel by
+    generalised cross-validation (Golub 1979; Sourbron 2004 for perfusion) among ``n_alphas`` values spaced
+    logarithmically over ``alpha_range`` × the largest singular value. In the Fourier basis of the circulant D the
+    filter is |λ|² / (|λ|² + α²), so GCV(α) = ||(1 − f)c||² / (Σ(1 − f))² is a sum over frequencies."""
+    data, spectrum, length, weights = _padded_spectra(tissue_hu, aif_hu, dt_s, pad_factor)
+    n_t = np.asarray(aif_hu).size
+    power = np.abs(spectrum) ** 2
+    alphas = np.abs(spectrum).max() * np.geomspace(alpha_range[0], alpha_range[1], n_alphas)
+    data_power = weights * np.abs(data) ** 2
+    best = np.full(data.shape[0], np.inf)
+    chosen = np.zeros(data.shape[0], np.int64)
+    for i, alpha in enumerate(alphas):
+        rest = alpha**2 / (power + alpha**2)  # 1 − f
+        gcv = (data_power * rest**2).sum(axis=-1) / float((weights * rest).sum()) ** 2
+        better = gcv < best
+        best, chosen = np.where(better, gcv, best), np.where(better, i, chosen)
+    k = np.zeros((data.shape[0], n_t))
+    for i in np.unique(chosen):
+        rows = chosen == i
+        inverse = np.conj(spectrum) / (power + alphas[i] ** 2)
+        k[rows] = np.fft.irfft(data[rows] * inverse, n=length, axis=-1)[:, :n_t]
+    return k.reshape(*np.shape(tissue_hu)[:-1], n_t)
+
+
+def osvd_thresholds(tissue_hu, aif_hu, dt_s: float, oscillation_limit: float = OSVD_OSCILLATION_INDEX,
+                    thresholds: Sequence[float] = OSVD_THRESHOLDS, pad_factor: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """oSVD as :func:`deconvolve_bcsvd` does it, also returning the truncation each curve got: (k (n, T), threshold (n,))."""
+    tissue = np.asarray(tissue_hu, dtype=np.float64).reshape(-1, np.asarray(aif_hu).size)
+    k = np.zeros(tissue.shape)
+    chosen = np.full(tissue.shape[0], max(thresholds))
+    todo = np.arange(tissue.shape[0])
+    for i, p in enumerate(sorted(thresholds)):
+        if todo.size == 0:
+            break
+        trial = deconvolve_bcsvd(tissue[todo], aif_hu, dt_s, threshold=p, pad_factor=pad_factor)
+        ok = oscillation_index(trial) <= oscillation_limit if i < len(thresholds) - 1 else np.ones(todo.size, bool)
+        k[todo[ok]], chosen[todo[ok]] = trial[ok], p
+        todo = todo[~ok]
+    return k, chosen
+
+
+def truncation_recovery(aif_hu, dt_s: float, thresholds: Sequence[float], mtt_s: np.ndarray, substeps: int = 10,
+                        pad_factor: int = 2) -> np.ndarray:
+    """(len(thresholds), len(mtt_s)): the fraction of the true flow that truncated block-circulant SVD at each threshold
+    recovers (max k / true k) from a noise-free tissue curve of exponential residue and mean transit time ``mtt_s``,
+    made with this study's own AIF (linearly interpolated to ``dt_s / substeps`` for the convolution, sampled back)."""
+    aif = np.asarray(aif_hu, dtype=np.float64)
+    fine_dt = dt_s / substeps
+    t = np.arange(aif.size) * dt_s
+    fine_t = np.arange(0.0, t[-1] + 1e-9, fine_dt)
+    fine_aif = np.interp(fine_t, t, aif)
+    residues = np.exp(-fine_t[None, :] / np.asarray(mtt_s, np.float64)[:, None])
+    # k_true = 1 (unit flow-scaled residue peak): tissue = ∫ aif(τ) R(t − τ) dτ
+    spectrum = np.fft.rfft(fine_aif, n=2 * fine_t.size)
+    fine_tissue = np.fft.irfft(np.fft.rfft(residues, n=2 * fine_t.size, axis=-1) * spectrum, n=2 * fine_t.size, axis=-1)[:, : fine_t.size]
+    tissue = fine_tissue[:, ::substeps][:, : aif.size] * fine_dt
+    return np.stack([deconvolve_bcsvd(tissue, aif, dt_s, threshold=p, pad_factor=pad_factor).max(axis=-1) for p in thresholds])
+
+
+# Mean transit times the recovery table spans (s); outside it the nearest entry is used.
+RECOVERY_MTT_S = np.geomspace(0.5, 40.0, 48)
+
+
+def deconvolve_osvd_calibrated(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0, oscillation_limit: float = OSVD_OSCILLATION_INDEX,
+                               thresholds: Sequence[float] = OSVD_THRESHOLDS, iterations: int = 4) -> np.ndarray:
+    """oSVD whose flow is divided by the fraction its own truncation loses at the voxel's transit time.
+
+    Truncation low-passes the residue: a short transit time (a fast decay, healthy high-flow tissue) loses more of
+    its peak than a long one (the core), so oSVD's CBF is biased by flow and the rCBF < 30 % edge moves outward (the
+    core shrinks). The loss is computed for this study's AIF and each voxel's chosen threshold
+    (:func:`truncation_recovery`) at the voxel's MTT = CBV / CBF (CBV by the area ratio, which truncation does not
+    bias), iterated a few times as the corrected CBF moves the MTT. Returns k scaled by 1 / recovery (its Tmax unchanged).
+    """
+    shape = np.shape(tissue_hu)
+    curves = np.asarray(tissue_hu, dtype=np.float64).reshape(-1, shape[-1])
+    k, chosen = osvd_thresholds(curves, aif_hu, dt_s, oscillation_limit, thresholds)
+    table = truncation_recovery(aif_hu, dt_s, sorted(thresholds), RECOVERY_MTT_S)
+    row = np.searchsorted(sorted(thresholds), chosen)
+    cbv = cbv_from_curves(curves, aif_hu, dt_s)
+    raw = cbf_from_residue(k)
+    recovery = np.ones(curves.shape[0])
+    log_mtt = np.log(RECOVERY_MTT_S)
+    for _ in range(iterations):
+        mtt = np.divide(cbv, raw / recovery, out=np.full(raw.shape, RECOVERY_MTT_S[-1]), where=raw > 0) * 60.0
+        position = np.interp(np.log(np.clip(mtt, RECOVERY_MTT_S[0], RECOVERY_MTT_S[-1])), log_mtt, np.arange(log_mtt.size))
+        low = np.floor(position).astype(int)
+        high = np.minimum(low + 1, log_mtt.size - 1)
+        weight = position - low
+        recovery = (1 - weight) * table[row, low] + weight * table[row, high]
+        recovery = np.clip(recovery, 0.2, 1.0)
+    return (k / recovery[:, None]).reshape(shape)

@@ -1,0 +1,53 @@
+"""The deconvolutions measured against the app's oSVD (scripts/deconvolution_candidates.py): each recovers a
+known flow from a noise-free curve, and each is data-driven in the way it claims."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+
+import deconvolution_candidates as C  # noqa: E402
+from strokelabel import perfusion as P  # noqa: E402
+
+DT = 1.0
+T = np.arange(0.0, 50.0, DT)
+FINE = np.arange(0.0, 50.0, 0.05)
+
+
+def curves(cbf, mtt, noise_hu=0.0, n=1, seed=0):
+    tissue = P.tissue_curve_hu(T, P.arterial_input_hu(FINE), 0.05, cbf, mtt, delay_s=1.0)
+    return tissue[None] + noise_hu * np.random.default_rng(seed).standard_normal((n, T.size)), P.arterial_input_hu(T)
+
+
+@pytest.mark.parametrize("method", [C.deconvolve_tsvd_discrepancy, C.deconvolve_tikhonov_gcv, C.deconvolve_osvd_calibrated])
+def test_each_candidate_recovers_the_flow_of_a_clean_curve_within_half(method):
+    tissue, aif = curves(50.0, 4.0, noise_hu=0.2, n=50)
+    cbf = np.median(P.cbf_from_residue(method(tissue, aif, DT, 5)))
+    assert 25.0 < cbf < 75.0
+
+
+def test_the_discrepancy_principle_truncates_a_noisier_voxel_more():
+    tissue, aif = curves(50.0, 4.0)
+    quiet = tissue + 0.3 * np.random.default_rng(1).standard_normal((200, T.size))
+    loud = tissue + 3.0 * np.random.default_rng(2).standard_normal((200, T.size))
+    k_quiet, k_loud = (C.deconvolve_tsvd_discrepancy(x, aif, DT, 6) for x in (quiet, loud))
+    assert P.oscillation_index(k_loud).mean() < P.oscillation_index(P.deconvolve_bcsvd(loud, aif, DT, threshold=0.02)).mean()
+    assert np.median(P.cbf_from_residue(k_quiet)) > np.median(P.cbf_from_residue(k_loud))
+
+
+def test_the_calibration_divides_out_the_truncation_loss_of_the_voxels_own_transit_time():
+    aif = P.arterial_input_hu(T)
+    physiological = C.RECOVERY_MTT_S[C.RECOVERY_MTT_S <= 12.0]  # longer ones do not fit a 50 s window
+    table = C.truncation_recovery(aif, DT, sorted(P.OSVD_THRESHOLDS), physiological)
+    assert np.all((table > 0) & (table <= 1.0))
+    assert np.all(table[-1] < table[0])  # the most truncation keeps less of the peak than the least
+    assert table[0, -1] > table[0, 5]  # a long transit time loses less than a short one
+    short, _ = curves(60.0, 3.0)
+    raw = P.cbf_from_residue(P.deconvolve_bcsvd(short, aif, DT, oscillation_limit=0.095))[0]
+    calibrated = P.cbf_from_residue(C.deconvolve_osvd_calibrated(short, aif, DT))[0]
+    assert abs(calibrated - 60.0) < abs(raw - 60.0)
