@@ -91,6 +91,7 @@ def test_a_pacs_study_with_only_its_4d_series_gets_maps_computed_and_core_penumb
     # Frame times came from the DICOM series (TriggerTime), through the one 4D assembler (ctp4d.read_ctp_nifti).
     assert "FrameTimesStart" in computed["notes"]["series"]["frame_times"]
     assert max(computed["aif"]["curve_hu"]) > 100 and result["core_volume_ml"] >= 0
+    assert "summary_error" not in result and result["summary_url"]  # the picture on a PACS 4D study too (issue 23)
     label = in_ras(label_file)
     truth = in_ras(truth_path(pacs_server.truth_root, "pacs3", "01", "corepenumbra"))
     dice = 2 * ((label > 0) & (truth > 0)).sum() / max((label > 0).sum() + (truth > 0).sum(), 1)
