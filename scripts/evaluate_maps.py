@@ -62,7 +62,7 @@ TRUNCATED_AT_S = 24.0
 # Series that cannot support a core estimate, to check that the flags fire (ctp_families.CtpFamily's own knobs):
 # a bolus at 30 % of the patient's strength (a missed injection, an extravasation), frame noise of 30-40 HU.
 FLAG_FAMILIES = {"weak_bolus": CtpFamily("weak_bolus", aif_peak_scale=0.3), "low_snr": CtpFamily("low_snr", noise_hu=(30.0, 40.0))}
-QUALITY_COLUMNS = ("flags", "flagged", "q_aif_peak_hu", "q_aif_end_fraction", "q_vof_peak_frames_from_end", "q_max_shift_mm", "q_max_angle_deg",
+QUALITY_COLUMNS = ("flags", "flagged", "q_aif_peak_hu", "q_aif_end_fraction", "q_vof_peak_frames_from_end", "q_vof_end_fraction", "q_max_shift_mm", "q_max_angle_deg",
                    "q_tissue_cnr", "q_baseline_noise_hu")
 # The small-core row: studies whose core by the task's rule on the true maps is within these volumes.
 SMALL_CORE_ML = (5.0, 20.0)

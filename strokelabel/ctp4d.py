@@ -89,13 +89,13 @@ NO_ARTERIAL_SIGNAL_HU = 50.0
 WEAK_ARTERIAL_SIGNAL_HU = 100.0
 # The AIF still this high at the last frame (fraction of its peak): the bolus was cut off.
 TRUNCATED_AIF_FRACTION = 0.35
-# Series flags (series_flags): a VOF peaking within this many frames of the end (its washout not acquired),
+# Series flags (series_flags): a VOF still above this fraction of its peak at the last frame (washout not acquired),
 # head motion beyond these, a tissue contrast-to-noise ratio below this. Measured (scripts/evaluate_maps.py,
 # 3 phantoms per family, seed 0): tissue CNR 1.9-4.4 clean, 0.87-1.30 at clinical noise (8-15 HU), 0.08-0.16 at
 # 30-40 HU (maps unusable: task core Dice <= 0.04), 0.57 on the weak bolus whose maps failed (task core Dice 0.06,
 # penumbra 0.03), so 0.7; the motion family's head moved 3.8-4.1 mm and 4.0-4.4 deg (task core Dice 0.37 at best),
 # clean series 0.04 mm and 0.5 deg, so 3 mm / 3 deg. Limits from 3 phantoms per family: provisional.
-TRUNCATED_VOF_FRAMES = 2
+TRUNCATED_VOF_FRACTION = 0.5
 FLAG_MOTION_MM = 3.0
 FLAG_MOTION_DEG = 3.0
 LOW_TISSUE_CNR = 0.7
@@ -624,6 +624,7 @@ def series_quality(series, brain, n_baseline: int, aif: np.ndarray, vof: np.ndar
     - ``aif_peak_hu``: the arterial input's peak enhancement;
     - ``aif_end_fraction``: the AIF at the last frame, as a fraction of its peak (a bolus cut off stays high);
     - ``vof_peak_frames_from_end``: frames between the VOF's peak and the last frame (None without a VOF);
+    - ``vof_end_fraction``: the VOF at the last frame, as a fraction of its peak (None without a VOF);
     - ``max_shift_mm``, ``max_angle_deg``: the largest head motion the registration found;
     - ``tissue_cnr``: the brain's mean enhancement peak over the median noise of a voxel's baseline frames
       (on the deconvolution grid, before smoothing): what the deconvolution has to work with.
@@ -646,6 +647,7 @@ def series_quality(series, brain, n_baseline: int, aif: np.ndarray, vof: np.ndar
         "aif_peak_hu": round(peak, 1),
         "aif_end_fraction": round(float(aif[-1]) / peak, 3) if peak > 0 else None,
         "vof_peak_frames_from_end": int(len(vof) - 1 - int(np.argmax(vof))) if np.any(vof) else None,
+        "vof_end_fraction": round(float(vof[-1]) / float(np.max(vof)), 3) if np.any(vof) and np.max(vof) > 0 else None,
         "max_shift_mm": round(max((r["shift_mm"] for r in registered), default=0.0), 2),
         "max_angle_deg": round(max((r["angle_deg"] for r in registered), default=0.0), 2),
         "unregistered_frames": len(motion) - len(registered),
@@ -670,10 +672,10 @@ def series_flags(quality: dict) -> list[dict]:
     if end is not None and end > TRUNCATED_AIF_FRACTION:
         flag("truncated_bolus", end, TRUNCATED_AIF_FRACTION,
              f"truncated bolus: the AIF is still at {100 * end:.0f} % of its peak at the last frame (> {100 * TRUNCATED_AIF_FRACTION:.0f} %)")
-    elif quality["vof_peak_frames_from_end"] is not None and quality["vof_peak_frames_from_end"] < TRUNCATED_VOF_FRAMES:
-        flag("truncated_bolus", quality["vof_peak_frames_from_end"], TRUNCATED_VOF_FRAMES,
-             f"truncated bolus: the VOF peaks {quality['vof_peak_frames_from_end']} frame(s) before the last (< {TRUNCATED_VOF_FRAMES}): "
-             "the washout was not acquired")
+    elif quality.get("vof_end_fraction") is not None and quality["vof_end_fraction"] > TRUNCATED_VOF_FRACTION:
+        flag("truncated_bolus", quality["vof_end_fraction"], TRUNCATED_VOF_FRACTION,
+             f"truncated bolus: the VOF is still at {100 * quality['vof_end_fraction']:.0f} % of its peak at the last frame "
+             f"(> {100 * TRUNCATED_VOF_FRACTION:.0f} %): the venous washout was not acquired")
     if quality["max_shift_mm"] > FLAG_MOTION_MM or quality["max_angle_deg"] > FLAG_MOTION_DEG or quality["unregistered_frames"]:
         flag("heavy_motion", max(quality["max_shift_mm"], quality["max_angle_deg"]), max(FLAG_MOTION_MM, FLAG_MOTION_DEG),
              f"heavy motion: the head moved up to {quality['max_shift_mm']:.1f} mm and {quality['max_angle_deg']:.1f} deg "

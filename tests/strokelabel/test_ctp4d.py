@@ -275,13 +275,14 @@ def test_vof_is_the_late_large_area_curve_and_a_step_is_not_a_bolus():
 
 
 def test_series_flags_name_the_figure_that_decided_each_and_none_on_a_sound_series():
-    sound = {"aif_peak_hu": 320.0, "aif_end_fraction": 0.02, "vof_peak_frames_from_end": 20, "max_shift_mm": 0.4, "max_angle_deg": 0.3,
+    sound = {"aif_peak_hu": 320.0, "aif_end_fraction": 0.02, "vof_peak_frames_from_end": 20, "vof_end_fraction": 0.1,
+             "max_shift_mm": 0.4, "max_angle_deg": 0.3,
              "unregistered_frames": 0, "tissue_peak_hu": 22.0, "baseline_noise_hu": 4.0, "tissue_cnr": 5.5}
     assert series_flags(sound) == []
     noisy = series_flags({**sound, "baseline_noise_hu": 40.0, "tissue_cnr": 0.15})
     assert [(f["flag"], f["figure"], f["limit"]) for f in noisy] == [("low_snr", 0.15, LOW_TISSUE_CNR)] and "CNR 0.15" in noisy[0]["words"]
     assert series_flags({**sound, "baseline_noise_hu": 12.0, "tissue_cnr": 0.9}) == []  # clinical low-dose noise supports it
-    cut = series_flags({**sound, "vof_peak_frames_from_end": 0})
-    assert [f["flag"] for f in cut] == ["truncated_bolus"] and "washout was not acquired" in cut[0]["words"]
-    assert series_flags({**sound, "vof_peak_frames_from_end": None}) == []  # no VOF found: no claim about the washout
+    cut = series_flags({**sound, "vof_peak_frames_from_end": 3, "vof_end_fraction": 0.7})
+    assert [(f["flag"], f["figure"]) for f in cut] == [("truncated_bolus", 0.7)] and "washout was not acquired" in cut[0]["words"]
+    assert series_flags({**sound, "vof_peak_frames_from_end": None, "vof_end_fraction": None}) == []  # no VOF: no claim
     assert [f["flag"] for f in series_flags({**sound, "unregistered_frames": 2})] == ["heavy_motion"]
