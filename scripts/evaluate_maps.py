@@ -14,7 +14,13 @@ and of the core (rCBF < 30 % of the healthy hemisphere's median, strokelabel.bas
 own rule (``task_*``: core and penumbra Dice, core and hypoperfusion volume error in mL) on the
 computed maps against the same rule on the true maps; means over the studies.
 
-    .venv/bin/python scripts/evaluate_maps.py [--per-family 3] [--seed 0] [--families clean,motion]
+``--deconvolutions osvd,osvd_calibrated,tsvd_discrepancy,tikhonov_gcv`` scores other deconvolutions
+(scripts/deconvolution_candidates.py) on the same prepared series; ``truncated`` (the clean series cut at
+24 s), ``weak_bolus`` and ``low_snr`` are families made here from the frozen generator. Each family also
+prints its series-quality figures and flags (strokelabel.ctp4d.series_flags), then a table of flags per
+family and a row of the studies whose true core is 5-20 mL.
+
+    .venv/bin/python scripts/evaluate_maps.py [--per-family 3] [--seed 0] [--families clean,motion] [--no-previous]
     .venv/bin/python scripts/evaluate_maps.py --size clinical   # seconds and peak memory at 512 x 512
 
 ``--size clinical`` writes one phantom series at 512 x 512 x 20 x 40 (int16 NIfTI with a BIDS

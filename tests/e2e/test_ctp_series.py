@@ -96,6 +96,9 @@ def test_a_series_only_study_is_listed_and_core_penumbra_runs_on_maps_computed_f
     assert len(computed["aif"]["curve_hu"]) == len(computed["aif"]["times_s"]) > 10
     assert max(computed["aif"]["curve_hu"]) > 100  # an arterial curve: a bolus peak of hundreds of HU
     assert isinstance(computed["warnings"], list)
+    # A sound series: its quality figures, no flag, not put under review for the series (issue 23)
+    assert computed["flags"] == [] and computed["quality"]["tissue_cnr"] > 0.7 and computed["quality"]["aif_peak_hu"] > 100
+    assert "series_flags" not in result["quality"] and result["review"] is False
     derived = next(studies.rglob("derivatives/strokelabel/sub-series_ses-01"))
     assert {f"sub-series_ses-01_desc-from4d_{m}.nii.gz" for m in MAPS_FROM_4D} <= {p.name for p in derived.iterdir()}
     assert IMAGE in client.datastore()["objects"] and len([k for k in client.datastore()["objects"] if "series" in k]) == 1
