@@ -21,10 +21,12 @@ from lib.networks.inference import for_inference
 from lib.transforms.baselines import LesionBaselined
 from lib.transforms.figures import LesionFiguresd
 from lib.transforms.ischemic_lesion import (
+    CTP_COMPONENT_RULE,
     KIND_OF_ROUTE,
+    MRI_COMPONENT_RULE,
     binary_entropy,
     build_network,
-    keep_supported_components,
+    lesion_from_probability,
     predict_volume,
     route_for,
     uncertainty_score,
@@ -154,12 +156,12 @@ class IschemicLesionInfer(StrokeInferTask):
         network, path = self._network(route, device)
         with torch.inference_mode():
             prob = predict_volume(network, image, out_size, device=device).numpy()
-        label = (prob > 0.5).astype(np.uint8)
-        label = baselines.remove_small_clusters(label, study.spacing_mm, 0.1).astype(np.uint8)
         result = data["result"]
         if study.kind == "mri" and first_choice(data.get("lesion_components", "evidence")) != "all":
-            label, removed = keep_supported_components(label, self._mri_evidence(data), guard.LIMITS["lesion_mri"]["support_min"])
+            label, removed = lesion_from_probability(prob, study.spacing_mm, MRI_COMPONENT_RULE, self._mri_evidence(data))
             result["components_removed_without_evidence"] = removed
+        else:
+            label, _ = lesion_from_probability(prob, study.spacing_mm, CTP_COMPONENT_RULE)
         data["pred"] = label
         data["lesion_probability"] = prob
         result.update(info)
