@@ -23,7 +23,7 @@ from lib.transforms.figures import LesionFiguresd
 from lib.transforms.ischemic_lesion import (
     CTP_COMPONENT_RULE,
     KIND_OF_ROUTE,
-    MRI_COMPONENT_RULE,
+    MRI_COMPONENT_RULES,
     binary_entropy,
     build_network,
     lesion_from_probability,
@@ -158,7 +158,7 @@ class IschemicLesionInfer(StrokeInferTask):
             prob = predict_volume(network, image, out_size, device=device).numpy()
         result = data["result"]
         if study.kind == "mri" and first_choice(data.get("lesion_components", "evidence")) != "all":
-            label, removed = lesion_from_probability(prob, study.spacing_mm, MRI_COMPONENT_RULE, self._mri_evidence(data))
+            label, removed = lesion_from_probability(prob, study.spacing_mm, MRI_COMPONENT_RULES[route], self._mri_evidence(data))
             result["components_removed_without_evidence"] = removed
         else:
             label, _ = lesion_from_probability(prob, study.spacing_mm, CTP_COMPONENT_RULE)
