@@ -43,10 +43,26 @@ def variants() -> list[ComponentRule]:
     return [MRI_COMPONENT_RULE] + [r for r in rules if r != MRI_COMPONENT_RULE]
 
 
-def model_outputs(task, reference: Path) -> dict:
-    """The model's probability, the study's DWI/ADC evidence (canonical grid) and the study."""
+def model_outputs(task, reference: Path, root: Path, cache: Path) -> dict:
+    """The model's probability, the study's DWI/ADC evidence and the truth (canonical grid), the spacing and
+    voxel volume; kept in ``cache`` (one .npz per study and model file), so a longer sweep reuses them."""
+    reference = Path(reference)
+    from lib.checkpoints import checkpoint_in_use
+
+    model = checkpoint_in_use(task.route_paths["mri"])
+    key = f"{reference.name.split('.nii')[0]}-{Path(model).stem}-{int(Path(model).stat().st_mtime)}.npz"
+    if (cache / key).exists():
+        with np.load(cache / key) as f:
+            return {k: f[k] for k in f.files}
     _, data = task({"image": str(reference), "method": "model", "skip_writer": True, "device": "cpu"})
-    return {"prob": np.asarray(data["lesion_probability"]), "evidence": np.asarray(data["mri_evidence"]), "study": data["study"]}
+    study = data["study"]
+    truth_stored, _ = truth_of(reference, root, "lesion")
+    out = {"prob": np.asarray(data["lesion_probability"], dtype=np.float32), "evidence": np.asarray(data["mri_evidence"], dtype=bool),
+           "truth": study.to_canonical(truth_stored) > 0, "spacing_mm": np.asarray(study.spacing_mm, dtype=np.float64),
+           "voxel_ml": np.float64(study.voxel_volume_ml)}
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache / key, **out)
+    return out
 
 
 def score(label: np.ndarray, truth: np.ndarray, spacing_mm) -> dict:
@@ -83,17 +99,15 @@ def main(argv=None) -> int:
     for set_name in args.sets.split(","):
         root = Path(args.studies) / set_name
         for record in held_out_studies(root, args.per_set, args.seed, kinds=("mri",), **PHANTOM_SETS[set_name]):
-            out = model_outputs(task, record["reference"])
-            study = out["study"]
-            truth_stored, _ = truth_of(record["reference"], root, "lesion")
-            truth = study.to_canonical(truth_stored) > 0
-            small = truth.sum() * study.voxel_volume_ml < SMALL_LESION_ML
+            out = model_outputs(task, record["reference"], root, Path(args.studies) / "model-outputs" / set_name)
+            truth, spacing_mm = out["truth"], tuple(out["spacing_mm"])
+            small = truth.sum() * float(out["voxel_ml"]) < SMALL_LESION_ML
             for rule in rules:
-                label, _ = lesion_from_probability(out["prob"], study.spacing_mm, rule, out["evidence"])
-                row = score(label, truth, study.spacing_mm)
+                label, _ = lesion_from_probability(out["prob"], spacing_mm, rule, out["evidence"])
+                row = score(label, truth, spacing_mm)
                 for group in (set_name, "all") + (("all <10 mL",) if small else ()):
                     per_rule[rule_name(rule)].setdefault(group, []).append(row)
-            print(f"[rules] {set_name} {Path(record['reference']).name}: truth {truth.sum() * study.voxel_volume_ml:.1f} mL", file=sys.stderr, flush=True)
+            print(f"[rules] {set_name} {Path(record['reference']).name}: truth {truth.sum() * float(out['voxel_ml']):.1f} mL", file=sys.stderr, flush=True)
 
     groups = [g for g in args.sets.split(",")] + ["all", "all <10 mL"]
     table = []
