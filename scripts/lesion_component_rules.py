@@ -22,11 +22,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
-from harness import PHANTOM_SETS, REPO, held_out_studies, load_infer_tasks, truth_of
+from harness import PHANTOM_SETS, REPO, held_out_studies, load_infer_tasks, real_studies, truth_of
 
 sys.path.insert(0, str(REPO))
 from lib.transforms.ischemic_lesion import MRI_COMPONENT_RULE, ComponentRule, lesion_from_probability  # noqa: E402
@@ -43,7 +44,7 @@ def variants() -> list[ComponentRule]:
     return [MRI_COMPONENT_RULE] + [r for r in rules if r != MRI_COMPONENT_RULE]
 
 
-def model_outputs(task, reference: Path, root: Path, cache: Path) -> dict:
+def model_outputs(task, reference: Path, truth_of_study, cache: Path) -> dict:
     """The model's probability, the study's DWI/ADC evidence and the truth (canonical grid), the spacing and
     voxel volume; kept in ``cache`` (one .npz per study and model file), so a longer sweep reuses them."""
     reference = Path(reference)
@@ -56,7 +57,7 @@ def model_outputs(task, reference: Path, root: Path, cache: Path) -> dict:
             return {k: f[k] for k in f.files}
     _, data = task({"image": str(reference), "method": "model", "skip_writer": True, "device": "cpu"})
     study = data["study"]
-    truth_stored, _ = truth_of(reference, root, "lesion")
+    truth_stored = truth_of_study(reference)
     out = {"prob": np.asarray(data["lesion_probability"], dtype=np.float32), "evidence": np.asarray(data["mri_evidence"], dtype=bool),
            "truth": study.to_canonical(truth_stored) > 0, "spacing_mm": np.asarray(study.spacing_mm, dtype=np.float64),
            "voxel_ml": np.float64(study.voxel_volume_ml)}
@@ -91,15 +92,30 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=9400, help="phantom seed, apart from the training seeds (3201-3202) and the guard's 9100")
     parser.add_argument("--studies", default="/tmp/strokelabel-component-rules", help="folder of the generated phantoms (reused)")
     parser.add_argument("--model-dir", default=None, help="models (a folder laid out as apps/stroke/model; default: the app's)")
+    parser.add_argument("--real", default=None, metavar="DIR",
+                        help="an ISLES'22 tree instead of phantoms: every variant on the real cases (for the record; choosing on them is tuning to them)")
     args = parser.parse_args(argv)
 
     task = load_infer_tasks(args.model_dir, "ischemic_lesion")["ischemic_lesion"]
     rules = variants()
     per_rule: dict[str, dict[str, list]] = {rule_name(r): {} for r in rules}
-    for set_name in args.sets.split(","):
-        root = Path(args.studies) / set_name
-        for record in held_out_studies(root, args.per_set, args.seed, kinds=("mri",), **PHANTOM_SETS[set_name]):
-            out = model_outputs(task, record["reference"], root, Path(args.studies) / "model-outputs" / set_name)
+    if args.real:
+        from guard_real_table import seen_cases
+
+        if seen_cases(task):
+            raise SystemExit(f"the MRI model in use was trained on {sorted(seen_cases(task))} (its card's trained_on_real): no evidence there")
+        studies = {"real": [(s.reference, s.expert_mask) for s in real_studies(args.real) if s.kind == "mri" and s.expert_mask is not None]}
+        truth_loader = {"real": lambda reference: np.asarray(nib.load(str(dict(studies["real"])[reference])).dataobj)}
+    else:
+        studies, truth_loader = {}, {}
+        for set_name in args.sets.split(","):
+            root = Path(args.studies) / set_name
+            records = held_out_studies(root, args.per_set, args.seed, kinds=("mri",), **PHANTOM_SETS[set_name])
+            studies[set_name] = [(Path(r["reference"]), None) for r in records]
+            truth_loader[set_name] = lambda reference, root=root: truth_of(reference, root, "lesion")[0]
+    for set_name, entries in studies.items():
+        for reference, _ in entries:
+            out = model_outputs(task, reference, truth_loader[set_name], Path(args.studies) / "model-outputs" / set_name)
             truth, spacing_mm = out["truth"], tuple(out["spacing_mm"])
             small = truth.sum() * float(out["voxel_ml"]) < SMALL_LESION_ML
             for rule in rules:
@@ -107,9 +123,9 @@ def main(argv=None) -> int:
                 row = score(label, truth, spacing_mm)
                 for group in (set_name, "all") + (("all <10 mL",) if small else ()):
                     per_rule[rule_name(rule)].setdefault(group, []).append(row)
-            print(f"[rules] {set_name} {Path(record['reference']).name}: truth {truth.sum() * float(out['voxel_ml']):.1f} mL", file=sys.stderr, flush=True)
+            print(f"[rules] {set_name} {Path(reference).name}: truth {truth.sum() * float(out['voxel_ml']):.1f} mL", file=sys.stderr, flush=True)
 
-    groups = [g for g in args.sets.split(",")] + ["all", "all <10 mL"]
+    groups = list(studies) + ["all", "all <10 mL"]
     table = []
     for name, by_group in per_rule.items():
         row = {"rule": name}
@@ -120,7 +136,8 @@ def main(argv=None) -> int:
             row.update({f"{tag}:pooled": s["pooled_dice"], f"{tag}:dice": s["mean_dice"], f"{tag}:f1": s["mean_lesion_f1"],
                         f"{tag}:fp_ml": s["mean_fp_ml"], f"{tag}:n": s["n"]})
         table.append(row)
-    print(f"# MRI lesion rules on held-out phantoms (seed {args.seed}, {args.per_set} per set: {args.sets}); first row: the shipped rule "
+    where = f"the real cases of {args.real}" if args.real else f"held-out phantoms (seed {args.seed}, {args.per_set} per set: {args.sets})"
+    print(f"# MRI lesion rules on {where}; first row: the shipped rule "
           f"({rule_name(MRI_COMPONENT_RULE)})")
     print(metrics.format_table(table, markdown=True))
     return 0

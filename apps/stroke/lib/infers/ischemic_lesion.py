@@ -23,7 +23,8 @@ from lib.transforms.figures import LesionFiguresd
 from lib.transforms.ischemic_lesion import (
     CTP_COMPONENT_RULE,
     KIND_OF_ROUTE,
-    MRI_COMPONENT_RULES,
+    MRI_COMPONENT_RULE,
+    STRICT_MRI_COMPONENT_RULE,
     binary_entropy,
     build_network,
     lesion_from_probability,
@@ -42,6 +43,7 @@ from strokelabel.study import available_modalities
 
 # Modalities per study kind: required, optional.
 MODALITIES = {"mri": (("dwi",), ("adc", "flair")), "ctp": (("cbf", "cbv", "mtt", "tmax"), ("mip",))}
+LESION_COMPONENTS = ["evidence", "strict", "all"]
 MODEL_NAMES = {"ctp": "MDANet (CBF, CBV | MTT, Tmax)", "mri": "MDANet (DWI | ADC)", "siamese": "hemispheric Siamese net (DWI and its mirror)"}
 
 
@@ -75,8 +77,10 @@ class IschemicLesionInfer(StrokeInferTask):
             labels,
             description="Ischemic lesion (1) on MRI (DWI + ADC, or DWI alone) or CT perfusion; volume in mL and lesion count",
             # "siamese": the DWI-only Siamese model even when the study has ADC (to compare the two)
-            # "lesion_components": "evidence" keeps only the MRI components the study's DWI/ADC supports; "all" keeps all
-            config={"method": METHODS + ["siamese"], "lesion_components": ["evidence", "all"]},
+            # "lesion_components": "evidence" keeps only the MRI components the study's DWI/ADC supports; "strict" also
+            # drops faint (probability <= 0.6) and small (< 0.3 mL) ones and asks 85 % support (fewer false positives,
+            # misses more small lesions: lib.transforms.ischemic_lesion.STRICT_MRI_COMPONENT_RULE); "all" keeps all
+            config={"method": METHODS + ["siamese"], "lesion_components": LESION_COMPONENTS},
             **kwargs,
         )
         self.model_dir = model_dir or os.path.dirname(path[-1] if isinstance(path, (list, tuple)) else path)
@@ -157,8 +161,12 @@ class IschemicLesionInfer(StrokeInferTask):
         with torch.inference_mode():
             prob = predict_volume(network, image, out_size, device=device).numpy()
         result = data["result"]
-        if study.kind == "mri" and first_choice(data.get("lesion_components", "evidence")) != "all":
-            label, removed = lesion_from_probability(prob, study.spacing_mm, MRI_COMPONENT_RULES[route], self._mri_evidence(data))
+        components = first_choice(data.get("lesion_components", "evidence"))
+        if components not in LESION_COMPONENTS:
+            raise StrokeLabelError(f"unknown lesion_components {components!r}; use one of {LESION_COMPONENTS}", study=study.study_id)
+        if study.kind == "mri" and components != "all":
+            rule = STRICT_MRI_COMPONENT_RULE if components == "strict" else MRI_COMPONENT_RULE
+            label, removed = lesion_from_probability(prob, study.spacing_mm, rule, self._mri_evidence(data))
             result["components_removed_without_evidence"] = removed
         else:
             label, _ = lesion_from_probability(prob, study.spacing_mm, CTP_COMPONENT_RULE)
