@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     from harness import load_infer_tasks
 
     task = load_infer_tasks(args.model_dir, models="ischemic_lesion")["ischemic_lesion"]
-    top = Path(args.real)
+    top = Path(args.real).resolve()  # the studies come back with resolved paths: a relative --real must match them
     seen = seen_cases(task)
     rows = []
     raw = conventions.raw_scanner_variant()

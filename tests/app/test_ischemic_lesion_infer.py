@@ -150,3 +150,27 @@ def test_mri_components_without_dwi_adc_evidence_are_dropped_unless_all_are_aske
     study = kept["study"]
     dwi, kept_c, all_c = study.images["dwi"], study.to_canonical(kept_label) > 0, study.to_canonical(all_label) > 0
     assert dwi[kept_c].mean() > 1.3 * dwi[all_c & ~kept_c].mean()
+
+
+def test_strict_lesion_components_keep_a_subset_of_the_evidence_answer_and_unknown_values_are_a_clear_error(studies, model_dir, monkeypatch):
+    """``lesion_components: "strict"`` (the phantom-chosen rule: probability > 0.6, >= 0.3 mL, 85 % evidence) keeps
+    at most what the default keeps; a value the task does not know is a StrokeLabelError naming it."""
+    import torch.nn.functional as F
+
+    import lib.infers.ischemic_lesion as infer_module
+
+    def faint_and_sure(network, image, out_size, **kwargs):
+        adc = image[2]
+        lesion = ((adc > 0) & (adc < 0.55)).float()
+        prob = 0.55 * torch.flip(lesion, dims=(0,)) + 0.95 * lesion  # the lesion sure, its mirror image faint
+        return F.interpolate(prob.permute(2, 0, 1)[None], size=tuple(out_size), mode="nearest")[0].permute(1, 2, 0).clamp(max=1.0)
+
+    monkeypatch.setattr(infer_module, "predict_volume", faint_and_sure)
+    infer = _infer(model_dir)
+    request = {"image": str(studies["mri"]), "method": "model", "skip_writer": True, "device": "cpu"}
+    _, default = infer(dict(request))
+    _, strict = infer({**request, "lesion_components": "strict"})
+    default_label, strict_label = np.asarray(default["pred"]) > 0, np.asarray(strict["pred"]) > 0
+    assert strict_label.any() and np.all(default_label[strict_label])
+    with pytest.raises(StrokeLabelError, match="lesion_components"):
+        infer({**request, "lesion_components": "loose"})

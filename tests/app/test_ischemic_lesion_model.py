@@ -10,10 +10,12 @@ import torch
 
 from lib.transforms.grid import resample_inplane
 from lib.transforms.ischemic_lesion import (
+    ComponentRule,
     MDANetLossOnNet,
     build_network,
     inplane_size,
     keep_supported_components,
+    lesion_from_probability,
     lesion_target,
     predict_volume,
     route_for,
@@ -147,3 +149,25 @@ def test_components_without_dwi_adc_evidence_are_removed_and_supported_ones_kept
     # a lower share keeps the partly supported one too; an empty label stays empty
     assert keep_supported_components(label, evidence, min_support=0.3)[1] == 1
     assert keep_supported_components(np.zeros_like(label), evidence, 0.7)[1] == 0
+
+
+def test_the_lesion_rule_thresholds_drops_small_unsupported_and_faint_components_and_counts_them():
+    spacing = (2.0, 2.0, 2.0)  # 0.008 mL per voxel
+    prob = np.zeros((30, 30, 10), np.float32)
+    prob[2:8, 2:8, 2:5] = 0.95  # 108 voxels, 0.86 mL: evidence, confident
+    prob[20:26, 20:26, 2:5] = 0.95  # no evidence
+    prob[2:8, 20:26, 6:9] = 0.6  # evidence, but never above 0.6
+    prob[15, 15, 5] = 0.99  # one voxel: under 0.1 mL
+    evidence = np.zeros(prob.shape, bool)
+    evidence[2:8, 2:8, 2:5] = evidence[2:8, 20:26, 6:9] = evidence[15, 15, 5] = True
+
+    none_removed, n = lesion_from_probability(prob, spacing, ComponentRule())
+    assert n == 0 and none_removed.dtype == np.uint8 and np.count_nonzero(none_removed) == 3 * 108  # the voxel is too small
+    supported, n = lesion_from_probability(prob, spacing, ComponentRule(min_support=0.7), evidence)
+    assert n == 1 and np.count_nonzero(supported) == 2 * 108
+    confident, n = lesion_from_probability(prob, spacing, ComponentRule(min_support=0.7, min_peak_probability=0.9), evidence)
+    assert n == 2  # the unsupported 0.95 blob and the faint 0.6 one
+    assert np.array_equal(confident > 0, (prob > 0.9) & evidence & (prob < 0.99))
+    # a higher threshold is the same as dropping the 0.6 blob at the threshold
+    high, n = lesion_from_probability(prob, spacing, ComponentRule(threshold=0.7, min_support=0.7), evidence)
+    assert n == 1 and np.array_equal(high, confident)

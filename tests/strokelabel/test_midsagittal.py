@@ -149,3 +149,17 @@ def test_linear_mirroring_equals_scipy_affine_transform(shape, spacing):
         mirrored = mirror_about_plane(volume, plane)
         assert mirrored.dtype == np.float32
         np.testing.assert_allclose(mirrored, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shift_mm, yaw_deg", [((13.0, -6.0), 7.0), ((-4.0, 3.0), -2.5)])
+def test_a_head_stored_mirrored_gets_exactly_the_mirrored_plane(shift_mm, yaw_deg):
+    """A left-right flip maps the plane (offset, angle) to (-offset, -angle); the search alone is not
+    symmetric (strided points, pyramid), the mirror-consistent combination is, to float rounding."""
+    image, _, _ = synthetic_head(SHAPE, SPACING, shift_mm, yaw_deg)
+    plane = find_midsagittal_plane(image, spacing_mm=SPACING)
+    mirrored = find_midsagittal_plane(np.flip(image, axis=0).copy(), spacing_mm=SPACING)
+    assert mirrored.offset_vox == pytest.approx(-plane.offset_vox, abs=1e-9)
+    assert mirrored.angle_deg == pytest.approx(-plane.angle_deg, abs=1e-9)
+    # and mirroring about it commutes with the flip (bilinear sampling: float32 rounding)
+    np.testing.assert_allclose(np.flip(mirror_about_plane(image, plane), axis=0), mirror_about_plane(np.flip(image, axis=0).copy(), mirrored),
+                               rtol=0, atol=1e-4)

@@ -21,10 +21,13 @@ from lib.networks.inference import for_inference
 from lib.transforms.baselines import LesionBaselined
 from lib.transforms.figures import LesionFiguresd
 from lib.transforms.ischemic_lesion import (
+    CTP_COMPONENT_RULE,
     KIND_OF_ROUTE,
+    MRI_COMPONENT_RULE,
+    STRICT_MRI_COMPONENT_RULE,
     binary_entropy,
     build_network,
-    keep_supported_components,
+    lesion_from_probability,
     predict_volume,
     route_for,
     uncertainty_score,
@@ -40,6 +43,7 @@ from strokelabel.study import available_modalities
 
 # Modalities per study kind: required, optional.
 MODALITIES = {"mri": (("dwi",), ("adc", "flair")), "ctp": (("cbf", "cbv", "mtt", "tmax"), ("mip",))}
+LESION_COMPONENTS = ["evidence", "strict", "all"]
 MODEL_NAMES = {"ctp": "MDANet (CBF, CBV | MTT, Tmax)", "mri": "MDANet (DWI | ADC)", "siamese": "hemispheric Siamese net (DWI and its mirror)"}
 
 
@@ -73,8 +77,10 @@ class IschemicLesionInfer(StrokeInferTask):
             labels,
             description="Ischemic lesion (1) on MRI (DWI + ADC, or DWI alone) or CT perfusion; volume in mL and lesion count",
             # "siamese": the DWI-only Siamese model even when the study has ADC (to compare the two)
-            # "lesion_components": "evidence" keeps only the MRI components the study's DWI/ADC supports; "all" keeps all
-            config={"method": METHODS + ["siamese"], "lesion_components": ["evidence", "all"]},
+            # "lesion_components": "evidence" keeps only the MRI components the study's DWI/ADC supports; "strict" also
+            # drops faint (probability <= 0.6) and small (< 0.3 mL) ones and asks 85 % support (fewer false positives,
+            # misses more small lesions: lib.transforms.ischemic_lesion.STRICT_MRI_COMPONENT_RULE); "all" keeps all
+            config={"method": METHODS + ["siamese"], "lesion_components": LESION_COMPONENTS},
             **kwargs,
         )
         self.model_dir = model_dir or os.path.dirname(path[-1] if isinstance(path, (list, tuple)) else path)
@@ -154,12 +160,16 @@ class IschemicLesionInfer(StrokeInferTask):
         network, path = self._network(route, device)
         with torch.inference_mode():
             prob = predict_volume(network, image, out_size, device=device).numpy()
-        label = (prob > 0.5).astype(np.uint8)
-        label = baselines.remove_small_clusters(label, study.spacing_mm, 0.1).astype(np.uint8)
         result = data["result"]
-        if study.kind == "mri" and first_choice(data.get("lesion_components", "evidence")) != "all":
-            label, removed = keep_supported_components(label, self._mri_evidence(data), guard.LIMITS["lesion_mri"]["support_min"])
+        components = first_choice(data.get("lesion_components", "evidence"))
+        if components not in LESION_COMPONENTS:
+            raise StrokeLabelError(f"unknown lesion_components {components!r}; use one of {LESION_COMPONENTS}", study=study.study_id)
+        if study.kind == "mri" and components != "all":
+            rule = STRICT_MRI_COMPONENT_RULE if components == "strict" else MRI_COMPONENT_RULE
+            label, removed = lesion_from_probability(prob, study.spacing_mm, rule, self._mri_evidence(data))
             result["components_removed_without_evidence"] = removed
+        else:
+            label, _ = lesion_from_probability(prob, study.spacing_mm, CTP_COMPONENT_RULE)
         data["pred"] = label
         data["lesion_probability"] = prob
         result.update(info)
