@@ -196,7 +196,18 @@ class StrokeApp(MONAILabelApp):
             request = {**request, "save_label": True}
         with http_errors(), foreground_call():  # background scoring waits while a clinician's infer runs
             # The datastore id, for the result's summary URL (MONAI Label replaces ``image`` by the file's path).
-            return super().infer({**request, "image_id": request.get("image")}, datastore)
+            answer = super().infer({**request, "image_id": request.get("image")}, datastore)
+        if str(request.get("save_label", False)).lower() in ("true", "1"):  # this answer was stored, not an earlier one
+            self._name_the_ai_seg(answer, image, datastore or self.datastore())
+        return answer
+
+    @staticmethod
+    def _name_the_ai_seg(answer: dict, image: str, datastore) -> None:
+        """In PACS mode, the result names the AI SEG the answer was stored as (``ai_seg``: series and instance UID),
+        so a viewer loads that series from the PACS instead of converting the label."""
+        seg = datastore.ai_seg(image) if hasattr(datastore, "ai_seg") and answer.get("label") else None
+        if seg and isinstance(answer.get("params"), dict):
+            answer["params"]["ai_seg"] = seg
 
     def summary_picture(self, image: str, task: str) -> str:
         """The summary picture of ``task``'s latest answer on datastore study ``image`` (a path on this server)."""

@@ -180,10 +180,19 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         except Exception as e:  # the label is kept on the server either way; say what the PACS did not get
             logger.warning("%s: the label was saved on the server, but not stored in the PACS as DICOM-SEG: %s", image_id, e)
             raise HTTPException(status_code=502, detail=f"the label was saved on the server, but the PACS did not store its DICOM-SEG: {e}") from e
-        obj.labels[label_tag].info.update({"seg_instance_uid": str(seg.SOPInstanceUID), "algorithm_type": algorithm})
+        obj.labels[label_tag].info.update({"seg_instance_uid": str(seg.SOPInstanceUID), "seg_series_uid": str(seg.SeriesInstanceUID),
+                                           "algorithm_type": algorithm})
         self._update_datastore_file()
         logger.info("%s: label %s %s as DICOM-SEG (%s)", image_id, label_tag, "stored in the PACS" if stored else "already in the PACS", algorithm)
         return label_id
+
+    def ai_seg(self, image_id: str) -> Dict[str, str] | None:
+        """The AI SEG the study's latest answer (label ``original``) was stored as in the PACS; None for an empty answer."""
+        obj = self._datastore.objects.get(self.image_id_of(image_id))
+        label = obj.labels.get(DefaultLabelTag.ORIGINAL.value) if obj else None
+        if label is None or not label.info.get("seg_series_uid"):
+            return None
+        return {"series_uid": label.info["seg_series_uid"], "instance_uid": label.info["seg_instance_uid"]}
 
     def _import_corrected_seg(self, image_id: str, study: pacs.PacsStudy) -> None:
         """The newest corrected SEG in the PACS (MANUAL or SEMIAUTOMATIC) becomes the study's final label,
