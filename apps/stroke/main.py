@@ -113,11 +113,16 @@ class StrokeApp(MONAILabelApp):
 
         on_pacs = str(self.studies).startswith(("http://", "https://"))
         prefixes = {"qido": settings.MONAI_LABEL_QIDO_PREFIX, "wado": settings.MONAI_LABEL_WADO_PREFIX, "stow": settings.MONAI_LABEL_STOW_PREFIX}
-        server.app.add_api_route(PROXY_PATH, dicomweb_proxy(self.studies if on_pacs else None, prefixes), methods=["GET", "POST"],
-                                 include_in_schema=False, dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))])
+        proxy = dicomweb_proxy(self.studies if on_pacs else None, prefixes)
+        # Reading through the proxy is for any user; storing (STOW-RS: a label saved from the viewer) is an annotator's,
+        # as the label API is: a reader can run a task but not save.
+        server.app.add_api_route(PROXY_PATH, proxy, methods=["GET"], include_in_schema=False, dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))])
+        server.app.add_api_route(PROXY_PATH, proxy, methods=["POST"], include_in_schema=False,
+                                 dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))])
         # In front of monailabel's own proxy, which drops the query string and, with no PACS configured, answers 500
         # (lib/dicom_proxy.py).
         server.app.router.routes.insert(0, server.app.router.routes.pop())
+        server.app.router.routes.insert(0, server.app.router.routes.pop(-2))
 
     def _add_ohif3_routes(self, app) -> None:
         """OHIF 3.13 at /ohif3/ (lib/ohif3.py): the viewer that stores a corrected segmentation in the PACS."""
