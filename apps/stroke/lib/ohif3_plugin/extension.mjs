@@ -214,9 +214,12 @@ function figuresOf(params) {
   // The result's figures carry their unit in the key (lesion_volume_ml, mismatch_ratio, volumes_ml.core): the
   // numbers, and the numbers of one level of nesting named "<key>.<name>".
   const shown = value => (Number.isInteger(value) ? String(value) : value.toFixed(2));
+  // Not figures: timings, the label numbering, the guard (shown as its verdict), where the SEG is.
+  const notFigures = new Set(['latencies', 'label_names', 'quality', 'ai_seg', 'input_notes', 'centroids']);
   return Object.entries(params).flatMap(([key, value]) => {
+    if (notFigures.has(key)) return [];
     if (typeof value === 'number') return [[key, shown(value)]];
-    if (value && typeof value === 'object' && !Array.isArray(value) && key !== 'quality' && key !== 'ai_seg')
+    if (value && typeof value === 'object' && !Array.isArray(value))
       return Object.entries(value).filter(([, v]) => typeof v === 'number').map(([name, v]) => [`${key}.${name}`, shown(v)]);
     return [];
   });
