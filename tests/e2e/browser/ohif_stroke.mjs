@@ -60,6 +60,9 @@ async function drive(page) {
     const report = { task: run.task, progress_text: progress, seconds_to_answer: (Date.now() - clicked) / 1000 };
     report.error = await page.locator('[data-cy=strokelabel-error]').textContent({ timeout: 100 }).catch(() => null);
     if (!report.error) {
+      // OHIF turns to its Segmentation tab when the segmentation arrives; the panel turns back to itself.
+      await page.waitForTimeout(1000);
+      await page.locator('[data-cy=strokelabel-segmentation]').waitFor();
       report.rows = await page.locator('[data-cy=strokelabel-answer] > div').evaluateAll(rows => rows.map(r => [r.dataset.cy, r.children[1]?.textContent ?? '']));
       report.timing = await page.evaluate(() => window.strokelabel?.lastRun ?? null);
       // Read from the viewer: each segment of each segmentation, with its colour in the viewport showing it.
