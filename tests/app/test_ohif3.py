@@ -34,7 +34,7 @@ def test_index_html_is_served_for_the_prefix(dist):
 
 
 def test_a_route_of_the_single_page_app_gets_index_html_and_no_file_outside_the_build_is_served(dist, tmp_path_factory):
-    secret = tmp_path_factory.mktemp("outside") / "secret.txt"
+    secret = tmp_path_factory.mktemp("beyond_the_build") / "secret.txt"
     secret.write_text("not for the browser")
     files = Ohif3Files(dist)
     assert b'PUBLIC_URL="/ohif3/"' in body(files.response("segmentation"))
