@@ -121,8 +121,8 @@ class StrokeApp(MONAILabelApp):
                                  dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))])
         # In front of monailabel's own proxy, which drops the query string and, with no PACS configured, answers 500
         # (lib/dicom_proxy.py).
-        server.app.router.routes.insert(0, server.app.router.routes.pop())
-        server.app.router.routes.insert(0, server.app.router.routes.pop(-2))
+        routes = server.app.router.routes
+        routes[0:0] = [routes.pop(-2), routes.pop()]  # the GET and the POST route just added
 
     def _add_ohif3_routes(self, app) -> None:
         """OHIF 3.13 at /ohif3/ (lib/ohif3.py): the viewer that stores a corrected segmentation in the PACS."""
