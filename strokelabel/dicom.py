@@ -315,7 +315,7 @@ ALGORITHM_TYPES = ("AUTOMATIC", "SEMIAUTOMATIC", "MANUAL")
 
 def write_seg(label_path: str | Path, source_dir: str | Path, segments: dict[int, str], algorithm_type: str,
               algorithm_name: str = "StrokeLabel", series_description: str = "StrokeLabel segmentation",
-              creator: str = "StrokeLabel^") -> pydicom.Dataset:
+              creator: str = "StrokeLabel^", provenance: str | None = None) -> pydicom.Dataset:
     """A DICOM-SEG of ``label_path`` (NIfTI on the source series' grid) referencing the source series whose
     headers are in ``source_dir``; ``segments``: label value -> name (core, penumbra, lesion, clot);
     ``algorithm_type`` AUTOMATIC for AI output, MANUAL or SEMIAUTOMATIC for a clinician's correction; ``creator``: the
@@ -341,7 +341,8 @@ def write_seg(label_path: str | Path, source_dir: str | Path, segments: dict[int
         attributes.append(attribute)
     template = pydicom_seg.template.from_dcmqi_metainfo({
         "ContentCreatorName": creator, "SeriesDescription": series_description[:64], "SeriesNumber": "300", "InstanceNumber": "1",
-        "segmentAttributes": [attributes], "ContentLabel": "SEGMENTATION", "ContentDescription": algorithm_type[:64],
+        "segmentAttributes": [attributes], "ContentLabel": PROVENANCE_CONTENT_LABELS.get(provenance or "", "SEGMENTATION"),
+        "ContentDescription": f"{algorithm_type} ({provenance})"[:64] if provenance else algorithm_type[:64],
         "ClinicalTrialSeriesID": "1", "ClinicalTrialTimePointID": "1", "BodyPartExamined": "HEAD",
     })
     writer = pydicom_seg.MultiClassWriter(template=template, inplane_cropping=False, skip_empty_slices=False, skip_missing_segment=False)
@@ -366,6 +367,21 @@ def seg_algorithm_type(dataset: pydicom.Dataset) -> str:
     """The SEG's SegmentAlgorithmType (the least automatic of its segments: a corrected SEG counts as corrected)."""
     kinds = {str(s.get("SegmentAlgorithmType", "")) for s in dataset.get("SegmentSequence", [])}
     return next((k for k in ("MANUAL", "SEMIAUTOMATIC", "AUTOMATIC") if k in kinds), "")
+
+
+# Provenance of a label, one vocabulary everywhere (README, datastore, SEG, trainers, federated job): the answer as
+# computed (AI, never trains), saved by a person without an edit (approved) or edited by a person (corrected).
+PROVENANCES = ("AI", "approved", "corrected")
+# In a SEG a person saved, ContentLabel says which (viewers mark every exported segment MANUAL whether edited or not).
+PROVENANCE_CONTENT_LABELS = {"approved": "APPROVED", "corrected": "CORRECTED"}
+
+
+def seg_provenance(dataset: pydicom.Dataset) -> str:
+    """AI for a SEG of automatic segments; else approved when its ContentLabel says APPROVED, otherwise corrected
+    (a SEG exported by hand from a viewer that does not say is taken as a person's correction)."""
+    if seg_algorithm_type(dataset) == "AUTOMATIC":
+        return "AI"
+    return "approved" if str(dataset.get("ContentLabel", "")).strip().upper() == PROVENANCE_CONTENT_LABELS["approved"] else "corrected"
 
 
 def read_seg(dataset: pydicom.Dataset, names_to_values: dict[str, int]):

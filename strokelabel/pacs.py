@@ -397,12 +397,13 @@ def corrected_segs(client, study: PacsStudy) -> list[dict]:
             continue
         for metadata in client.retrieve_series_metadata(study.study_uid, s.uid):
             ds = pydicom.Dataset.from_json(metadata)
-            from strokelabel.dicom import seg_algorithm_type
+            from strokelabel.dicom import seg_algorithm_type, seg_provenance
 
             kind = seg_algorithm_type(ds)
             if kind in ("MANUAL", "SEMIAUTOMATIC"):
                 when = f"{ds.get('ContentDate', ds.get('SeriesDate', ''))}{ds.get('ContentTime', ds.get('SeriesTime', ''))}"
-                found.append({"series_uid": s.uid, "instance_uid": str(ds.SOPInstanceUID), "when": when, "algorithm_type": kind})
+                found.append({"series_uid": s.uid, "instance_uid": str(ds.SOPInstanceUID), "when": when, "algorithm_type": kind,
+                              "provenance": seg_provenance(ds)})
     return sorted(found, key=lambda x: x["when"], reverse=True)
 
 

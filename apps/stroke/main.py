@@ -113,11 +113,16 @@ class StrokeApp(MONAILabelApp):
 
         on_pacs = str(self.studies).startswith(("http://", "https://"))
         prefixes = {"qido": settings.MONAI_LABEL_QIDO_PREFIX, "wado": settings.MONAI_LABEL_WADO_PREFIX, "stow": settings.MONAI_LABEL_STOW_PREFIX}
-        server.app.add_api_route(PROXY_PATH, dicomweb_proxy(self.studies if on_pacs else None, prefixes), methods=["GET", "POST"],
-                                 include_in_schema=False, dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))])
+        proxy = dicomweb_proxy(self.studies if on_pacs else None, prefixes)
+        # Reading through the proxy is for any user; storing (STOW-RS: a label saved from the viewer) is an annotator's,
+        # as the label API is: a reader can run a task but not save.
+        server.app.add_api_route(PROXY_PATH, proxy, methods=["GET"], include_in_schema=False, dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))])
+        server.app.add_api_route(PROXY_PATH, proxy, methods=["POST"], include_in_schema=False,
+                                 dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))])
         # In front of monailabel's own proxy, which drops the query string and, with no PACS configured, answers 500
         # (lib/dicom_proxy.py).
-        server.app.router.routes.insert(0, server.app.router.routes.pop())
+        routes = server.app.router.routes
+        routes[0:0] = [routes.pop(-2), routes.pop()]  # the GET and the POST route just added
 
     def _add_ohif3_routes(self, app) -> None:
         """OHIF 3.13 at /ohif3/ (lib/ohif3.py): the viewer that stores a corrected segmentation in the PACS."""
@@ -196,7 +201,18 @@ class StrokeApp(MONAILabelApp):
             request = {**request, "save_label": True}
         with http_errors(), foreground_call():  # background scoring waits while a clinician's infer runs
             # The datastore id, for the result's summary URL (MONAI Label replaces ``image`` by the file's path).
-            return super().infer({**request, "image_id": request.get("image")}, datastore)
+            answer = super().infer({**request, "image_id": request.get("image")}, datastore)
+        if str(request.get("save_label", False)).lower() in ("true", "1"):  # this answer was stored, not an earlier one
+            self._name_the_ai_seg(answer, image, datastore or self.datastore())
+        return answer
+
+    @staticmethod
+    def _name_the_ai_seg(answer: dict, image: str, datastore) -> None:
+        """In PACS mode, the result names the AI SEG the answer was stored as (``ai_seg``: series and instance UID),
+        so a viewer loads that series from the PACS instead of converting the label."""
+        seg = datastore.ai_seg(image) if hasattr(datastore, "ai_seg") and answer.get("label") else None
+        if seg and isinstance(answer.get("params"), dict):
+            answer["params"]["ai_seg"] = seg
 
     def summary_picture(self, image: str, task: str) -> str:
         """The summary picture of ``task``'s latest answer on datastore study ``image`` (a path on this server)."""

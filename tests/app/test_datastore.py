@@ -126,3 +126,24 @@ def test_an_infer_that_saves_its_answer_passes_monai_labels_tag_enum_and_it_is_s
     nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.uint8), AFFINE), str(label))
     store.save_label("sub-m1_ses-01_dwi", str(label), DefaultLabelTag.ORIGINAL, {})
     assert (studies / "labels" / "original" / "sub-m1_ses-01_dwi.nii.gz").exists()
+
+
+def test_provenance_is_ai_approved_or_corrected_and_the_ai_answer_never_trains(studies, tmp_path_factory):
+    from monailabel.interfaces.datastore import DefaultLabelTag
+
+    store = StrokeDatastore(str(studies))
+    label = tmp_path_factory.mktemp("l") / "label.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4), np.uint8), AFFINE), str(label))
+    store.save_label("sub-m1_ses-01_dwi", str(label), DefaultLabelTag.ORIGINAL, {"model": "ischemic_lesion"})
+    assert store.get_label_info("sub-m1_ses-01_dwi", "original")["provenance"] == "AI"
+    assert store.datalist() == []  # an answer as computed is no training label
+    store.save_label("sub-m1_ses-01_dwi", str(label), "final", {"provenance": "approved"})
+    (item,) = store.datalist()
+    assert item["provenance"] == "approved"
+    store.save_label("sub-m1_ses-01_dwi", str(label), "final", {})  # saved without saying (3D Slicer): a person's edit
+    assert [i["provenance"] for i in store.datalist()] == ["corrected"]
+    for bad, tag in (("AI", "final"), ("reviewed", "final")):
+        with pytest.raises(HTTPException) as error:
+            store.save_label("sub-m1_ses-01_dwi", str(label), tag, {"provenance": bad})
+        assert error.value.status_code == 422 and bad in error.value.detail
+    assert [i["provenance"] for i in store.datalist()] == ["corrected"]  # the refused saves changed nothing

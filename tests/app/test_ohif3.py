@@ -34,7 +34,7 @@ def test_index_html_is_served_for_the_prefix(dist):
 
 
 def test_a_route_of_the_single_page_app_gets_index_html_and_no_file_outside_the_build_is_served(dist, tmp_path_factory):
-    secret = tmp_path_factory.mktemp("outside") / "secret.txt"
+    secret = tmp_path_factory.mktemp("beyond_the_build") / "secret.txt"
     secret.write_text("not for the browser")
     files = Ohif3Files(dist)
     assert b'PUBLIC_URL="/ohif3/"' in body(files.response("segmentation"))
@@ -67,3 +67,16 @@ def test_without_the_viewer_every_path_is_a_404_naming_the_setup_command(tmp_pat
 
 def test_rewrite_leaves_other_kinds_of_file_alone():
     assert rewrite_for_prefix("logo.svg", b'<svg href="/x"/>') == b'<svg href="/x"/>'
+
+
+def test_app_config_loads_strokelabels_extension_and_mode_which_are_served_beside_it_and_nothing_else_of_their_folder(dist):
+    config = body(Ohif3Files(dist).response("app-config.js")).decode()
+    assert '"extensions": [\n  "/ohif3/strokelabel/extension.mjs"\n ]' in config and '"/ohif3/strokelabel/mode.mjs"' in config
+    files = Ohif3Files(dist)
+    for name in ("extension.mjs", "mode.mjs"):
+        response = files.response(f"strokelabel/{name}")
+        assert response.media_type == "application/javascript" and body(response).startswith(b"// StrokeLabel's")
+    for name in ("../ohif3.py", "other.mjs", ""):
+        with pytest.raises(HTTPException) as error:
+            files.response(f"strokelabel/{name}")
+        assert error.value.status_code == 404

@@ -125,6 +125,13 @@ def test_a_browser_logs_in_to_open_the_bundled_viewer_and_its_calls_are_the_user
     assert label.status_code == 200
     refused = browser.put(f"{base}/datastore/label?image={image_id}&tag=final", files={"label": ("l.nii.gz", b"x")}, timeout=30)
     assert refused.status_code == 403  # a reader's session may not save a label
+    # ... nor store one through the viewer's PACS proxy (STOW-RS: how /ohif3/ saves); reading through it stays open to
+    # a reader (here 404: folder mode has no PACS, said after the role check).
+    assert browser.post(f"{base}/proxy/dicom/stow/studies", data=b"x", headers={"Content-Type": "application/dicom"}, timeout=30).status_code == 403
+    assert browser.get(f"{base}/proxy/dicom/qido/studies", timeout=30).status_code == 404
+    annotator = requests.Session()
+    annotator.post(f"{base}/login", data={"username": "anna", "password": PASSWORDS["anna"], "next": "/ohif/"}, timeout=30)
+    assert annotator.post(f"{base}/proxy/dicom/stow/studies", data=b"x", headers={"Content-Type": "application/dicom"}, timeout=30).status_code == 404
     browser.post(f"{base}/logout", timeout=30)
     assert browser.get(f"{base}/info/", timeout=30).status_code == 401
     audit = [json.loads(line) for line in (server.app_dir / "logs" / "audit.log").read_text().splitlines()]

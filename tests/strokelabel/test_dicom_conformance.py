@@ -103,3 +103,21 @@ def test_an_answer_stored_again_is_the_same_object_and_another_answer_is_not(sou
               answer_identity("1.2.4", "core_penumbra", pixels), answer_identity("1.2.3", "core_penumbra", pixels.astype(np.uint16))]
     assert len({answer_identity("1.2.3", "core_penumbra", pixels), *others}) == 5
     assert validate(first) == ([], [])
+
+
+@pytest.mark.parametrize("algorithm_type,provenance,expected", [("AUTOMATIC", None, "AI"), ("MANUAL", "approved", "approved"),
+                                                                ("MANUAL", "corrected", "corrected"), ("MANUAL", None, "corrected")])
+def test_a_seg_says_its_provenance_and_still_passes(source_series, tmp_path, algorithm_type, provenance, expected):
+    """AI, approved or corrected: a person's SEG says which in ContentLabel (a viewer's SEG that does not say is a
+    correction); the validator still finds nothing to object to."""
+    from strokelabel.dicom import seg_provenance
+
+    label = np.zeros((16, 14, 4), np.uint8)
+    label[3:7, 3:7, 1:3] = 1
+    path = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(label, AFFINE), str(path))
+    seg = write_seg(path, source_series, {1: "lesion"}, algorithm_type, provenance=provenance)
+    assert seg_provenance(seg) == expected
+    assert validate(seg) == ([], [])
+    seg.ContentLabel = "APPROVED"
+    assert seg_provenance(seg) == ("AI" if algorithm_type == "AUTOMATIC" else "approved")  # automatic segments are AI whatever the label

@@ -27,12 +27,21 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.errors import http_errors
 from strokelabel.derived import atomic_save_nifti, atomic_write_bytes
+from strokelabel.dicom import PROVENANCES
 from strokelabel.errors import StrokeLabelError
 from strokelabel.lifeline import foreground_call
 from strokelabel.naming import find_derivative_mask, find_modalities, find_reference_volumes, is_reference, parse_filename, study_kind
 from strokelabel.study import LABEL_VALUES, MAX_VOXELS, check_label, check_nifti_file
 
 logger = logging.getLogger(__name__)
+
+
+def label_provenance(label_info: Dict[str, Any] | None) -> str:
+    """The provenance of a label a person saved (strokelabel.dicom.PROVENANCES): what the saver said in the label's
+    ``provenance``, else corrected (a label saved without saying was edited: the 3D Slicer plugin's way)."""
+    said = str((label_info or {}).get("provenance", "") or "").strip()
+    return said if said in PROVENANCES else "corrected"
+
 
 
 class StrokeDatastore(LocalDatastore):
@@ -124,7 +133,10 @@ class StrokeDatastore(LocalDatastore):
                 if mask is None:
                     continue
                 label = str(mask)
-            items.append({"image": self._image_file(k, v), "label": label, "kind": v.image.info.get("kind")})
+            provenance = label_provenance(v.labels[tag].info) if tag in v.labels else "data set's expert mask"
+            if provenance == "AI":  # the answer as computed never trains (issue 24); only a person's label does
+                continue
+            items.append({"image": self._image_file(k, v), "label": label, "kind": v.image.info.get("kind"), "provenance": provenance})
         return items
 
     def get_image_uri(self, image_id: str) -> str:
@@ -162,6 +174,11 @@ class StrokeDatastore(LocalDatastore):
         label_tag = getattr(label_tag, "value", label_tag)  # MONAI Label passes its DefaultLabelTag enum when an infer saves
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(label_tag)):
             raise HTTPException(status_code=422, detail=f"label tag {label_tag!r}: use letters, digits, '_' or '-' (e.g. final)")
+        said = (label_info or {}).get("provenance")
+        if said is not None and said not in PROVENANCES:
+            raise HTTPException(status_code=422, detail=f"provenance {said!r}: one of {', '.join(PROVENANCES)}")
+        if said == "AI" and label_tag != DefaultLabelTag.ORIGINAL.value:
+            raise HTTPException(status_code=422, detail=f"provenance AI is the answer as computed (tag original); a {label_tag} label is a person's: approved or corrected")
         with http_errors(), foreground_call():  # background scoring waits meanwhile
             values, affine = self._check_label_fits_study(image_id, obj, label_filename)
         _, label_ext = self._to_id(os.path.basename(label_filename))
@@ -174,7 +191,8 @@ class StrokeDatastore(LocalDatastore):
                 atomic_write_bytes(path, Path(label_filename).read_bytes())
             else:
                 atomic_save_nifti(np.asarray(values).astype(np.uint8), affine, path)
-            obj.labels[label_tag] = DataModel(info={**(label_info or {}), "ts": int(time.time()), "name": name}, ext=label_ext)
+            provenance = "AI" if label_tag == DefaultLabelTag.ORIGINAL.value else label_provenance(label_info)
+            obj.labels[label_tag] = DataModel(info={**(label_info or {}), "provenance": provenance, "ts": int(time.time()), "name": name}, ext=label_ext)
             self._update_datastore_file(lock=False)
         logger.info(f"Saved label {label_tag} of {image_id}")
         return image_id

@@ -25,7 +25,7 @@ from fastapi import HTTPException
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from lib.datastore import StrokeDatastore
+from lib.datastore import StrokeDatastore, label_provenance
 from lib.errors import http_errors
 from strokelabel import pacs
 from strokelabel.derived import cache_root, mark_used, prune_cache
@@ -171,7 +171,8 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         try:
             with http_errors():
                 seg = write_seg(label_path, headers, names, algorithm, algorithm_name=str((label_info or {}).get("model", "StrokeLabel")),
-                                series_description=f"StrokeLabel {label_tag} ({algorithm.lower()})")
+                                series_description=f"StrokeLabel {label_tag} ({algorithm.lower()})",
+                                provenance=None if label_tag == DefaultLabelTag.ORIGINAL.value else label_provenance(label_info))
             if label_tag == DefaultLabelTag.ORIGINAL.value:
                 # The AI's answer: one series per study, task, method and model, and answer; a rerun adds nothing. A
                 # person's label is always its own new series (the newest correction is the training label).
@@ -180,10 +181,20 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         except Exception as e:  # the label is kept on the server either way; say what the PACS did not get
             logger.warning("%s: the label was saved on the server, but not stored in the PACS as DICOM-SEG: %s", image_id, e)
             raise HTTPException(status_code=502, detail=f"the label was saved on the server, but the PACS did not store its DICOM-SEG: {e}") from e
-        obj.labels[label_tag].info.update({"seg_instance_uid": str(seg.SOPInstanceUID), "algorithm_type": algorithm})
+        obj.labels[label_tag].info.update({"seg_instance_uid": str(seg.SOPInstanceUID), "seg_series_uid": str(seg.SeriesInstanceUID),
+                                           "algorithm_type": algorithm,
+                                           "provenance": "AI" if label_tag == DefaultLabelTag.ORIGINAL.value else label_provenance(label_info)})
         self._update_datastore_file()
         logger.info("%s: label %s %s as DICOM-SEG (%s)", image_id, label_tag, "stored in the PACS" if stored else "already in the PACS", algorithm)
         return label_id
+
+    def ai_seg(self, image_id: str) -> Dict[str, str] | None:
+        """The AI SEG the study's latest answer (label ``original``) was stored as in the PACS; None for an empty answer."""
+        obj = self._datastore.objects.get(self.image_id_of(image_id))
+        label = obj.labels.get(DefaultLabelTag.ORIGINAL.value) if obj else None
+        if label is None or not label.info.get("seg_series_uid"):
+            return None
+        return {"series_uid": label.info["seg_series_uid"], "instance_uid": label.info["seg_instance_uid"]}
 
     def _import_corrected_seg(self, image_id: str, study: pacs.PacsStudy) -> None:
         """The newest corrected SEG in the PACS (MANUAL or SEMIAUTOMATIC) becomes the study's final label,
@@ -204,7 +215,8 @@ class StrokeDicomwebDatastore(StrokeDatastore):
         out.parent.mkdir(parents=True, exist_ok=True)
         pacs.fetch_seg_label(self._client, study, newest, reference, {n: v for v, n in SEGMENT_NAMES[kind].items()}, out)
         obj.labels[DefaultLabelTag.FINAL] = DataModel(info={"ts": int(time.time()), "source": "PACS DICOM-SEG", "seg_instance_uid": newest["instance_uid"],
-                                                            "algorithm_type": newest["algorithm_type"]}, ext=".nii.gz")
+                                                            "algorithm_type": newest["algorithm_type"],
+                                                            "provenance": newest["provenance"]}, ext=".nii.gz")
         logger.info("%s: the corrected DICOM-SEG of %s is its final label", image_id, newest["when"] or "unknown date")
 
     def json(self):

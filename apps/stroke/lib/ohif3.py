@@ -26,6 +26,12 @@ from monailabel.utils.others.generic import get_mime_type
 OHIF3_VERSION = "3.13.2"  # keep in step with scripts/setup_viewer.sh
 ROUTE_PREFIX = "/ohif3"
 SETUP_COMMAND = "bash scripts/setup_viewer.sh"
+# StrokeLabel's extension and mode (ES modules in lib/ohif3_plugin/), served at /ohif3/strokelabel/<file>. OHIF's
+# loader imports an extension or mode entry it does not know by name with the browser's import(): no rebuild.
+PLUGIN_DIR = Path(__file__).parent / "ohif3_plugin"
+PLUGIN_ROUTE = "strokelabel"
+PLUGIN_EXTENSION = "extension.mjs"
+PLUGIN_MODE = "mode.mjs"
 WEBPACK_PUBLIC_PATH = b'__webpack_require__.p = "/"'
 REWRITTEN_SUFFIXES = (".js", ".css", ".html")
 
@@ -66,8 +72,8 @@ def app_config(prefix: str = ROUTE_PREFIX) -> str:
     config = {
         "routerBasename": prefix,
         "showStudyList": True,
-        "extensions": [],
-        "modes": [],
+        "extensions": [f"{prefix}/{PLUGIN_ROUTE}/{PLUGIN_EXTENSION}"],
+        "modes": [f"{prefix}/{PLUGIN_ROUTE}/{PLUGIN_MODE}"],
         "maxNumberOfWebWorkers": 2,
         "showWarningMessageForCrossOrigin": False,
         "showCPUFallbackMessage": True,
@@ -84,6 +90,13 @@ def app_config(prefix: str = ROUTE_PREFIX) -> str:
             "  const proxy = window.location.origin + '/proxy/dicom';\n"
             "  Object.assign(source, {qidoRoot: proxy + '/qido', wadoRoot: proxy + '/wado', wadoUriRoot: proxy + '/wado'});\n"
             "})(window.config.dataSources[0].configuration);\n")
+
+
+def plugin_response(name: str):
+    """One of the StrokeLabel extension's modules (a fixed list: nothing else under the plugin folder is served)."""
+    if name not in (PLUGIN_EXTENSION, PLUGIN_MODE):
+        raise HTTPException(status_code=404, detail=f"no StrokeLabel viewer module {name!r}")
+    return FileResponse(str(PLUGIN_DIR / name), media_type="application/javascript", headers={"Cache-Control": "no-cache"})
 
 
 def rewrite_for_prefix(name: str, content: bytes, prefix: str = ROUTE_PREFIX) -> bytes:
@@ -116,6 +129,8 @@ class Ohif3Files:
             raise HTTPException(status_code=404, detail=f"OHIF {OHIF3_VERSION} is not installed in {self.root}: run `{SETUP_COMMAND}`")
         if path == "app-config.js":
             return Response(app_config(self.prefix), media_type="application/javascript", headers={"Cache-Control": "no-cache"})
+        if path.startswith(PLUGIN_ROUTE + "/"):
+            return plugin_response(path[len(PLUGIN_ROUTE) + 1:])
         file = (self.root / path).resolve() if path else self.root / "index.html"
         if not file.is_relative_to(self.root.resolve()) or not file.is_file():
             file = self.root / "index.html"  # a route of the single-page app (e.g. /ohif3/segmentation?StudyInstanceUIDs=...)
