@@ -232,23 +232,33 @@ class StrokeTrainTask(BasicTrainTask):
         and put in use only through the same no-regression decision as this trainer's own runs, on the
         same deciding studies (the site's held-out labels and the decision phantoms). ``origin`` joins
         the version record (federation, round, sites and their figures)."""
+        started = time.time()
+        context = self._scoring_context(request, self.pre_process({**self._config, **request}, datastore))
+        self.partition_datalist(context)
+        self._last_context = context
+        return self._publish_if_not_worse(context.request, started, candidate=candidate, version=version, origin=origin)
+
+    def score(self, checkpoint: str, datalist: Sequence[dict], request: Dict[str, Any] | None = None) -> list[float]:
+        """The validation Dice of ``checkpoint`` on each study of ``datalist`` (``image``, ``label``, ``kind``), as
+        the run's validation and the publish decision compute it (scripts/federated_benchmark.py)."""
+        return self._dice_per_study(self._scoring_context(request or {}, list(datalist)), checkpoint, datalist)
+
+    def _scoring_context(self, request: Dict[str, Any], datalist: Sequence[dict]):
+        """What ``_dice_per_study`` needs of a run's context, without a run (BasicTrainTask.train builds it)."""
         from monailabel.tasks.train.basic_train import Context
         from monailabel.utils.others.generic import name_to_device
 
-        started = time.time()
         req = {**self._config, **request, "run_id": time.strftime("%Y%m%d_%H%M%S")}
         req["device"] = name_to_device(req.get("device", "cpu"))
         context = Context()
         context.request, context.run_id, context.multi_gpu, context.local_rank, context.world_size = req, req["run_id"], False, 0, 1
-        context.datalist = self.pre_process(req, datastore)
+        context.datalist = list(datalist)
         context.device = self._device(context)
         context.dataset_type, context.dataloader_type = "Dataset", "DataLoader"  # scored once: nothing to cache
         context.output_dir = os.path.join(self._model_dir, req["name"])
         context.cache_dir = os.path.join(context.output_dir, f"cache_{context.run_id}")
-        self.partition_datalist(context)
         context.network = self.network(context).to(context.device)
-        self._last_context = context
-        return self._publish_if_not_worse(req, started, candidate=candidate, version=version, origin=origin)
+        return context
 
     def _publish_if_not_worse(self, request, started: float, candidate: str | None = None, version: str | None = None,
                               origin: Dict[str, Any] | None = None) -> Dict[str, Any]:
