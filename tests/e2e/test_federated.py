@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("mri_reference_phantoms")
 MODEL = "ischemic_lesion_mri"
 FEDERATION = "e2e-stroke-net"
 #: one small epoch: the test checks the plumbing and the rule, not what the model learns
-TRAIN = '{"max_epochs": 1, "slices_per_study": 2, "dataset": "Dataset", "crop_size": 96}'
+TRAIN = "max_epochs=1,slices_per_study=2,dataset=Dataset,crop_size=96"
 
 
 def _site(root: Path, seed: int, n: int = 3) -> Path:

@@ -129,7 +129,7 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--start", default=None, help="starting checkpoint (default: the app's shipped model)")
     parser.add_argument("--min-sites", type=int, default=None, help="updates that close a round (default: all sites)")
     parser.add_argument("--min-labels", type=int, default=3, help="fewest final labels for a site to send an update")
-    parser.add_argument("--train", default="{}", help="JSON of the trainer's request options, e.g. '{\"max_epochs\": 2}'")
+    parser.add_argument("--train", default="", help="the trainer's request options, e.g. max_epochs=2,slices_per_study=8")
     parser.add_argument("--percentile-privacy", type=float, default=None)
     parser.add_argument("--privacy-gamma", type=float, default=0.01)
     parser.add_argument("--exclude-vars", default=None)
@@ -137,11 +137,13 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--workspace", default="/tmp/strokelabel-fl")
     parser.add_argument("--threads", type=int, default=1, help="simulator: sites trained at once")
     args = parser.parse_args(argv)
+    from lib.federated.client import training_options
+
     if not args.site:
         raise SystemExit("at least one --site")
     sites = dict(parse_site(s) for s in args.site) if args.mode == "simulate" else [s.split("=")[0] for s in args.site]
     job = build_job(args.task, args.rounds, sites, name=args.name, start=args.start, min_sites=args.min_sites, min_labels=args.min_labels,
-                    train=json.loads(args.train), percentile_privacy=args.percentile_privacy, privacy_gamma=args.privacy_gamma,
+                    train=training_options(args.train), percentile_privacy=args.percentile_privacy, privacy_gamma=args.privacy_gamma,
                     exclude_vars=args.exclude_vars, round_timeout_s=args.round_timeout)
     if args.mode == "export":
         job.export_job(args.workspace)
