@@ -98,3 +98,15 @@ def test_a_site_is_given_as_name_model_dir_studies_and_optionally_its_server():
     assert parse_site("a=/m:/s@http://127.0.0.1:8000")[1]["server_url"] == "http://127.0.0.1:8000"
     with pytest.raises(SystemExit, match="name=MODEL_DIR:STUDIES"):
         parse_site("a")
+
+
+def test_a_site_trains_with_the_apps_own_trainer_of_the_task(tmp_path):
+    from lib.trainers.core_penumbra import CorePenumbraTrain
+    from lib.trainers.ischemic_lesion import IschemicLesionTrain
+
+    lesion = Site(str(tmp_path / "model"), str(tmp_path), "ischemic_lesion").trainer
+    assert isinstance(lesion, IschemicLesionTrain) and lesion.route == "mri" and lesion._task_name == "ischemic_lesion_mri"
+    perfusion = Site(str(tmp_path / "model"), str(tmp_path), "core_penumbra").trainer
+    assert isinstance(perfusion, CorePenumbraTrain) and perfusion._kinds == ("ctp",)
+    with pytest.raises(ValueError, match="no federated job for task 'clot_region'"):
+        Site(str(tmp_path), str(tmp_path), "clot_region")

@@ -112,3 +112,30 @@ def test_a_site_with_corrupt_data_sends_no_update_and_the_others_finish(federati
     assert len(b_versions) == 1
     b_record = json.loads(b_versions[0].read_text())
     assert b_record["federation"]["federation"] == FEDERATION and "published" in b_record
+
+
+def test_bad_offers_are_named_4xx_and_the_model_in_use_stays(federation):
+    import io
+
+    import requests
+    import torch
+
+    server = federation["server"]
+    url = f"http://127.0.0.1:{server.port}/model/{MODEL}/federated"
+    versions = http(server, "GET", f"/model/{MODEL}/versions")
+    before, taken = versions["in_use"], _federated_version(versions)["version"]
+    weights = io.BytesIO()
+    from lib.federated.site import read_state
+
+    torch.save({"model": read_state(REPO / "apps" / "stroke" / "model" / "shipped" / f"{MODEL}.pt")}, weights)
+    cases = {
+        "not weights": (b"not a checkpoint", "v1", '{"federation": "x", "round": 0}', 422, "not a plain PyTorch weights file"),
+        "origin not JSON": (weights.getvalue(), "v2", "{federation", 422, "origin is not JSON"),
+        "origin without round": (weights.getvalue(), "v3", '{"federation": "x"}', 422, "naming the federation and the round"),
+        "bad version name": (weights.getvalue(), "../v4", '{"federation": "x", "round": 0}', 400, "is not a version name"),
+        "version exists": (weights.getvalue(), taken, '{"federation": "x", "round": 0}', 409, "already has a version"),
+    }
+    for case, (data, version, origin, status, words) in cases.items():
+        answer = requests.post(url, files={"file": ("m.pt", data)}, data={"version": version, "origin": origin}, timeout=120)
+        assert answer.status_code == status and words in answer.text, (case, answer.status_code, answer.text)
+    assert http(server, "GET", f"/model/{MODEL}/versions")["in_use"] == before
