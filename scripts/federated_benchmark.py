@@ -101,25 +101,25 @@ def main(argv=None) -> int:
     folders = generate(work, args.train_studies, args.held_out)
     print(f"phantoms ready in {time.time() - started:.0f} s", flush=True)
     request = {"device": "cpu", "multi_gpu": False, "dataset": "Dataset", "dataloader": "DataLoader", "max_epochs": args.epochs,
-               "slices_per_study": args.slices}
+               "slices_per_study": args.slices, "val_interval": args.epochs}  # one validation, at the end: 2 shared cores
     held = {site: StrokeDatastore(str(f["held_out"])).datalist() for site, f in folders.items()}
     models: dict[str, str] = {"start": str(APP_DIR / "model" / "shipped" / f"{model}.pt")}
     seconds: dict[str, float] = {}
 
-    for site, f in folders.items():  # each site alone
+    def train_alone(label: str, studies: Path, datastore):
+        """The app's trainer run from the starting model (its checkpoint, no publish decision: only scored here)."""
         t0 = time.time()
-        s = Site(str(fresh_models(work / "local" / site, model)), str(f["studies"]), args.task, min_labels=1, request=request)
-        stats = s.trainer(request, s.datastore())
-        models[f"local {site}"] = stats["version_path"]
-        seconds[f"local {site}"] = round(time.time() - t0, 1)
-        print(f"local {site}: {seconds[f'local {site}']} s", flush=True)
+        s = Site(str(fresh_models(work / label.replace(" ", "_"), model)), str(studies), args.task, min_labels=1, request=request)
+        stats = s.trainer.train_round(request, datastore or s.datastore(), models["start"])
+        keep = work / "checkpoints" / f"{label.replace(' ', '_')}.pt"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(stats["checkpoint"], keep)
+        models[label], seconds[label] = str(keep), round(time.time() - t0, 1)
+        print(f"{label}: {seconds[label]} s", flush=True)
 
-    t0 = time.time()  # all labels pooled, one trainer
-    central = Site(str(fresh_models(work / "central", model)), str(folders["hospital-a"]["studies"]), args.task, request=request)
-    stats = central.trainer(request, Pooled([StrokeDatastore(str(f["studies"])) for f in folders.values()]))
-    models["central"] = stats["version_path"]
-    seconds["central"] = round(time.time() - t0, 1)
-    print(f"central: {seconds['central']} s", flush=True)
+    for site, f in folders.items():  # each site alone
+        train_alone(f"local {site}", f["studies"], None)
+    train_alone("central", folders["hospital-a"]["studies"], Pooled([StrokeDatastore(str(f["studies"])) for f in folders.values()]))
 
     def federate(label: str, privacy: float | None):
         sites = {site: {"model_dir": str(fresh_models(work / label / site, model)), "studies": str(f["studies"])} for site, f in folders.items()}
@@ -127,7 +127,8 @@ def main(argv=None) -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(APP_DIR), str(REPO)])
         fl_job.allow_app_components(work / label / "workspace" / "local")
         job = fl_job.build_job(args.task, args.rounds, sites, name=f"bench-{label}", min_labels=1,
-                               train={**{k: v for k, v in request.items() if k in ("dataset", "slices_per_study")}, "max_epochs": args.local_epochs},
+                               train={"dataset": "Dataset", "slices_per_study": args.slices, "max_epochs": args.local_epochs,
+                                      "val_interval": args.local_epochs},
                                percentile_privacy=privacy)
         job.simulator_run(str(work / label / "workspace"), clients=list(sites), threads=1)
         seconds[label] = round(time.time() - t0, 1)

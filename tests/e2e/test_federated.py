@@ -60,7 +60,7 @@ def federation(tmp_path_factory):
             sites = [f"hospital-a={server.app_dir / 'model'}:{a_studies}@{url}", f"hospital-b={b_models}:{b_studies}",
                      f"hospital-c={c_models}:{c_studies}"]
             cmd = [sys.executable, "-m", "lib.federated.job", "simulate", "--task", "ischemic_lesion", "--rounds", "1",
-                   "--name", FEDERATION, "--min-sites", "2", "--min-labels", "2", "--threads", "3", "--train", TRAIN,
+                   "--name", FEDERATION, "--min-sites", "2", "--round-timeout", "900", "--min-labels", "2", "--threads", "3", "--train", TRAIN,
                    "--workspace", str(base / "workspace")]
             for site in sites:
                 cmd += ["--site", site]
@@ -105,8 +105,8 @@ def test_the_global_model_arrives_as_a_candidate_and_the_sites_own_rule_decides(
 def test_a_site_with_corrupt_data_sends_no_update_and_the_others_finish(federation):
     sites = _federated_version(http(federation["server"], "GET", f"/model/{MODEL}/versions"))["federation"]["sites"]
     refused = [v for v in sites.values() if "no_update" in v]
-    assert len(refused) == 1 and "does not fit" in refused[0]["no_update"] or "shape" in refused[0]["no_update"], refused
-    assert "Aggregated 2/3 results" in federation["log"] or "Aggregated 2/" in federation["log"]
+    assert len(refused) == 1 and "the grids do not match" in refused[0]["no_update"], refused
+    assert "Aggregated 2/3 results" in federation["log"]  # C answered with no update; A and B were averaged
     # hospital B decided on the same global model in its own process, with its own record
     b_versions = list((federation["b_models"] / MODEL / "versions").glob("*_fl_*.json"))
     assert len(b_versions) == 1

@@ -1,7 +1,8 @@
 """The aggregator: NVFlare's FedAvg, with what a federation of hospitals needs around it.
 
-- A round closes with ``min_sites`` updates (a site that drops out, or times out after
-  ``round_timeout_s``, does not stop the others; NVFlare's dynamic error mode then ignores its error).
+- Every site answers a round; once ``min_sites`` have, the rest get ``round_timeout_s`` more, then the
+  round closes without them (a site that dropped out does not stop the others; NVFlare's dynamic error
+  mode then ignores its error).
 - An empty update (a site below its label minimum, or whose data failed) is skipped by FedAvg; its
   reason is kept for the record.
 - After the last round the global model is sent home to every site (the ``validate`` task), with the
@@ -41,11 +42,14 @@ class StrokeFedAvg(FedAvg):
         self._round_started = 0.0
 
     def send_model(self, task_name="train", data=None, targets=None, min_responses=None, timeout=0, callback=None):
+        """Every site answers a round (one that cannot train answers with an empty update and the reason); once
+        ``min_sites`` have, the others get ``round_timeout_s`` more, then the round closes without them (a site
+        that dropped out). NVFlare's ModelController.send_model has no such wait: it would close the round at
+        ``min_sites`` answers and drop a slower site's update."""
         if task_name == self.task_name:
-            min_responses = self.min_sites if min_responses is None else min_responses
-            timeout = self.round_timeout_s or timeout
             self._round_started = time.time()
-        super().send_model(task_name=task_name, data=data, targets=targets, min_responses=min_responses, timeout=timeout, callback=callback)
+        self.broadcast_model(task_name=task_name, data=data, targets=targets, min_responses=self.min_sites or 0, timeout=0,
+                             wait_time_after_min_received=self.round_timeout_s, blocking=False, callback=callback)
 
     def _aggregate_one_result(self, result: FLModel) -> bool:
         site = (result.meta or {}).get("client_name") or "unknown"
@@ -84,8 +88,8 @@ class StrokeFedAvg(FedAvg):
         home = FLModel(params=self._global.params, params_type=self._global.params_type, current_round=self._global.current_round,
                        meta={"federation_record": self.record()})
         self.info(f"sending the global model home: {home.meta['federation_record']}")
-        results = self.send_model_and_wait(task_name="validate", data=home, min_responses=self.min_sites,
-                                           timeout=self.round_timeout_s)
+        results = self.broadcast_model(task_name="validate", data=home, min_responses=self.min_sites or 0, timeout=0,
+                                       wait_time_after_min_received=self.round_timeout_s, blocking=True)
         for result in results:
             site = pseudonym(self.federation, (result.meta or {}).get("client_name") or "unknown")
             self.info(f"global model at {site}: {result.metrics} {(result.meta or {}).get('reason') or (result.meta or {}).get('error')}")

@@ -72,6 +72,9 @@ def build_job(task: str, rounds: int, sites: Dict[str, Dict[str, str]] | Sequenc
     start = start_checkpoint(task, start)
     excluded = excluded_layers(start, exclude_vars) if exclude_vars else []
     min_sites = min_sites or len(names)
+    if min_sites < len(names) and round_timeout_s <= 0:
+        raise SystemExit(f"--min-sites {min_sites} of {len(names)} needs --round-timeout: how long the others are waited for "
+                         f"once {min_sites} sites have answered")
     job = FedJob(name=name, min_clients=min_sites)
     job.set_app_packages(["lib", "strokelabel"])  # installed with the app at every site: never sent as job code
     job.to_server(StrokeFedAvg(num_clients=len(names), num_rounds=rounds, start_checkpoint=start, save_filename=None,
@@ -133,7 +136,8 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--percentile-privacy", type=float, default=None)
     parser.add_argument("--privacy-gamma", type=float, default=0.01)
     parser.add_argument("--exclude-vars", default=None)
-    parser.add_argument("--round-timeout", type=int, default=0, help="seconds a round waits for a site (0: no limit)")
+    parser.add_argument("--round-timeout", type=int, default=0,
+                        help="with --min-sites below all: seconds the other sites are waited for once min-sites have answered")
     parser.add_argument("--workspace", default="/tmp/strokelabel-fl")
     parser.add_argument("--threads", type=int, default=1, help="simulator: sites trained at once")
     args = parser.parse_args(argv)
