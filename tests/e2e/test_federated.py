@@ -1,6 +1,6 @@
 """Federated retraining through NVFlare's simulator and a running MONAI Label server (lib/federated).
 
-Three simulated hospitals, one round, small phantom studies: hospital A is a running MONAI Label
+Three simulated hospitals, one round, two small phantom studies each: hospital A is a running MONAI Label
 server (its NVFlare client trains on A's datastore and hands the global model to A's server, which
 decides by its own no-regression rule); hospital B decides in its client process; hospital C's data
 is corrupt (a label that does not fit its study), so it sends no update with the reason, and the
@@ -32,7 +32,7 @@ FEDERATION = "e2e-stroke-net"
 TRAIN = "max_epochs=1,slices_per_study=2,dataset=Dataset,crop_size=96"
 
 
-def _site(root: Path, seed: int, n: int = 3) -> Path:
+def _site(root: Path, seed: int, n: int = 2) -> Path:
     for i in range(1, n + 1):
         generate_isles_study(root, i, seed=seed + i)
     return root
@@ -54,7 +54,8 @@ def federation(tmp_path_factory):
     nib.save(nib.Nifti1Image(np.zeros((7, 7, 7), np.uint8), image.affine), str(mask))
     b_models, c_models = _app_models(base / "b_model"), _app_models(base / "c_model")
     try:
-        with running_server(tmp_path_factory.mktemp("fl_server"), a_studies, models="ischemic_lesion") as server:
+        with running_server(tmp_path_factory.mktemp("fl_server"), a_studies, models="ischemic_lesion",
+                            env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}) as server:  # no background scoring beside the decision
             url = f"http://127.0.0.1:{server.port}"
             before = http(server, "GET", f"/model/{MODEL}/versions")
             sites = [f"hospital-a={server.app_dir / 'model'}:{a_studies}@{url}", f"hospital-b={b_models}:{b_studies}",
