@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # apps/stroke: lib, main
 
-from lib.federated.site import Site, SiteNotReady, app_on_path, pseudonym  # noqa: E402
+from lib.federated.site import Site, app_on_path, pseudonym  # noqa: E402
 
 
 def parse(argv=None):
@@ -76,7 +76,7 @@ def main(argv=None):
             started = time.time()
             try:
                 local, n_train, metrics = site.train_round(model.params)
-            except (SiteNotReady, Exception) as error:  # any failure of this site's data: no update, the reason sent, the others go on
+            except Exception as error:  # SiteNotReady, or any other failure of this site's data: no update, the reason sent, the others go on
                 print(f"[{name}] round {model.current_round}: no update: {error}", flush=True)
                 flare.send(FLModel(params={}, params_type=ParamsType.DIFF, metrics={}, meta={"no_update": str(error)[:500]}))
                 continue

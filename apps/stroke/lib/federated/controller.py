@@ -14,17 +14,13 @@ Written here because FedAvg ends with the global model at the aggregator only.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any, Dict
 
 from nvflare.app_common.abstract.fl_model import FLModel
 from nvflare.app_common.workflows.fedavg import FedAvg
 
-
-def pseudonym(federation: str, site: str) -> str:
-    # the same function as lib.federated.site.pseudonym, kept import-free of the app for the aggregator
-    return "site-" + hashlib.sha256(f"{federation}/{site}".encode()).hexdigest()[:8]
+from lib.federated.site import pseudonym
 
 
 class StrokeFedAvg(FedAvg):
