@@ -85,6 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("--local-epochs", type=int, default=2, help="epochs per site per round")
     parser.add_argument("--slices", type=int, default=8)
     parser.add_argument("--privacy", type=float, default=None, help="also run with PercentilePrivacy at this percentile")
+    parser.add_argument("--privacy-only", action="store_true",
+                        help="with --privacy: only the federation with the privacy filter (and the start), e.g. after a run without it")
     parser.add_argument("--out", default=None, help="write the tables (markdown) here")
     args = parser.parse_args(argv)
 
@@ -117,9 +119,12 @@ def main(argv=None) -> int:
         models[label], seconds[label] = str(keep), round(time.time() - t0, 1)
         print(f"{label}: {seconds[label]} s", flush=True)
 
-    for site, f in folders.items():  # each site alone
+    if args.privacy_only and args.privacy is None:
+        raise SystemExit("--privacy-only needs --privacy")
+    for site, f in ({} if args.privacy_only else folders).items():  # each site alone
         train_alone(f"local {site}", f["studies"], None)
-    train_alone("central", folders["hospital-a"]["studies"], Pooled([StrokeDatastore(str(f["studies"])) for f in folders.values()]))
+    if not args.privacy_only:
+        train_alone("central", folders["hospital-a"]["studies"], Pooled([StrokeDatastore(str(f["studies"])) for f in folders.values()]))
 
     def federate(label: str, privacy: float | None):
         sites = {site: {"model_dir": str(fresh_models(work / label / site, model)), "studies": str(f["studies"])} for site, f in folders.items()}
@@ -140,7 +145,7 @@ def main(argv=None) -> int:
         print(f"{label}: {seconds[label]} s; record {json.dumps(record.get('federation'))}", flush=True)
         return record
 
-    records = {"global": federate("global", None)}
+    records = {} if args.privacy_only else {"global": federate("global", None)}
     if args.privacy is not None:
         records["global + privacy"] = federate("global + privacy".replace(" + ", "_"), args.privacy)
         models["global + privacy"] = models.pop("global_privacy")
