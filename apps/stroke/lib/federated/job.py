@@ -13,8 +13,8 @@ One job definition for the three ways NVFlare runs it:
   NVFlare's or installed with the app (``lib``), so a site's closed custom-code policy accepts it.
 
 Privacy knobs are NVFlare's own task-result filters, applied at the site before anything leaves:
-``--percentile-privacy 10`` (``PercentilePrivacy``: only the largest weight changes above the given
-percentile are sent, clipped to ``gamma``) and ``--exclude-vars REGEX`` (``ExcludeVars``: the
+``--percentile-privacy 10`` (``PercentilePrivacy``: weight changes below that percentile of their size
+are sent as 0, every change clipped to ``gamma``) and ``--exclude-vars REGEX`` (``ExcludeVars``: the
 matching layers never leave). A site with fewer than ``--min-labels`` final labels sends no update.
 """
 
