@@ -8,6 +8,9 @@
   puts the previous one back in use, else the shipped one; the shipped file is never touched.
 - ``PUT /model/<model>`` (admin; MONAI Label lets an annotator copy any upload over the model in use): the
   upload must be plain weights that fit the model's network; it becomes a version and is put in use.
+- ``POST /model/<model>/federated`` (admin): a federation's global model (lib/federated) as a candidate; it
+  becomes a version and is put in use only by the model's own no-regression decision, as a retraining's
+  candidate is (lib/trainers/stroke_train.py); its record names the federation, round and sites.
 - ``POST /train/<model>``: as MONAI Label's, with who started the run passed to the trainer, so the
   version it makes records it.
 
@@ -19,13 +22,16 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from typing import Dict, Iterable, Optional
 
-from fastapi import Depends, HTTPException, UploadFile
+from fastapi import Depends, Form, HTTPException, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 
@@ -104,6 +110,36 @@ def add_model_routes(app, stroke_app) -> None:
         return lifecycle(lambda: model_versions.use_version(model_dir, name, version, who(user), action="upload", method="PUT",
                                                             path=f"/model/{name}"))
 
+    offer_lock = threading.Lock()  # one federated candidate scored at a time (the trainer keeps the split it decides on)
+
+    async def federated(model: str, file: UploadFile, version: str = Form(...), origin: str = Form(...), user: User = Depends(admin)):
+        name = resolve(model)
+        data = await file.read()
+        check_weights(data, trainers()[name]._network, name)
+        try:
+            record = json.loads(origin)
+        except ValueError as e:
+            raise HTTPException(status_code=422, detail=f"origin is not JSON ({e})") from e
+        if not isinstance(record, dict) or not record.get("federation") or "round" not in record:
+            raise HTTPException(status_code=422, detail="origin must be a JSON object naming the federation and the round")
+        if not model_versions.VERSION_NAME.match(version or ""):
+            raise HTTPException(status_code=400, detail=f"{version!r} is not a version name")
+        if (model_versions.versions_dir(model_dir, name) / f"{version}.pt").exists():
+            raise HTTPException(status_code=409, detail=f"{name} already has a version {version}")
+        trainer = trainers()[name]
+
+        def decide():
+            with offer_lock, tempfile.TemporaryDirectory() as folder:
+                candidate = os.path.join(folder, f"{version}.pt")
+                with open(candidate, "wb") as f:
+                    f.write(data)
+                return trainer.offer_candidate({"started_by": who(user)}, stroke_app.datastore(), candidate, version, record)
+
+        from lib.errors import http_errors
+
+        with http_errors():  # a site without a final label of the task's kind: a 4xx naming it
+            return await run_in_threadpool(decide)
+
     async def train(model: str, params: Optional[dict] = None, run_sync: Optional[bool] = False, enqueue: Optional[bool] = False,
                     user: User = Depends(admin)):
         from monailabel.endpoints.train import run_model
@@ -116,6 +152,7 @@ def add_model_routes(app, stroke_app) -> None:
         ("/model/{model}/versions/{version}/use", use_version, ["POST"], "Put a version (or the shipped model) back in use"),
         ("/model/{model}", retire, ["DELETE"], "Retire the published model; the previous one (else the shipped one) serves"),
         ("/model/{model}", upload, ["PUT"], "Upload weights as a new version and put it in use"),
+        ("/model/{model}/federated", federated, ["POST"], "A federation's global model as a candidate, put in use only if not worse"),
         ("/train/{model}", train, ["POST"], "Run training of a model"),
     ]
     for path, handler, methods, summary in routes:

@@ -231,7 +231,8 @@ def _record_change(model_dir, name, action: str, now_in_use: str | None, previou
     from lib.access_control import audit_event
 
     audit_event(Path(model_dir).parent, {"user": by, "method": extra.get("method", "MODEL"), "path": extra.get("path", f"/model/{name}"),
-                                         "model": name, "event": f"model {action}", "version": now_in_use, "previous": previous, "status": 200})
+                                         "model": name, "event": f"model {action}", "version": now_in_use, "previous": previous,
+                                         **({"federation": extra["federation"]} if "federation" in extra else {}), "status": 200})
     return entry
 
 

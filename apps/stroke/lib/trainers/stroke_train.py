@@ -71,6 +71,8 @@ class StrokeTrainTask(BasicTrainTask):
         self._publish_path_in_use = publish_path
         self._shipped_path = shipped_path
         self._kinds = tuple(kinds)
+        #: a federated round starts from the federation's global model, not from the model in use (lib.federated.site)
+        self._start_checkpoint: str | None = None
         self._task_name = os.path.splitext(os.path.basename(publish_path))[0]
         defaults = {
             "name": self._task_name,  # run folder: model/<task>/
@@ -147,7 +149,10 @@ class StrokeTrainTask(BasicTrainTask):
         return torch.optim.AdamW(context.network.parameters(), lr=float(context.request.get("learning_rate", 1e-3)))
 
     def load_path(self, output_dir, pretrained=True):
-        # Fine-tune from the model in use, never from an earlier rejected candidate.
+        # Fine-tune from the model in use, never from an earlier rejected candidate (in a federated round:
+        # from the global model the aggregator sent, set by lib.federated.site, never by a request).
+        if self._start_checkpoint:
+            return self._start_checkpoint
         return self._model_in_use if pretrained else None
 
     def lr_scheduler_handler(self, context: Context):
@@ -206,17 +211,67 @@ class StrokeTrainTask(BasicTrainTask):
             per_study = np.nanmean(details.reshape(len(datalist), -1), axis=1) if np.size(details) else np.full(len(datalist), np.nan)
         return [float(v) for v in per_study]
 
-    def _publish_if_not_worse(self, request, started: float) -> Dict[str, Any]:
+    # ---- federated learning (lib.federated): the same data, split, network and validation -------
+    def train_round(self, request, datastore: Datastore, start_checkpoint: str) -> Dict[str, Any]:
+        """One site's local training of a federated round: this trainer's run (``BasicTrainTask``'s loop on
+        the site's final labels, checkpoint chosen on the selection studies), started from
+        ``start_checkpoint`` (the global model), and nothing published. Returns the run's stats with
+        ``checkpoint`` (the chosen one), ``train_studies`` and ``selection_best``."""
+        self._start_checkpoint = start_checkpoint
+        try:
+            stats = BasicTrainTask.__call__(self, {**request, "pretrained": True}, datastore)
+        finally:
+            self._start_checkpoint = None
+        context = self._last_context
+        checkpoint = os.path.join(context.output_dir, self._key_metric_filename)
+        return {**stats, "checkpoint": checkpoint if os.path.exists(checkpoint) else None, "train_studies": len(self._split.train),
+                "selection_best": self._selection_best(context)}
+
+    def offer_candidate(self, request, datastore: Datastore, candidate: str, version: str, origin: Dict[str, Any]) -> Dict[str, Any]:
+        """A model trained elsewhere (the federation's global model) offered to this site: kept as a version
+        and put in use only through the same no-regression decision as this trainer's own runs, on the
+        same deciding studies (the site's held-out labels and the decision phantoms). ``origin`` joins
+        the version record (federation, round, sites and their figures)."""
+        started = time.time()
+        context = self._scoring_context(request, self.pre_process({**self._config, **request}, datastore))
+        self.partition_datalist(context)
+        self._last_context = context
+        return self._publish_if_not_worse(context.request, started, candidate=candidate, version=version, origin=origin)
+
+    def score(self, checkpoint: str, datalist: Sequence[dict], request: Dict[str, Any] | None = None) -> list[float]:
+        """The validation Dice of ``checkpoint`` on each study of ``datalist`` (``image``, ``label``, ``kind``), as
+        the run's validation and the publish decision compute it (scripts/federated_benchmark.py)."""
+        return self._dice_per_study(self._scoring_context(request or {}, list(datalist)), checkpoint, datalist)
+
+    def _scoring_context(self, request: Dict[str, Any], datalist: Sequence[dict]):
+        """What ``_dice_per_study`` needs of a run's context, without a run (BasicTrainTask.train builds it)."""
+        from monailabel.tasks.train.basic_train import Context
+        from monailabel.utils.others.generic import name_to_device
+
+        req = {**self._config, **request, "run_id": time.strftime("%Y%m%d_%H%M%S")}
+        req["device"] = name_to_device(req.get("device", "cpu"))
+        context = Context()
+        context.request, context.run_id, context.multi_gpu, context.local_rank, context.world_size = req, req["run_id"], False, 0, 1
+        context.datalist = list(datalist)
+        context.device = self._device(context)
+        context.dataset_type, context.dataloader_type = "Dataset", "DataLoader"  # scored once: nothing to cache
+        context.output_dir = os.path.join(self._model_dir, req["name"])
+        context.cache_dir = os.path.join(context.output_dir, f"cache_{context.run_id}")
+        context.network = self.network(context).to(context.device)
+        return context
+
+    def _publish_if_not_worse(self, request, started: float, candidate: str | None = None, version: str | None = None,
+                              origin: Dict[str, Any] | None = None) -> Dict[str, Any]:
         context = self._last_context
         split: Split = self._split
-        candidate = os.path.join(context.output_dir, self._key_metric_filename)
+        candidate = candidate or os.path.join(context.output_dir, self._key_metric_filename)
         if not os.path.exists(candidate):
             return {"published": False, "reason": "training produced no checkpoint; the model in use is unchanged"}
         if not server_alive():  # an orphaned run must never change a restarted server's model
             logger.error(f"{self._task_name}: the server that started this training is gone: nothing published")
             return {"published": False, "reason": "the server that started this training is gone; the model in use is unchanged"}
 
-        version = f"{self._task_name}_{context.run_id}"
+        version = version or f"{self._task_name}_{context.run_id}"
         versions_dir = os.path.join(context.output_dir, "versions")
         os.makedirs(versions_dir, exist_ok=True)
         version_path = os.path.join(versions_dir, version + ".pt")
@@ -239,12 +294,22 @@ class StrokeTrainTask(BasicTrainTask):
             "train_seconds": round(time.time() - started, 1),
             # date, who started the run, the site's training data (counts, label provenance), sha256 (lib/model_versions.py)
             **training_record(request, split.train, split.site_held_out, version_path),
+            **({"origin": "federated", "federation": origin, "selection_best_dice": None,
+                "training_data": {"site": "trained elsewhere: the federation's sites (see federation)"}} if origin else {}),
         }
+        by = request.get("started_by") or ("federation" if origin else "training run")
+        path = f"/model/{self._task_name}/federated" if origin else f"/train/{self._task_name}"
         if verdict.published:
             # temp file, fsync, rename under the model's lock, recorded in its history and the audit log:
             # an infer never reads half a file, a crash never leaves none in use (lib/model_versions.py)
-            publish(self._model_dir, self._task_name, version, by=request.get("started_by") or "training run",
-                    method="POST", path=f"/train/{self._task_name}")
+            extra = {"federation": _federation_summary(origin)} if origin else {}
+            publish(self._model_dir, self._task_name, version, by=by, method="POST", path=path, **extra)
+        elif origin:  # a refused global model is a line in the audit log too (a refused local run is only a version)
+            from lib.access_control import audit_event
+
+            audit_event(Path(self._model_dir).parent, {"user": by, "method": "POST", "path": path, "model": self._task_name,
+                                                       "event": "federated model kept aside", "version": version,
+                                                       "federation": _federation_summary(origin), "reason": verdict.reason, "status": 200})
         atomic_write_bytes(os.path.join(versions_dir, version + ".json"), json.dumps(decision, indent=2).encode())
         logger.info(f"{self._task_name}: {decision['reason']}")
         return decision
@@ -256,6 +321,11 @@ class StrokeTrainTask(BasicTrainTask):
         if evaluator is None:
             return None
         return {"dice": round(float(evaluator.state.best_metric), 4), "epoch": int(evaluator.state.best_metric_epoch)}
+
+
+def _federation_summary(origin: Dict[str, Any]) -> Dict[str, Any]:
+    """What the history and the audit log keep of a federated model: federation, round, pseudonymous sites."""
+    return {k: origin.get(k) for k in ("federation", "job_id", "round", "sites")}
 
 
 def _by_study(split: Split, dice: Sequence[float]) -> Dict[str, float | None]:

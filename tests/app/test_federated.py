@@ -1,0 +1,112 @@
+"""Federated retraining (lib/federated): what leaves a site, what the job holds, how the global model is
+rebuilt at a site. The simulator runs end to end in tests/e2e/test_federated.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("nvflare")
+
+from lib.federated.client import training_options  # noqa: E402
+from lib.federated.executor import CLIENT_SCRIPT, StrokeSiteExecutor  # noqa: E402
+from lib.federated.job import allow_app_components, build_job, parse_site  # noqa: E402
+from lib.federated.site import Site, SiteNotReady, pseudonym, read_state, trainable_state, write_checkpoint  # noqa: E402
+
+
+def test_only_float_weights_are_averaged_and_a_site_rebuilds_the_whole_checkpoint(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.BatchNorm2d(4))
+    base = net.state_dict()
+    params = trainable_state(base)
+    assert "1.num_batches_tracked" not in params and all(v.dtype == np.float32 for v in params.values())
+    moved = {k: v + 1.0 for k, v in params.items()}
+    path = write_checkpoint(tmp_path / "global.pt", base, moved)
+    state = read_state(path)
+    assert set(state) == set(base)  # the integer buffers come from the site's own model
+    assert torch.equal(state["1.num_batches_tracked"], base["1.num_batches_tracked"])
+    np.testing.assert_allclose(state["0.weight"].numpy(), base["0.weight"].numpy() + 1.0, atol=1e-6)
+    net.load_state_dict(state)  # fits the network
+    with pytest.raises(ValueError, match="entries this network does not have"):
+        write_checkpoint(tmp_path / "bad.pt", base, {**moved, "head.weight": np.zeros(3, np.float32)})
+
+
+def test_site_pseudonyms_are_stable_within_a_federation_and_do_not_name_the_hospital():
+    a = pseudonym("stroke-net", "st-mary-hospital")
+    assert a == pseudonym("stroke-net", "st-mary-hospital") and "mary" not in a and a.startswith("site-")
+    assert a != pseudonym("stroke-net", "general-hospital") and a != pseudonym("other-net", "st-mary-hospital")
+
+
+def test_training_options_pass_as_plain_words_and_anything_else_is_refused():
+    assert training_options("max_epochs=2,learning_rate=0.0005,dataset=Dataset") == {"max_epochs": 2, "learning_rate": 0.0005,
+                                                                                     "dataset": "Dataset"}
+    assert training_options("") == {}
+    StrokeSiteExecutor(task="ischemic_lesion", train={"max_epochs": 2})
+    with pytest.raises(ValueError, match="plain key=value"):
+        StrokeSiteExecutor(task="ischemic_lesion", train={"lesion_crop_ratio": "1:3,x=1"})
+
+
+def test_a_site_below_the_label_minimum_sends_no_update(tmp_path):
+    from strokelabel.phantom.isles_layout import generate_isles_study
+
+    studies = tmp_path / "studies"
+    generate_isles_study(studies, 1, seed=401)
+    site = Site(str(tmp_path / "model"), str(studies), "ischemic_lesion", min_labels=3)
+    assert site.final_labels() == 1
+    with pytest.raises(SiteNotReady, match="1 final ischemic_lesion labels at this site, fewer than the 3"):
+        site.train_round({})
+
+
+def test_the_exported_job_carries_no_code_and_no_site_path_and_the_privacy_filters_are_nvflares(tmp_path):
+    job = build_job("ischemic_lesion", 2, ["hospital-a", "hospital-b"], name="stroke-net", min_sites=1, min_labels=4,
+                    train={"max_epochs": 2}, percentile_privacy=10, exclude_vars=r"\.bias$", round_timeout_s=600)
+    job.export_job(str(tmp_path))
+    root = tmp_path / "stroke-net"
+    assert not list(root.rglob("custom")), "the job must carry no code: the app's classes are installed at each site"
+    assert not list(root.rglob("*.py"))
+    server = json.loads(next(root.rglob("config_fed_server.json")).read_text())
+    controller = server["workflows"][0]
+    assert controller["path"] == "lib.federated.controller.StrokeFedAvg"
+    assert controller["args"]["min_sites"] == 1 and controller["args"]["num_rounds"] == 2 and controller["args"]["round_timeout_s"] == 600
+    client = json.loads(next(root.rglob("config_fed_client.json")).read_text())
+    executor = client["executors"][0]["executor"]
+    assert executor["path"] == "lib.federated.executor.StrokeSiteExecutor"
+    assert executor["args"] == {"task": "ischemic_lesion", "min_labels": 4, "train": {"max_epochs": 2}}  # no path of a site
+    filters = client["task_result_filters"][0]["filters"]
+    excluded = filters[0]["args"]["exclude_vars"]
+    assert excluded and all(name.endswith(".bias") for name in excluded)  # the pattern, as the network's layer names
+    assert [f["path"] for f in filters] == ["nvflare.app_common.filters.exclude_vars.ExcludeVars", "nvflare.app_common.filters.percentile_privacy.PercentilePrivacy"]
+    assert str(CLIENT_SCRIPT).endswith("apps/stroke/lib/federated/client.py")
+
+
+def test_a_site_allows_the_apps_components_beside_nvflares_defaults_and_keeps_its_own_settings(tmp_path):
+    from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
+
+    (tmp_path / "resources.json").write_text(json.dumps({"format_version": 2, "class_list_enforcement_mode": "enforce"}))
+    allowed = json.loads(allow_app_components(tmp_path).read_text())
+    assert allowed["format_version"] == 2 and allowed["class_list_enforcement_mode"] == "enforce"
+    assert allowed["class_allow_list"] == [*DEFAULT_CLASS_ALLOW_LIST, "lib.federated."]
+    assert "nvflare.app_common.executors.client_api_executor.ClientAPIExecutor" not in allowed["class_allow_list"]
+    allow_app_components(tmp_path)  # twice: listed once
+    assert json.loads((tmp_path / "resources.json").read_text())["class_allow_list"].count("lib.federated.") == 1
+
+
+def test_a_site_is_given_as_name_model_dir_studies_and_optionally_its_server():
+    assert parse_site("a=/m:/s") == ("a", {"model_dir": "/m", "studies": "/s", "server_url": None})
+    assert parse_site("a=/m:/s@http://127.0.0.1:8000")[1]["server_url"] == "http://127.0.0.1:8000"
+    with pytest.raises(SystemExit, match="name=MODEL_DIR:STUDIES"):
+        parse_site("a")
+
+
+def test_a_site_trains_with_the_apps_own_trainer_of_the_task(tmp_path):
+    from lib.trainers.core_penumbra import CorePenumbraTrain
+    from lib.trainers.ischemic_lesion import IschemicLesionTrain
+
+    lesion = Site(str(tmp_path / "model"), str(tmp_path), "ischemic_lesion").trainer
+    assert isinstance(lesion, IschemicLesionTrain) and lesion.route == "mri" and lesion._task_name == "ischemic_lesion_mri"
+    perfusion = Site(str(tmp_path / "model"), str(tmp_path), "core_penumbra").trainer
+    assert isinstance(perfusion, CorePenumbraTrain) and perfusion._kinds == ("ctp",)
+    with pytest.raises(ValueError, match="no federated job for task 'clot_region'"):
+        Site(str(tmp_path), str(tmp_path), "clot_region")
