@@ -10,8 +10,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_system.sh"
-bash "$ROOT/scripts/setup_viewer.sh"
+# The viewer (npm) and the venv (pip) are fetched side by side: on a fresh machine both mostly wait on the network.
+bash "$ROOT/scripts/setup_viewer.sh" &
+viewer_setup=$!
 bash "$ROOT/scripts/setup_env.sh"
+wait "$viewer_setup" || { echo "[setup] scripts/setup_viewer.sh failed" >&2; exit 1; }
 PY="${VENV:-$ROOT/.venv}/bin/python"
 cd "$ROOT"
 export MONAI_LABEL_TRACKING_ENABLED=false
