@@ -46,7 +46,7 @@ def pacs_server(tmp_path_factory):
     with running_orthanc(work / "orthanc") as orthanc:
         orthanc.upload(f for files in series.values() for f in files)
         with running_server(work / "server", orthanc.dicomweb, models="core_penumbra,ischemic_lesion",
-                            conf={"pacs_cache": work / "cache"}, env={"STROKELABEL_PACS_REFRESH_S": "0"}) as server:
+                            conf={"pacs_cache": work / "cache"}, env={"STROKELABEL_PACS_REFRESH_S": "0"}, scoring=True) as server:
             server.work, server.orthanc, server.truth_root, server.dicom = work, orthanc, work / "nifti", series
             yield server
 
