@@ -105,7 +105,8 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
 
 
 def wait_for_training(client: MONAILabelClient, timeout_s: float = 900) -> dict:
-    """Poll the train status until the background run ends; returns the last status."""
+    """Poll the train status until the background run ends; returns the last status. The time limit only stops a
+    hung run: in a parallel test run a training shares the cores with another worker's tests and takes twice as long."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         status = client.train_status(check_if_running=False)

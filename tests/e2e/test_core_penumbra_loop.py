@@ -86,7 +86,7 @@ def test_infer_correct_retrain_infer_again_and_pick_the_most_uncertain_study(tmp
 
         train_started = time.time()
         client.train_start(TASK, {"max_epochs": 3, "device": "cpu", "slices_per_study": 6})
-        status = wait_for_training(client, timeout_s=300)
+        status = wait_for_training(client)
         train_seconds = time.time() - train_started
         assert status["status"] == "DONE", status
         stats = client.info()["train_stats"][TASK]

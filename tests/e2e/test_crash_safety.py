@@ -67,7 +67,7 @@ def test_kill_9_during_training_leaves_the_model_in_use_and_the_trainer_dies_wit
         trainers = wait_until(lambda: children_running(server.proc.pid), 60)
         assert trainers, "no training child started"
         # Training, not starting: the child has logged an epoch.
-        assert wait_until(lambda: "Epoch: 1/500" in server.log.read_text() or "Epoch[1]" in server.log.read_text(), 240), server.log.read_text()[-3000:]
+        assert wait_until(lambda: "Epoch: 1/500" in server.log.read_text() or "Epoch[1]" in server.log.read_text(), 600), server.log.read_text()[-3000:]
         server.proc.kill()
         server.proc.wait(timeout=30)
         assert wait_until(lambda: not any(alive(pid) for pid in trainers), 20), f"training child {trainers} outlived the server"
@@ -115,7 +115,7 @@ def test_kill_9_during_label_saves_leaves_one_whole_label_and_a_readable_datasto
 
         saver = threading.Thread(target=keep_saving)
         saver.start()
-        time.sleep(2.0)
+        wait_until(lambda: saves["done"] >= 2 or saves["errors"], 300)  # on a busy CPU a save takes more than a second
         server.proc.kill()
         server.proc.wait(timeout=30)
         stop.set()
@@ -162,7 +162,7 @@ def test_concurrent_infers_saves_and_training_on_one_study_keep_the_last_saved_l
             for k in (0, 1, 2, 0, 2):  # the last save is version 2
                 client.save_label(image_id, str(versions[k]), tag="final")
             methods = list(answers)
-        status = wait_for_training(client, timeout_s=600)
+        status = wait_for_training(client)
         assert status["status"] == "DONE", status
         assert set(methods) <= {"model", "baseline"} and len(methods) == 4
         saved = server.studies / "labels" / "final" / f"{image_id}.nii.gz"
@@ -219,7 +219,7 @@ def test_kill_9_during_rollbacks_and_deletes_leaves_one_whole_model_in_use(studi
 
         changer = threading.Thread(target=keep_changing)
         changer.start()
-        wait_until(lambda: changes["done"] >= 10, 120, 0.05)
+        wait_until(lambda: changes["done"] >= 10 or "error" in changes, 600, 0.05)
         server.proc.kill()
         server.proc.wait(timeout=30)
         stop.set()

@@ -267,7 +267,7 @@ def test_training_runs_on_the_labels_that_came_from_the_pacs(pacs_server):
     label_file, _ = pacs_server.client.infer("core_penumbra", series4d, {"method": "baseline"})
     pacs_server.client.save_label(series4d, label_file, tag="final")
     pacs_server.client.train_start("core_penumbra", {"max_epochs": 1, "device": "cpu", "slices_per_study": 4})
-    status = wait_for_training(pacs_server.client, timeout_s=600)
+    status = wait_for_training(pacs_server.client)
     assert status["status"] == "DONE", status
     stats = pacs_server.client.info()["train_stats"]["core_penumbra"]
     assert stats["train_studies"] + len(stats["site_held_out_studies"]) == 2  # both PACS studies, one of them labelled in the viewer
