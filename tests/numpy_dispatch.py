@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import platform
 
-import pytest
 
 ENV = "NPY_DISABLE_CPU_FEATURES"
-NARROWED_RUN = pytest.StashKey[list]()  # the narrowed run's confirmation and summary, for the terminal summary
+NARROWED_RUN = "narrowed_dispatch_run"  # user property: the narrowed run's confirmation and summary, for the terminal summary
 X86_GROUPS = ("X86_V3", "X86_V4", "AVX512_ICL", "AVX512_SPR")
 
 

@@ -22,16 +22,19 @@ def test_the_golden_tests_pass_with_numpy_dispatch_narrowed(request):
     if not groups:
         pytest.skip(f"numpy dispatch not narrowed: {why_not}")
     env = {**os.environ, ENV: " ".join(groups), "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    # The modules of the golden tests this run collected (collecting the whole suite again costs ~20 CPU-s);
+    # all of tests/ when this test runs alone.
+    modules = sorted({item.nodeid.split("::")[0] for item in request.session.items if item.get_closest_marker("golden")}) or ["tests"]
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "golden and not slow and not e2e", "tests"],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "golden and not slow and not e2e", *modules],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800,
     )
     out = run.stdout + run.stderr
     confirmed = re.search(r"^numpy CPU dispatch narrowed .*$", out, re.M)
     summary = out.strip().splitlines()[-1] if out.strip() else "(no output)"
     # Printed by the outer run's terminal summary (tests/conftest.py), before its closing line.
-    request.config.stash[NARROWED_RUN] = [confirmed.group(0) if confirmed else f"{ENV}={' '.join(groups)}: narrowing not confirmed",
-                                          f"narrowed-dispatch run of the golden tests: {summary.strip('= ')}"]
+    request.node.user_properties.append((NARROWED_RUN, [confirmed.group(0) if confirmed else f"{ENV}={' '.join(groups)}: narrowing not confirmed",
+                                                         f"narrowed-dispatch run of the golden tests: {summary.strip('= ')}"]))
     assert run.returncode == 0, f"the golden tests fail with {ENV}={' '.join(groups)}:\n{out[-6000:]}"
     assert confirmed, f"the narrowed run did not confirm its dispatch:\n{out[-3000:]}"
     assert re.search(r"\d+ passed", summary) and " failed" not in summary, summary

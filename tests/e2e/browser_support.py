@@ -75,10 +75,18 @@ def phantom_pacs_server(work: Path, models: str, kinds=("mri",), env: dict | Non
             truth = {target: path for target, path in study["truth"].items() if str(path).endswith(".nii.gz")}
             headers = {m: pydicom.dcmread(str(files[0]), stop_before_pixels=True) for m, files in series.items()}
             studies[kind] = SimpleNamespace(truth=truth, series=headers)
-        with running_server(work / "server", orthanc.dicomweb, models=models, conf={"pacs_cache": work / "cache"},
-                            env={"STROKELABEL_PACS_REFRESH_S": "0", **(env or {})}) as server:
-            server.work, server.orthanc, server.studies = work, orthanc, studies
+        with server_in_front(work, orthanc, studies, models, env) as server:
             yield server
+
+
+@contextlib.contextmanager
+def server_in_front(work: Path, orthanc, studies: dict, models: str, env: dict | None = None):
+    """Our server in PACS mode in front of ``orthanc``, which holds ``studies`` (as :func:`phantom_pacs_server`
+    made them): a second server on a module's PACS, e.g. with access control on."""
+    with running_server(work / "server", orthanc.dicomweb, models=models, conf={"pacs_cache": work / "cache"},
+                        env={"STROKELABEL_PACS_REFRESH_S": "0", **(env or {})}) as server:
+        server.work, server.orthanc, server.studies = work, orthanc, studies
+        yield server
 
 
 def truth_side(truth_nifti: Path) -> str:

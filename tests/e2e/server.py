@@ -44,8 +44,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(workdir: Path, studies: Path | str, models: str = "all", shipped_models: bool = True, conf: dict | None = None,
-                   env: dict | None = None, tls: tuple[Path, Path] | None = None):
+                   env: dict | None = None, tls: tuple[Path, Path] | None = None, scoring: bool = False):
     """Copy the app into ``workdir``, start the server on a free port, yield a :class:`Server`.
+
+    ``scoring=True`` keeps MONAI Label's automatic scoring on, as a site runs it (a background process that
+    loads the app, ~10 CPU-s, then MC dropout on every unlabelled study, at start-up, after each training and
+    each next sample); the tests that are not about active learning or running beside it leave it off.
 
     ``tls=(key file, certificate file)`` serves https with uvicorn's certificate options, as the README says.
 
@@ -61,7 +65,8 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
         shutil.rmtree(app_dir / "model" / "shipped", ignore_errors=True)
     port = free_port()
     log_path = Path(workdir) / "server.log"
-    env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1", **(env or {})}
+    env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1",
+           "MONAI_LABEL_AUTO_UPDATE_SCORING": str(scoring).lower(), **(env or {})}
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
            "--host", "127.0.0.1", "--port", str(port), "--conf", "models", models]
     for key, value in (conf or {}).items():
@@ -100,7 +105,8 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
 
 
 def wait_for_training(client: MONAILabelClient, timeout_s: float = 900) -> dict:
-    """Poll the train status until the background run ends; returns the last status."""
+    """Poll the train status until the background run ends; returns the last status. The time limit only stops a
+    hung run: in a parallel test run a training shares the cores with another worker's tests and takes twice as long."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         status = client.train_status(check_if_running=False)
@@ -120,9 +126,16 @@ def http(server: Server, method: str, path: str):
 
 def wait_for_scoring(server: Server, timeout_s: float = 300) -> None:
     """Wait until no scoring run is running or queued."""
+    import urllib.error
+
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        status = http(server, "GET", "/scoring/")
+        try:
+            status = http(server, "GET", "/scoring/")
+        except urllib.error.HTTPError as e:
+            if e.code == 404:  # no scoring run was ever started (automatic scoring off: running_server's default)
+                return
+            raise
         if not status or status.get("status") not in ("RUNNING", "QUEUED"):
             return
         time.sleep(2)

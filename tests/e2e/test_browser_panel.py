@@ -105,19 +105,21 @@ def test_the_monai_label_panel_runs_the_task_on_a_pacs_study_and_shows_its_named
     assert ai_segs_before >= 1 and len(_study_instances(server, shown_series.StudyInstanceUID, "SEG", "StrokeLabel original (automatic)")) == ai_segs_before
 
 
-def test_with_access_control_on_the_clinician_logs_in_and_the_panel_runs_the_task(tmp_path_factory, tmp_path):
-    """A networked server (access control on, the built-in realm): the browser opening the viewer is sent to the
-    server's login page, comes back to the study after it, and the panel's calls are the user's (session cookie)."""
+def test_with_access_control_on_the_clinician_logs_in_and_the_panel_runs_the_task(panel_server, tmp_path_factory, tmp_path):
+    """A networked server (access control on, the built-in realm), in front of the module's PACS: the browser opening
+    the viewer is sent to the server's login page, comes back to the study after it, and the panel's calls are the
+    user's (session cookie)."""
     from monailabel.client import MONAILabelClient
 
     from strokelabel.access import add_user
+    from tests.e2e.browser_support import server_in_front
     from tests.e2e.server import free_port
 
     work = tmp_path_factory.mktemp("ohif_panel_login")
     add_user(work / "users.json", "anna", "annotator-password-2", "annotator")
     env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": f"http://127.0.0.1:{free_port()}/realms/strokelabel",
            "STROKELABEL_USERS_FILE": str(work / "users.json")}
-    with phantom_pacs_server(work, models="ischemic_lesion", kinds=("mri",), env=env) as server:
+    with server_in_front(work, panel_server.orthanc, panel_server.studies, models="ischemic_lesion", env=env) as server:
         shown = server.studies["mri"].series["dwi"]
         client = MONAILabelClient(f"http://127.0.0.1:{server.port}", tmpdir=str(tmp_path))
         client.update_auth(client.auth_token("anna", "annotator-password-2"))

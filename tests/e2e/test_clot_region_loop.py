@@ -23,7 +23,7 @@ def server(tmp_path_factory):
     studies = tmp_path_factory.mktemp("clot-studies")
     generate_dataset(studies, per_kind=4, labelled_per_kind=2, size="small", seed=55, kinds=("cta",), progress=lambda *a, **k: None)
     try:
-        with running_server(tmp_path_factory.mktemp("clot-server"), studies, models="clot_region") as srv:
+        with running_server(tmp_path_factory.mktemp("clot-server"), studies, models="clot_region", scoring=True) as srv:
             yield srv
     except RuntimeError as e:
         pytest.fail(str(e))
@@ -35,7 +35,7 @@ def unlabelled(client) -> list[str]:
 
 def train(client, model: str, **params) -> dict:
     client.train_start(model, {"max_epochs": 1, "samples_per_study": 4, "device": "cpu", **params})
-    status = wait_for_training(client, timeout_s=180)
+    status = wait_for_training(client)
     assert status["status"] == "DONE", status
     return status
 

@@ -58,10 +58,10 @@ def test_infer_correct_retrain_infer_again_and_pick_the_most_uncertain_study(tmp
     image_ids = [r["reference"].name.split(".nii")[0] for r in records]
     corrected_ids, held_out_ids = image_ids[:3], image_ids[3:]
 
-    # MONAI Label's automatic scoring (after start-up, training and next_sample) is off: the test scores once,
-    # explicitly, where it checks active learning, instead of MC-dropout scoring every study three times over
-    # (the start-up run alone was 20 dropout passes); the clot_region loop keeps it on, as a site runs it.
-    with running_server(tmp_path / "server", studies, models=TASK, env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}) as server:
+    # MONAI Label's automatic scoring (after start-up, training and next_sample) is off (running_server's default):
+    # the test scores once, explicitly, where it checks active learning, instead of MC-dropout scoring every study
+    # three times over (the start-up run alone was 20 dropout passes); the clot_region loop keeps it on, as a site runs it.
+    with running_server(tmp_path / "server", studies, models=TASK) as server:
         client = server.client
         info = client.info()
         assert TASK in info["trainers"] and STRATEGY in info["strategies"] and SCORING in info["scoring"]
@@ -86,7 +86,7 @@ def test_infer_correct_retrain_infer_again_and_pick_the_most_uncertain_study(tmp
 
         train_started = time.time()
         client.train_start(TASK, {"max_epochs": 3, "device": "cpu", "slices_per_study": 6})
-        status = wait_for_training(client, timeout_s=300)
+        status = wait_for_training(client)
         train_seconds = time.time() - train_started
         assert status["status"] == "DONE", status
         stats = client.info()["train_stats"][TASK]

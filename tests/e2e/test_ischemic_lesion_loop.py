@@ -68,7 +68,7 @@ def test_ischemic_lesion_infer_correct_train_infer_loop(server, tmp_path):
     model_in_use = server.app_dir / "model" / "ischemic_lesion_ctp.pt"
     try:
         client.train_start("ischemic_lesion_ctp", {"max_epochs": 1})
-        status = wait_for_training(client, timeout_s=120)
+        status = wait_for_training(client)
         assert status["status"] == "ERROR", status
         message = str(status)
     except MONAILabelClientException as e:
@@ -77,7 +77,7 @@ def test_ischemic_lesion_infer_correct_train_infer_loop(server, tmp_path):
     assert not model_in_use.exists()
 
     client.train_start("ischemic_lesion_mri", {"max_epochs": 2, "device": "cpu", "dataset": "Dataset", "val_split": 0.25})
-    status = wait_for_training(client, timeout_s=200)
+    status = wait_for_training(client)
     assert status["status"] == "DONE", status
     stats = client.info()["train_stats"]["ischemic_lesion_mri"]
     # four labels: three train; one of the site's decides beside two reference phantoms
@@ -93,7 +93,7 @@ def test_ischemic_lesion_infer_correct_train_infer_loop(server, tmp_path):
 
     # the hemispheric Siamese model trains through the server too, from the DWI of the same studies
     client.train_start("ischemic_lesion_siamese", {"max_epochs": 1, "device": "cpu", "dataset": "Dataset", "val_split": 0.25})
-    status = wait_for_training(client, timeout_s=200)
+    status = wait_for_training(client)
     assert status["status"] == "DONE", status
     siamese = client.info()["train_stats"]["ischemic_lesion_siamese"]
     assert siamese["train_studies"] == 3 and siamese["candidate_val_dice"] is not None and siamese["in_use_val_dice"] is not None

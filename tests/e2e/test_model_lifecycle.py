@@ -59,7 +59,7 @@ def test_train_publish_roll_back_delete_and_the_shipped_model_answers_again(serv
 
     wait_for_scoring(server)
     server.client.train_start(MODEL, {"max_epochs": 1, "device": "cpu", "slices_per_study": 4})
-    assert wait_for_training(server.client, timeout_s=600)["status"] == "DONE"
+    assert wait_for_training(server.client)["status"] == "DONE"
     stats = server.client.info()["train_stats"][MODEL]
     version = stats["version"]
     assert shipped_sha(server) == shipped

@@ -46,7 +46,7 @@ def pacs_server(tmp_path_factory):
     with running_orthanc(work / "orthanc") as orthanc:
         orthanc.upload(f for files in series.values() for f in files)
         with running_server(work / "server", orthanc.dicomweb, models="core_penumbra,ischemic_lesion",
-                            conf={"pacs_cache": work / "cache"}, env={"STROKELABEL_PACS_REFRESH_S": "0"}) as server:
+                            conf={"pacs_cache": work / "cache"}, env={"STROKELABEL_PACS_REFRESH_S": "0"}, scoring=True) as server:
             server.work, server.orthanc, server.truth_root, server.dicom = work, orthanc, work / "nifti", series
             yield server
 
@@ -268,7 +268,7 @@ def test_training_runs_on_the_labels_that_came_from_the_pacs(pacs_server):
     label_file, _ = pacs_server.client.infer("core_penumbra", series4d, {"method": "baseline"})
     pacs_server.client.save_label(series4d, label_file, tag="final")
     pacs_server.client.train_start("core_penumbra", {"max_epochs": 1, "device": "cpu", "slices_per_study": 4})
-    status = wait_for_training(pacs_server.client, timeout_s=600)
+    status = wait_for_training(pacs_server.client)
     assert status["status"] == "DONE", status
     stats = pacs_server.client.info()["train_stats"]["core_penumbra"]
     assert stats["train_studies"] + len(stats["site_held_out_studies"]) == 2  # both PACS studies, one of them labelled in the viewer
