@@ -30,6 +30,8 @@ if _WORKERS > 1:
 LONGEST_MODULES = (
     "tests/e2e/test_crash_safety.py",
     "tests/e2e/test_browser_panel.py",
+    "tests/e2e/test_browser_stroke.py",
+    "tests/e2e/test_federated.py",
     "tests/e2e/test_core_penumbra_loop.py",
     "tests/e2e/test_pacs.py",
     "tests/e2e/test_ischemic_lesion_loop.py",
