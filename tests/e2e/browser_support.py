@@ -47,6 +47,18 @@ def missing_browser() -> str | None:
     return None
 
 
+OHIF3_DIST = VIEWER_DIR / "ohif-3.13.2" / "dist"
+
+
+def missing_ohif3() -> str | None:
+    """Why the OHIF 3.13 browser tests cannot run here (None: they can)."""
+    if missing_browser() is not None:
+        return missing_browser()
+    if not (OHIF3_DIST / "index.html").is_file():
+        return f"OHIF 3.13.2 is not unpacked in {OHIF3_DIST}: run `bash scripts/setup_viewer.sh`"
+    return None
+
+
 # The phantom studies of the browser tests, each with its finding in the patient's left hemisphere on a few
 # slices: the MRI lesion on 4 of 24, the CTP core/penumbra on 5; the CTA's clot (seed 4506: the clot task's
 # answer without the phantom's atlas, as from a PACS, overlaps it; seed 4505's is empty).

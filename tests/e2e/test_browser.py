@@ -18,20 +18,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from tests.e2e.browser_support import VIEWER_DIR, WARMTH, coloured_pixels, missing_browser, phantom_pacs_server, run_driver, screen_half, truth_side
+from tests.e2e.browser_support import OHIF3_DIST, WARMTH, coloured_pixels, missing_ohif3, phantom_pacs_server, run_driver, screen_half, truth_side
 
-OHIF_DIST = VIEWER_DIR / "ohif-3.13.2" / "dist"
-
-
-def _missing() -> str | None:
-    if missing_browser() is not None:
-        return missing_browser()
-    if not (OHIF_DIST / "index.html").is_file():
-        return f"OHIF 3.13.2 is not unpacked in {OHIF_DIST}: run `bash scripts/setup_viewer.sh`"
-    return None
-
-
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(missing_ohif3() is not None, reason=str(missing_ohif3()))]
 
 
 # ---- the SEG's geometry, in DICOM patient coordinates (LPS, mm) ---------------------------------------
@@ -88,7 +77,7 @@ def seg_instances(orthanc) -> list[pydicom.Dataset]:
 # ---- the test ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ohif_server(tmp_path_factory):
-    with phantom_pacs_server(tmp_path_factory.mktemp("ohif"), models="ischemic_lesion", env={"STROKELABEL_OHIF3_DIR": str(OHIF_DIST)}) as server:
+    with phantom_pacs_server(tmp_path_factory.mktemp("ohif"), models="ischemic_lesion", env={"STROKELABEL_OHIF3_DIR": str(OHIF3_DIST)}) as server:
         yield server
 
 

@@ -16,20 +16,9 @@ import pytest
 
 from strokelabel.dicom import seg_provenance
 from tests.e2e.test_browser import seg_instances
-from tests.e2e.browser_support import VIEWER_DIR, coloured_pixels, mask_slices_z, missing_browser, phantom_pacs_server, run_driver, screen_half, truth_side
+from tests.e2e.browser_support import OHIF3_DIST, coloured_pixels, mask_slices_z, missing_ohif3, phantom_pacs_server, run_driver, screen_half, truth_side
 
-OHIF_DIST = VIEWER_DIR / "ohif-3.13.2" / "dist"
-
-
-def _missing() -> str | None:
-    if missing_browser() is not None:
-        return missing_browser()
-    if not (OHIF_DIST / "index.html").is_file():
-        return f"OHIF 3.13.2 is not unpacked in {OHIF_DIST}: run `bash scripts/setup_viewer.sh`"
-    return None
-
-
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(missing_ohif3() is not None, reason=str(missing_ohif3()))]
 
 
 def seg_on_answer_grid(seg, answer_nifti) -> np.ndarray:
@@ -46,7 +35,7 @@ def seg_on_answer_grid(seg, answer_nifti) -> np.ndarray:
 @pytest.fixture(scope="module")
 def stroke_server(tmp_path_factory):
     with phantom_pacs_server(tmp_path_factory.mktemp("ohif_stroke"), models="ischemic_lesion,core_penumbra", kinds=("mri", "ctp"),
-                             env={"STROKELABEL_OHIF3_DIR": str(OHIF_DIST)}) as server:
+                             env={"STROKELABEL_OHIF3_DIR": str(OHIF3_DIST)}) as server:
         yield server
 
 

@@ -63,3 +63,18 @@ export async function showSlice(page, z, tolerance, viewportIndex = 0) {
     return { index, focal_z: focal[2], patient_left_on_screen: towardsLeft[0] < centre[0] ? 'left' : 'right', left_marker: marker };
   }, { z, tolerance, viewportIndex });
 }
+
+// One brush stroke by real mouse moves: from a patient point (DICOM LPS) 8 steps of stepPx to the right on
+// the viewport's canvas (a locator or handle). Returns where it ran on the page.
+export async function brushStroke(page, canvas, pointLps, stepPx, viewportIndex = 0) {
+  const at = await page.evaluate(({ point, index }) => window.cornerstone.getEnabledElements()[index].viewport.worldToCanvas(point),
+    { point: pointLps, index: viewportIndex });
+  const box = await canvas.boundingBox();
+  const scale = box.width / await canvas.evaluate(c => c.clientWidth);  // canvas CSS pixels -> page pixels
+  const [x0, y0] = [box.x + at[0] * scale, box.y + at[1] * scale];
+  await page.mouse.move(x0, y0);
+  await page.mouse.down();
+  for (let i = 1; i <= 8; i++) await page.mouse.move(x0 + i * stepPx, y0, { steps: 2 });
+  await page.mouse.up();
+  return { from_px: [x0, y0], to_px: [x0 + 8 * stepPx, y0] };
+}

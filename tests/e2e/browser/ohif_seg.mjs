@@ -8,7 +8,7 @@
 // patient's left is (from the renderer and from OHIF's orientation marker), the brush stroke, the
 // STOW-RS answer, and errors the page reported. The Python test judges the pixels and the PACS.
 import path from 'node:path';
-import { readPlan, runInBrowser, showSlice as showSliceOf } from './common.mjs';
+import { brushStroke, readPlan, runInBrowser, showSlice as showSliceOf } from './common.mjs';
 
 const plan = readPlan();
 const result = { slices: [] };
@@ -45,15 +45,7 @@ await runInBrowser(plan, result, async page => {
   const edit = plan.brush_stroke;
   await showSlice(edit.z);
   await page.locator('[data-cy=Brush-btn]').click();
-  const at = await page.evaluate(point => window.cornerstone.getEnabledElements()[0].viewport.worldToCanvas(point), edit.point_lps);
-  const box = await canvas.boundingBox();
-  const scale = box.width / await canvas.evaluate(c => c.clientWidth);  // canvas CSS pixels -> page pixels
-  const [x0, y0] = [box.x + at[0] * scale, box.y + at[1] * scale];
-  await page.mouse.move(x0, y0);
-  await page.mouse.down();
-  for (let i = 1; i <= 8; i++) await page.mouse.move(x0 + i * edit.step_px, y0, { steps: 2 });
-  await page.mouse.up();
-  result.brush_stroke = { z: edit.z, from_px: [x0, y0], to_px: [x0 + 8 * edit.step_px, y0] };
+  result.brush_stroke = { z: edit.z, ...await brushStroke(page, canvas, edit.point_lps, edit.step_px) };
   const editedFile = path.join(plan.out_dir, `edited_z${edit.z}.png`);
   await canvas.screenshot({ path: editedFile });
   result.edited_file = editedFile;

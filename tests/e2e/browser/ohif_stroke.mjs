@@ -8,7 +8,7 @@
 // panel was rendered with, OHIF's segmentations) and records the page's requests to the server.
 // Prints one JSON line; the Python test judges it.
 import path from 'node:path';
-import { readPlan, runInBrowser, showSlice } from './common.mjs';
+import { brushStroke, readPlan, runInBrowser, showSlice } from './common.mjs';
 
 const plan = readPlan();
 const result = { runs: [], requests: [], console: [], steps: {} };
@@ -130,14 +130,7 @@ async function saveAndCorrect(page, run) {
   await page.locator('[data-cy=panelSegmentationWithToolsLabelMap-btn]').click();
   await page.locator('[data-cy=Brush-btn]').click();
   const canvas = await page.evaluateHandle(i => window.cornerstone.getEnabledElements()[i].viewport.canvas, active.index);
-  const at = await page.evaluate(({ point, index }) => window.cornerstone.getEnabledElements()[index].viewport.worldToCanvas(point), { point: edit.point_lps, index: active.index });
-  const box = await canvas.boundingBox();
-  const scale = box.width / await canvas.evaluate(c => c.clientWidth);  // canvas CSS pixels -> page pixels
-  const [x0, y0] = [box.x + at[0] * scale, box.y + at[1] * scale];
-  await page.mouse.move(x0, y0);
-  await page.mouse.down();
-  for (let i = 1; i <= 8; i++) await page.mouse.move(x0 + i * edit.step_px, y0, { steps: 2 });
-  await page.mouse.up();
+  await brushStroke(page, canvas, edit.point_lps, edit.step_px, active.index);
   await page.waitForTimeout(500);
   saves.painted_file = await shot(page, 'painted');
   await page.locator('[data-cy=strokelabel-btn]').click();
