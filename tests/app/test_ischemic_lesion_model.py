@@ -14,7 +14,6 @@ from lib.transforms.ischemic_lesion import (
     MDANetLossOnNet,
     build_network,
     inplane_size,
-    keep_supported_components,
     lesion_from_probability,
     lesion_target,
     predict_volume,
@@ -141,14 +140,17 @@ def test_components_without_dwi_adc_evidence_are_removed_and_supported_ones_kept
     evidence[3:7, 3:7, 3:4] = True
     evidence[2:4, 20:26, 6:9] = True
 
-    kept, removed = keep_supported_components(label, evidence, min_support=0.7)
+    def supported(label, share):  # the evidence decision alone: the label as a sure probability, no size limit
+        return lesion_from_probability(label, (1.0, 1.0, 1.0), ComponentRule(min_component_ml=0.0, min_support=share), evidence)
+
+    kept, removed = supported(label, 0.7)
 
     assert removed == 2
     assert np.array_equal(kept > 0, np.pad(np.ones((6, 6, 3), bool), ((2, 22), (2, 22), (2, 5))))
     assert kept.dtype == label.dtype
     # a lower share keeps the partly supported one too; an empty label stays empty
-    assert keep_supported_components(label, evidence, min_support=0.3)[1] == 1
-    assert keep_supported_components(np.zeros_like(label), evidence, 0.7)[1] == 0
+    assert supported(label, 0.3)[1] == 1
+    assert supported(np.zeros_like(label), 0.7)[1] == 0
 
 
 def test_the_lesion_rule_thresholds_drops_small_unsupported_and_faint_components_and_counts_them():

@@ -280,21 +280,6 @@ def predict_volume(
 # (``strokelabel.guard.mri_lesion_evidence``: DWI bright, brighter than the mirror side, ADC not high).
 # The share is the guard's own whole-label limit (``guard.LIMITS["lesion_mri"]["support_min"]``, chosen
 # on phantoms only), applied per component: not a value tuned on the real cases.
-def keep_supported_components(label: np.ndarray, evidence: np.ndarray, min_support: float) -> tuple[np.ndarray, int]:
-    """``label`` without the 26-connected components of which fewer than ``min_support`` of the voxels lie in
-    ``evidence`` grown by one voxel; returns (label, number of components removed)."""
-    from scipy import ndimage
-
-    lesion = np.asarray(label) > 0
-    if not lesion.any():
-        return np.asarray(label), 0
-    structure = ndimage.generate_binary_structure(lesion.ndim, lesion.ndim)
-    components, count = ndimage.label(lesion, structure=structure)
-    keep = _supported(components, count, evidence, min_support, structure)
-    keep[0] = False
-    return keep[components].astype(np.asarray(label).dtype), int(count - np.count_nonzero(keep[1:]))
-
-
 @dataclass(frozen=True)
 class ComponentRule:
     """How the lesion label is made from a route's probability: one rule for the infer and for
@@ -302,7 +287,7 @@ class ComponentRule:
 
     ``threshold`` on the probability; 26-connected components under ``min_component_ml`` dropped;
     on MRI, components of which fewer than ``min_support`` of the voxels show DWI/ADC evidence
-    (:func:`keep_supported_components`; None: no evidence decision) and components whose highest
+    (the evidence decision above; None: none) and components whose highest
     probability is under ``min_peak_probability`` dropped."""
 
     threshold: float = 0.5
