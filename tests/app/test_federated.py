@@ -93,6 +93,13 @@ def test_a_site_allows_the_apps_components_beside_nvflares_defaults_and_keeps_it
     assert json.loads((tmp_path / "resources.json").read_text())["class_allow_list"].count("lib.federated.") == 1
 
 
+def test_a_startup_kit_keeps_its_default_resources_when_the_apps_components_are_allowed(tmp_path):
+    # a provisioned kit ships local/resources.json.default only; the written resources.json replaces it for NVFlare
+    (tmp_path / "resources.json.default").write_text(json.dumps({"format_version": 2, "components": [{"id": "resource_manager"}]}))
+    allowed = json.loads(allow_app_components(tmp_path).read_text())
+    assert allowed["components"] == [{"id": "resource_manager"}] and "lib.federated." in allowed["class_allow_list"]
+
+
 def test_a_site_is_given_as_name_model_dir_studies_and_optionally_its_server():
     assert parse_site("a=/m:/s") == ("a", {"model_dir": "/m", "studies": "/s", "server_url": None})
     assert parse_site("a=/m:/s@http://127.0.0.1:8000")[1]["server_url"] == "http://127.0.0.1:8000"
@@ -110,3 +117,54 @@ def test_a_site_trains_with_the_apps_own_trainer_of_the_task(tmp_path):
     assert isinstance(perfusion, CorePenumbraTrain) and perfusion._kinds == ("ctp",)
     with pytest.raises(ValueError, match="no federated job for task 'clot_region'"):
         Site(str(tmp_path), str(tmp_path), "clot_region")
+
+
+def test_fedprox_adds_nvflares_proximal_term_to_the_tasks_loss_and_only_the_local_network_learns_from_it():
+    from lib.federated.proximal import ProximalLoss
+
+    torch.manual_seed(0)
+    network = torch.nn.Linear(3, 2)
+    global_state = {k: v.clone() for k, v in network.state_dict().items()}
+    loss = ProximalLoss(torch.nn.MSELoss(), network, global_state, mu=0.5)
+    pred, target = torch.zeros(4, 2), torch.ones(4, 2)
+    assert float(loss(pred, target).detach()) == pytest.approx(1.0)  # at the global model the term is 0
+    with torch.no_grad():
+        network.weight += 0.1  # 6 weights moved by 0.1: mu/2 * 6 * 0.01 = 0.015
+    total = loss(pred, target)
+    assert float(total) == pytest.approx(1.0 + 0.015, rel=1e-5)
+    total.backward()
+    assert torch.allclose(network.weight.grad, torch.full_like(network.weight, 0.5 * 0.1), atol=1e-6)  # d/dw mu/2 (w-g)^2
+    assert all(not p.requires_grad for p in loss.global_network.parameters())
+    assert [name for name, _ in loss.named_modules()] == ["", "loss", "proximal"]  # neither network is a submodule
+
+
+def test_a_fedprox_job_sends_mu_from_nvflares_fedavg_and_the_record_names_it(tmp_path):
+    job = build_job("ischemic_lesion", 1, ["hospital-a", "hospital-b"], name="prox-net", fedprox_mu=0.01)
+    job.export_job(str(tmp_path))
+    controller = json.loads(next((tmp_path / "prox-net").rglob("config_fed_server.json")).read_text())["workflows"][0]
+    assert controller["args"]["fedprox_mu"] == 0.01
+    from lib.federated.controller import StrokeFedAvg
+
+    assert StrokeFedAvg(num_clients=2, fedprox_mu=0.01).record()["aggregation"].startswith("FedProx (NVFlare, mu 0.01)")
+    assert StrokeFedAvg(num_clients=2).record()["aggregation"].startswith("FedAvg (NVFlare)")
+
+
+def test_a_site_sent_the_round_that_never_answers_is_recorded_as_not_answering(monkeypatch):
+    from nvflare.app_common.abstract.fl_model import FLModel
+
+    from lib.federated.controller import StrokeFedAvg
+
+    controller = StrokeFedAvg(num_clients=3, federation="net", min_sites=2, round_timeout_s=15)
+    controller.current_round = 0
+    controller._round_sites = ["hospital-a", "hospital-b", "hospital-c"]
+    controller.site_figures = {pseudonym("net", "hospital-a"): {"round": 0, "val_dice": 0.7},
+                               pseudonym("net", "hospital-b"): {"round": 0, "no_update": "2 final labels"}}
+    controller.info = lambda *a, **k: None
+    from nvflare.app_common.workflows.fedavg import FedAvg
+
+    monkeypatch.setattr(FedAvg, "save_model", lambda self, model: None)  # NVFlare's persistor is not part of the record
+    controller.save_model(FLModel(params={}))
+    silent = controller.site_figures[pseudonym("net", "hospital-c")]
+    assert silent["round"] == 0 and "no answer within the round (closed 15 s after 2 sites" in silent["no_answer"]
+    assert controller.site_figures[pseudonym("net", "hospital-a")] == {"round": 0, "val_dice": 0.7}
+    assert controller.round_log[-1]["sites"][pseudonym("net", "hospital-c")] == silent

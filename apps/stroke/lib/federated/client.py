@@ -56,6 +56,8 @@ def training_options(text: str) -> dict:
 def main(argv=None):
     import nvflare.client as flare
     from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
+    from nvflare.app_common.app_constant import AlgorithmConstants
+    from nvflare.app_common.utils.fedprox_utils import get_fedprox_mu
 
     args = parse(argv)
     if not args.model_dir or not args.studies:
@@ -75,7 +77,9 @@ def main(argv=None):
         if flare.is_train():
             started = time.time()
             try:
-                local, n_train, metrics = site.train_round(model.params)
+                # a FedProx aggregator sends its mu with every round's model (NVFlare's FedAvg with fedprox_mu)
+                mu = get_fedprox_mu(model) if AlgorithmConstants.FEDPROX_MU in meta else None
+                local, n_train, metrics = site.train_round(model.params, fedprox_mu=mu)
             except Exception as error:  # SiteNotReady, or any other failure of this site's data: no update, the reason sent, the others go on
                 print(f"[{name}] round {model.current_round}: no update: {error}", flush=True)
                 flare.send(FLModel(params={}, params_type=ParamsType.DIFF, metrics={}, meta={"no_update": str(error)[:500]}))

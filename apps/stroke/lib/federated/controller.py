@@ -2,7 +2,7 @@
 
 - Every site answers a round; once ``min_sites`` have, the rest get ``round_timeout_s`` more, then the
   round closes without them (a site that dropped out does not stop the others; NVFlare's dynamic error
-  mode then ignores its error).
+  mode then ignores its error). The record names such a site with ``no_answer`` for that round.
 - An empty update (a site below its label minimum, or whose data failed) is skipped by FedAvg; its
   reason is kept for the record.
 - After the last round the global model is sent home to every site (the ``validate`` task), with the
@@ -36,6 +36,7 @@ class StrokeFedAvg(FedAvg):
         self.round_log: list = []
         self._global: FLModel | None = None
         self._round_started = 0.0
+        self._round_sites: list = []  # the sites sent this round's task
 
     def send_model(self, task_name="train", data=None, targets=None, min_responses=None, timeout=0, callback=None):
         """Every site answers a round (one that cannot train answers with an empty update and the reason); once
@@ -44,6 +45,7 @@ class StrokeFedAvg(FedAvg):
         ``min_sites`` answers and drop a slower site's update."""
         if task_name == self.task_name:
             self._round_started = time.time()
+            self._round_sites = [getattr(t, "name", t) for t in (targets or [])]
         self.broadcast_model(task_name=task_name, data=data, targets=targets, min_responses=self.min_sites or 0, timeout=0,
                              wait_time_after_min_received=self.round_timeout_s, blocking=False, callback=callback)
 
@@ -60,6 +62,12 @@ class StrokeFedAvg(FedAvg):
 
     def save_model(self, model: FLModel) -> None:
         self._global = model
+        for site in self._round_sites:  # sent the round's task, never answered: its process died or it stopped answering
+            alias = pseudonym(self.federation, site)
+            if self.site_figures.get(alias, {}).get("round") != self.current_round:
+                self.site_figures[alias] = {"round": self.current_round,
+                                            "no_answer": f"no answer within the round (closed {self.round_timeout_s} s after "
+                                                         f"{self.min_sites or len(self._round_sites)} sites had answered)"}
         self.round_log.append({"round": self.current_round, "seconds": round(time.time() - self._round_started, 1),
                                "sites": {k: dict(v) for k, v in self.site_figures.items() if v.get("round") == self.current_round}})
         self.info(f"round {self.current_round}: {self.round_log[-1]}")
@@ -69,7 +77,8 @@ class StrokeFedAvg(FedAvg):
         """What every site's version record says about the global model."""
         last = self.round_log[-1]["round"] if self.round_log else None
         return {"federation": self.federation, "job_id": self.fl_ctx.get_job_id() if self.fl_ctx else None, "round": last,
-                "rounds": len(self.round_log), "aggregation": "FedAvg (NVFlare), weighted by studies trained on",
+                "rounds": len(self.round_log),
+                "aggregation": (f"FedProx (NVFlare, mu {self.fedprox_mu})" if self.fedprox_mu else "FedAvg (NVFlare)") + ", weighted by studies trained on",
                 "sites": self.site_figures, "round_seconds": [r["seconds"] for r in self.round_log]}
 
     def run(self) -> None:

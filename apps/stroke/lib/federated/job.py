@@ -56,7 +56,7 @@ def excluded_layers(checkpoint: str, pattern: str) -> List[str]:
 def build_job(task: str, rounds: int, sites: Dict[str, Dict[str, str]] | Sequence[str], *, name: str | None = None,
               start: str | None = None, min_sites: int | None = None, min_labels: int = 3, train: Dict | None = None,
               percentile_privacy: float | None = None, privacy_gamma: float = 0.01, exclude_vars: str | None = None,
-              round_timeout_s: int = 0):
+              round_timeout_s: int = 0, fedprox_mu: float | None = None):
     """The NVFlare job. ``sites`` maps a site to its ``model_dir``/``studies`` (simulator: one machine), or
     lists site names only (export: each site's client reads its own environment)."""
     from nvflare.app_common.filters.exclude_vars import ExcludeVars
@@ -78,7 +78,7 @@ def build_job(task: str, rounds: int, sites: Dict[str, Dict[str, str]] | Sequenc
     job = FedJob(name=name, min_clients=min_sites)
     job.set_app_packages(["lib", "strokelabel"])  # installed with the app at every site: never sent as job code
     job.to_server(StrokeFedAvg(num_clients=len(names), num_rounds=rounds, start_checkpoint=start, save_filename=None,
-                               federation=name, min_sites=min_sites, round_timeout_s=round_timeout_s))
+                               federation=name, min_sites=min_sites, round_timeout_s=round_timeout_s, fedprox_mu=fedprox_mu))
     for site in names:
         paths = sites[site] if isinstance(sites, dict) else {}
         executor = StrokeSiteExecutor(task=task, min_labels=min_labels, train=dict(train or {}),
@@ -103,12 +103,40 @@ def allow_app_components(local_dir: str | Path) -> Path:
     from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
 
     path = Path(local_dir) / "resources.json"
-    resources = json.loads(path.read_text()) if path.exists() else {}
+    # a startup kit ships only resources.json.default (NVFlare reads it while no resources.json exists): start from it,
+    # or the site would lose its default components (resource manager, process launcher) once resources.json exists
+    source = path if path.exists() else path.with_name("resources.json.default")
+    resources = json.loads(source.read_text()) if source.exists() else {}
     allowed = list(resources.get("class_allow_list", DEFAULT_CLASS_ALLOW_LIST))
     resources["class_allow_list"] = allowed + [c for c in APP_COMPONENTS if c not in allowed]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(resources, indent=2))
     return path
+
+
+def close_custom_code(local_dir: str | Path) -> Path:
+    """``local/authorization.json`` with ``byoc`` (bring your own code) set to ``none`` for every role: the site
+    accepts no job that carries code (the app's job carries none; its classes are installed with the app)."""
+    path = Path(local_dir) / "authorization.json"
+    source = path if path.exists() else path.with_name("authorization.json.default")
+    if not source.exists():
+        raise SystemExit(f"{local_dir}: no authorization.json(.default): not the local folder of an NVFlare startup kit")
+    policy = json.loads(source.read_text())
+    for role, rights in policy.get("permissions", {}).items():
+        if isinstance(rights, dict):
+            rights["byoc"] = "none"
+        else:  # a role given one word ("any") for every right: spell them out, custom code closed
+            policy["permissions"][role] = {"byoc": "none", "submit_job": rights, "clone_job": rights, "manage_job": rights,
+                                           "download_job": rights, "view": rights, "operate": rights, "shell_commands": rights}
+    path.write_text(json.dumps(policy, indent=2))
+    return path
+
+
+def prepare_kit(kit: str | Path, site: bool = True) -> None:
+    """A participant's startup kit ready for the app's job: the app's components allowed; at a site, custom code closed."""
+    allow_app_components(Path(kit) / "local")
+    if site:
+        close_custom_code(Path(kit) / "local")
 
 
 def parse_site(text: str) -> tuple[str, Dict[str, str]]:
@@ -124,8 +152,9 @@ def parse_site(text: str) -> tuple[str, Dict[str, str]]:
 
 def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("simulate", "export"))
-    parser.add_argument("--task", required=True, choices=("ischemic_lesion", "core_penumbra"))
+    parser.add_argument("mode", choices=("simulate", "export", "site-kit", "server-kit"),
+                        help="site-kit / server-kit: prepare the startup kit folder given as --workspace")
+    parser.add_argument("--task", choices=("ischemic_lesion", "core_penumbra"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--site", action="append", default=[], help="simulate: name=MODEL_DIR:STUDIES[@SERVER_URL]; export: name")
     parser.add_argument("--name", default=None, help="federation/job name")
@@ -136,6 +165,8 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--percentile-privacy", type=float, default=None)
     parser.add_argument("--privacy-gamma", type=float, default=0.01)
     parser.add_argument("--exclude-vars", default=None)
+    parser.add_argument("--fedprox-mu", type=float, default=None,
+                        help="FedProx: each site's loss gains mu/2 ||w - w_global||^2 (NVFlare's PTFedProxLoss); default FedAvg")
     parser.add_argument("--round-timeout", type=int, default=0,
                         help="with --min-sites below all: seconds the other sites are waited for once min-sites have answered")
     parser.add_argument("--workspace", default="/tmp/strokelabel-fl")
@@ -143,12 +174,18 @@ def main(argv: List[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from lib.federated.client import training_options
 
+    if args.mode in ("site-kit", "server-kit"):
+        prepare_kit(args.workspace, site=args.mode == "site-kit")
+        print(f"{args.workspace}: lib.federated allowed" + ("; custom code closed (byoc none)" if args.mode == "site-kit" else ""))
+        return 0
+    if not args.task:
+        parser.error("--task is needed")
     if not args.site:
         raise SystemExit("at least one --site")
     sites = dict(parse_site(s) for s in args.site) if args.mode == "simulate" else [s.split("=")[0] for s in args.site]
     job = build_job(args.task, args.rounds, sites, name=args.name, start=args.start, min_sites=args.min_sites, min_labels=args.min_labels,
                     train=training_options(args.train), percentile_privacy=args.percentile_privacy, privacy_gamma=args.privacy_gamma,
-                    exclude_vars=args.exclude_vars, round_timeout_s=args.round_timeout)
+                    exclude_vars=args.exclude_vars, round_timeout_s=args.round_timeout, fedprox_mu=args.fedprox_mu)
     if args.mode == "export":
         job.export_job(args.workspace)
         print(f"job {job.name} in {args.workspace}")

@@ -119,16 +119,17 @@ class Site:
             raise SiteNotReady(f"{self.model} has no model in use at this site (no shipped or published model)")
         return read_state(path)
 
-    def train_round(self, global_params: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], int, Dict[str, float]]:
+    def train_round(self, global_params: Dict[str, np.ndarray], fedprox_mu: float | None = None) -> Tuple[Dict[str, np.ndarray], int, Dict[str, float]]:
         """Local training from the global model: (local weights, studies trained on, metrics). NVFlare's
-        client turns the weights into their difference from the global model before they leave."""
+        client turns the weights into their difference from the global model before they leave. ``fedprox_mu``
+        (sent by a FedProx aggregator) adds the proximal term to the trainer's loss."""
         n = self.final_labels()
         if n < self.min_labels:
             raise SiteNotReady(f"{n} final {self.task} labels at this site, fewer than the {self.min_labels} needed to send an update")
         with tempfile.TemporaryDirectory(prefix="fl-round-") as tmp:
             start = write_checkpoint(Path(tmp) / "global.pt", self.start_state(), global_params)
             request = {"device": "cpu", "multi_gpu": False, "dataset": "CacheDataset", "dataloader": "DataLoader", **self.request}
-            stats = self.trainer.train_round(request, self.datastore(), str(start))
+            stats = self.trainer.train_round(request, self.datastore(), str(start), fedprox_mu=fedprox_mu)
         if not stats.get("checkpoint"):
             raise SiteNotReady("the local run produced no checkpoint")
         local = trainable_state(read_state(stats["checkpoint"]))

@@ -73,6 +73,8 @@ class StrokeTrainTask(BasicTrainTask):
         self._kinds = tuple(kinds)
         #: a federated round starts from the federation's global model, not from the model in use (lib.federated.site)
         self._start_checkpoint: str | None = None
+        #: FedProx's mu in a federated round (None: FedAvg), set by the aggregator (lib.federated.proximal)
+        self._fedprox_mu: float | None = None
         self._task_name = os.path.splitext(os.path.basename(publish_path))[0]
         defaults = {
             "name": self._task_name,  # run folder: model/<task>/
@@ -155,6 +157,16 @@ class StrokeTrainTask(BasicTrainTask):
             return self._start_checkpoint
         return self._model_in_use if pretrained else None
 
+    def _create_trainer(self, context: Context):
+        trainer = super()._create_trainer(context)
+        if self._fedprox_mu and self._start_checkpoint:  # a FedProx round: the task's loss plus the proximal term
+            from lib.federated.proximal import ProximalLoss
+
+            state = torch.load(self._start_checkpoint, map_location=context.device)
+            trainer.loss_function = ProximalLoss(trainer.loss_function, context.network, state.get(self._model_dict_key, state),
+                                                 self._fedprox_mu)
+        return trainer
+
     def lr_scheduler_handler(self, context: Context):
         # Cosine decay over the run, per epoch, to 2 % of the starting rate: MONAI Label's default
         # (StepLR every 1000 epochs) never decays within a site's runs of tens of epochs.
@@ -212,16 +224,17 @@ class StrokeTrainTask(BasicTrainTask):
         return [float(v) for v in per_study]
 
     # ---- federated learning (lib.federated): the same data, split, network and validation -------
-    def train_round(self, request, datastore: Datastore, start_checkpoint: str) -> Dict[str, Any]:
+    def train_round(self, request, datastore: Datastore, start_checkpoint: str, fedprox_mu: float | None = None) -> Dict[str, Any]:
         """One site's local training of a federated round: this trainer's run (``BasicTrainTask``'s loop on
         the site's final labels, checkpoint chosen on the selection studies), started from
-        ``start_checkpoint`` (the global model), and nothing published. Returns the run's stats with
-        ``checkpoint`` (the chosen one), ``train_studies`` and ``selection_best``."""
-        self._start_checkpoint = start_checkpoint
+        ``start_checkpoint`` (the global model), and nothing published; with ``fedprox_mu`` the loss gains
+        FedProx's proximal term to the global model. Returns the run's stats with ``checkpoint`` (the chosen
+        one), ``train_studies`` and ``selection_best``."""
+        self._start_checkpoint, self._fedprox_mu = start_checkpoint, fedprox_mu
         try:
             stats = BasicTrainTask.__call__(self, {**request, "pretrained": True}, datastore)
         finally:
-            self._start_checkpoint = None
+            self._start_checkpoint, self._fedprox_mu = None, None
         context = self._last_context
         checkpoint = os.path.join(context.output_dir, self._key_metric_filename)
         return {**stats, "checkpoint": checkpoint if os.path.exists(checkpoint) else None, "train_studies": len(self._split.train),
