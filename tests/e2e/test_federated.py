@@ -1,19 +1,29 @@
 """Federated retraining through NVFlare's simulator and a running MONAI Label server (lib/federated).
 
-Three simulated hospitals, one round, two small phantom studies each: hospital A is a running MONAI Label
-server (its NVFlare client trains on A's datastore and hands the global model to A's server, which
-decides by its own no-regression rule); hospital B decides in its client process; hospital C's data
-is corrupt (a label that does not fit its study), so it sends no update with the reason, and the
-round closes with the other two (``min_sites`` 2). One simulation serves every test of the module.
+Four simulated hospitals, one round, small phantom studies: hospital A is a running MONAI Label server
+(its NVFlare client trains on A's datastore and hands the global model to A's server, which decides by
+its own no-regression rule); hospital B decides in its client process; hospital C's data is corrupt (a
+label that does not fit its study), so it sends no update with the reason; hospital D's process is
+killed once it has taken the round's task (a site that drops out mid-round): the round closes
+``--round-timeout`` seconds after the other three have answered (``--min-sites 3``), and the record
+names D as not answering. One simulation serves every test of the module.
+
+What the module's setup costs (measured on the 2 shared cores, in a serial run): B's studies are
+generated while A's server starts, C and D reuse B's studies (copies: each site has its own
+datastore), the server scores on one thread as the sites do, one epoch of two slices a study.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -30,6 +40,8 @@ MODEL = "ischemic_lesion_mri"
 FEDERATION = "e2e-stroke-net"
 #: one small epoch: the test checks the plumbing and the rule, not what the model learns
 TRAIN = "max_epochs=1,slices_per_study=2,dataset=Dataset,crop_size=96"
+#: how long the round waits for hospital D once A, B and C have answered (D is dead: any wait is spent idle)
+ROUND_TIMEOUT_S = 5
 
 
 def _site(root: Path, seed: int, n: int = 2) -> Path:
@@ -44,36 +56,67 @@ def _app_models(root: Path) -> Path:
     return root
 
 
+def _kill_once_it_takes_the_round(simulator: subprocess.Popen, workspace: Path, site: str, timeout_s: float = 600) -> int:
+    """SIGKILL the simulator's worker process of ``site`` as soon as it has taken the round's ``train`` task: the
+    site dies mid-round, before it can answer (NVFlare's simulator runs each site in its own worker process).
+    Returns the killed process's id."""
+    import psutil
+
+    log, deadline = workspace / site / "log.txt", time.time() + timeout_s
+    while time.time() < deadline and simulator.poll() is None:
+        if log.exists() and "got task assignment: name=train" in log.read_text(errors="replace"):
+            for child in psutil.Process(simulator.pid).children(recursive=True):
+                command = child.cmdline()
+                if "--client" in command and command[command.index("--client") + 1] == site:
+                    os.kill(child.pid, signal.SIGKILL)
+                    return child.pid
+        time.sleep(0.5)
+    raise AssertionError(f"{site} never took the round's task (simulator exit code {simulator.poll()})")
+
+
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     base = tmp_path_factory.mktemp("federation")
-    a_studies, b_studies, c_studies = _site(base / "a", 810), _site(base / "b", 820), _site(base / "c", 830)
-    # hospital C: one expert mask of the wrong shape (a label that does not fit its study)
-    mask = next(c_studies.rglob("*_msk.nii.gz"))
-    image = nib.load(str(mask))
-    nib.save(nib.Nifti1Image(np.zeros((7, 7, 7), np.uint8), image.affine), str(mask))
-    b_models, c_models = _app_models(base / "b_model"), _app_models(base / "c_model")
-    try:
-        with running_server(tmp_path_factory.mktemp("fl_server"), a_studies, models="ischemic_lesion",
-                            env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}) as server:  # no background scoring beside the decision
-            url = f"http://127.0.0.1:{server.port}"
-            before = http(server, "GET", f"/model/{MODEL}/versions")
-            sites = [f"hospital-a={server.app_dir / 'model'}:{a_studies}@{url}", f"hospital-b={b_models}:{b_studies}",
-                     f"hospital-c={c_models}:{c_studies}"]
-            cmd = [sys.executable, "-m", "lib.federated.job", "simulate", "--task", "ischemic_lesion", "--rounds", "1",
-                   "--name", FEDERATION, "--min-sites", "2", "--round-timeout", "900", "--min-labels", "2", "--threads", "3", "--train", TRAIN,
-                   "--workspace", str(base / "workspace")]
-            for site in sites:
-                cmd += ["--site", site]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "apps" / "stroke"), str(REPO)]), "OMP_NUM_THREADS": "1",
-                   "MONAI_LABEL_TRACKING_ENABLED": "false"}
-            run = subprocess.run(cmd, cwd=str(REPO / "apps" / "stroke"), env=env, capture_output=True, text=True, timeout=900)
-            log = run.stdout + run.stderr
-            (base / "simulator.log").write_text(log)
-            assert run.returncode == 0, log[-5000:]
-            yield {"server": server, "before": before, "log": log, "b_models": b_models, "base": base}
-    except RuntimeError as e:
-        pytest.fail(str(e))
+    with ThreadPoolExecutor(1) as pool:
+        b_generated = pool.submit(_site, base / "b", 820)  # while A's server starts
+        a_studies = _site(base / "a", 810)
+        b_models, c_models, d_models = (_app_models(base / f"{s}_model") for s in "bcd")
+        try:
+            with running_server(tmp_path_factory.mktemp("fl_server"), a_studies, models="ischemic_lesion",
+                                env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false",  # no background scoring beside the decision
+                                     "OMP_NUM_THREADS": "1"}) as server:
+                b_studies = b_generated.result()
+                # hospital C: B's studies with one expert mask of the wrong shape (a label that does not fit its study)
+                c_studies = shutil.copytree(b_studies, base / "c")
+                mask = next(c_studies.rglob("*_msk.nii.gz"))
+                nib.save(nib.Nifti1Image(np.zeros((7, 7, 7), np.uint8), nib.load(str(mask)).affine), str(mask))
+                d_studies = shutil.copytree(b_studies, base / "d")  # hospital D: dies mid-round
+                url = f"http://127.0.0.1:{server.port}"
+                before = http(server, "GET", f"/model/{MODEL}/versions")
+                sites = [f"hospital-a={server.app_dir / 'model'}:{a_studies}@{url}", f"hospital-b={b_models}:{b_studies}",
+                         f"hospital-c={c_models}:{c_studies}", f"hospital-d={d_models}:{d_studies}"]
+                workspace = base / "workspace"
+                cmd = [sys.executable, "-m", "lib.federated.job", "simulate", "--task", "ischemic_lesion", "--rounds", "1",
+                       "--name", FEDERATION, "--min-sites", "3", "--round-timeout", str(ROUND_TIMEOUT_S), "--min-labels", "2",
+                       "--threads", "4", "--train", TRAIN, "--workspace", str(workspace)]
+                for site in sites:
+                    cmd += ["--site", site]
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "apps" / "stroke"), str(REPO)]), "OMP_NUM_THREADS": "1",
+                       "MONAI_LABEL_TRACKING_ENABLED": "false"}
+                with open(base / "simulator.log", "w") as out:
+                    simulator = subprocess.Popen(cmd, cwd=str(REPO / "apps" / "stroke"), env=env, stdout=out, stderr=subprocess.STDOUT)
+                    try:
+                        killed = _kill_once_it_takes_the_round(simulator, workspace, "hospital-d")
+                        simulator.wait(timeout=900)
+                    finally:
+                        if simulator.poll() is None:
+                            simulator.kill()
+                log = (base / "simulator.log").read_text()
+                assert simulator.returncode == 0, log[-5000:]
+                yield {"server": server, "before": before, "log": log, "b_models": b_models, "d_models": d_models, "base": base,
+                       "killed": killed}
+        except RuntimeError as e:
+            pytest.fail(str(e))
 
 
 def _federated_version(versions: dict) -> dict:
@@ -89,9 +132,9 @@ def test_the_global_model_arrives_as_a_candidate_and_the_sites_own_rule_decides(
     record = version["federation"]
     assert record["federation"] == FEDERATION and record["round"] == 0 and record["rounds"] == 1
     sites = record["sites"]
-    assert len(sites) == 3 and all(name.startswith("site-") for name in sites)
+    assert len(sites) == 4 and all(name.startswith("site-") for name in sites)
     assert "hospital" not in json.dumps(sites)  # pseudonyms only
-    trained = {k: v for k, v in sites.items() if "no_update" not in v}
+    trained = {k: v for k, v in sites.items() if "val_dice" in v}
     assert len(trained) == 2 and all(0.0 <= v["val_dice"] <= 1.0 and v["train_studies"] >= 1 for v in trained.values())
     # the same rule as a retraining: not worse than the model in use on the same deciding studies
     candidate, in_use = version["candidate_val_dice"], version["in_use_val_dice"]
@@ -107,12 +150,26 @@ def test_a_site_with_corrupt_data_sends_no_update_and_the_others_finish(federati
     sites = _federated_version(http(federation["server"], "GET", f"/model/{MODEL}/versions"))["federation"]["sites"]
     refused = [v for v in sites.values() if "no_update" in v]
     assert len(refused) == 1 and "the grids do not match" in refused[0]["no_update"], refused
-    assert "Aggregated 2/3 results" in federation["log"]  # C answered with no update; A and B were averaged
+    assert "Aggregated 2/4 results" in federation["log"]  # C answered with no update, D not at all; A and B were averaged
     # hospital B decided on the same global model in its own process, with its own record
     b_versions = list((federation["b_models"] / MODEL / "versions").glob("*_fl_*.json"))
     assert len(b_versions) == 1
     b_record = json.loads(b_versions[0].read_text())
     assert b_record["federation"]["federation"] == FEDERATION and "published" in b_record
+
+
+def test_a_site_that_dies_mid_round_is_recorded_as_not_answering_and_the_others_finish(federation):
+    import psutil
+
+    assert not psutil.pid_exists(federation["killed"]), "hospital-d's worker process was killed mid-round"
+    # NVFlare's simulator saw D's process go (which of its two messages depends on where its thread was waiting)
+    assert re.search(r"(Subprocess died for|Communication error with) client hospital-d", federation["log"])
+    version = _federated_version(http(federation["server"], "GET", f"/model/{MODEL}/versions"))
+    record = version["federation"]
+    silent = [v for v in record["sites"].values() if "no_answer" in v]
+    assert len(silent) == 1 and silent[0]["round"] == 0 and f"closed {ROUND_TIMEOUT_S} s after 3 sites" in silent[0]["no_answer"], record
+    # the model still came home to A (decided above) and B (test above); D, dead, never got it
+    assert not list(federation["d_models"].rglob("*_fl_*"))
 
 
 def test_bad_offers_are_named_4xx_and_the_model_in_use_stays(federation):
