@@ -62,7 +62,7 @@ wait_port() {  # $1 port: until something listens on 127.0.0.1:$1
 submit_and_wait() {  # $1 submitter, $2 its kit, $3 operator (project admin), $4 its kit, $5 job folder, $6 label
   # submit through the admin API, wait for the end; then the operator shuts the system down (a lead may not stop sites)
   "$PY" - "$@" <<'EOF'
-import sys, time
+import os, sys, time
 from nvflare.fuel.flare_api.flare_api import new_secure_session
 submitter, submitter_kit, operator, operator_kit, job, label = sys.argv[1:7]
 session = new_secure_session(submitter, submitter_kit, timeout=120)
@@ -77,11 +77,15 @@ job_id = session.submit_job(job)
 print(f"{label}: job {job_id} submitted through the admin API by {submitter}", flush=True)
 rc, meta = session.monitor_job_and_return_job_meta(job_id, timeout=1800, poll_interval=5)
 print(f"{label}: job {job_id} {rc} status {meta.get('status') if meta else None} in {time.time() - started:.0f} s", flush=True)
+session.close()
 operator_session = new_secure_session(operator, operator_kit, timeout=120)
 operator_session.shutdown_system()  # server and every site
 print(f"{label}: system shut down through the admin API by {operator}", flush=True)
-if not meta or meta.get("status") != "FINISHED:COMPLETED":
-    raise SystemExit(f"{label}: the job did not complete: {meta}")
+completed = bool(meta) and meta.get("status") == "FINISHED:COMPLETED"
+if not completed:
+    print(f"{label}: the job did not complete: {meta}", flush=True)
+# the admin session keeps reconnecting to the server it has just shut down (NVFlare's connector threads): end here
+os._exit(0 if completed else 1)
 EOF
 }
 
