@@ -168,9 +168,9 @@ if [[ "$MODE" == poc || "$MODE" == both ]]; then
   t0=$SECONDS
   nvflare poc prepare -c "${SITES[@]}" --force > "$WORK/poc/prepare.log" 2>&1
   kits="$(dirname "$(find "$NVFLARE_POC_WORKSPACE" -maxdepth 4 -type d -name "${SITES[0]}" | head -1)")"
-  server="$(basename "$(dirname "$(find "$kits" -maxdepth 3 -name fed_server.json | head -1)")/..")"
-  admin="$(basename "$(dirname "$(find "$kits" -maxdepth 3 -name fed_admin.json | head -1)")/..")"
+  server=server lead=lead@nvidia.com admin=admin@nvidia.com   # the participants `nvflare poc prepare` makes
+  for p in "$server" "$lead" "$admin"; do [ -d "$kits/$p/startup" ] || { say "poc: no kit $kits/$p"; exit 1; }; done
   ports="$("$PY" -c "import json,sys; s=json.load(open(sys.argv[1]))['servers'][0]; print(s['service']['target'].split(':')[-1], s['admin_port'])" "$kits/$server/startup/fed_server.json" 2>/dev/null || true)"
-  say "poc: prepared in $((SECONDS - t0)) s: $kits ($server, $admin; ports ${ports:-see fed_server.json})"
-  POC=1 run poc "$kits" "$server" "$admin" "$admin" ${ports:-8002 8003} "$WORK/poc/sites"
+  say "poc: prepared in $((SECONDS - t0)) s: $kits ($(ls "$kits" | tr '\n' ' '); ports ${ports:-see fed_server.json})"
+  POC=1 run poc "$kits" "$server" "$lead" "$admin" ${ports:-8002 8003} "$WORK/poc/sites"
 fi
