@@ -8,9 +8,10 @@ killed once it has taken the round's task (a site that drops out mid-round): the
 ``--round-timeout`` seconds after the other three have answered (``--min-sites 3``), and the record
 names D as not answering. One simulation serves every test of the module.
 
-What the module's setup costs (measured on the 2 shared cores, in a serial run): B's studies are
-generated while A's server starts, C and D reuse B's studies (copies: each site has its own
-datastore), the server scores on one thread as the sites do, one epoch of two slices a study.
+Kept small: B's studies are generated while A's server starts, C and D reuse B's studies (copies: each
+site has its own datastore), D is killed before it loads the app, the server scores on one thread as the
+sites do, one epoch of two slices a study. Most of the remaining time is the trainer's own validation
+and decision (whole reference phantoms scored at A and B) and four processes loading the app.
 """
 
 from __future__ import annotations
