@@ -8,7 +8,9 @@ trainer's own validation Dice on every site's held-out studies:
 - ``local <site>``: the app's trainer run at that site alone, on its own labels;
 - ``central``: the same trainer on all sites' labels pooled (what federation approximates without moving scans);
 - ``global``: the federation's model (NVFlare simulator, FedAvg; ``--rounds`` rounds of ``--local-epochs``);
-- ``global + privacy`` (``--privacy``): the same federation with NVFlare's PercentilePrivacy filter at each site.
+- ``global + privacy`` (``--privacy``): the same federation with NVFlare's PercentilePrivacy filter at each site;
+- ``global FedProx`` (``--fedprox-mu``): the same federation with FedProx (NVFlare's FedAvg sending ``fedprox_mu``, each
+  site's loss plus NVFlare's ``PTFedProxLoss``).
 
 Phantoms only: the real cases are too few to split across sites. Run it niced in the background::
 
@@ -87,6 +89,9 @@ def main(argv=None) -> int:
     parser.add_argument("--privacy", type=float, default=None, help="also run with PercentilePrivacy at this percentile")
     parser.add_argument("--privacy-only", action="store_true",
                         help="with --privacy: only the federation with the privacy filter (and the start), e.g. after a run without it")
+    parser.add_argument("--fedprox-mu", type=float, default=None, help="also run the federation with FedProx at this mu")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated subset of local,central,global,fedprox,privacy to run (the start is always scored)")
     parser.add_argument("--out", default=None, help="write the tables (markdown) here")
     args = parser.parse_args(argv)
 
@@ -121,12 +126,15 @@ def main(argv=None) -> int:
 
     if args.privacy_only and args.privacy is None:
         raise SystemExit("--privacy-only needs --privacy")
-    for site, f in ({} if args.privacy_only else folders).items():  # each site alone
+    runs = set(args.only.split(",")) if args.only else {"local", "central", "global", "fedprox", "privacy"}
+    if args.privacy_only:
+        runs = {"privacy"}
+    for site, f in (folders if "local" in runs else {}).items():  # each site alone
         train_alone(f"local {site}", f["studies"], None)
-    if not args.privacy_only:
+    if "central" in runs:
         train_alone("central", folders["hospital-a"]["studies"], Pooled([StrokeDatastore(str(f["studies"])) for f in folders.values()]))
 
-    def federate(label: str, privacy: float | None):
+    def federate(label: str, privacy: float | None, fedprox_mu: float | None = None):
         sites = {site: {"model_dir": str(fresh_models(work / label / site, model)), "studies": str(f["studies"])} for site, f in folders.items()}
         t0 = time.time()
         os.environ["PYTHONPATH"] = os.pathsep.join([str(APP_DIR), str(REPO)])
@@ -134,7 +142,7 @@ def main(argv=None) -> int:
         job = fl_job.build_job(args.task, args.rounds, sites, name=f"bench-{label}", min_labels=1,
                                train={"dataset": "Dataset", "slices_per_study": args.slices, "max_epochs": args.local_epochs,
                                       "val_interval": args.local_epochs},
-                               percentile_privacy=privacy)
+                               percentile_privacy=privacy, fedprox_mu=fedprox_mu)
         job.simulator_run(str(work / label / "workspace"), clients=list(sites), threads=1)
         seconds[label] = round(time.time() - t0, 1)
         found = sorted((work / label / "hospital-a" / model / "versions").glob("*_fl_*.pt"))
@@ -145,8 +153,11 @@ def main(argv=None) -> int:
         print(f"{label}: {seconds[label]} s; record {json.dumps(record.get('federation'))}", flush=True)
         return record
 
-    records = {} if args.privacy_only else {"global": federate("global", None)}
-    if args.privacy is not None:
+    records = {"global": federate("global", None)} if "global" in runs else {}
+    if args.fedprox_mu is not None and "fedprox" in runs:
+        records["global FedProx"] = federate("global_fedprox", None, args.fedprox_mu)
+        models["global FedProx"], seconds["global FedProx"] = models.pop("global_fedprox"), seconds.pop("global_fedprox")
+    if args.privacy is not None and "privacy" in runs:
         records["global + privacy"] = federate("global + privacy".replace(" + ", "_"), args.privacy)
         models["global + privacy"] = models.pop("global_privacy")
         seconds["global + privacy"] = seconds.pop("global_privacy")
@@ -169,7 +180,7 @@ def main(argv=None) -> int:
     for name, row in table.items():
         lines.append(f"| {name} | " + " | ".join(f"{row[s]:.3f}" for s in held) + f" | {np.mean(list(row.values())):.3f} | {seconds.get(name, '')} |")
     for label, record in records.items():
-        lines += ["", f"{label}: rounds {record['federation']['rounds']}, seconds per round {record['federation'].get('round_seconds')}, "
+        lines += ["", f"{label} ({record['federation'].get('aggregation')}): rounds {record['federation']['rounds']}, seconds per round {record['federation'].get('round_seconds')}, "
                       f"weights sent per site and round {payload / 1e6:.2f} MB (float32, each way; NVFlare's own framing adds to it)"]
     text = "\n".join(lines) + "\n"
     print(text)
