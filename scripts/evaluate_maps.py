@@ -22,6 +22,12 @@ family and a row of the studies whose true core is 5-20 mL.
 
     .venv/bin/python scripts/evaluate_maps.py [--per-family 3] [--seed 0] [--families clean,motion] [--no-previous]
     .venv/bin/python scripts/evaluate_maps.py --size clinical   # seconds and peak memory at 512 x 512
+    .venv/bin/python scripts/evaluate_maps.py --boundary 10 --families clean,clinical_noise
+
+``--boundary N`` scores decisions near the treatment boundary: N studies (the same in every family) whose true core
+is 50-90 mL and mismatch ratio 1.5-2.2; per family the core and mismatch volumes' bias and 95 % limits of agreement
+(mL) against the same rule on the true maps, how often the DEFUSE 3 and EXTEND verdicts (strokelabel.trial_criteria)
+differ from the true maps', each disagreement with its figures, and how often a series-quality flag was raised.
 
 ``--size clinical`` writes one phantom series at 512 x 512 x 20 x 40 (int16 NIfTI with a BIDS
 sidecar) and measures, each in a fresh process, loading it (read_ctp_nifti) and loading plus
@@ -45,6 +51,7 @@ from scipy import ndimage
 
 import deconvolution_candidates as candidates
 from strokelabel import metrics
+from strokelabel.baselines.figures import core_penumbra_figures
 from strokelabel.baselines.perfusion import core_penumbra_baseline, relative_cbf
 from strokelabel.ctp4d import CtpSeries, compute_maps, read_ctp_nifti
 from strokelabel.errors import StrokeLabelError
@@ -52,7 +59,9 @@ from strokelabel.phantom.ctp import derive_maps
 from strokelabel.phantom.ctp_families import FAMILIES, CtpFamily, simulate_family
 from strokelabel.phantom.geometry import Grid, grid_for
 from strokelabel.phantom.patient import make_patient
+from strokelabel.phantom.render import reference_volumes_ml
 from strokelabel.phantom.study import study_seed
+from strokelabel.trial_criteria import CRITERIA
 
 MAP_KEYS = ("cbf", "cbv", "mtt", "tmax")
 # The deconvolutions measured on the same series (``--deconvolutions``); compute_maps' own is "osvd".
@@ -72,6 +81,16 @@ QUALITY_COLUMNS = ("flags", "flagged", "q_aif_peak_hu", "q_aif_end_fraction", "q
                    "q_tissue_cnr", "q_baseline_noise_hu")
 # The small-core row: studies whose core by the task's rule on the true maps is within these volumes.
 SMALL_CORE_ML = (5.0, 20.0)
+# Decisions near the treatment boundary (--boundary): patients of the frozen generator with an M2 occlusion (its
+# territorial lesions reach 50-90 mL cores with ratios near 2; M1/ICA-T ones have far larger penumbras) whose core
+# and ratio by the task's rule on the clean series' true maps fall in these ranges. A patient's reference volumes
+# (render.reference_volumes_ml, 0.3 s) screen candidates loosely before a series is simulated.
+BOUNDARY_SCENARIO = "M2"
+BOUNDARY_CORE_ML = (50.0, 90.0)
+BOUNDARY_RATIO = (1.5, 2.2)
+BOUNDARY_SCREEN_CORE_ML, BOUNDARY_SCREEN_RATIO = (35.0, 120.0), (1.3, 2.7)
+BOUNDARY_FIRST_INDEX = 10_001  # study indices of their own, apart from the accuracy tables' 1..N
+BOUNDARY_MAX_TRIES = 400
 CLINICAL_GRID = Grid((512, 512, 20), (0.43, 0.43, 5.0))
 CLINICAL_FRAMES_S = 1.5  # 40 frames over 58.5 s
 
@@ -184,6 +203,115 @@ def accuracy(args) -> None:
         print("no study of these families has a core in this range\n")
 
 
+# --- decisions near the treatment boundary ------------------------------------------------
+
+
+def task_volumes(cbf: np.ndarray, tmax: np.ndarray, mask: np.ndarray, spacing_mm) -> dict:
+    """The core_penumbra task's rule on maps, as the result reports it: core, hypoperfusion and mismatch mL, ratio."""
+    label = core_penumbra_baseline(cbf, tmax, spacing_mm, brain_mask=mask, check_units=False)
+    figures = core_penumbra_figures(label, spacing_mm)
+    return {k: figures[k] for k in ("core_volume_ml", "hypoperfusion_volume_ml", "mismatch_volume_ml", "mismatch_ratio")}
+
+
+def in_range(value, bounds) -> bool:
+    return value is not None and bounds[0] <= value <= bounds[1]
+
+
+def boundary_patients(n: int, seed: int, grid: Grid, log=print) -> list[tuple[int, object]]:
+    """``n`` (study index, patient) pairs whose true maps put them near the DEFUSE 3 / EXTEND boundary (see
+    BOUNDARY_*), drawn in index order from BOUNDARY_FIRST_INDEX, so the same seed gives the same studies."""
+    chosen = []
+    for index in range(BOUNDARY_FIRST_INDEX, BOUNDARY_FIRST_INDEX + BOUNDARY_MAX_TRIES):
+        patient = make_patient(study_seed(seed, "ctp", index), scenario=BOUNDARY_SCENARIO)
+        reference = reference_volumes_ml(patient)
+        core_ml = reference["core_ml"]
+        if not (in_range(core_ml, BOUNDARY_SCREEN_CORE_ML) and in_range((core_ml + reference["penumbra_ml"]) / core_ml, BOUNDARY_SCREEN_RATIO)):
+            continue
+        truth = simulate_family(patient, grid, "clean", seed * 1000 + index).truth
+        true = task_volumes(truth["cbf"], truth["tmax"], truth["brain"], grid.spacing_mm)
+        accepted = in_range(true["core_volume_ml"], BOUNDARY_CORE_ML) and in_range(true["mismatch_ratio"], BOUNDARY_RATIO)
+        log(f"  boundary candidate {index}: true core {true['core_volume_ml']:.1f} mL, ratio {true['mismatch_ratio'] or 0:.2f}"
+            f" -> {'kept' if accepted else 'out of range'}")
+        if accepted:
+            chosen.append((index, patient))
+            if len(chosen) == n:
+                return chosen
+    log(f"  only {len(chosen)} of {n} boundary studies in {BOUNDARY_MAX_TRIES} candidates")
+    return chosen
+
+
+def boundary_row(family: str, index: int, patient, grid: Grid, seed: int) -> dict:
+    """One study of ``family``: the task's volumes on the computed and on the true maps, and each trial's verdict on both."""
+    case = simulate_case(family, patient, grid, seed * 1000 + index)
+    true = task_volumes(case.truth["cbf"], case.truth["tmax"], case.truth["brain"], grid.spacing_mm)
+    row = {"family": family, "study": index, "true_core_ml": true["core_volume_ml"], "true_mismatch_ml": true["mismatch_volume_ml"],
+           "true_ratio": true["mismatch_ratio"]}
+    try:
+        computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm)
+    except StrokeLabelError as error:
+        return {**row, "refused": str(error)}
+    ours = task_volumes(computed.maps["cbf"], computed.maps["tmax"], computed.mask, grid.spacing_mm)
+    row.update({"core_ml": ours["core_volume_ml"], "mismatch_ml": ours["mismatch_volume_ml"], "ratio": ours["mismatch_ratio"],
+                "core_err_ml": ours["core_volume_ml"] - true["core_volume_ml"],
+                "mismatch_err_ml": ours["mismatch_volume_ml"] - true["mismatch_volume_ml"],
+                "flags": ",".join(f["flag"] for f in computed.flags) or "-"})
+    for criteria in CRITERIA:
+        key = criteria.name.lower().replace(" ", "")
+        row[f"{key}_true"] = criteria.met(true["core_volume_ml"], true["hypoperfusion_volume_ml"])
+        row[key] = criteria.met(ours["core_volume_ml"], ours["hypoperfusion_volume_ml"])
+    return row
+
+
+def boundary_summary(family: str, rows: list[dict]) -> dict:
+    """A family's agreement: bias and 95 % limits of agreement (mL) of core and mismatch, verdicts that differ, flags."""
+    scored = [r for r in rows if "core_ml" in r]
+    out = {"family": family, "n": len(scored), "refused": len(rows) - len(scored)}
+    for volume in ("core", "mismatch"):
+        agreement = metrics.limits_of_agreement(r[f"{volume}_err_ml"] for r in scored)
+        out[f"{volume}_bias_ml"] = agreement["bias"]
+        out[f"{volume}_loa_ml"] = "-" if agreement["low"] is None else f"{agreement['low']:.1f} to {agreement['high']:.1f}"
+    for criteria in CRITERIA:
+        key = criteria.name.lower().replace(" ", "")
+        out[f"{key}_differs"] = f"{sum(r[key] != r[f'{key}_true'] for r in scored)}/{len(scored)}"
+    out["flagged"] = f"{sum(r['flags'] != '-' for r in scored)}/{len(scored)}"
+    return out
+
+
+def boundary(args) -> None:
+    grid = grid_for("ctp", "small")
+    families = args.families.split(",") if args.families else ["clean", "clinical_noise", *[f for f in FAMILIES if f not in ("clean", "clinical_noise")], "truncated"]
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    print(f"# Decisions near the treatment boundary: {args.boundary} studies per family, seed {args.seed}, grid {grid.shape} at "
+          f"{grid.spacing_mm} mm\n\n{BOUNDARY_SCENARIO} occlusions whose task rule on the clean series' true maps gives a core of "
+          f"{BOUNDARY_CORE_ML[0]:g}-{BOUNDARY_CORE_ML[1]:g} mL and a mismatch ratio of {BOUNDARY_RATIO[0]:g}-{BOUNDARY_RATIO[1]:g}. "
+          "Errors are the task's rule on the maps computed from the 4D series minus the same rule on that family's true maps; "
+          "loa: bias -/+ 1.96 SD; differs: the verdict (strokelabel.trial_criteria) on the computed maps is not the true maps'; "
+          "flagged: a series-quality flag was raised (on clean and clinical_noise every flag is a false alarm).\n", flush=True)
+    patients = boundary_patients(args.boundary, args.seed, grid, log)
+    summaries, disagreements = [], []
+    for family in families:
+        rows = []
+        for index, patient in patients:
+            rows.append(boundary_row(family, index, patient, grid, args.seed))
+            r = rows[-1]
+            log(f"  {family} #{index}: " + (f"refused: {r['refused']}" if "refused" in r else
+                f"core {r['core_ml']:.1f} (true {r['true_core_ml']:.1f}) mL, mismatch {r['mismatch_ml']:.1f} (true {r['true_mismatch_ml']:.1f}) mL"))
+        summaries.append(boundary_summary(family, rows))
+        disagreements += [r for r in rows if "core_ml" in r and any(r[k] != r[f"{k}_true"] for k in ("defuse3", "extend"))]
+        print(f"## {family}\n", flush=True)
+        print(metrics.format_table(rows, ["study", "true_core_ml", "core_ml", "true_mismatch_ml", "mismatch_ml", "true_ratio", "ratio",
+                                          "defuse3_true", "defuse3", "extend_true", "extend", "flags"], digits=2, markdown=True) + "\n", flush=True)
+    print("## agreement per family\n")
+    print(metrics.format_table(summaries, ["family", "n", "refused", "core_bias_ml", "core_loa_ml", "mismatch_bias_ml", "mismatch_loa_ml",
+                                           "defuse3_differs", "extend_differs", "flagged"], digits=1, markdown=True) + "\n")
+    print("## every verdict that differs from the true maps'\n")
+    if disagreements:
+        print(metrics.format_table(disagreements, ["family", "study", "true_core_ml", "core_ml", "true_mismatch_ml", "mismatch_ml", "true_ratio", "ratio",
+                                                   "defuse3_true", "defuse3", "extend_true", "extend", "flags"], digits=2, markdown=True) + "\n")
+    else:
+        print("none\n")
+
+
 # --- clinical size: time and memory in a fresh process ------------------------------------
 
 
@@ -249,6 +377,8 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)}, truncated (default all); also {', '.join(FLAG_FAMILIES)}")
     parser.add_argument("--deconvolutions", default="osvd", help=f"comma-separated, of {', '.join(DECONVOLUTIONS)}")
     parser.add_argument("--no-previous", action="store_true", help="skip the generator's own pipeline")
+    parser.add_argument("--boundary", type=int, default=0, metavar="N",
+                        help="the DEFUSE 3 / EXTEND decision table on N studies per family near the treatment boundary")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--measure-load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -256,6 +386,8 @@ def main(argv=None) -> None:
         print(json.dumps(measure(args.measure or args.measure_load, compute=bool(args.measure))))
     elif args.size == "clinical":
         clinical(args)
+    elif args.boundary:
+        boundary(args)
     else:
         accuracy(args)
 
