@@ -50,7 +50,7 @@ import numpy as np
 from scipy import ndimage
 
 import deconvolution_candidates as candidates
-from strokelabel import metrics
+from strokelabel import metrics, perfusion
 from strokelabel.baselines.figures import core_penumbra_figures
 from strokelabel.baselines.perfusion import core_penumbra_baseline, relative_cbf
 from strokelabel.ctp4d import CtpSeries, compute_maps, read_ctp_nifti
@@ -71,6 +71,9 @@ DECONVOLUTIONS = {
     "tsvd_discrepancy": candidates.deconvolve_tsvd_discrepancy,
     "tikhonov_gcv": candidates.deconvolve_tikhonov_gcv,
 }
+# How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its maximum (the app's), or its
+# half-height rise (deconvolution_candidates.residue_rise_time_s: measured, not kept).
+TMAX_FROM_RESIDUE = {"peak": perfusion.peak_time_s, "rise": candidates.residue_rise_time_s}
 # Families made on the evaluation side from the frozen ones (strokelabel.phantom.ctp_families is not changed):
 # "truncated": the clean series cut at TRUNCATED_AT_S, before the tissue washout and the venous peak are acquired.
 TRUNCATED_AT_S = 24.0
@@ -135,7 +138,8 @@ def simulate_case(family: str, patient, grid: Grid, seed: int):
     return simulate_family(patient, grid, family, seed)
 
 
-def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print, deconvolutions=("osvd",), previous=True) -> list[dict]:
+def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print, deconvolutions=("osvd",), previous=True,
+                    tmax_from: str = "peak") -> list[dict]:
     rows = []
     for index in range(1, per_family + 1):
         patient = make_patient(study_seed(seed, "ctp", index))
@@ -145,7 +149,7 @@ def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=pri
         started = time.perf_counter()
         try:
             computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm, deconvolve=DECONVOLUTIONS[first],
-                                    also_deconvolve=others)
+                                    also_deconvolve=others, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
         except StrokeLabelError as error:
             log(f"  {family} #{index}: compute_maps refused: {error}")
             rows += [{"method": f"compute_maps {name}", "study": index, "refused": True} for name in deconvolutions]
@@ -175,14 +179,15 @@ def accuracy(args) -> None:
     families = args.families.split(",") if args.families else [*FAMILIES, "truncated"]
     deconvolutions = args.deconvolutions.split(",")
     columns = ["method", "n", "coverage"] + [f"{k}_{e}" for k in MAP_KEYS for e in ("mae", "mre")] + ["rcbf_near_core_mae", "dice_tmax6", "dice_core", "task_core_dice", "task_penumbra_dice", "task_core_ml_err", "task_hypo_ml_err", "true_core_ml", "warned", "seconds"]
-    print(f"# Perfusion maps from 4D phantoms: {args.per_family} per family, seed {args.seed}, grid {grid.shape} at {grid.spacing_mm} mm\n")
+    print(f"# Perfusion maps from 4D phantoms: {args.per_family} per family, seed {args.seed}, grid {grid.shape} at {grid.spacing_mm} mm, "
+          f"Tmax from the residue's {args.tmax_from}\n")
     print("mae: median absolute error (mL/100g/min, mL/100g, s, s); mre: median relative error; Dice against the true maps; "
           "means over the studies; warned: fraction with a warning.\n")
     small, flag_rows = [], []
     for family in families:
         print(f"## {family}\n", flush=True)
         rows = evaluate_family(family, args.per_family, args.seed, grid, log=lambda m: print(m, file=sys.stderr, flush=True),
-                               deconvolutions=deconvolutions, previous=not args.no_previous)
+                               deconvolutions=deconvolutions, previous=not args.no_previous, tmax_from=args.tmax_from)
         table = metrics.summarise(rows, by="method")
         print(metrics.format_table(table, [c for c in columns if any(c in r for r in table)], digits=3, markdown=True) + "\n", flush=True)
         small += [r for r in rows if SMALL_CORE_ML[0] <= r.get("true_core_ml", -1) <= SMALL_CORE_ML[1]]
@@ -240,14 +245,14 @@ def boundary_patients(n: int, seed: int, grid: Grid, log=print) -> list[tuple[in
     return chosen
 
 
-def boundary_row(family: str, index: int, patient, grid: Grid, seed: int) -> dict:
+def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_from: str = "peak") -> dict:
     """One study of ``family``: the task's volumes on the computed and on the true maps, and each trial's verdict on both."""
     case = simulate_case(family, patient, grid, seed * 1000 + index)
     true = task_volumes(case.truth["cbf"], case.truth["tmax"], case.truth["brain"], grid.spacing_mm)
     row = {"family": family, "study": index, "true_core_ml": true["core_volume_ml"], "true_mismatch_ml": true["mismatch_volume_ml"],
            "true_ratio": true["mismatch_ratio"]}
     try:
-        computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm)
+        computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
     except StrokeLabelError as error:
         return {**row, "refused": str(error)}
     ours = task_volumes(computed.maps["cbf"], computed.maps["tmax"], computed.mask, grid.spacing_mm)
@@ -282,7 +287,7 @@ def boundary(args) -> None:
     families = args.families.split(",") if args.families else ["clean", "clinical_noise", *[f for f in FAMILIES if f not in ("clean", "clinical_noise")], "truncated"]
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     print(f"# Decisions near the treatment boundary: {args.boundary} studies per family, seed {args.seed}, grid {grid.shape} at "
-          f"{grid.spacing_mm} mm\n\n{BOUNDARY_SCENARIO} occlusions whose task rule on the clean series' true maps gives a core of "
+          f"{grid.spacing_mm} mm, Tmax from the residue's {args.tmax_from}\n\n{BOUNDARY_SCENARIO} occlusions whose task rule on the clean series' true maps gives a core of "
           f"{BOUNDARY_CORE_ML[0]:g}-{BOUNDARY_CORE_ML[1]:g} mL and a mismatch ratio of {BOUNDARY_RATIO[0]:g}-{BOUNDARY_RATIO[1]:g}. "
           "Errors are the task's rule on the maps computed from the 4D series minus the same rule on that family's true maps; "
           "loa: bias -/+ 1.96 SD; differs: the verdict (strokelabel.trial_criteria) on the computed maps is not the true maps'; "
@@ -292,7 +297,7 @@ def boundary(args) -> None:
     for family in families:
         rows = []
         for index, patient in patients:
-            rows.append(boundary_row(family, index, patient, grid, args.seed))
+            rows.append(boundary_row(family, index, patient, grid, args.seed, args.tmax_from))
             r = rows[-1]
             log(f"  {family} #{index}: " + (f"refused: {r['refused']}" if "refused" in r else
                 f"core {r['core_ml']:.1f} (true {r['true_core_ml']:.1f}) mL, mismatch {r['mismatch_ml']:.1f} (true {r['true_mismatch_ml']:.1f}) mL"))
@@ -377,6 +382,7 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)}, truncated (default all); also {', '.join(FLAG_FAMILIES)}")
     parser.add_argument("--deconvolutions", default="osvd", help=f"comma-separated, of {', '.join(DECONVOLUTIONS)}")
     parser.add_argument("--no-previous", action="store_true", help="skip the generator's own pipeline")
+    parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="peak", help="how compute_maps reads Tmax from the residue")
     parser.add_argument("--boundary", type=int, default=0, metavar="N",
                         help="the DEFUSE 3 / EXTEND decision table on N studies per family near the treatment boundary")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
