@@ -82,6 +82,9 @@ TRUNCATED_AT_S = 24.0
 FLAG_FAMILIES = {"weak_bolus": CtpFamily("weak_bolus", aif_peak_scale=0.3), "low_snr": CtpFamily("low_snr", noise_hu=(30.0, 40.0))}
 QUALITY_COLUMNS = ("flags", "flagged", "q_aif_peak_hu", "q_aif_end_fraction", "q_vof_peak_frames_from_end", "q_vof_end_fraction", "q_max_shift_mm", "q_max_angle_deg",
                    "q_tissue_cnr", "q_baseline_noise_hu")
+# Series that support a core estimate: any flag raised on these families is a false alarm (target <= 10 %).
+SOUND_FAMILIES = ("clean", "clinical_noise")
+FALSE_ALARM_TARGET = 0.10
 # The small-core row: studies whose core by the task's rule on the true maps is within these volumes.
 SMALL_CORE_ML = (5.0, 20.0)
 # Decisions near the treatment boundary (--boundary): patients of the frozen generator with an M2 occlusion (its
@@ -200,12 +203,25 @@ def accuracy(args) -> None:
                 "flags": "; ".join(sorted({r["flags"] for r in rs if r["flags"] != "-"})) or "-"}
                for f in families if (rs := [r for r in flag_rows if r["family"] == f])]
     print(metrics.format_table(summary, ["family", "n", "flagged", "flags"], digits=2, markdown=True) + "\n", flush=True)
+    print(false_alarm_line(flag_rows) + "\n", flush=True)
     print(f"## small cores ({SMALL_CORE_ML[0]:g}-{SMALL_CORE_ML[1]:g} mL by the task's rule on the true maps), all families\n")
     if small:
         table = metrics.summarise(small, by="method")
         print(metrics.format_table(table, [c for c in columns if any(c in r for r in table)], digits=3, markdown=True) + "\n", flush=True)
     else:
         print("no study of these families has a core in this range\n")
+
+
+def false_alarm_line(rows: list[dict]) -> str:
+    """How often a series-quality flag was raised on the families whose series support a core estimate."""
+    sound = [r for r in rows if r.get("family") in SOUND_FAMILIES and r.get("flags") is not None]
+    if not sound:
+        return f"false alarms: no study of {', '.join(SOUND_FAMILIES)} scored"
+    raised = sum(r["flags"] != "-" for r in sound)
+    rate = raised / len(sound)
+    verdict = "within" if rate <= FALSE_ALARM_TARGET else "above"
+    return (f"false alarms (a flag on {' or '.join(SOUND_FAMILIES)}): {raised}/{len(sound)} = {rate:.0%}, "
+            f"{verdict} the {FALSE_ALARM_TARGET:.0%} target")
 
 
 # --- decisions near the treatment boundary ------------------------------------------------
@@ -293,9 +309,10 @@ def boundary(args) -> None:
           "loa: bias -/+ 1.96 SD; differs: the verdict (strokelabel.trial_criteria) on the computed maps is not the true maps'; "
           "flagged: a series-quality flag was raised (on clean and clinical_noise every flag is a false alarm).\n", flush=True)
     patients = boundary_patients(args.boundary, args.seed, grid, log)
-    summaries, disagreements = [], []
+    summaries, disagreements, all_rows = [], [], []
     for family in families:
         rows = []
+        all_rows.append(rows)
         for index, patient in patients:
             rows.append(boundary_row(family, index, patient, grid, args.seed, args.tmax_from))
             r = rows[-1]
@@ -309,6 +326,7 @@ def boundary(args) -> None:
     print("## agreement per family\n")
     print(metrics.format_table(summaries, ["family", "n", "refused", "core_bias_ml", "core_loa_ml", "mismatch_bias_ml", "mismatch_loa_ml",
                                            "defuse3_differs", "extend_differs", "flagged"], digits=1, markdown=True) + "\n")
+    print(false_alarm_line([r for family_rows in all_rows for r in family_rows if "core_ml" in r]) + "\n")
     print("## every verdict that differs from the true maps'\n")
     if disagreements:
         print(metrics.format_table(disagreements, ["family", "study", "true_core_ml", "core_ml", "true_mismatch_ml", "mismatch_ml", "true_ratio", "ratio",
