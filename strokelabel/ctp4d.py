@@ -51,6 +51,14 @@ does not assume (0.49 vs 0.28), and its rCBF near the core is worse everywhere (
 five families, 0.48 vs 0.45, is within the spread of three phantoms whose cores are 0.6-7.3 mL). Per-voxel noise
 adaptation (discrepancy principle, GCV) over-regularises the low-flow tissue and moves Tmax: penumbra Dice falls
 to 0.07-0.56. None reaches the targets (task core Dice >= 0.75, penumbra >= 0.85): see README, CT perfusion.
+
+**Tmax is the time of the deconvolved residue's maximum, kept by measurement.** It reads late: on the phantom
+(clean series, boundary study 10001) by a median 1.4 s in healthy tissue and 2.2 s where the true Tmax is 6-10 s;
+on curves of the forward model by 1.8-3.0 s, more at low flow and high noise (truncation low-passes the residue and
+drags its maximum later). Reading the residue's half-height rise instead (scripts/deconvolution_candidates.py,
+``residue_rise_time_s``) removes that bias on the forward model (-0.4 to +0.7 s) but on the phantom series reads
+0.6 s early in healthy tissue and scatters in delayed tissue, and loses Tmax > 6 s Dice (0.959 -> 0.941) and the
+task's penumbra Dice on the clean family (0.68 -> 0.50), so it is not used (its docstring has the figures).
 """
 
 from __future__ import annotations
