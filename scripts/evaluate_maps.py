@@ -22,6 +22,12 @@ family and a row of the studies whose true core is 5-20 mL.
 
     .venv/bin/python scripts/evaluate_maps.py [--per-family 3] [--seed 0] [--families clean,motion] [--no-previous]
     .venv/bin/python scripts/evaluate_maps.py --size clinical   # seconds and peak memory at 512 x 512
+    .venv/bin/python scripts/evaluate_maps.py --boundary 10 --families clean,clinical_noise
+
+``--boundary N`` scores decisions near the treatment boundary: N studies (the same in every family) whose true core
+is 50-90 mL and mismatch ratio 1.5-2.2; per family the core and mismatch volumes' bias and 95 % limits of agreement
+(mL) against the same rule on the true maps, how often the DEFUSE 3 and EXTEND verdicts (strokelabel.trial_criteria)
+differ from the true maps', each disagreement with its figures, and how often a series-quality flag was raised.
 
 ``--size clinical`` writes one phantom series at 512 x 512 x 20 x 40 (int16 NIfTI with a BIDS
 sidecar) and measures, each in a fresh process, loading it (read_ctp_nifti) and loading plus
@@ -44,7 +50,8 @@ import numpy as np
 from scipy import ndimage
 
 import deconvolution_candidates as candidates
-from strokelabel import metrics
+from strokelabel import metrics, perfusion
+from strokelabel.baselines.figures import core_penumbra_figures
 from strokelabel.baselines.perfusion import core_penumbra_baseline, relative_cbf
 from strokelabel.ctp4d import CtpSeries, compute_maps, read_ctp_nifti
 from strokelabel.errors import StrokeLabelError
@@ -52,7 +59,9 @@ from strokelabel.phantom.ctp import derive_maps
 from strokelabel.phantom.ctp_families import FAMILIES, CtpFamily, simulate_family
 from strokelabel.phantom.geometry import Grid, grid_for
 from strokelabel.phantom.patient import make_patient
+from strokelabel.phantom.render import reference_volumes_ml
 from strokelabel.phantom.study import study_seed
+from strokelabel.trial_criteria import CRITERIA
 
 MAP_KEYS = ("cbf", "cbv", "mtt", "tmax")
 # The deconvolutions measured on the same series (``--deconvolutions``); compute_maps' own is "osvd".
@@ -62,6 +71,9 @@ DECONVOLUTIONS = {
     "tsvd_discrepancy": candidates.deconvolve_tsvd_discrepancy,
     "tikhonov_gcv": candidates.deconvolve_tikhonov_gcv,
 }
+# How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its maximum (the app's), or its
+# half-height rise (deconvolution_candidates.residue_rise_time_s: measured, not kept).
+TMAX_FROM_RESIDUE = {"peak": perfusion.peak_time_s, "rise": candidates.residue_rise_time_s}
 # Families made on the evaluation side from the frozen ones (strokelabel.phantom.ctp_families is not changed):
 # "truncated": the clean series cut at TRUNCATED_AT_S, before the tissue washout and the venous peak are acquired.
 TRUNCATED_AT_S = 24.0
@@ -70,8 +82,21 @@ TRUNCATED_AT_S = 24.0
 FLAG_FAMILIES = {"weak_bolus": CtpFamily("weak_bolus", aif_peak_scale=0.3), "low_snr": CtpFamily("low_snr", noise_hu=(30.0, 40.0))}
 QUALITY_COLUMNS = ("flags", "flagged", "q_aif_peak_hu", "q_aif_end_fraction", "q_vof_peak_frames_from_end", "q_vof_end_fraction", "q_max_shift_mm", "q_max_angle_deg",
                    "q_tissue_cnr", "q_baseline_noise_hu")
+# Series that support a core estimate: any flag raised on these families is a false alarm (target <= 10 %).
+SOUND_FAMILIES = ("clean", "clinical_noise")
+FALSE_ALARM_TARGET = 0.10
 # The small-core row: studies whose core by the task's rule on the true maps is within these volumes.
 SMALL_CORE_ML = (5.0, 20.0)
+# Decisions near the treatment boundary (--boundary): patients of the frozen generator with an M2 occlusion (its
+# territorial lesions reach 50-90 mL cores with ratios near 2; M1/ICA-T ones have far larger penumbras) whose core
+# and ratio by the task's rule on the clean series' true maps fall in these ranges. A patient's reference volumes
+# (render.reference_volumes_ml, 0.3 s) screen candidates loosely before a series is simulated.
+BOUNDARY_SCENARIO = "M2"
+BOUNDARY_CORE_ML = (50.0, 90.0)
+BOUNDARY_RATIO = (1.5, 2.2)
+BOUNDARY_SCREEN_CORE_ML, BOUNDARY_SCREEN_RATIO = (35.0, 120.0), (1.3, 2.7)
+BOUNDARY_FIRST_INDEX = 10_001  # study indices of their own, apart from the accuracy tables' 1..N
+BOUNDARY_MAX_TRIES = 400
 CLINICAL_GRID = Grid((512, 512, 20), (0.43, 0.43, 5.0))
 CLINICAL_FRAMES_S = 1.5  # 40 frames over 58.5 s
 
@@ -116,7 +141,8 @@ def simulate_case(family: str, patient, grid: Grid, seed: int):
     return simulate_family(patient, grid, family, seed)
 
 
-def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print, deconvolutions=("osvd",), previous=True) -> list[dict]:
+def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print, deconvolutions=("osvd",), previous=True,
+                    tmax_from: str = "peak") -> list[dict]:
     rows = []
     for index in range(1, per_family + 1):
         patient = make_patient(study_seed(seed, "ctp", index))
@@ -126,7 +152,7 @@ def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=pri
         started = time.perf_counter()
         try:
             computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm, deconvolve=DECONVOLUTIONS[first],
-                                    also_deconvolve=others)
+                                    also_deconvolve=others, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
         except StrokeLabelError as error:
             log(f"  {family} #{index}: compute_maps refused: {error}")
             rows += [{"method": f"compute_maps {name}", "study": index, "refused": True} for name in deconvolutions]
@@ -156,14 +182,15 @@ def accuracy(args) -> None:
     families = args.families.split(",") if args.families else [*FAMILIES, "truncated"]
     deconvolutions = args.deconvolutions.split(",")
     columns = ["method", "n", "coverage"] + [f"{k}_{e}" for k in MAP_KEYS for e in ("mae", "mre")] + ["rcbf_near_core_mae", "dice_tmax6", "dice_core", "task_core_dice", "task_penumbra_dice", "task_core_ml_err", "task_hypo_ml_err", "true_core_ml", "warned", "seconds"]
-    print(f"# Perfusion maps from 4D phantoms: {args.per_family} per family, seed {args.seed}, grid {grid.shape} at {grid.spacing_mm} mm\n")
+    print(f"# Perfusion maps from 4D phantoms: {args.per_family} per family, seed {args.seed}, grid {grid.shape} at {grid.spacing_mm} mm, "
+          f"Tmax from the residue's {args.tmax_from}\n")
     print("mae: median absolute error (mL/100g/min, mL/100g, s, s); mre: median relative error; Dice against the true maps; "
           "means over the studies; warned: fraction with a warning.\n")
     small, flag_rows = [], []
     for family in families:
         print(f"## {family}\n", flush=True)
         rows = evaluate_family(family, args.per_family, args.seed, grid, log=lambda m: print(m, file=sys.stderr, flush=True),
-                               deconvolutions=deconvolutions, previous=not args.no_previous)
+                               deconvolutions=deconvolutions, previous=not args.no_previous, tmax_from=args.tmax_from)
         table = metrics.summarise(rows, by="method")
         print(metrics.format_table(table, [c for c in columns if any(c in r for r in table)], digits=3, markdown=True) + "\n", flush=True)
         small += [r for r in rows if SMALL_CORE_ML[0] <= r.get("true_core_ml", -1) <= SMALL_CORE_ML[1]]
@@ -176,12 +203,136 @@ def accuracy(args) -> None:
                 "flags": "; ".join(sorted({r["flags"] for r in rs if r["flags"] != "-"})) or "-"}
                for f in families if (rs := [r for r in flag_rows if r["family"] == f])]
     print(metrics.format_table(summary, ["family", "n", "flagged", "flags"], digits=2, markdown=True) + "\n", flush=True)
+    print(false_alarm_line(flag_rows) + "\n", flush=True)
     print(f"## small cores ({SMALL_CORE_ML[0]:g}-{SMALL_CORE_ML[1]:g} mL by the task's rule on the true maps), all families\n")
     if small:
         table = metrics.summarise(small, by="method")
         print(metrics.format_table(table, [c for c in columns if any(c in r for r in table)], digits=3, markdown=True) + "\n", flush=True)
     else:
         print("no study of these families has a core in this range\n")
+
+
+def false_alarm_line(rows: list[dict]) -> str:
+    """How often a series-quality flag was raised on the families whose series support a core estimate."""
+    sound = [r for r in rows if r.get("family") in SOUND_FAMILIES and r.get("flags") is not None]
+    if not sound:
+        return f"false alarms: no study of {', '.join(SOUND_FAMILIES)} scored"
+    raised = sum(r["flags"] != "-" for r in sound)
+    rate = raised / len(sound)
+    verdict = "within" if rate <= FALSE_ALARM_TARGET else "above"
+    return (f"false alarms (a flag on {' or '.join(SOUND_FAMILIES)}): {raised}/{len(sound)} = {rate:.0%}, "
+            f"{verdict} the {FALSE_ALARM_TARGET:.0%} target")
+
+
+# --- decisions near the treatment boundary ------------------------------------------------
+
+
+def task_volumes(cbf: np.ndarray, tmax: np.ndarray, mask: np.ndarray, spacing_mm) -> dict:
+    """The core_penumbra task's rule on maps, as the result reports it: core, hypoperfusion and mismatch mL, ratio."""
+    label = core_penumbra_baseline(cbf, tmax, spacing_mm, brain_mask=mask, check_units=False)
+    figures = core_penumbra_figures(label, spacing_mm)
+    return {k: figures[k] for k in ("core_volume_ml", "hypoperfusion_volume_ml", "mismatch_volume_ml", "mismatch_ratio")}
+
+
+def in_range(value, bounds) -> bool:
+    return value is not None and bounds[0] <= value <= bounds[1]
+
+
+def boundary_patients(n: int, seed: int, grid: Grid, log=print) -> list[tuple[int, object]]:
+    """``n`` (study index, patient) pairs whose true maps put them near the DEFUSE 3 / EXTEND boundary (see
+    BOUNDARY_*), drawn in index order from BOUNDARY_FIRST_INDEX, so the same seed gives the same studies."""
+    chosen = []
+    for index in range(BOUNDARY_FIRST_INDEX, BOUNDARY_FIRST_INDEX + BOUNDARY_MAX_TRIES):
+        patient = make_patient(study_seed(seed, "ctp", index), scenario=BOUNDARY_SCENARIO)
+        reference = reference_volumes_ml(patient)
+        core_ml = reference["core_ml"]
+        if not (in_range(core_ml, BOUNDARY_SCREEN_CORE_ML) and in_range((core_ml + reference["penumbra_ml"]) / core_ml, BOUNDARY_SCREEN_RATIO)):
+            continue
+        truth = simulate_family(patient, grid, "clean", seed * 1000 + index).truth
+        true = task_volumes(truth["cbf"], truth["tmax"], truth["brain"], grid.spacing_mm)
+        accepted = in_range(true["core_volume_ml"], BOUNDARY_CORE_ML) and in_range(true["mismatch_ratio"], BOUNDARY_RATIO)
+        log(f"  boundary candidate {index}: true core {true['core_volume_ml']:.1f} mL, ratio {true['mismatch_ratio'] or 0:.2f}"
+            f" -> {'kept' if accepted else 'out of range'}")
+        if accepted:
+            chosen.append((index, patient))
+            if len(chosen) == n:
+                return chosen
+    log(f"  only {len(chosen)} of {n} boundary studies in {BOUNDARY_MAX_TRIES} candidates")
+    return chosen
+
+
+def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_from: str = "peak") -> dict:
+    """One study of ``family``: the task's volumes on the computed and on the true maps, and each trial's verdict on both."""
+    case = simulate_case(family, patient, grid, seed * 1000 + index)
+    true = task_volumes(case.truth["cbf"], case.truth["tmax"], case.truth["brain"], grid.spacing_mm)
+    row = {"family": family, "study": index, "true_core_ml": true["core_volume_ml"], "true_mismatch_ml": true["mismatch_volume_ml"],
+           "true_ratio": true["mismatch_ratio"]}
+    try:
+        computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
+    except StrokeLabelError as error:
+        return {**row, "refused": str(error)}
+    ours = task_volumes(computed.maps["cbf"], computed.maps["tmax"], computed.mask, grid.spacing_mm)
+    row.update({"core_ml": ours["core_volume_ml"], "mismatch_ml": ours["mismatch_volume_ml"], "ratio": ours["mismatch_ratio"],
+                "core_err_ml": ours["core_volume_ml"] - true["core_volume_ml"],
+                "mismatch_err_ml": ours["mismatch_volume_ml"] - true["mismatch_volume_ml"],
+                "flags": ",".join(f["flag"] for f in computed.flags) or "-"})
+    for criteria in CRITERIA:
+        key = criteria.name.lower().replace(" ", "")
+        row[f"{key}_true"] = criteria.met(true["core_volume_ml"], true["hypoperfusion_volume_ml"])
+        row[key] = criteria.met(ours["core_volume_ml"], ours["hypoperfusion_volume_ml"])
+    return row
+
+
+def boundary_summary(family: str, rows: list[dict]) -> dict:
+    """A family's agreement: bias and 95 % limits of agreement (mL) of core and mismatch, verdicts that differ, flags."""
+    scored = [r for r in rows if "core_ml" in r]
+    out = {"family": family, "n": len(scored), "refused": len(rows) - len(scored)}
+    for volume in ("core", "mismatch"):
+        agreement = metrics.limits_of_agreement(r[f"{volume}_err_ml"] for r in scored)
+        out[f"{volume}_bias_ml"] = agreement["bias"]
+        out[f"{volume}_loa_ml"] = "-" if agreement["low"] is None else f"{agreement['low']:.1f} to {agreement['high']:.1f}"
+    for criteria in CRITERIA:
+        key = criteria.name.lower().replace(" ", "")
+        out[f"{key}_differs"] = f"{sum(r[key] != r[f'{key}_true'] for r in scored)}/{len(scored)}"
+    out["flagged"] = f"{sum(r['flags'] != '-' for r in scored)}/{len(scored)}"
+    return out
+
+
+def boundary(args) -> None:
+    grid = grid_for("ctp", "small")
+    families = args.families.split(",") if args.families else ["clean", "clinical_noise", *[f for f in FAMILIES if f not in ("clean", "clinical_noise")], "truncated"]
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    print(f"# Decisions near the treatment boundary: {args.boundary} studies per family, seed {args.seed}, grid {grid.shape} at "
+          f"{grid.spacing_mm} mm, Tmax from the residue's {args.tmax_from}\n\n{BOUNDARY_SCENARIO} occlusions whose task rule on the clean series' true maps gives a core of "
+          f"{BOUNDARY_CORE_ML[0]:g}-{BOUNDARY_CORE_ML[1]:g} mL and a mismatch ratio of {BOUNDARY_RATIO[0]:g}-{BOUNDARY_RATIO[1]:g}. "
+          "Errors are the task's rule on the maps computed from the 4D series minus the same rule on that family's true maps; "
+          "loa: bias -/+ 1.96 SD; differs: the verdict (strokelabel.trial_criteria) on the computed maps is not the true maps'; "
+          "flagged: a series-quality flag was raised (on clean and clinical_noise every flag is a false alarm).\n", flush=True)
+    patients = boundary_patients(args.boundary, args.seed, grid, log)
+    summaries, disagreements, all_rows = [], [], []
+    for family in families:
+        rows = []
+        all_rows.append(rows)
+        for index, patient in patients:
+            rows.append(boundary_row(family, index, patient, grid, args.seed, args.tmax_from))
+            r = rows[-1]
+            log(f"  {family} #{index}: " + (f"refused: {r['refused']}" if "refused" in r else
+                f"core {r['core_ml']:.1f} (true {r['true_core_ml']:.1f}) mL, mismatch {r['mismatch_ml']:.1f} (true {r['true_mismatch_ml']:.1f}) mL"))
+        summaries.append(boundary_summary(family, rows))
+        disagreements += [r for r in rows if "core_ml" in r and any(r[k] != r[f"{k}_true"] for k in ("defuse3", "extend"))]
+        print(f"## {family}\n", flush=True)
+        print(metrics.format_table(rows, ["study", "true_core_ml", "core_ml", "true_mismatch_ml", "mismatch_ml", "true_ratio", "ratio",
+                                          "defuse3_true", "defuse3", "extend_true", "extend", "flags"], digits=2, markdown=True) + "\n", flush=True)
+    print("## agreement per family\n")
+    print(metrics.format_table(summaries, ["family", "n", "refused", "core_bias_ml", "core_loa_ml", "mismatch_bias_ml", "mismatch_loa_ml",
+                                           "defuse3_differs", "extend_differs", "flagged"], digits=1, markdown=True) + "\n")
+    print(false_alarm_line([r for family_rows in all_rows for r in family_rows if "core_ml" in r]) + "\n")
+    print("## every verdict that differs from the true maps'\n")
+    if disagreements:
+        print(metrics.format_table(disagreements, ["family", "study", "true_core_ml", "core_ml", "true_mismatch_ml", "mismatch_ml", "true_ratio", "ratio",
+                                                   "defuse3_true", "defuse3", "extend_true", "extend", "flags"], digits=2, markdown=True) + "\n")
+    else:
+        print("none\n")
 
 
 # --- clinical size: time and memory in a fresh process ------------------------------------
@@ -249,6 +400,9 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)}, truncated (default all); also {', '.join(FLAG_FAMILIES)}")
     parser.add_argument("--deconvolutions", default="osvd", help=f"comma-separated, of {', '.join(DECONVOLUTIONS)}")
     parser.add_argument("--no-previous", action="store_true", help="skip the generator's own pipeline")
+    parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="peak", help="how compute_maps reads Tmax from the residue")
+    parser.add_argument("--boundary", type=int, default=0, metavar="N",
+                        help="the DEFUSE 3 / EXTEND decision table on N studies per family near the treatment boundary")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--measure-load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -256,6 +410,8 @@ def main(argv=None) -> None:
         print(json.dumps(measure(args.measure or args.measure_load, compute=bool(args.measure))))
     elif args.size == "clinical":
         clinical(args)
+    elif args.boundary:
+        boundary(args)
     else:
         accuracy(args)
 

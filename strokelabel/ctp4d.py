@@ -51,6 +51,14 @@ does not assume (0.49 vs 0.28), and its rCBF near the core is worse everywhere (
 five families, 0.48 vs 0.45, is within the spread of three phantoms whose cores are 0.6-7.3 mL). Per-voxel noise
 adaptation (discrepancy principle, GCV) over-regularises the low-flow tissue and moves Tmax: penumbra Dice falls
 to 0.07-0.56. None reaches the targets (task core Dice >= 0.75, penumbra >= 0.85): see README, CT perfusion.
+
+**Tmax is the time of the deconvolved residue's maximum, kept by measurement.** It reads late: on the phantom
+(clean series, boundary study 10001) by a median 1.4 s in healthy tissue and 2.2 s where the true Tmax is 6-10 s;
+on curves of the forward model by 1.8-3.0 s, more at low flow and high noise (truncation low-passes the residue and
+drags its maximum later). Reading the residue's half-height rise instead (scripts/deconvolution_candidates.py,
+``residue_rise_time_s``) removes that bias on the forward model (-0.4 to +0.7 s) but on the phantom series reads
+0.6 s early in healthy tissue and scatters in delayed tissue, and loses Tmax > 6 s Dice (0.959 -> 0.941) and the
+task's penumbra Dice on the clean family (0.68 -> 0.50), so it is not used (its docstring has the figures).
 """
 
 from __future__ import annotations
@@ -452,7 +460,7 @@ class ComputedMaps:
 
 
 def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None = None, in_plane_mm: float | None = None,
-                 deconvolve=None, also_deconvolve: dict | None = None) -> ComputedMaps:
+                 deconvolve=None, also_deconvolve: dict | None = None, tmax_from_residue=perfusion.peak_time_s) -> ComputedMaps:
     """CBF, CBV, MTT, Tmax, TTP, MIP and NCCT of ``series`` (see the module docstring for the steps).
 
     ``spacing_mm`` defaults to the affine's; ``progress(fraction, message)`` is called at each
@@ -460,6 +468,8 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
     ``deconvolve``: another deconvolution than the default (see :func:`strokelabel.perfusion.perfusion_maps`);
     ``also_deconvolve`` {name: deconvolve}: the same prepared series (motion, AIF, VOF, baseline) deconvolved
     by each of these as well, maps in ``ComputedMaps.compared[name]`` (scripts/evaluate_maps.py compares methods so).
+    ``tmax_from_residue(k, dt_s)``: how Tmax is read from the deconvolved residue, by default its maximum
+    (``perfusion.peak_time_s``); scripts/evaluate_maps.py ``--tmax-from`` measures another read on the same series.
     """
     report = progress or (lambda fraction, message: None)
     spacing = tuple(float(s) for s in (spacing_mm if spacing_mm is not None else series.spacing_mm))
@@ -509,7 +519,8 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
     warnings += truncation_warnings(aif, vof, grid)
     notes["baseline_frames"] = n_baseline
 
-    cbf_etc = _deconvolve(low, dt, low_spacing, brain_low, aif * scale, n_baseline, report, span=(0.5, 0.95), deconvolve=deconvolve)
+    cbf_etc = _deconvolve(low, dt, low_spacing, brain_low, aif * scale, n_baseline, report, span=(0.5, 0.95), deconvolve=deconvolve,
+                          tmax_from_residue=tmax_from_residue)
 
     quality = series_quality(low, brain_low & inner, n_baseline, aif, vof, motion)
     flags = series_flags(quality)
@@ -529,7 +540,8 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
         return {**full, "mip": mip, "ncct": ncct.astype(np.float32)}
 
     maps = full_grid(cbf_etc)
-    compared = {name: full_grid(_deconvolve(low, dt, low_spacing, brain_low, aif * scale, n_baseline, report, span=(0.96, 0.96), deconvolve=other))
+    compared = {name: full_grid(_deconvolve(low, dt, low_spacing, brain_low, aif * scale, n_baseline, report, span=(0.96, 0.96), deconvolve=other,
+                                            tmax_from_residue=tmax_from_residue))
                 for name, other in (also_deconvolve or {}).items()}
     report(1.0, "maps computed")
     return ComputedMaps(
@@ -691,7 +703,8 @@ def series_flags(quality: dict) -> list[dict]:
     return flags
 
 
-def _deconvolve(series, dt, spacing, brain, aif, n_baseline, report, span, chunk_voxels: int = 500_000, deconvolve=None) -> dict[str, np.ndarray]:
+def _deconvolve(series, dt, spacing, brain, aif, n_baseline, report, span, chunk_voxels: int = 500_000, deconvolve=None,
+                tmax_from_residue=perfusion.peak_time_s) -> dict[str, np.ndarray]:
     """perfusion_maps slab by slab (its smoothing is in-plane, so slabs are independent), reporting each."""
     names = ("cbf", "cbv", "mtt", "tmax", "ttp")
     maps = {k: np.zeros(series.shape[:3], np.float32) for k in names}
@@ -699,7 +712,7 @@ def _deconvolve(series, dt, spacing, brain, aif, n_baseline, report, span, chunk
     for i, zs in enumerate(slabs):
         if brain[:, :, zs].any():
             slab = perfusion.perfusion_maps(series[:, :, zs], dt, spacing_mm=spacing, mask=brain[:, :, zs], aif_hu=aif, n_baseline=n_baseline,
-                                            chunk_voxels=chunk_voxels, deconvolve=deconvolve)
+                                            chunk_voxels=chunk_voxels, deconvolve=deconvolve, tmax_from_residue=tmax_from_residue)
             for k in names:
                 maps[k][:, :, zs] = slab[k]
         report(span[0] + (span[1] - span[0]) * (i + 1) / len(slabs), f"deconvolution: slab {i + 1}/{len(slabs)} (slices {zs.start}-{zs.stop - 1})")

@@ -248,6 +248,19 @@ def clot_detection(pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[flo
     }
 
 
+def limits_of_agreement(differences: Iterable[float]) -> dict:
+    """Bland-Altman agreement of paired measurements from their differences (method - reference):
+    ``bias`` (mean), ``low`` and ``high`` (bias -/+ 1.96 sample SD, the 95 % limits; None with fewer than 2), ``n``."""
+    d = np.asarray(list(differences), dtype=np.float64)
+    if d.size == 0:
+        return {"n": 0, "bias": None, "low": None, "high": None}
+    bias = float(d.mean())
+    if d.size < 2:
+        return {"n": 1, "bias": bias, "low": None, "high": None}
+    half_width = 1.96 * float(d.std(ddof=1))
+    return {"n": int(d.size), "bias": bias, "low": bias - half_width, "high": bias + half_width}
+
+
 def _number(value) -> float | None:
     """A row value as a float for averaging (bools count 0/1); None for text, None and NaN."""
     if isinstance(value, (bool, np.bool_)):

@@ -519,6 +519,7 @@ def perfusion_maps(
     vessel_threshold_hu: float = 100.0,
     chunk_voxels: int = 500_000,
     deconvolve=None,
+    tmax_from_residue=peak_time_s,
 ) -> dict[str, np.ndarray]:
     """CBF, CBV, MTT, Tmax, TTP, MIP and NCCT from a 4D CT perfusion series (X, Y, Z, T) in HU.
 
@@ -528,6 +529,8 @@ def perfusion_maps(
     - tissue: enhancement smoothed in-plane by ``smooth_mm`` (σ, inside the mask), then
       deconvolved by :func:`deconvolve_bcsvd` (oSVD when ``oscillation_limit`` is set), or by
       ``deconvolve(curves (n, T), aif (T,), dt_s, n_baseline) -> k (n, T)`` when given.
+    - Tmax: ``tmax_from_residue(k, dt_s)``, by default the time of k's maximum (:func:`peak_time_s`); an
+      alternative read was measured and not kept (scripts/deconvolution_candidates.py, residue_rise_time_s).
     - maps are 0 outside ``mask`` and in vessels (peak enhancement > ``vessel_threshold_hu``).
       ``mask`` defaults to :func:`brain_mask_from_ncct`.
 
@@ -573,7 +576,7 @@ def perfusion_maps(
             "cbf": cbf,
             "cbv": cbv,
             "mtt": np.clip(mtt_s(cbv, cbf), 0.0, 60.0),
-            "tmax": peak_time_s(k, dt_s),
+            "tmax": tmax_from_residue(k, dt_s),
             "ttp": ttp_s(curves, dt_s),
         }
         for name, v in values.items():

@@ -9,18 +9,12 @@ and the EXTEND criteria from the result's volumes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from strokelabel.baselines.figures import (
-    DEFUSE3_MAX_CORE_ML,
-    DEFUSE3_MIN_MISMATCH_ML,
-    DEFUSE3_MIN_MISMATCH_RATIO,
-    core_penumbra_figures,
-    lesion_figures,
-)
+from strokelabel.baselines.figures import core_penumbra_figures, lesion_figures
+from strokelabel.trial_criteria import DEFUSE3, EXTEND
 from strokelabel.units import voxel_volume_ml
 
 RESEARCH_USE = "Research use only — not for diagnosis"
@@ -29,37 +23,6 @@ KIND_WORDS = {"ctp": "CT perfusion", "mri": "MRI DWI/ADC", "cta": "multiphase CT
 # Tmax thresholds of the hypoperfusion intensity ratio (Olivot et al., Stroke 2014).
 TMAX_HYPOPERFUSION_S = 6.0
 TMAX_SEVERE_S = 10.0
-
-
-@dataclass(frozen=True)
-class MismatchCriteria:
-    """Imaging criteria of a late-window trial: core below a volume, mismatch ratio and volume above limits.
-
-    ``inclusive``: the ratio and mismatch limits are met at equality (DEFUSE 3: ≥) or only above (EXTEND: >).
-    """
-
-    name: str
-    max_core_ml: float
-    min_ratio: float
-    min_mismatch_ml: float
-    inclusive: bool
-
-    def check(self, core_ml: float, hypoperfusion_ml: float) -> dict[str, bool]:
-        """Each criterion in words -> met. With no core the ratio is unbounded: met when there is any hypoperfusion."""
-        at_least = (lambda a, b: a >= b) if self.inclusive else (lambda a, b: a > b)
-        sign = "≥" if self.inclusive else ">"
-        mismatch_ml = hypoperfusion_ml - core_ml
-        ratio_ok = at_least(hypoperfusion_ml / core_ml, self.min_ratio) if core_ml > 0 else hypoperfusion_ml > 0
-        return {
-            f"core < {self.max_core_ml:g} mL": core_ml < self.max_core_ml,
-            f"mismatch ratio {sign} {self.min_ratio:g}": bool(ratio_ok),
-            f"mismatch volume {sign} {self.min_mismatch_ml:g} mL": at_least(mismatch_ml, self.min_mismatch_ml),
-        }
-
-
-# DEFUSE 3 (Albers et al., NEJM 2018): the limits the app's figures use. EXTEND (Ma et al., NEJM 2019).
-DEFUSE3 = MismatchCriteria("DEFUSE 3", DEFUSE3_MAX_CORE_ML, DEFUSE3_MIN_MISMATCH_RATIO, DEFUSE3_MIN_MISMATCH_ML, inclusive=True)
-EXTEND = MismatchCriteria("EXTEND", 70.0, 1.2, 10.0, inclusive=False)
 
 
 def tmax_figures(tmax_s: np.ndarray, brain_mask: np.ndarray, spacing_mm: Sequence[float]) -> dict:

@@ -10,12 +10,8 @@ from strokelabel.baselines.clot import N_REGIONS, atlas_region_index
 from strokelabel.baselines.masks import label_components
 from strokelabel.boxes import bounding_box
 from strokelabel.baselines.perfusion import CORE, PENUMBRA
+from strokelabel.trial_criteria import DEFUSE3
 from strokelabel.units import voxel_volume_ml
-
-# DEFUSE 3 imaging criteria (Albers et al., NEJM 2018).
-DEFUSE3_MAX_CORE_ML = 70.0
-DEFUSE3_MIN_MISMATCH_RATIO = 1.8
-DEFUSE3_MIN_MISMATCH_ML = 15.0
 
 
 def lesion_figures(label: np.ndarray, spacing_mm: Sequence[float]) -> dict:
@@ -31,13 +27,7 @@ def lesion_figures(label: np.ndarray, spacing_mm: Sequence[float]) -> dict:
     }
 
 
-def core_penumbra_figures(
-    label: np.ndarray,
-    spacing_mm: Sequence[float],
-    max_core_ml: float = DEFUSE3_MAX_CORE_ML,
-    min_mismatch_ratio: float = DEFUSE3_MIN_MISMATCH_RATIO,
-    min_mismatch_ml: float = DEFUSE3_MIN_MISMATCH_ML,
-) -> dict:
+def core_penumbra_figures(label: np.ndarray, spacing_mm: Sequence[float]) -> dict:
     """Core, penumbra, hypoperfusion and mismatch volumes (mL), mismatch ratio and the DEFUSE 3 imaging criteria.
 
     Hypoperfusion (Tmax > 6 s) = core + penumbra: penumbra is hypoperfused tissue that is
@@ -45,7 +35,7 @@ def core_penumbra_figures(
     gives every figure (a network's output too). Mismatch volume = hypoperfusion - core.
     Mismatch ratio = hypoperfusion / core; with no core it is undefined and reported as
     None, and the ratio criterion counts as met when there is hypoperfusion (the ratio is
-    unbounded) and as not met when there is none.
+    unbounded) and as not met when there is none. The criteria are :data:`strokelabel.trial_criteria.DEFUSE3`'s.
     """
     label = np.asarray(label)
     voxel_ml = voxel_volume_ml(spacing_mm, label.ndim)
@@ -54,9 +44,7 @@ def core_penumbra_figures(
     hypo_ml = core_ml + penumbra_ml
     mismatch_ml = hypo_ml - core_ml
     ratio = hypo_ml / core_ml if core_ml > 0 else None
-    core_ok = core_ml < max_core_ml
-    ratio_ok = ratio >= min_mismatch_ratio if ratio is not None else hypo_ml > 0
-    mismatch_ok = mismatch_ml >= min_mismatch_ml
+    core_ok, ratio_ok, mismatch_ok = DEFUSE3.check(core_ml, hypo_ml).values()
     return {
         "core_volume_ml": core_ml,
         "penumbra_volume_ml": penumbra_ml,

@@ -51,3 +51,28 @@ def test_the_calibration_divides_out_the_truncation_loss_of_the_voxels_own_trans
     raw = P.cbf_from_residue(P.deconvolve_bcsvd(short, aif, DT, oscillation_limit=0.095))[0]
     calibrated = P.cbf_from_residue(C.deconvolve_osvd_calibrated(short, aif, DT))[0]
     assert abs(calibrated - 60.0) < abs(raw - 60.0)
+
+
+@pytest.mark.parametrize("kind", ["exponential", "gamma", "box"])
+@pytest.mark.parametrize("dt", [1.0, 2.0])
+def test_residue_rise_time_is_the_bolus_delay_on_the_forward_model_where_the_argmax_is_late(kind, dt):
+    # Noise-free curves of the forward model, oSVD as the 4D pipeline runs it; the true Tmax is the delay
+    # (a residue never rises, so its maximum is at the bolus arrival). The box residue is assumed nowhere.
+    t = np.arange(0.0, 60.0, dt)
+    fine = np.arange(0.0, 60.0, 0.05)
+    args = dict(t0_s=6.0, peak_hu=350.0, alpha=3.2, beta_s=1.5, recirculation=0.08)
+    delay = np.array([0.0, 2.3, 5.0, 6.7, 9.1])
+    tissue = P.tissue_curve_hu(t, P.arterial_input_hu(fine, **args), 0.05, 30.0, 6.0, delay, kind)
+    k = P.deconvolve_bcsvd(tissue, P.arterial_input_hu(t, **args), dt, oscillation_limit=P.OSVD_OSCILLATION_INDEX)
+    rise, peak = C.residue_rise_time_s(k, dt), P.peak_time_s(k, dt)
+    assert np.abs(rise - delay).max() <= 0.5 * dt + 0.3
+    assert np.median(peak - delay) > 1.0  # the argmax of the truncated residue lags the delay
+    assert np.median(np.abs(rise - delay)) < np.median(np.abs(peak - delay))
+
+
+def test_residue_rise_time_reads_the_leading_edge_at_interval_centres():
+    dt = 2.0
+    k = np.array([[0.0, 0.0, 1.0, 4.0, 3.0, 2.0], [5.0, 4.0, 3.0, 0.0, 0.0, 0.0], [0.0] * 6])
+    # Row 0: half of the maximum 4 is crossed between samples 2 (1.0) and 3 (4.0), at 2 + 1/3; row 1 peaks at 0.
+    np.testing.assert_allclose(C.residue_rise_time_s(k, dt), [(2 + 1.0 / 3.0 + 0.5) * dt, 0.0, 0.0])
+    assert C.residue_rise_time_s(k[0], dt).shape == ()

@@ -11,7 +11,13 @@ from strokelabel.baselines import (
     mirror,
     relative_cbf,
 )
+from strokelabel.baselines.perfusion import RCBF_CORE_THRESHOLD, healthy_side_mask
 from strokelabel.errors import StrokeLabelError
+from strokelabel.metrics import dice
+from strokelabel.phantom.geometry import Grid
+from strokelabel.phantom.patient import make_patient
+from strokelabel.phantom.render import PARENCHYMA_MIN, truth_volumes
+from strokelabel.phantom.study import study_seed
 
 SPACING_MM = (2.0, 2.0, 5.0)  # 0.02 mL per voxel
 
@@ -153,3 +159,50 @@ def test_a_generous_brain_mask_does_not_fail_the_unit_check():
     cbf, tmax = ctp_phantom()
     head = np.ones(cbf.shape, bool)  # e.g. a mask that also holds skull and scalp
     np.testing.assert_array_equal(core_penumbra_baseline(cbf, tmax, SPACING_MM, brain_mask=head), expected_label())
+
+
+# --- the contralateral reference on bilateral and posterior strokes (the generator's own patients) ----------------
+
+COARSE_CTP_GRID = Grid((64, 64, 12), (3.4, 3.4, 10.0))  # the small CTP grid, 2 x coarser: the same head, 8 x fewer voxels
+
+
+def true_maps(scenario: str, index: int) -> dict:
+    """A phantom patient's true CBF, Tmax and lesion flow factor q (CBF / the same tissue unaffected), brain, midline."""
+    patient = make_patient(study_seed(0, "ctp", index), scenario=scenario)
+    truth = truth_volumes(patient, COARSE_CTP_GRID, keys=("cbf", "rcbf", "tmax", "parenchyma"))
+    brain = truth["parenchyma"] >= PARENCHYMA_MIN
+    # The truth's rCBF is q over the healthy mirror point, so 1/q on the mirror of the lesion: q = min(rCBF, 1).
+    q = np.where(brain, np.minimum(truth["rcbf"], 1.0), 1.0)
+    plane = patient.pose.midsagittal_plane(COARSE_CTP_GRID)["offset_vox"] + (COARSE_CTP_GRID.shape[0] - 1) / 2
+    return {"cbf": truth["cbf"], "tmax": truth["tmax"], "q": q, "brain": brain, "plane": plane}
+
+
+def reference_and_core_dice(cbf, tmax, q, brain) -> tuple[float, float]:
+    """(the contralateral reference CBF / the unaffected tissue's median CBF, Dice of the rule's core vs q < 0.3)."""
+    unaffected = np.median((cbf / np.maximum(q, 1e-6))[brain])
+    reference = np.median(cbf[healthy_side_mask(cbf, brain, tmax)])
+    label = core_penumbra_baseline(cbf, tmax, COARSE_CTP_GRID.spacing_mm, brain_mask=brain, check_units=False)
+    return reference / unaffected, dice(label == 1, brain & (q < RCBF_CORE_THRESHOLD))
+
+
+@pytest.mark.parametrize("scenario, index", [("M2", 10001), ("P2", 20001)])
+def test_contralateral_reference_stays_on_unaffected_tissue_when_both_hemispheres_are_struck(scenario, index):
+    # The patient's own lesion plus its mirror image on the other side (flow factors multiply, the later bolus wins):
+    # both hemispheres hold core. The reference is the less affected side without its Tmax > 6 s tissue.
+    m = true_maps(scenario, index)
+    healthy_cbf = m["cbf"] / np.maximum(m["q"], 1e-6)
+    q_both = m["q"] * mirror(m["q"], m["plane"], fill=1.0)
+    tmax_both = np.maximum(m["tmax"], mirror(m["tmax"], m["plane"], fill=0.0))
+    core_both = m["brain"] & (q_both < RCBF_CORE_THRESHOLD)
+    left, right = core_both[: int(m["plane"])].sum(), core_both[int(m["plane"]) + 1 :].sum()
+    assert min(left, right) > 0.3 * max(left, right)  # a bilateral stroke, not a speck across the midline
+    one_ratio, one_dice = reference_and_core_dice(m["cbf"], m["tmax"], m["q"], m["brain"])
+    both_ratio, both_dice = reference_and_core_dice(healthy_cbf * q_both, tmax_both, q_both, m["brain"])
+    assert abs(one_ratio - 1.0) < 0.06 and abs(both_ratio - 1.0) < 0.06
+    assert both_dice > 0.7 and both_dice > one_dice - 0.05
+
+
+def test_contralateral_reference_of_a_posterior_stroke_is_the_unaffected_tissue():
+    m = true_maps("P2", 20001)  # a P2 occlusion: occipital and thalamic tissue of one side
+    ratio, core_dice = reference_and_core_dice(m["cbf"], m["tmax"], m["q"], m["brain"])
+    assert abs(ratio - 1.0) < 0.06 and core_dice > 0.7

@@ -15,6 +15,7 @@ from strokelabel.metrics import (
     lesion_counts,
     largest_lesion_detected,
     lesion_f1,
+    limits_of_agreement,
     pooled_dice,
     precision,
     recall,
@@ -242,3 +243,12 @@ def test_format_table_aligns_columns():
         "baseline   2  0.60",
         "model     10     -",
     ]
+
+
+def test_limits_of_agreement_are_the_bias_and_1_96_sample_sd_of_the_differences():
+    agreement = limits_of_agreement([1.0, 3.0, 5.0, 7.0])  # mean 4, sample SD sqrt(20/3)
+    half_width = 1.96 * np.sqrt(20.0 / 3.0)
+    assert agreement["n"] == 4 and agreement["bias"] == pytest.approx(4.0)
+    assert agreement["low"] == pytest.approx(4.0 - half_width) and agreement["high"] == pytest.approx(4.0 + half_width)
+    assert limits_of_agreement([2.5]) == {"n": 1, "bias": 2.5, "low": None, "high": None}
+    assert limits_of_agreement([])["bias"] is None

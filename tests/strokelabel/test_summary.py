@@ -13,7 +13,7 @@ from strokelabel.baselines.figures import clot_figures
 from strokelabel.guard import verdict
 from strokelabel.study import Study
 from strokelabel.summary import choose_slices, render_summary, summary_figure
-from strokelabel.summary_figures import DEFUSE3, EXTEND, RESEARCH_USE, summary_lines, tmax_figures
+from strokelabel.summary_figures import RESEARCH_USE, summary_lines, tmax_figures
 
 SHAPE = (48, 56, 10)  # RAS voxel order: x to the patient's right, y anterior, z superior
 SPACING = (2.0, 2.0, 5.0)
@@ -122,29 +122,6 @@ def test_figures_missing_from_the_result_come_from_the_label():
     lines = summary_lines(ctp_study(label), label, {"method": "baseline", "method_reason": "requested"}, task="core_penumbra")
     assert f"Core: {ml(label == 1)}" in lines and "Method: baseline (requested)" in lines
     assert "Guard: no verdict in the result" in lines
-
-
-def test_defuse3_limits_are_met_at_equality_and_extend_limits_only_above():
-    def met(criteria, core, hypo):
-        return list(criteria.check(core, hypo).values())  # core, ratio, mismatch volume
-
-    assert met(DEFUSE3, 10, 18) == [True, True, False]  # ratio exactly 1.8 meets ≥ 1.8; mismatch 8 mL does not
-    assert met(EXTEND, 10, 12) == [True, False, False]  # ratio exactly 1.2 is not > 1.2
-    assert met(DEFUSE3, 10, 25) == [True, True, True]  # mismatch exactly 15 mL meets ≥ 15
-    assert met(EXTEND, 10, 20) == [True, True, False]  # mismatch exactly 10 mL is not > 10
-    assert met(DEFUSE3, 70, 200)[0] is False and met(EXTEND, 70, 200)[0] is False  # core exactly 70 mL is not < 70
-    assert met(DEFUSE3, 0, 20) == met(EXTEND, 0, 20) == [True, True, True]  # no core: the ratio is unbounded
-    assert met(DEFUSE3, 0, 0) == met(EXTEND, 0, 0) == [True, False, False]
-
-
-@pytest.mark.parametrize("core_voxels, penumbra_voxels", [(10, 20), (80, 100), (70, 100), (10, 8), (5, 15), (0, 20), (0, 0)])
-def test_defuse3_criteria_agree_with_the_figures_the_app_reports(core_voxels, penumbra_voxels):
-    label = np.zeros((200, 1, 1), np.uint8)
-    label[:core_voxels] = 1
-    label[core_voxels:core_voxels + penumbra_voxels] = 2
-    figures = core_penumbra_figures(label, (10.0, 10.0, 10.0))  # 1 mL voxels
-    checks = list(DEFUSE3.check(figures["core_volume_ml"], figures["hypoperfusion_volume_ml"]).values())
-    assert checks == [figures["defuse3_core_below_70ml"], figures["defuse3_ratio_at_least_1_8"], figures["defuse3_mismatch_at_least_15ml"]]
 
 
 def test_tmax_figures_count_inside_the_brain_only():
