@@ -205,14 +205,15 @@ export async function startTraining(model, epochs) {
   return response.json();
 }
 
-// What the trainer's log says so far: the last epoch line (MONAI's StatsHandler: "Epoch: 2/5, Iter: ...") and the
-// last validation Dice ("... val_mean_dice: 0.4321"), from the last lines MONAI Label keeps of the run's output.
+// What the trainer's log says so far: the last epoch line (MONAI's StatsHandler: "Epoch: 2/5, Iter: 1/4 -- train_loss: ...")
+// and the last validation Dice ("Epoch[2] Metrics -- val_mean_dice: 0.4321"), from the last lines MONAI Label keeps of the
+// run's output.
 export function trainingProgress(lines) {
   let epoch = null;
   let dice = null;
   for (const line of lines ?? []) {
-    const e = /Epoch:?\s*\[?(\d+)(?:\/(\d+))?/.exec(line);
-    if (e) epoch = e[2] ? `${e[1]}/${e[2]}` : e[1];
+    const e = /Epoch: (\d+)\/(\d+)/.exec(line);  // the iteration lines; "Epoch[1] Complete" names no total
+    if (e) epoch = `${e[1]}/${e[2]}`;
     const d = /val_mean_dice\D{0,20}?(\d+\.\d+)/.exec(line);
     if (d) dice = Number(d[1]);
   }
@@ -257,12 +258,15 @@ export async function saveSegmentation({ commandsManager, extensionManager }, se
   try {
     await dataSource.store.dicom(dataset);
   } catch (e) {
-    // The proxy's 4xx (e.g. 403 for a reader): its reason, from the response OHIF's DICOMweb client kept.
-    const response = e?.response ?? e?.request;
-    const detail = typeof response?.responseText === 'string' ? response.responseText : e?.message;
-    let reason = detail;
-    try { reason = JSON.parse(detail).detail ?? detail; } catch { /* plain text */ }
-    throw new Error(`${response?.status ?? ''}${response?.status ? ': ' : ''}${reason || 'the PACS did not store the SEG'}`);
+    // The proxy's 4xx (e.g. 403 for a reader): its reason. OHIF's DICOMweb client (dicomweb-client) rejects with an
+    // Error("request failed") carrying the XMLHttpRequest (`request`), its `status` and its `response` body.
+    const xhr = e?.request;
+    const status = e?.status ?? xhr?.status;
+    let body = e?.response ?? xhr?.response;
+    if (body instanceof ArrayBuffer) body = new TextDecoder().decode(body);
+    let reason = typeof body === 'string' && body ? body : body && typeof body === 'object' ? (body.detail ?? JSON.stringify(body)) : e?.message;
+    try { reason = JSON.parse(reason).detail ?? reason; } catch { /* plain text */ }
+    throw new Error(`${status ? `${status}: ` : ''}${reason || 'the PACS did not store the SEG'}`);
   }
   forgetStudyMetadata(extensionManager, dataset.StudyInstanceUID);
   return { series_uid: dataset.SeriesInstanceUID, instance_uid: dataset.SOPInstanceUID, provenance };
