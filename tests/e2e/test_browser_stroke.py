@@ -124,7 +124,7 @@ def test_one_viewer_runs_every_task_saves_approved_and_corrected_retrains_opens_
                     {"next": True},
                     {"run": run_of("core_penumbra")},
                     {"open": cta_uid},
-                    {"run": run_of("clot_region")}]},
+                    {"run": run_of("clot_region", display_colours={"clot": [230, 0, 0, 255]})}]},  # not blue as OHIF's controls
                 {"name": "reader", "login": login["rita"], "actions": [
                     {"open": mri_uid},
                     {"run": {**run_of("ischemic_lesion"), "slices_z": [], "save": True}}]}]}
@@ -183,9 +183,11 @@ def test_one_viewer_runs_every_task_saves_approved_and_corrected_retrains_opens_
         assert len(screen_sides) == 1 and {s["left_marker"] for s in run["slices"]} <= {None, {"left": "L", "right": "R"}[screen_sides.pop()]}
         # The figures as a picture too: one summary and one AI SEG of the task in the study, API and viewer runs alike
         # (the same answer is stored once), and the viewer lists the summary.
+        # (The lesion's study gets a second one later: the reader's run answers with the model the retraining published.)
         study_uid = str(expected["series"].StudyInstanceUID)
-        assert len(study_instances(server, study_uid, "OT", f"StrokeLabel {task} summary")) == 1, task
-        assert len(study_instances(server, study_uid, "SEG", "StrokeLabel original (automatic)")) == 1, task
+        if task != "ischemic_lesion":
+            assert len(study_instances(server, study_uid, "OT", f"StrokeLabel {task} summary")) == 1, task
+            assert len(study_instances(server, study_uid, "SEG", "StrokeLabel original (automatic)")) == 1, task
         assert f"StrokeLabel {task} summary" in run["series_list"], run["series_list"]
         timings.append((task, run["timing"]["on_screen_s"], run["timing"]["infer_s"], expected["seconds"]))
 

@@ -10,7 +10,6 @@
 // The page's scripts never call the server here; the driver only reads the viewer's state (which React the
 // panel was rendered with, OHIF's segmentations) and records the page's requests to the server.
 // Prints one JSON line; the Python test judges it.
-import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { brushStroke, readPlan, runInBrowser, showSlice } from './common.mjs';
 
@@ -142,13 +141,24 @@ async function runTask(page, run, session) {
       const id = window.services.viewportGridService.getActiveViewportId();
       return { id, index: window.cornerstone.getEnabledElements().findIndex(e => e.viewportId === id) };
     });
+    if (run.display_colours) {
+      // OHIF's controls over the viewport are blue, as the clot's segment is: the segment is shown in another colour (as
+      // a user may choose in OHIF's Segmentation tab) so that its pixels can be told from the controls on a screenshot.
+      report.segments = await page.evaluate(({ colours, viewportId }) => {
+        const { segmentationService } = window.services;
+        const ai = segmentationService.getSegmentations().find(s => s.label === 'StrokeLabel original (automatic)');
+        for (const g of Object.values(ai.segments ?? {}).filter(Boolean)) {
+          if (colours[g.label]) segmentationService.setSegmentColor(viewportId, ai.segmentationId, g.segmentIndex, colours[g.label]);
+        }
+        return Object.values(ai.segments ?? {}).filter(Boolean).map(g => ({ segmentation: ai.label, label: g.label, viewports: [viewportId],
+          colour: segmentationService.getSegmentColor(viewportId, ai.segmentationId, g.segmentIndex) }));
+      }, { colours: run.display_colours, viewportId: active.id });
+    }
+    const canvas = await page.evaluateHandle(i => window.cornerstone.getEnabledElements()[i].viewport.canvas, active.index);
     for (const z of run.slices_z ?? []) {
       const shown = await showSlice(page, z, plan.z_tolerance_mm, active.index);
-      // The pixels the viewer drew in the viewport's canvas (image and labelmap), without OHIF's HTML controls on top of
-      // it (blue, as the clot's segment is).
       const file = path.join(plan.out_dir, `${session.name}_${run.task}_z${z}.png`);
-      const png = await page.evaluate(i => window.cornerstone.getEnabledElements()[i].viewport.canvas.toDataURL('image/png'), active.index);
-      writeFileSync(file, Buffer.from(png.split(',')[1], 'base64'));
+      await canvas.screenshot({ path: file });
       report.slices.push({ z, file, ...shown });
     }
   }
