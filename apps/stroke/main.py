@@ -230,8 +230,7 @@ class StrokeApp(MONAILabelApp):
             raise HTTPException(status_code=404, detail=f"no study {image!r} in the datastore")
         if "save_label" not in request and store_ai_seg(datastore or self.datastore()):
             # PACS mode: the answer is kept as the study's ``original`` label, which the PACS datastore stores as an
-            # AUTOMATIC SEG, so a task run from OHIF's MONAI Label panel (which never asks to save) can be
-            # opened, corrected and exported in the segmentation viewer.
+            # AUTOMATIC SEG, which the StrokeLabel panel in OHIF (lib/ohif3_plugin) loads as an editable segmentation.
             request = {**request, "save_label": True}
         with http_errors(), foreground_call():  # background scoring waits while a clinician's infer runs
             # The datastore id, for the result's summary URL (MONAI Label replaces ``image`` by the file's path).

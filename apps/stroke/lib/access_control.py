@@ -237,7 +237,7 @@ def _cookie(headers, name: str) -> str | None:
 
 
 def _is_viewer_page(path: str, headers) -> bool:
-    """A browser opening a page of a viewer: any path of it (OHIF's own routes, /ohif/viewer, /ohif/monai-label, are
+    """A browser opening a page of a viewer: any path of it (OHIF's own routes, /ohif3/stroke, /ohif3/viewer, are
     pages too) asked for as HTML, as a navigation asks; its scripts and data are fetched as other types."""
     accept = dict(headers).get(b"accept", b"").decode("latin-1")
     return "text/html" in accept and any(path == p or path.startswith(p + "/") for p in VIEWER_PAGES)
