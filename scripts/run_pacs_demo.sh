@@ -26,5 +26,5 @@ until [ -f "$READY" ]; do
 done
 export MONAI_LABEL_TRACKING_ENABLED="${MONAI_LABEL_TRACKING_ENABLED:-false}"
 cd "$ROOT"
-echo "[server] http://localhost:$PORT  (PACS: http://127.0.0.1:$PACS_PORT/dicom-web; OHIF: http://localhost:$PORT/ohif3/ to correct and save, http://localhost:$PORT/ohif/ for the MONAI Label panel)"
+echo "[server] http://localhost:$PORT  (PACS: http://127.0.0.1:$PACS_PORT/dicom-web; OHIF: http://localhost:$PORT/ohif3/stroke: run, correct, save, retrain)"
 "$PY" -m monailabel.main start_server --app "$ROOT/apps/stroke" --studies "http://127.0.0.1:$PACS_PORT/dicom-web" --host "$HOST" --port "$PORT" "$@"

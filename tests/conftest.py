@@ -29,7 +29,6 @@ if _WORKERS > 1:
 # would leave one worker running alone at the end.
 LONGEST_MODULES = (
     "tests/e2e/test_crash_safety.py",
-    "tests/e2e/test_browser_panel.py",
     "tests/e2e/test_browser_stroke.py",
     "tests/e2e/test_federated.py",
     "tests/e2e/test_core_penumbra_loop.py",

@@ -138,12 +138,46 @@ class StrokeApp(MONAILabelApp):
         def viewer(path: str = ""):
             if not on_pacs:
                 raise HTTPException(status_code=404, detail="OHIF 3.13 (/ohif3/) reads and stores studies in a PACS: start the server with "
-                                                            "--studies http(s)://<pacs>/dicom-web (the folder mode's viewer is /ohif/)")
+                                                            "--studies http(s)://<pacs>/dicom-web (a folder of studies opens in 3D Slicer)")
             return files.response(path)
 
         user = [Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))]
         app.add_api_route(ROUTE_PREFIX, lambda: RedirectResponse(ROUTE_PREFIX + "/"), methods=["GET"], include_in_schema=False)
         app.add_api_route(ROUTE_PREFIX + "/{path:path}", viewer, methods=["GET"], include_in_schema=False, dependencies=user)
+        self._retire_bundled_ohif(app, on_pacs)
+
+    @staticmethod
+    def _retire_bundled_ohif(app, on_pacs: bool) -> None:
+        """One web viewer: monailabel's bundled OHIF 3.10 beta (its MONAI Label panel runs a task but cannot save) is no
+        longer served, neither at /ohif/ nor as the files of its /static mount (which holds only it and the favicon,
+        served at /favicon.ico as well). A bookmark of /ohif/ is sent to /ohif3/ on a PACS (the study it named, in the
+        StrokeLabel mode); in folder mode it gets a 404 saying where the viewers are."""
+        from urllib.parse import urlencode
+
+        from fastapi import Request
+        from fastapi.responses import RedirectResponse
+        from starlette.routing import Mount
+
+        from lib.ohif3 import ROUTE_PREFIX
+
+        from monailabel.endpoints import ohif as bundled_ohif
+
+        def bundled(route) -> bool:  # FastAPI 0.165 keeps an included router as one entry (``original_router``)
+            return (getattr(route, "original_router", None) is bundled_ohif.router or str(getattr(route, "path", "")).startswith("/ohif/")
+                    or (isinstance(route, Mount) and route.path == "/static"))
+
+        app.router.routes[:] = [r for r in app.router.routes if not bundled(r)]
+
+        def retired(request: Request, path: str = ""):
+            if not on_pacs:
+                raise HTTPException(status_code=404, detail="the bundled OHIF 3.10 (/ohif/) is retired: the web viewer is OHIF 3.13 at /ohif3/ on a "
+                                                            "PACS (--studies http(s)://<pacs>/dicom-web); a folder of studies opens in 3D Slicer")
+            study = request.query_params.get("StudyInstanceUIDs")
+            target = f"{ROUTE_PREFIX}/stroke?{urlencode({'StudyInstanceUIDs': study})}" if study else ROUTE_PREFIX + "/"
+            return RedirectResponse(target, status_code=308)
+
+        app.add_api_route("/ohif", retired, methods=["GET"], include_in_schema=False)
+        app.add_api_route("/ohif/{path:path}", retired, methods=["GET"], include_in_schema=False)
 
     def init_datastore(self) -> Datastore:
         if str(self.studies).startswith(("http://", "https://")):
@@ -196,8 +230,7 @@ class StrokeApp(MONAILabelApp):
             raise HTTPException(status_code=404, detail=f"no study {image!r} in the datastore")
         if "save_label" not in request and store_ai_seg(datastore or self.datastore()):
             # PACS mode: the answer is kept as the study's ``original`` label, which the PACS datastore stores as an
-            # AUTOMATIC SEG, so a task run from OHIF's MONAI Label panel (which never asks to save) can be
-            # opened, corrected and exported in the segmentation viewer.
+            # AUTOMATIC SEG, which the StrokeLabel panel in OHIF (lib/ohif3_plugin) loads as an editable segmentation.
             request = {**request, "save_label": True}
         with http_errors(), foreground_call():  # background scoring waits while a clinician's infer runs
             # The datastore id, for the result's summary URL (MONAI Label replaces ``image`` by the file's path).

@@ -80,3 +80,31 @@ def test_app_config_loads_strokelabels_extension_and_mode_which_are_served_besid
         with pytest.raises(HTTPException) as error:
             files.response(f"strokelabel/{name}")
         assert error.value.status_code == 404
+
+
+@pytest.mark.parametrize("on_pacs", [False, True])
+def test_the_bundled_ohif_3_10_is_no_longer_served_and_its_bookmarks_go_to_ohif3_on_a_pacs(tmp_path, on_pacs):
+    """One web viewer: monailabel's /ohif/ router and its /static files (the 3.10 beta) are taken out of the server."""
+    from fastapi import FastAPI
+    from fastapi.staticfiles import StaticFiles
+    from fastapi.testclient import TestClient
+    from monailabel.endpoints import ohif as bundled_ohif
+
+    from main import StrokeApp
+
+    (tmp_path / "ohif").mkdir()
+    (tmp_path / "ohif" / "index.html").write_text("<html>OHIF 3.10</html>")
+    app = FastAPI()  # as monailabel.app builds it: the static mount, then the bundled viewer's router
+    app.mount("/static", StaticFiles(directory=str(tmp_path)), name="static")
+    app.include_router(bundled_ohif.router)
+    client = TestClient(app)
+    assert client.get("/static/ohif/index.html").status_code == 200
+
+    StrokeApp._retire_bundled_ohif(app, on_pacs)
+    assert client.get("/static/ohif/index.html").status_code == 404
+    answer = client.get("/ohif/viewer", params={"StudyInstanceUIDs": "1.2.3"}, follow_redirects=False)
+    if on_pacs:
+        assert answer.status_code == 308 and answer.headers["location"] == "/ohif3/stroke?StudyInstanceUIDs=1.2.3"
+        assert client.get("/ohif/", follow_redirects=False).headers["location"] == "/ohif3/"
+    else:
+        assert answer.status_code == 404 and "retired" in answer.json()["detail"] and "3D Slicer" in answer.json()["detail"]

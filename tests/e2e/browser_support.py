@@ -149,12 +149,6 @@ def coloured_pixels(png: str, colour=None) -> tuple[int, int]:
     return int(coloured[:, :half].sum()), int(coloured[:, half:].sum())
 
 
-def stands_out(colour) -> bool:
-    """Whether a segment colour is one :func:`coloured_pixels` can tell from a grey image and OHIF's blue controls."""
-    rgb = sorted(colour[:3])
-    return rgb[2] - rgb[1] > 2 * WARMTH and int(np.argmax(colour[:3])) != 2
-
-
 def screen_half(patient_side: str, patient_left_on_screen: str) -> str:
     """The half of the screen where the patient's ``patient_side`` is shown."""
     return patient_left_on_screen if patient_side == "left" else {"left": "right", "right": "left"}[patient_left_on_screen]

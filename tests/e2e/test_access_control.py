@@ -113,12 +113,17 @@ def test_a_browser_logs_in_to_open_the_bundled_viewer_and_its_calls_are_the_user
     base = f"http://127.0.0.1:{server.port}"
     browser = requests.Session()
     browser.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"  # as a browser asks for a page
-    sent = browser.get(f"{base}/ohif/", allow_redirects=False, timeout=30)
-    assert sent.status_code == 303 and sent.headers["location"] == "/login?next=%2Fohif%2F"
+    sent = browser.get(f"{base}/ohif3/", allow_redirects=False, timeout=30)
+    assert sent.status_code == 303 and sent.headers["location"] == "/login?next=%2Fohif3%2F"
     assert browser.get(base + sent.headers["location"], timeout=30).status_code == 200
-    assert browser.post(f"{base}/login", data={"username": "rita", "password": "wrong", "next": "/ohif/"}, timeout=30).status_code == 401
-    logged_in = browser.post(f"{base}/login", data={"username": "rita", "password": PASSWORDS["rita"], "next": "/ohif/"}, timeout=30)
-    assert logged_in.status_code == 200 and logged_in.url == f"{base}/ohif/" and "<html" in logged_in.text.lower()  # the viewer itself
+    assert browser.post(f"{base}/login", data={"username": "rita", "password": "wrong", "next": "/ohif3/"}, timeout=30).status_code == 401
+    logged_in = browser.post(f"{base}/login", data={"username": "rita", "password": PASSWORDS["rita"], "next": "/ohif3/"}, timeout=30)
+    # Back to the viewer's page as the user; in folder mode it says where the viewers are (tests/e2e/test_browser_stroke.py opens it on a PACS).
+    assert logged_in.url == f"{base}/ohif3/" and logged_in.status_code == 404 and "3D Slicer" in logged_in.json()["detail"]
+    # The retired bundled OHIF 3.10 is no longer served, as a page or as its files.
+    retired = browser.get(f"{base}/ohif/", timeout=30)
+    assert retired.status_code == 404 and "retired" in retired.json()["detail"] and "/ohif3/" in retired.json()["detail"]
+    assert browser.get(f"{base}/static/ohif/index.html", timeout=30).status_code == 404
     image_id = next(iter(browser.get(f"{base}/datastore/?output=all", timeout=30).json()["objects"]))
     assert browser.post(f"{base}/infer/ischemic_lesion?image={image_id}&output=json", json={"method": "baseline"}, timeout=120).status_code == 200
     label = browser.get(f"{base}/datastore/image?image={image_id}", timeout=60)
@@ -130,7 +135,7 @@ def test_a_browser_logs_in_to_open_the_bundled_viewer_and_its_calls_are_the_user
     assert browser.post(f"{base}/proxy/dicom/stow/studies", data=b"x", headers={"Content-Type": "application/dicom"}, timeout=30).status_code == 403
     assert browser.get(f"{base}/proxy/dicom/qido/studies", timeout=30).status_code == 404
     annotator = requests.Session()
-    annotator.post(f"{base}/login", data={"username": "anna", "password": PASSWORDS["anna"], "next": "/ohif/"}, timeout=30)
+    annotator.post(f"{base}/login", data={"username": "anna", "password": PASSWORDS["anna"], "next": "/ohif3/"}, timeout=30)
     assert annotator.post(f"{base}/proxy/dicom/stow/studies", data=b"x", headers={"Content-Type": "application/dicom"}, timeout=30).status_code == 404
     browser.post(f"{base}/logout", timeout=30)
     assert browser.get(f"{base}/info/", timeout=30).status_code == 401

@@ -8,13 +8,13 @@
 - An audit log (``<app>/logs/audit.log``, one JSON line per call): who, when, what (infer, read,
   saved label, training, model), which study, tag, model, and the answer's status. Study ids are the
   datastore's (pseudonymous folder names or DICOM UIDs); no patient name or ID is written.
-- Browsers (the bundled OHIF viewers, which have no login of their own) log in at ``/login``: the token goes
+- Browsers (the web viewer, OHIF 3.13 at ``/ohif3/``, which has no login of its own) log in at ``/login``: the token goes
   into an HttpOnly, SameSite=Strict cookie, which the server reads as the call's ``Authorization`` header
   (:class:`BrowserSession`); a viewer page opened without a valid session is sent to ``/login`` first.
 - Uploads larger than ``STROKELABEL_MAX_UPLOAD_MB`` (default 1024) are refused with 413 before the
   body is read.
 - Cross-origin calls (a web page served from elsewhere calling the server from a browser): answered only for
-  the origins in ``STROKELABEL_CORS_ORIGINS`` (comma-separated; none by default: the bundled viewers are served
+  the origins in ``STROKELABEL_CORS_ORIGINS`` (comma-separated; none by default: the web viewer is served
   by the server itself, where CORS does not apply). MONAI Label answers every origin unless
   ``MONAI_LABEL_CORS_ORIGINS`` is set, and 0.8.5's ``start_server`` stops with a TypeError when it is.
 
@@ -148,7 +148,7 @@ def _add_token_route(fastapi_app, issuer: Issuer) -> None:
 
 
 SESSION_COOKIE = "strokelabel_session"
-VIEWER_PAGES = ("/ohif", "/ohif3")  # the bundled viewers' paths
+VIEWER_PAGES = ("/ohif3", "/ohif")  # the web viewer's paths; /ohif: the retired 3.10's bookmarks, sent on to /ohif3/
 LOGIN_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>StrokeLabel: log in</title>
 <style>body{{font-family:sans-serif;background:#111;color:#eee;display:flex;justify-content:center;margin-top:12vh}}
@@ -163,18 +163,18 @@ form{{display:flex;flex-direction:column;gap:.6em;min-width:18em}}input,button{{
 def _safe_next(target: str | None) -> str:
     """Where to go after logging in: a path on this server only (never ``//host`` or a URL: no open redirect)."""
     if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
-        return "/ohif/"
+        return "/ohif3/"
     return target
 
 
 def _add_login_routes(fastapi_app, issuer: Issuer) -> None:
     """``/login`` (form) and ``/logout`` for browsers; a wrong password is a 401 with the form again."""
-    def form(next: str = "/ohif/", message: str = "", status: int = 200) -> HTMLResponse:
+    def form(next: str = "/ohif3/", message: str = "", status: int = 200) -> HTMLResponse:
         note = f'<p class="error">{escape(message)}</p>' if message else ""
         return HTMLResponse(LOGIN_PAGE.format(message=note, next=escape(_safe_next(next), quote=True)), status_code=status,
                             headers={"Cache-Control": "no-store"})
 
-    def login(request: Request, username: str = Form(...), password: str = Form(...), next: str = Form("/ohif/")):
+    def login(request: Request, username: str = Form(...), password: str = Form(...), next: str = Form("/ohif3/")):
         answer = issuer.token(username, password)
         if answer is None:
             return form(next, "Wrong user name or password.", 401)
@@ -237,7 +237,7 @@ def _cookie(headers, name: str) -> str | None:
 
 
 def _is_viewer_page(path: str, headers) -> bool:
-    """A browser opening a page of a viewer: any path of it (OHIF's own routes, /ohif/viewer, /ohif/monai-label, are
+    """A browser opening a page of a viewer: any path of it (OHIF's own routes, /ohif3/stroke, /ohif3/viewer, are
     pages too) asked for as HTML, as a navigation asks; its scripts and data are fetched as other types."""
     accept = dict(headers).get(b"accept", b"").decode("latin-1")
     return "text/html" in accept and any(path == p or path.startswith(p + "/") for p in VIEWER_PAGES)

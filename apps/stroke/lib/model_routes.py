@@ -12,7 +12,7 @@
   becomes a version and is put in use only by the model's own no-regression decision, as a retraining's
   candidate is (lib/trainers/stroke_train.py); its record names the federation, round and sites.
 - ``POST /train/<model>``: as MONAI Label's, with who started the run passed to the trainer, so the
-  version it makes records it.
+  version it makes records it; a run while another runs is a 409 saying so (MONAI Label's is a 429).
 
 ``<model>`` is a model's own name (a trainer: ``core_penumbra``, ``ischemic_lesion_mri``, ...); a task with
 one model may be named by the task. Every change of the model in use is a line in the audit log.
@@ -145,7 +145,15 @@ def add_model_routes(app, stroke_app) -> None:
         from monailabel.endpoints.train import run_model
 
         # Who started the run goes with it (never what a client claims): the version it makes records it.
-        return run_model(model, {**(params or {}), "started_by": who(user)}, run_sync, enqueue)
+        try:
+            return run_model(model, {**(params or {}), "started_by": who(user)}, run_sync, enqueue)
+        except HTTPException as e:
+            # MONAI Label answers 429 "++++++++++ Train Task is Already Running": a conflict with the run going on, not
+            # too many requests; the viewer shows this reason.
+            if e.status_code == 429:
+                raise HTTPException(status_code=409, detail=f"a training is already running on this server: {model} can start when it "
+                                                            "has ended (GET /train/ shows it; an admin may stop it: DELETE /train/)") from e
+            raise
 
     routes = [
         ("/model/{model}/versions", list_versions, ["GET"], "A model's versions, their figures and which is in use"),

@@ -1,8 +1,8 @@
 """OHIF 3.13 at ``/ohif3/``: the viewer that corrects a segmentation and stores it in the PACS as DICOM-SEG.
 
-The bundled OHIF (``/ohif/``, monailabel's 3.10 beta) has the MONAI Label panel but cannot save; the
-prebuilt ``@ohif/app`` from npm (``scripts/setup_viewer.sh`` unpacks it into ``viewer/``) can save
-but has no MONAI Label panel, so both are served. The npm build expects to live at ``/``: its
+The one web viewer: the prebuilt ``@ohif/app`` from npm (``scripts/setup_viewer.sh`` unpacks it into
+``viewer/``) with StrokeLabel's extension and mode (``ohif3_plugin/``), which run a task, save the label
+and retrain; monailabel's bundled OHIF 3.10 beta (``/ohif/``) is retired (main.py). The npm build expects to live at ``/``: its
 ``index.html`` and the webpack runtime of some bundles carry ``/`` as public path, and a stylesheet
 an absolute font URL. These are rewritten for ``/ohif3/`` as they are served (no rebuild), and
 ``app-config.js`` is the app's own: one DICOMweb data source, the server's ``/proxy/dicom/...`` (same

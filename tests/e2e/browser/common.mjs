@@ -9,7 +9,7 @@ export function readPlan() {
   return JSON.parse(readFileSync(process.argv[2], 'utf8'));
 }
 
-// Runs body(page) in a fresh headless chromium; prints the result as one JSON line (errors in it, never thrown).
+// Runs body(page, browser) in a fresh headless chromium (browser.newPage() opens another context: another login); prints the result as one JSON line (errors in it, never thrown).
 export async function runInBrowser(plan, result, body) {
   const require = createRequire(path.join(plan.viewer_dir, 'package.json'));
   const { chromium } = require('playwright-core');
@@ -24,7 +24,7 @@ export async function runInBrowser(plan, result, body) {
     page.on('pageerror', e => result.page_errors.push(e.message));
     page.on('response', r => { if (r.status() >= 400) result.http_errors.push(`${r.status()} ${r.request().method()} ${r.url()}`); });
     page.setDefaultTimeout(plan.step_timeout_ms);
-    await body(page);
+    await body(page, browser);
   } catch (e) {
     result.error = String(e.stack || e);
   } finally {

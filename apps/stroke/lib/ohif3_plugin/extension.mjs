@@ -77,7 +77,7 @@ function shownSeries(services) {
   for (const uid of viewport?.displaySetInstanceUIDs ?? []) {
     const displaySet = displaySetService.getDisplaySetByUID(uid);
     if (displaySet && displaySet.Modality !== 'SEG') {
-      return { viewportId: viewport.viewportId, StudyInstanceUID: displaySet.StudyInstanceUID, SeriesInstanceUID: displaySet.SeriesInstanceUID, description: displaySet.SeriesDescription };
+      return { viewportId: viewport.viewportId, StudyInstanceUID: displaySet.StudyInstanceUID, SeriesInstanceUID: displaySet.SeriesInstanceUID, description: displaySet.SeriesDescription, modality: displaySet.Modality };
     }
   }
   return null;
@@ -176,6 +176,68 @@ export async function nextStudy(task, info) {
   return { strategy, study_uid: chosen.study_uid };
 }
 
+// ---- retraining the task's model, for a user whose role allows it -----------------------------------------------
+// Who the user is, with their roles: MONAI Label's own GET /auth/token/valid (the login cookie stands for the token;
+// with access control off, MONAI Label's stand-in user holds every role). POST /train/<model> requires MONAI Label's
+// admin role; the panel offers Retrain only to such a user (the server checks it again: a 403 is shown as any 4xx).
+export const TRAINING_ROLE = 'monailabel-admin';  // MONAI Label's default MONAI_LABEL_AUTH_ROLE_ADMIN, which StrokeLabel's realm issues
+// A run's options typed in the panel; the rest is the trainer's own defaults (its TaskConfig).
+export const TRAIN_EPOCHS = { default: 5, max: 50 };
+const TRAINING_STATES = ['SUBMITTED', 'QUEUED', 'RUNNING'];
+
+export function mayTrain(user) {
+  return Array.isArray(user?.roles) && user.roles.includes(TRAINING_ROLE);
+}
+
+// The model the task trains for the series on screen: a task may have one model per input route
+// (ischemic_lesion_ctp and ischemic_lesion_mri); the modality on screen picks the route.
+export function modelToTrain(task, info, modality) {
+  const models = Object.keys(info?.models?.[task]?.versions_in_use ?? {});
+  if (models.length <= 1) return models[0] ?? null;
+  const route = modality === 'MR' ? 'mri' : 'ctp';
+  return models.find(name => name.endsWith(`_${route}`)) ?? null;
+}
+
+export async function startTraining(model, epochs) {
+  const response = await fetch(`/train/${encodeURIComponent(model)}`, {
+    method: 'POST', body: JSON.stringify({ max_epochs: epochs }), headers: { 'Content-Type': 'application/json' }, credentials: 'same-origin' });
+  if (!response.ok) throw new Error(await serverReason(response));
+  return response.json();
+}
+
+// What the trainer's log says so far: the last epoch line (MONAI's StatsHandler: "Epoch: 2/5, Iter: 1/4 -- train_loss: ...")
+// and the last validation Dice ("Epoch[2] Metrics -- val_mean_dice: 0.4321"), from the last lines MONAI Label keeps of the
+// run's output.
+export function trainingProgress(lines) {
+  let epoch = null;
+  let dice = null;
+  for (const line of lines ?? []) {
+    const e = /Epoch: (\d+)\/(\d+)/.exec(line);  // the iteration lines; "Epoch[1] Complete" names no total
+    if (e) epoch = `${e[1]}/${e[2]}`;
+    const d = /val_mean_dice\D{0,20}?(\d+\.\d+)/.exec(line);
+    if (d) dice = Number(d[1]);
+  }
+  return { epoch, dice };
+}
+
+// Polls MONAI Label's GET /train/ (the latest run: status and its log's last lines) until the run ends; the publish
+// decision is then the model's train stats in /info/ (lib/trainers/stroke_train.py: version, published, reason, Dice).
+export async function followTraining(model, previousVersion, onProgress, pollMs = 2000) {
+  for (;;) {
+    await new Promise(r => setTimeout(r, pollMs));
+    const run = await getJson('/train/');
+    onProgress({ status: run.status, ...trainingProgress(run.details) });
+    if (TRAINING_STATES.includes(run.status)) continue;
+    if (run.status !== 'DONE') {
+      const last = (run.details ?? []).filter(line => line.trim()).slice(-1)[0] ?? '';
+      throw new Error(`the training ended ${run.status}${last ? `: ${last.slice(0, 300)}` : ''}`);
+    }
+    const stats = (await getJson('/info/')).train_stats?.[model] ?? {};
+    if (!stats.version || stats.version === previousVersion) throw new Error(`${model}'s training made no new version (see the server log)`);
+    return stats;
+  }
+}
+
 // ---- saving the label, with its provenance --------------------------------------------------------------------
 // One vocabulary everywhere (README, datastore, SEG, trainers): AI (the answer as computed, never trains),
 // approved (saved by a person without an edit), corrected (edited by a person). OHIF marks every segment it
@@ -196,12 +258,15 @@ export async function saveSegmentation({ commandsManager, extensionManager }, se
   try {
     await dataSource.store.dicom(dataset);
   } catch (e) {
-    // The proxy's 4xx (e.g. 403 for a reader): its reason, from the response OHIF's DICOMweb client kept.
-    const response = e?.response ?? e?.request;
-    const detail = typeof response?.responseText === 'string' ? response.responseText : e?.message;
-    let reason = detail;
-    try { reason = JSON.parse(detail).detail ?? detail; } catch { /* plain text */ }
-    throw new Error(`${response?.status ?? ''}${response?.status ? ': ' : ''}${reason || 'the PACS did not store the SEG'}`);
+    // The proxy's 4xx (e.g. 403 for a reader): its reason. OHIF's DICOMweb client (dicomweb-client) rejects with an
+    // Error("request failed") carrying the XMLHttpRequest (`request`), its `status` and its `response` body.
+    const xhr = e?.request;
+    const status = e?.status ?? xhr?.status;
+    let body = e?.response ?? xhr?.response;
+    if (body instanceof ArrayBuffer) body = new TextDecoder().decode(body);
+    let reason = typeof body === 'string' && body ? body : body && typeof body === 'object' ? (body.detail ?? JSON.stringify(body)) : e?.message;
+    try { reason = JSON.parse(reason).detail ?? reason; } catch { /* plain text */ }
+    throw new Error(`${status ? `${status}: ` : ''}${reason || 'the PACS did not store the SEG'}`);
   }
   forgetStudyMetadata(extensionManager, dataset.StudyInstanceUID);
   return { series_uid: dataset.SeriesInstanceUID, instance_uid: dataset.SOPInstanceUID, provenance };
@@ -259,12 +324,19 @@ function makePanel(context, React) {
     const [edited, setEdited] = useKept('edited', false);
     const [saving, setSaving] = useKept('saving', false);
     const [saved, setSaved] = useKept('saved', null);
+    const [user, setUser] = useKept('user', null);
+    const [epochs, setEpochs] = useKept('epochs', String(TRAIN_EPOCHS.default));
+    const [training, setTraining] = useKept('training', null);  // {model, status, epoch, dice}
+    const [decision, setDecision] = useKept('decision', null);  // the trainer's stats: version, published, reason, Dice
+    const [trainError, setTrainError] = useKept('trainError', null);
 
     useEffect(() => {
       getJson('/info/').then(body => {
         setInfo(body);
         setTask(t => t || Object.keys(body.models ?? {})[0] || '');
       }, e => setError(`the server's tasks could not be read: ${e.message}`));
+      // Who is logged in decides whether Retrain is offered; unknown (an old server): not offered.
+      getJson('/auth/token/valid').then(setUser, () => setUser({ roles: [] }));
     }, []);
     // Whether the user edited the answer since it was loaded (brush, eraser, threshold...), looked at again whenever
     // OHIF says the labelmap changed, whether this tab is shown or not (painting happens in the Segmentation tab).
@@ -325,6 +397,26 @@ function makePanel(context, React) {
       }
     }
 
+    async function retrain() {
+      const model = modelToTrain(task, info, shownSeries(services)?.modality);
+      if (!model) { setTrainError(`${TASK_LABELS[task] ?? task}: no model to train for the series on screen`); return; }
+      const count = Number(epochs);
+      if (!Number.isInteger(count) || count < 1 || count > TRAIN_EPOCHS.max) { setTrainError(`Epochs: a whole number from 1 to ${TRAIN_EPOCHS.max}`); return; }
+      setTrainError(null); setDecision(null);
+      setTraining({ model, status: 'SUBMITTED', epoch: null, dice: null });
+      try {
+        const previous = (await getJson('/info/')).train_stats?.[model]?.version ?? null;
+        await startTraining(model, count);
+        const stats = await followTraining(model, previous, progress => setTraining({ model, ...progress }));
+        setDecision({ model, ...stats });
+        setInfo(await getJson('/info/'));  // the version in use may have changed
+      } catch (e) {
+        setTrainError(`Retraining ${model} failed: ${e.message}`);
+      } finally {
+        setTraining(null);
+      }
+    }
+
     async function openNext() {
       setError(null);
       try {
@@ -361,7 +453,20 @@ function makePanel(context, React) {
         answer.segmentation ? row('Segmentation', 'loaded (editable)', 'strokelabel-segmentation') : row('Segmentation', 'empty answer: nothing to draw', 'strokelabel-segmentation'),
         answer.segmentationId ? h('button', { type: 'button', disabled: saving, 'data-cy': 'strokelabel-save', className: 'mt-1 rounded bg-primary px-2 py-1 text-primary-foreground disabled:opacity-50', onClick: save },
           saving ? 'Saving\u2026' : `Save as training label (${edited ? 'corrected' : 'approved'})`) : null,
-        saved ? h('div', { 'data-cy': 'strokelabel-saved' }, `Saved in the PACS as ${saved.provenance}`) : null) : null);
+        saved ? h('div', { 'data-cy': 'strokelabel-saved' }, `Saved in the PACS as ${saved.provenance}`) : null) : null,
+      mayTrain(user) && task ? h('div', { 'data-cy': 'strokelabel-retraining', className: 'flex flex-col gap-1 border-t border-input pt-2' },
+        h('div', { className: 'font-semibold' }, 'Retraining'),
+        input('Epochs', epochs, setEpochs, 'strokelabel-epochs', TRAIN_EPOCHS.max),
+        h('button', { type: 'button', disabled: !!training || !!running, 'data-cy': 'strokelabel-retrain', className: 'rounded border border-primary px-2 py-1 text-foreground disabled:opacity-50', onClick: retrain,
+          title: 'train the task\u2019s model on the saved labels; the server publishes it only if it is not worse than the model in use' },
+          training ? `Training ${training.model}\u2026` : 'Retrain on the saved labels'),
+        training ? h('div', { 'data-cy': 'strokelabel-training' }, `${training.status}${training.epoch ? `, epoch ${training.epoch}` : ''}${training.dice != null ? `, validation Dice ${training.dice.toFixed(3)}` : ''}`) : null,
+        trainError ? h('div', { role: 'alert', 'data-cy': 'strokelabel-train-error', className: 'text-red-400' }, trainError) : null,
+        decision ? h('div', { 'data-cy': 'strokelabel-decision', className: 'flex flex-col gap-1' },
+          row('Decision', decision.published ? `published as ${decision.version}` : `kept aside as ${decision.version}`, 'strokelabel-decision-verdict'),
+          row('Candidate Dice', typeof decision.candidate_val_dice === 'number' ? decision.candidate_val_dice.toFixed(3) : '?', 'strokelabel-decision-candidate'),
+          row('Model in use Dice', typeof decision.in_use_val_dice === 'number' ? decision.in_use_val_dice.toFixed(3) : 'none', 'strokelabel-decision-in-use'),
+          h('div', { 'data-cy': 'strokelabel-decision-reason', className: 'text-muted-foreground' }, decision.reason ?? '')) : null) : null);
   };
 }
 
