@@ -70,7 +70,10 @@ class DwiOnlyBaselined(Transform):
 
 
 class IschemicLesionInfer(StrokeInferTask):
-    def __init__(self, path, network, labels, model_dir: str | None = None, **kwargs):
+    def __init__(self, path, network, labels, model_dir: str | None = None, lesion_components: str = "evidence", **kwargs):
+        if lesion_components not in LESION_COMPONENTS:
+            raise ValueError(f"--conf ischemic_lesion_components: unknown rule {lesion_components!r}; use one of {LESION_COMPONENTS}")
+        self.lesion_components = lesion_components  # the site's default rule; a request may ask for another
         super().__init__(
             path,
             network,
@@ -80,7 +83,8 @@ class IschemicLesionInfer(StrokeInferTask):
             # "lesion_components": "evidence" keeps only the MRI components the study's DWI/ADC supports; "strict" also
             # drops faint (probability <= 0.6) and small (< 0.3 mL) ones and asks 85 % support (fewer false positives,
             # misses more small lesions: lib.transforms.ischemic_lesion.STRICT_MRI_COMPONENT_RULE); "all" keeps all
-            config={"method": METHODS + ["siamese"], "lesion_components": LESION_COMPONENTS},
+            config={"method": METHODS + ["siamese"],
+                    "lesion_components": [lesion_components, *(c for c in LESION_COMPONENTS if c != lesion_components)]},
             **kwargs,
         )
         self.model_dir = model_dir or os.path.dirname(path[-1] if isinstance(path, (list, tuple)) else path)
@@ -161,7 +165,7 @@ class IschemicLesionInfer(StrokeInferTask):
         with torch.inference_mode():
             prob = predict_volume(network, image, out_size, device=device).numpy()
         result = data["result"]
-        components = first_choice(data.get("lesion_components", "evidence"))
+        components = first_choice(data.get("lesion_components", self.lesion_components))
         if components not in LESION_COMPONENTS:
             raise StrokeLabelError(f"unknown lesion_components {components!r}; use one of {LESION_COMPONENTS}", study=study.study_id)
         if study.kind == "mri" and components != "all":
