@@ -172,6 +172,8 @@ class IschemicLesionInfer(StrokeInferTask):
             rule = STRICT_MRI_COMPONENT_RULE if components == "strict" else MRI_COMPONENT_RULE
             label, removed = lesion_from_probability(prob, study.spacing_mm, rule, self._mri_evidence(data))
             result["components_removed_without_evidence"] = removed
+            if components == "strict":  # the guard judges coverage on what the network sees (guard.lesion_mri_figures)
+                data["coverage_label"] = lesion_from_probability(prob, study.spacing_mm, MRI_COMPONENT_RULE, self._mri_evidence(data))[0]
         else:
             label, _ = lesion_from_probability(prob, study.spacing_mm, CTP_COMPONENT_RULE)
         data["pred"] = label
@@ -201,7 +203,9 @@ class IschemicLesionInfer(StrokeInferTask):
         pred = label_array(data["pred"])
         if study.kind == "ctp":
             return guard.verdict("lesion_ctp", pred, physics["pred"], spacing_mm=study.spacing_mm)
-        return guard.verdict("lesion_mri", pred, self._mri_evidence(data), physics["pred"] > 0, study.brain_mask, spacing_mm=study.spacing_mm)
+        covering = data.get("coverage_label")
+        return guard.verdict("lesion_mri", pred, self._mri_evidence(data), physics["pred"] > 0, study.brain_mask, spacing_mm=study.spacing_mm,
+                             coverage_label=None if covering is None else label_array(covering))
 
     def get_path(self, validate=True):
         """The newest model file of any route (active learning rescores when it changes)."""
