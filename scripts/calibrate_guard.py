@@ -43,7 +43,7 @@ CANDIDATES = {
     "core_penumbra": {"hypo_volume_ratio_max": [1.15, 1.25, 1.4, 1.6], "hypo_dice_min": [0.5, 0.6, 0.7, 0.8],
                       "core_rel_diff": [0.3, 0.5, 1.0], "core_abs_diff_ml": [5.0, 10.0, 20.0]},
     "lesion_ctp": {"core_rel_diff": [0.3, 0.5, 1.0, 2.0], "core_abs_diff_ml": [5.0, 10.0, 20.0]},
-    "lesion_mri": {"support_min": [0.5, 0.6, 0.7, 0.8], "coverage_min": [0.3, 0.5],
+    "lesion_mri": {"support_min": [0.5, 0.6, 0.7, 0.8], "coverage_min": [0.0, 0.1, 0.2, 0.3, 0.5],
                    "outside_brain_max": [0.02, 0.05, 0.1, 0.2], "evidence_volume_factor_max": [1.5, 2.0, 3.0, 5.0, 1e9]},
     "clot": {"support_min": [0.2, 0.3, 0.5, 0.7, 0.9]},
 }
@@ -101,10 +101,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-isles22", action="store_true", help="leave out the ISLES'22-layout phantoms of ischemic_lesion")
     parser.add_argument("--studies", default=None, help="folder for the generated studies (default: a temporary one)")
     parser.add_argument("--model-dir", default=None, help="models to calibrate for (default: the app's)")
+    parser.add_argument("--lesion-components", default=None, choices=["evidence", "strict", "all"],
+                        help="the MRI lesion component rule of the model's answers (the app's --conf ischemic_lesion_components)")
     parser.add_argument("--top", type=int, default=12, help="candidates printed per check (best first)")
     args = parser.parse_args(argv)
 
-    tasks = load_infer_tasks(args.model_dir, models=args.tasks)
+    conf = {"ischemic_lesion_components": args.lesion_components} if args.lesion_components else None
+    tasks = load_infer_tasks(args.model_dir, models=args.tasks, conf=conf)
     top = Path(args.studies or tempfile.mkdtemp(prefix="strokelabel-calibrate-"))
     kinds = sorted({k for name in tasks for k in TASK_KINDS[name]})
     if args.kinds:

@@ -256,6 +256,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model-dir", default=None, help="models to measure (a folder laid out as apps/stroke/model; default: the app's)")
     parser.add_argument("--sets", default=",".join(PHANTOM_SETS),
                         help=f"phantom sets (default all): {', '.join(PHANTOM_SETS)} (harness.PHANTOM_SETS: family, appearance, conventions)")
+    parser.add_argument("--lesion-components", default=None, choices=["evidence", "strict", "all"],
+                        help="the MRI lesion component rule of the model's answers (the app's --conf ischemic_lesion_components)")
     parser.add_argument("--real", default=None, metavar="DIR", help="measure the real data trees under DIR instead of phantoms")
     parser.add_argument("--variants", action="store_true", help="with --real: also the same studies stored in other conventions")
     parser.add_argument("--methods", default="all", help="with --real: comma-separated methods (baseline, model, siamese, auto; default all)")
@@ -275,7 +277,8 @@ def main(argv=None) -> int:
             parser.error(f"unknown --loo-recipe {recipe!r}; choose from {list(RECIPES)}")
         return main_loo(args.real, args.loo_dir, recipe, args.loo_folds, args.loo_record.split(",") if args.loo_record else None)
 
-    tasks = load_infer_tasks(args.model_dir, models=args.tasks)
+    conf = {"ischemic_lesion_components": args.lesion_components} if args.lesion_components else None
+    tasks = load_infer_tasks(args.model_dir, models=args.tasks, conf=conf)
     if args.real:
         from evaluate_real import main_real
 

@@ -66,11 +66,14 @@ def main(argv=None) -> int:
     parser.add_argument("--real", required=True, help="an ISLES'22 tree (rawdata/, derivatives/)")
     parser.add_argument("--no-variant", action="store_true", help="only the cases as distributed")
     parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--lesion-components", default=None, choices=["evidence", "strict", "all"],
+                        help="the MRI lesion component rule of the model's answers (the app's --conf ischemic_lesion_components)")
     args = parser.parse_args(argv)
 
     from harness import load_infer_tasks
 
-    task = load_infer_tasks(args.model_dir, models="ischemic_lesion")["ischemic_lesion"]
+    conf = {"ischemic_lesion_components": args.lesion_components} if args.lesion_components else None
+    task = load_infer_tasks(args.model_dir, models="ischemic_lesion", conf=conf)["ischemic_lesion"]
     top = Path(args.real).resolve()  # the studies come back with resolved paths: a relative --real must match them
     seen = seen_cases(task)
     rows = []

@@ -25,11 +25,12 @@ TASK_KINDS = {"core_penumbra": ("ctp",), "ischemic_lesion": ("mri", "ctp"), "clo
 TASK_TARGET = {"core_penumbra": "corepenumbra", "ischemic_lesion": "lesion", "clot_region": "clot"}
 
 
-def load_infer_tasks(model_dir: str | Path | None = None, models: str = "all") -> dict:
-    """The app's infer tasks by name, with the models in ``model_dir`` (default: the app's own)."""
+def load_infer_tasks(model_dir: str | Path | None = None, models: str = "all", conf: dict | None = None) -> dict:
+    """The app's infer tasks by name, with the models in ``model_dir`` (default: the app's own) and the
+    app's ``--conf`` values ``conf`` (e.g. ``{"ischemic_lesion_components": "strict"}``)."""
     from main import build_task_configs
 
-    configs = build_task_configs(str(model_dir or APP_DIR / "model"), {}, models)
+    configs = build_task_configs(str(model_dir or APP_DIR / "model"), dict(conf or {}), models)
     tasks = {}
     for name, config in configs.items():
         infer = config.infer()

@@ -117,6 +117,15 @@ def lesion_counts(pred: np.ndarray, truth: np.ndarray) -> dict:
     predicted components that overlap no true lesion. A predicted component touching a
     true lesion is therefore never a false positive, and one predicted blob covering two
     true lesions detects both.
+
+    Checked against the challenge's own scoring (issue 21): ``compute_lesion_f1_score`` and
+    ``compute_absolute_lesion_difference`` in ezequieldlrosa/isles22 ``utils/eval_utils.py`` and
+    ezequieldlrosa/isles22_docker_evaluation ``eval_metrics_isles.py`` (the same functions as
+    npnl/atlas2_grand_challenge ``isles/scoring.py``): components by ``cc3d`` with connectivity 26
+    (the docker's ``scipy.ndimage.label`` with a 3x3x3 block of ones is 26 as well, whatever its
+    comment says); a true lesion is a hit when one voxel of it is predicted; a predicted component
+    is a false positive only when none of its voxels is in the truth; both masks empty gives
+    ``empty_value``, an empty truth with a prediction 0. This function makes the same decisions.
     """
     pred, truth = _binary(pred, truth)
     true_labels, n_true = _components(truth)

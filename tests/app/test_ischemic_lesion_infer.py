@@ -172,5 +172,16 @@ def test_strict_lesion_components_keep_a_subset_of_the_evidence_answer_and_unkno
     _, strict = infer({**request, "lesion_components": "strict"})
     default_label, strict_label = np.asarray(default["pred"]) > 0, np.asarray(strict["pred"]) > 0
     assert strict_label.any() and np.all(default_label[strict_label])
+    # the guard judges the strict answer's coverage on what the network sees (the default answer), its support on itself
+    assert strict["result"]["quality"]["figures"]["coverage"] == default["result"]["quality"]["figures"]["coverage"]
+    assert strict["result"]["quality"]["figures"]["lesion_model_ml"] <= default["result"]["quality"]["figures"]["lesion_model_ml"]
     with pytest.raises(StrokeLabelError, match="lesion_components"):
         infer({**request, "lesion_components": "loose"})
+    # a site that chose the strict rule (--conf ischemic_lesion_components strict) gets it without asking,
+    # as the client sends it (the dropdown's list, the site's rule first); a rule the app does not know stops the start
+    site = build_task_configs(str(model_dir), {"ischemic_lesion_components": "strict"}, "ischemic_lesion")["ischemic_lesion"].infer()
+    assert site.config()["lesion_components"][0] == "strict"
+    _, served = site({**request, "lesion_components": site.config()["lesion_components"]})
+    assert np.array_equal(np.asarray(served["pred"]) > 0, strict_label)
+    with pytest.raises(ValueError, match="ischemic_lesion_components.*'loose'"):
+        build_task_configs(str(model_dir), {"ischemic_lesion_components": "loose"}, "ischemic_lesion")["ischemic_lesion"].infer()

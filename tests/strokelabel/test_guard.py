@@ -92,6 +92,25 @@ def test_a_lesion_model_labelling_the_rim_fails_and_one_labelling_the_lesion_pas
     assert "DWI-bright" in rim_model.reason and "labels 0%" in rim_model.reason
 
 
+def test_a_strict_answer_is_judged_for_coverage_on_what_the_network_sees_and_for_support_on_itself():
+    dwi, adc, brain, lesion, rim, csf = mri_head()
+    evidence = guard.mri_lesion_evidence(dwi, adc, brain, guard.mirror_reference(dwi * brain, SPACING))
+    # the threshold rule's "unmistakable" lesion is the true lesion plus faint tissue around it; the network's
+    # default answer covers it, the strict answer keeps only the sure core (a subset, as the rule guarantees)
+    unmistakable = ndimage.binary_dilation(lesion, iterations=3) & brain
+    sure_core = ndimage.binary_erosion(lesion, iterations=2)
+    assert sure_core.any() and np.count_nonzero(sure_core) < 0.3 * np.count_nonzero(unmistakable)
+    alone = guard.verdict("lesion_mri", sure_core, evidence, unmistakable, brain, spacing_mm=SPACING)
+    assert not alone.passed and "with ADC < 620e-6" in alone.reason  # judged on itself: coverage fails
+    strict = guard.verdict("lesion_mri", sure_core, evidence, unmistakable, brain, spacing_mm=SPACING,
+                           coverage_label=ndimage.binary_dilation(lesion, iterations=3))
+    assert strict.passed and strict.figures["coverage"] == 1.0
+    assert strict.figures["lesion_model_ml"] == alone.figures["lesion_model_ml"]  # the volume is the served answer's
+    # support stays the served answer's: a strict answer on the rim fails whatever the network's default covers
+    on_rim = guard.verdict("lesion_mri", rim, evidence, unmistakable, brain, spacing_mm=SPACING, coverage_label=unmistakable)
+    assert not on_rim.passed and "DWI-bright" in on_rim.reason
+
+
 def test_a_lesion_outside_the_brain_goes_to_review_with_its_share_and_volume():
     dwi, adc, brain, lesion, rim, csf = mri_head()
     evidence = guard.mri_lesion_evidence(dwi, adc, brain, guard.mirror_reference(dwi * brain, SPACING))

@@ -112,6 +112,39 @@ def test_lesions_touching_at_a_corner_are_one_lesion():
     assert lesion_counts(truth, truth)["n_true"] == 1
 
 
+def test_lesion_f1_follows_the_isles22_scoring_where_6_and_26_connectivity_differ():
+    # The challenge's scoring (isles22 eval_utils / atlas2 isles/scoring.py) labels components with
+    # 26-connectivity: a true lesion made of two voxels meeting at a corner is one lesion, so a
+    # prediction of one of them detects it (F1 1, count difference 0); with 6-connectivity it
+    # would be two lesions, one missed (F1 2/3, count difference 1).
+    truth = np.zeros((6, 6, 6), bool)
+    truth[1, 1, 1] = truth[2, 2, 2] = True
+    pred = np.zeros_like(truth)
+    pred[1, 1, 1] = True
+    assert lesion_counts(pred, truth) == {"tp": 1, "fn": 0, "fp": 0, "n_true": 1, "n_pred": 1}
+    assert lesion_f1(pred, truth) == 1.0
+    assert lesion_count_difference(pred, truth) == 0
+    # a predicted component sharing one voxel with the truth is a hit, however far it spills over;
+    # one that only borders the truth (no shared voxel) is a false positive
+    pred[4:6, 4:6, 4:6] = True  # 8 voxels, none in the truth, none next to it
+    assert lesion_counts(pred, truth) == {"tp": 1, "fn": 0, "fp": 1, "n_true": 1, "n_pred": 2}
+    assert lesion_f1(pred, truth) == pytest.approx(1 / (1 + 0.5))
+    pred[2:4, 2:4, 2:4] = True  # joins that block to the truth through the one shared voxel (2, 2, 2)
+    pred[1, 1, 1] = False
+    assert lesion_counts(pred, truth) == {"tp": 1, "fn": 0, "fp": 0, "n_true": 1, "n_pred": 1}
+    assert lesion_f1(pred, truth) == 1.0
+
+
+def test_lesion_f1_on_empty_masks_as_the_isles22_scoring():
+    empty = np.zeros((5, 5, 5), bool)
+    spot = empty.copy()
+    spot[2, 2, 2] = True
+    assert lesion_f1(empty, empty) == 1.0  # nothing to find, nothing found
+    assert lesion_f1(spot, empty) == 0.0  # one false positive, no true lesion
+    assert lesion_f1(empty, spot) == 0.0  # one true lesion missed
+    assert lesion_count_difference(spot, empty) == 1
+
+
 def test_segmentation_scores_row():
     pred, truth = masks_3_of_4_and_6()
     row = segmentation_scores(pred, truth, (1.0, 1.0, 1.0))

@@ -5,7 +5,9 @@ MDANet on MRI DWI+ADC, the hemispheric Siamese net on DWI alone). Each model has
 trainer, registered as a dict: ``ischemic_lesion_ctp``, ``ischemic_lesion_mri``,
 ``ischemic_lesion_siamese``. Active learning: the generic MC-dropout scoring
 (``ischemic_lesion_mc_dropout``) and ``ischemic_lesion_most_uncertain`` strategy of
-``lib.activelearning.uncertainty``; ``--conf ischemic_lesion_mc_samples`` (default 4). Each model is ``model/ischemic_lesion_<route>.pt`` once trained,
+``lib.activelearning.uncertainty``; ``--conf ischemic_lesion_mc_samples`` (default 4). ``--conf ischemic_lesion_components``
+(``evidence``, ``strict`` or ``all``; default ``evidence``) is the site's default MRI component rule (a request's
+``lesion_components`` still chooses per study). Each model is ``model/ischemic_lesion_<route>.pt`` once trained,
 else the starting model ``model/shipped/ischemic_lesion_<route>.pt``.
 """
 
@@ -28,7 +30,8 @@ class IschemicLesion(StrokeTaskConfig):
 
     def infer(self):
         if getattr(self, "_infer", None) is None:
-            self._infer = IschemicLesionInfer(path=self.path, network=None, labels=self.labels, model_dir=self.model_dir)
+            self._infer = IschemicLesionInfer(path=self.path, network=None, labels=self.labels, model_dir=self.model_dir,
+                                              lesion_components=self.conf.get("ischemic_lesion_components", "evidence"))
         return self._infer
 
     def trainer(self):

@@ -70,7 +70,10 @@ class DwiOnlyBaselined(Transform):
 
 
 class IschemicLesionInfer(StrokeInferTask):
-    def __init__(self, path, network, labels, model_dir: str | None = None, **kwargs):
+    def __init__(self, path, network, labels, model_dir: str | None = None, lesion_components: str = "evidence", **kwargs):
+        if lesion_components not in LESION_COMPONENTS:
+            raise ValueError(f"--conf ischemic_lesion_components: unknown rule {lesion_components!r}; use one of {LESION_COMPONENTS}")
+        self.lesion_components = lesion_components  # the site's default rule; a request may ask for another
         super().__init__(
             path,
             network,
@@ -80,7 +83,8 @@ class IschemicLesionInfer(StrokeInferTask):
             # "lesion_components": "evidence" keeps only the MRI components the study's DWI/ADC supports; "strict" also
             # drops faint (probability <= 0.6) and small (< 0.3 mL) ones and asks 85 % support (fewer false positives,
             # misses more small lesions: lib.transforms.ischemic_lesion.STRICT_MRI_COMPONENT_RULE); "all" keeps all
-            config={"method": METHODS + ["siamese"], "lesion_components": LESION_COMPONENTS},
+            config={"method": METHODS + ["siamese"],
+                    "lesion_components": [lesion_components, *(c for c in LESION_COMPONENTS if c != lesion_components)]},
             **kwargs,
         )
         self.model_dir = model_dir or os.path.dirname(path[-1] if isinstance(path, (list, tuple)) else path)
@@ -161,13 +165,15 @@ class IschemicLesionInfer(StrokeInferTask):
         with torch.inference_mode():
             prob = predict_volume(network, image, out_size, device=device).numpy()
         result = data["result"]
-        components = first_choice(data.get("lesion_components", "evidence"))
+        components = first_choice(data.get("lesion_components", self.lesion_components))
         if components not in LESION_COMPONENTS:
             raise StrokeLabelError(f"unknown lesion_components {components!r}; use one of {LESION_COMPONENTS}", study=study.study_id)
         if study.kind == "mri" and components != "all":
             rule = STRICT_MRI_COMPONENT_RULE if components == "strict" else MRI_COMPONENT_RULE
             label, removed = lesion_from_probability(prob, study.spacing_mm, rule, self._mri_evidence(data))
             result["components_removed_without_evidence"] = removed
+            if components == "strict":  # the guard judges coverage on what the network sees (guard.lesion_mri_figures)
+                data["coverage_label"] = lesion_from_probability(prob, study.spacing_mm, MRI_COMPONENT_RULE, self._mri_evidence(data))[0]
         else:
             label, _ = lesion_from_probability(prob, study.spacing_mm, CTP_COMPONENT_RULE)
         data["pred"] = label
@@ -197,7 +203,9 @@ class IschemicLesionInfer(StrokeInferTask):
         pred = label_array(data["pred"])
         if study.kind == "ctp":
             return guard.verdict("lesion_ctp", pred, physics["pred"], spacing_mm=study.spacing_mm)
-        return guard.verdict("lesion_mri", pred, self._mri_evidence(data), physics["pred"] > 0, study.brain_mask, spacing_mm=study.spacing_mm)
+        covering = data.get("coverage_label")
+        return guard.verdict("lesion_mri", pred, self._mri_evidence(data), physics["pred"] > 0, study.brain_mask, spacing_mm=study.spacing_mm,
+                             coverage_label=None if covering is None else label_array(covering))
 
     def get_path(self, validate=True):
         """The newest model file of any route (active learning rescores when it changes)."""
