@@ -153,7 +153,8 @@ def test_concurrent_infers_saves_and_training_on_one_study_keep_the_last_saved_l
             path = tmp_path / f"label{k}.nii.gz"
             nib.save(nib.Nifti1Image(values, reference.affine), str(path))
             versions.append(path)
-        # one short epoch: the training child's start alone outlasts the infers and saves that race it
+        # one short epoch: the infers and saves race the training run as a whole (its child's start, data loading, the run
+        # and the publish decision), which more epochs only lengthen
         client.train_start("ischemic_lesion_mri", {"max_epochs": 1, "slices_per_study": 4, "device": "cpu", "dataset": "Dataset",
                                                    "val_split": 0.25})
 
