@@ -122,7 +122,7 @@ def test_without_any_model_auto_falls_back_to_the_spiral_baseline(studies, tmp_p
 
 def run_trainer(trainer, datastore, **request):
     return trainer({"device": "cpu", "dataset": "Dataset", "dataloader": "DataLoader", "multi_gpu": False,
-                    "max_epochs": 1, "samples_per_study": 2, **request}, datastore)
+                    "max_epochs": 1, "samples_per_study": 4, **request}, datastore)
 
 
 def test_training_without_labels_or_with_wrong_label_values_is_a_clear_error_and_keeps_the_model(studies, tmp_path):

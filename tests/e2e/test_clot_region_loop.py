@@ -34,7 +34,7 @@ def unlabelled(client) -> list[str]:
 
 
 def train(client, model: str, **params) -> dict:
-    client.train_start(model, {"max_epochs": 1, "samples_per_study": 2, "device": "cpu", **params})
+    client.train_start(model, {"max_epochs": 1, "samples_per_study": 4, "device": "cpu", **params})
     status = wait_for_training(client)
     assert status["status"] == "DONE", status
     return status
