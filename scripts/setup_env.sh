@@ -13,19 +13,20 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating virtual environment $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+# --no-compile: pip would byte-compile all ~19,000 modules of the environment (about 140 CPU-s, most of torch,
+# scipy, sympy, mlflow and pandas never imported); Python compiles each module it imports once, on first import.
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
+INSTALL=(install --no-compile)
 stamp="$VENV/.strokelabel-setup"
 want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-nodeps.txt" "$ROOT/constraints.txt" "$ROOT/pyproject.toml"; echo "$TORCH_SPEC")"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "[setup] environment up to date ($VENV)"
   exit 0
 fi
-echo "[setup] installing $TORCH_SPEC"
-"${PIP[@]}" install "$TORCH_SPEC"
-echo "[setup] installing pinned requirements"
-"${PIP[@]}" install -r "$ROOT/requirements.txt"
-"${PIP[@]}" install --no-deps -r "$ROOT/requirements-nodeps.txt"
-"${PIP[@]}" install --no-deps -e "$ROOT"
+# torch and the pinned requirements in one resolver pass; then what is installed without its dependencies.
+echo "[setup] installing $TORCH_SPEC and the pinned requirements"
+"${PIP[@]}" "${INSTALL[@]}" "$TORCH_SPEC" -r "$ROOT/requirements.txt"
+"${PIP[@]}" "${INSTALL[@]}" --no-deps -r "$ROOT/requirements-nodeps.txt" -e "$ROOT"
 # Fail here, not at server start, if something the server imports is missing.
 "$VENV/bin/python" -c "import torch, monai, monailabel.app, strokelabel; print('[setup] torch', torch.__version__, '| monai', monai.__version__, '| monailabel', monailabel.__version__, '| cuda', torch.cuda.is_available())"
 printf '%s' "$want" > "$stamp"

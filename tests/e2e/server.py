@@ -24,6 +24,10 @@ from monailabel.client.client import MONAILabelClientException
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 180
+# Polling steps: /info and the train and scoring status are cheap calls, and every step is waited out in full
+# after the server is up or a run has ended (a few dozen server starts and trainings in a run).
+STARTUP_POLL_S = 0.5
+STATUS_POLL_S = 1.0
 
 
 @dataclass
@@ -90,11 +94,11 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
                     break
                 if time.time() > deadline:
                     raise RuntimeError(f"server did not answer /info in {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-5000:]}")
-                time.sleep(1)
+                time.sleep(STARTUP_POLL_S)
             except Exception:
                 if time.time() > deadline:
                     raise RuntimeError(f"server did not answer /info in {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-5000:]}")
-                time.sleep(1)
+                time.sleep(STARTUP_POLL_S)
         yield Server(client=client, port=port, log=log_path, app_dir=app_dir, studies=Path(studies), proc=proc)
     finally:
         proc.terminate()
@@ -113,7 +117,7 @@ def wait_for_training(client: MONAILabelClient, timeout_s: float = 900) -> dict:
         # SUBMITTED: queued behind another task, not yet started; DONE, ERROR or STOPPED end a run.
         if status and status.get("status") not in ("SUBMITTED", "RUNNING", "QUEUED"):
             return status
-        time.sleep(2)
+        time.sleep(STATUS_POLL_S)
     raise TimeoutError(f"training did not finish in {timeout_s}s")
 
 
@@ -138,7 +142,7 @@ def wait_for_scoring(server: Server, timeout_s: float = 300) -> None:
             raise
         if not status or status.get("status") not in ("RUNNING", "QUEUED"):
             return
-        time.sleep(2)
+        time.sleep(STATUS_POLL_S)
     raise TimeoutError("scoring did not finish")
 
 

@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ctp_reference_phantoms")
 
 TASK = "core_penumbra"
 SHIPPED = REPO / "apps" / "stroke" / "model" / "shipped" / f"{TASK}.pt"
+EPOCHS = 2
 
 
 def dice(pred, truth) -> dict:
@@ -73,9 +74,12 @@ def test_infer_correct_retrain_infer_again_and_pick_the_most_uncertain_study(tmp
             assert r["defuse3_imaging_criteria_met"] == (
                 r["defuse3_core_below_70ml"] and r["defuse3_ratio_at_least_1_8"] and r["defuse3_mismatch_at_least_15ml"])
 
-        # The neuroradiologist opens the proposal, corrects it (here: to the phantom truth) and saves it.
+        # The neuroradiologist opens a proposal, corrects it (here: to the phantom truth) and saves it. The proposal is
+        # the thresholds' (method "baseline", one a user may pick): the correction replaces it whole, and the model's
+        # answer through the server is checked above and below.
         for image_id in corrected_ids:
-            label_file, result = client.infer(TASK, image_id, {})
+            label_file, result = client.infer(TASK, image_id, {"method": "baseline"})
+            assert result["method"] == "baseline"
             proposal = nib.load(label_file)
             corrected = truth_of(studies, image_id).astype(np.uint8)
             path = tmp_path / f"{image_id}_corrected.nii.gz"
@@ -85,7 +89,8 @@ def test_infer_correct_retrain_infer_again_and_pick_the_most_uncertain_study(tmp
         assert sorted(labelled) == sorted(corrected_ids)
 
         train_started = time.time()
-        client.train_start(TASK, {"max_epochs": 3, "device": "cpu", "slices_per_study": 6})
+        # two epochs: the least that goes through both fine-tuning stages (decoder, then all), checked below
+        client.train_start(TASK, {"max_epochs": EPOCHS, "device": "cpu", "slices_per_study": 4})
         status = wait_for_training(client)
         train_seconds = time.time() - train_started
         assert status["status"] == "DONE", status
@@ -117,4 +122,4 @@ def test_infer_correct_retrain_infer_again_and_pick_the_most_uncertain_study(tmp
     print(f"\n[core_penumbra loop] held-out Dice before retraining {json.dumps({k: round(v, 3) for k, v in before.items()})}, "
           f"after {json.dumps({k: round(v, 3) for k, v in after.items()})}; decision: {stats['reason']}; "
           f"retraining {train_seconds:.0f} s wall ({stats['train_seconds']} s in the trainer) on {stats['train_studies']} studies, "
-          f"3 epochs; uncertainty {json.dumps({k: round(v, 4) for k, v in scores.items()})}; whole test {time.time() - started:.0f} s")
+          f"{EPOCHS} epochs; uncertainty {json.dumps({k: round(v, 4) for k, v in scores.items()})}; whole test {time.time() - started:.0f} s")
