@@ -6,7 +6,7 @@ trainer, registered as a dict: ``ischemic_lesion_ctp``, ``ischemic_lesion_mri``,
 ``ischemic_lesion_siamese``. Active learning: the generic MC-dropout scoring
 (``ischemic_lesion_mc_dropout``) and ``ischemic_lesion_most_uncertain`` strategy of
 ``lib.activelearning.uncertainty``; ``--conf ischemic_lesion_mc_samples`` (default 4). ``--conf ischemic_lesion_components``
-(``evidence``, ``strict`` or ``all``; default ``evidence``) is the site's default MRI component rule (a request's
+(``strict``, ``evidence`` or ``all``; default ``strict``, chosen on phantoms: docs/lesion_component_rules.md) is the site's default MRI component rule (a request's
 ``lesion_components`` still chooses per study). Each model is ``model/ischemic_lesion_<route>.pt`` once trained,
 else the starting model ``model/shipped/ischemic_lesion_<route>.pt``.
 """
@@ -31,7 +31,7 @@ class IschemicLesion(StrokeTaskConfig):
     def infer(self):
         if getattr(self, "_infer", None) is None:
             self._infer = IschemicLesionInfer(path=self.path, network=None, labels=self.labels, model_dir=self.model_dir,
-                                              lesion_components=self.conf.get("ischemic_lesion_components", "evidence"))
+                                              lesion_components=self.conf.get("ischemic_lesion_components", "strict"))
         return self._infer
 
     def trainer(self):

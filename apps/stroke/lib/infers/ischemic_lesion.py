@@ -70,7 +70,7 @@ class DwiOnlyBaselined(Transform):
 
 
 class IschemicLesionInfer(StrokeInferTask):
-    def __init__(self, path, network, labels, model_dir: str | None = None, lesion_components: str = "evidence", **kwargs):
+    def __init__(self, path, network, labels, model_dir: str | None = None, lesion_components: str = "strict", **kwargs):
         if lesion_components not in LESION_COMPONENTS:
             raise ValueError(f"--conf ischemic_lesion_components: unknown rule {lesion_components!r}; use one of {LESION_COMPONENTS}")
         self.lesion_components = lesion_components  # the site's default rule; a request may ask for another
