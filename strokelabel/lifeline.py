@@ -35,6 +35,9 @@ _server_pid: int | None = None
 BUSY_ENV = "STROKELABEL_FOREGROUND_MARKER"
 # 0: background work neither lowers its priority nor waits (to measure what yielding buys: scripts/benchmark_scoring.py)
 YIELD_ENV = "STROKELABEL_BACKGROUND_YIELD"
+# The server's pid, inherited by its children: a child that starts importing after the server died has already
+# been re-parented (to init or a subreaper), so its parent pid alone cannot tell it that its server is gone.
+SERVER_PID_ENV = "STROKELABEL_SERVER_PID"
 _in_flight = 0
 _in_flight_lock = threading.Lock()
 
@@ -51,7 +54,7 @@ def tie_to_server() -> int | None:
     if not is_background_child():
         return None
     if _server_pid is None:
-        _server_pid = os.getppid()
+        _server_pid = int(os.environ.get(SERVER_PID_ENV) or os.getppid())
         try:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         except (OSError, AttributeError):  # not Linux: server_alive() still guards publishing
@@ -72,6 +75,11 @@ def _leave_a_core_free() -> None:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+
+
+def mark_as_server() -> None:
+    """In the server: tell the children it starts which pid their server has (see SERVER_PID_ENV)."""
+    os.environ[SERVER_PID_ENV] = str(os.getpid())
 
 
 def server_alive() -> bool:

@@ -33,7 +33,7 @@ from lib.model_routes import add_model_routes, lifecycle_models, versions_in_use
 from lib.model_versions import remove_unfinished_copies
 from strokelabel import __version__
 from strokelabel.derived import summary_picture_path
-from strokelabel.lifeline import busy_marker, foreground_call, tie_to_server
+from strokelabel.lifeline import busy_marker, foreground_call, mark_as_server, tie_to_server
 from strokelabel.study import describe_study
 
 logger = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class StrokeApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):
         self.model_dir = os.path.join(app_dir, "model")
         if tie_to_server() is None:  # in MONAI Label's training/scoring child: die with the server, never outlive it
+            mark_as_server()  # its children compare their parent with this pid (one started as it died is an orphan)
             busy_marker().unlink(missing_ok=True)  # the server: where it marks a clinician's call for its children
             remove_unfinished_copies(self.model_dir)  # a model switch a kill -9 cut short (never the model in use)
         self.models = build_task_configs(self.model_dir, conf, conf.get("models", "all"))

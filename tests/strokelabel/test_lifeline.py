@@ -19,6 +19,8 @@ def test_a_child_whose_parent_dies_is_killed_with_it():
     # A parent that ties a grandchild as MONAI Label's child would be tied, then exits: the grandchild must die.
     script = (
         "import subprocess, sys, time\n"
+        "from strokelabel import lifeline\n"
+        "lifeline.mark_as_server()\n"
         "child = subprocess.Popen([sys.executable, '-c', "
         "'import sys, time, runpy; from strokelabel import lifeline; lifeline.is_background_child = lambda: True; "
         "lifeline.tie_to_server(); print(\"tied\", flush=True); time.sleep(60)'], stdout=subprocess.PIPE, text=True)\n"
@@ -37,6 +39,20 @@ def test_a_child_whose_parent_dies_is_killed_with_it():
             return
         time.sleep(0.1)
     raise AssertionError(f"the tied child {pid} outlived its parent")
+
+
+def test_a_child_that_starts_after_its_server_died_stops_instead_of_running_on(tmp_path):
+    # MONAI Label's child imports the app for ~15 s before it ties itself; a server killed in that window leaves it
+    # re-parented, so its parent pid is not its server's: it must stop, not score or train (and publish) unseen.
+    server_that_died = subprocess.Popen([sys.executable, "-c", "pass"])
+    server_that_died.wait()
+    env = {**os.environ, lifeline.SERVER_PID_ENV: str(server_that_died.pid)}
+    child = subprocess.run(
+        [sys.executable, "-c", "from strokelabel import lifeline; lifeline.is_background_child = lambda: True; "
+         "lifeline.tie_to_server(); print('tied', flush=True)"],
+        capture_output=True, text=True, timeout=60, env=env)
+    assert child.returncode == 1 and "tied" not in child.stdout, (child.returncode, child.stdout, child.stderr)
+    assert "the server that started this process is gone" in child.stderr
 
 
 def test_a_clinicians_call_lowers_the_priority_of_the_servers_background_children(tmp_path, monkeypatch):
