@@ -24,5 +24,8 @@ fi
 # builds. Enable it per training request with tracking=mlflow (a SQLite URI is used).
 export MONAI_LABEL_TRACKING_ENABLED="${MONAI_LABEL_TRACKING_ENABLED:-false}"
 cd "$ROOT"
+# Byte code is written (once) even where the environment forbids it: otherwise each server, training and
+# scoring process would compile torch, MONAI and the app from source again (scripts/setup_env.sh).
+unset PYTHONDONTWRITEBYTECODE
 echo "[server] http://$HOST:$PORT  (studies: $STUDIES)"
 exec "$PY" -m monailabel.main start_server --app "$ROOT/apps/stroke" --studies "$STUDIES" --host "$HOST" --port "$PORT" --conf models "$MODELS" "$@"

@@ -18,6 +18,9 @@ wait "$viewer_setup" || { echo "[setup] scripts/setup_viewer.sh failed" >&2; exi
 PY="${VENV:-$ROOT/.venv}/bin/python"
 cd "$ROOT"
 export MONAI_LABEL_TRACKING_ENABLED=false
+# Byte code is written (once) even where the environment forbids it: otherwise each server, training and
+# scoring process would compile torch, MONAI and the app from source again (scripts/setup_env.sh).
+unset PYTHONDONTWRITEBYTECODE
 marker=()
 [ "${RUN_SLOW:-0}" = "1" ] || marker=(-m "not slow")
 cores="$(nproc 2>/dev/null || echo 1)"
