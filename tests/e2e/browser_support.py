@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,25 +71,46 @@ STUDIES = {  # kind: (phantom seed, patient ID, series written to the PACS: None
 
 
 @contextlib.contextmanager
-def phantom_pacs_server(work: Path, models: str, kinds=("mri",), env: dict | None = None):
+def phantom_pacs_server(work: Path, models: str, kinds=("mri",), env: dict | None = None, login: tuple[str, str] | None = None):
     """Orthanc holding a phantom study of each of ``kinds`` (mri, ctp, cta; lesion in the patient's left
     hemisphere), our server in PACS mode in front.
+
+    The studies are made and stored while the server starts (its start is mostly a process importing torch and
+    MONAI); the server then looks at the PACS again, so it lists them all. ``login`` (user, password), with access
+    control on: the yielded client's user, who asks for that look.
 
     The yielded server also has ``work``, ``orthanc`` and ``studies``: per kind, ``truth`` (the task's
     NIfTI truth by target) and ``series`` (per modality, the first DICOM header).
     """
     studies = {}
-    with running_orthanc(work / "orthanc") as orthanc:
-        for kind in kinds:
-            seed, patient_id, only = STUDIES[kind]
-            study = generate_study(work / "nifti", kind, kind + "1", seed=seed)
-            series = write_study(study["reference"], work / "dicom" / kind, patient_id=patient_id, only=only)
-            orthanc.upload(f for files in series.values() for f in files)
-            truth = {target: path for target, path in study["truth"].items() if str(path).endswith(".nii.gz")}
-            headers = {m: pydicom.dcmread(str(files[0]), stop_before_pixels=True) for m, files in series.items()}
-            studies[kind] = SimpleNamespace(truth=truth, series=headers)
+    phase = Phases("setup")
+    with running_orthanc(work / "orthanc") as orthanc, ThreadPoolExecutor(max_workers=1) as pool:
+        phase("orthanc started")
+        stored = pool.submit(store_phantoms, work, orthanc, kinds, studies)
         with server_in_front(work, orthanc, studies, models, env) as server:
+            phase("server answering")
+            stored.result()
+            phase("studies stored (made while the server started)")
+            if login:
+                server.client.update_auth(server.client.auth_token(*login))
+            server.client.datastore()  # the server indexes the PACS again (STROKELABEL_PACS_REFRESH_S=0): every study
             yield server
+
+
+def store_phantoms(work: Path, orthanc, kinds, studies: dict) -> None:
+    """Make the phantom study of each of ``kinds``, store it in ``orthanc`` and describe it in ``studies``."""
+    phase = Phases("studies")
+    for kind in kinds:
+        seed, patient_id, only = STUDIES[kind]
+        study = generate_study(work / "nifti", kind, kind + "1", seed=seed)
+        phase(f"{kind} phantom generated")
+        series = write_study(study["reference"], work / "dicom" / kind, patient_id=patient_id, only=only)
+        phase(f"{kind} written as DICOM")
+        orthanc.upload(f for files in series.values() for f in files)
+        phase(f"{kind} uploaded to Orthanc")
+        truth = {target: path for target, path in study["truth"].items() if str(path).endswith(".nii.gz")}
+        headers = {m: pydicom.dcmread(str(files[0]), stop_before_pixels=True) for m, files in series.items()}
+        studies[kind] = SimpleNamespace(truth=truth, series=headers)
 
 
 @contextlib.contextmanager
@@ -99,6 +121,18 @@ def server_in_front(work: Path, orthanc, studies: dict, models: str, env: dict |
                         env={"STROKELABEL_PACS_REFRESH_S": "0", **(env or {})}) as server:
         server.work, server.orthanc, server.studies = work, orthanc, studies
         yield server
+
+
+class Phases:
+    """Prints the seconds each phase of a fixture took (a figure to read in the test's output, never asserted)."""
+
+    def __init__(self, name: str):
+        self.name, self.last = name, time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        print(f"[{self.name}] {phase}: {now - self.last:.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+        self.last = now
 
 
 def truth_side(truth_nifti: Path) -> str:

@@ -22,7 +22,7 @@ import pytest
 
 from strokelabel.access import add_user
 from strokelabel.dicom import seg_provenance
-from tests.e2e.browser_support import (OHIF3_DIST, coloured_pixels, mask_sides_by_z, mask_slices_z, missing_ohif3, phantom_pacs_server,
+from tests.e2e.browser_support import (OHIF3_DIST, Phases, coloured_pixels, mask_sides_by_z, mask_slices_z, missing_ohif3, phantom_pacs_server,
                                        run_driver, screen_half, truth_side)
 from tests.e2e.server import free_port
 from tests.e2e.test_browser import seg_instances
@@ -76,10 +76,12 @@ def stroke_server(tmp_path_factory, mri_reference_phantoms):
     work = tmp_path_factory.mktemp("ohif_stroke")
     for name, (password, role) in USERS.items():
         add_user(work / "users.json", name, password, role)
-    env = {"STROKELABEL_OHIF3_DIR": str(OHIF3_DIST), "MONAI_LABEL_AUTH_ENABLE": "true",
+    # STROKELABEL_BACKGROUND_YIELD=0: the retraining the admin starts is not lowered in priority (strokelabel.lifeline).
+    # Yielding protects a clinician's calls to the same server, and none runs while this test waits on the training;
+    # in a parallel test run the only competitors are other tests' processes, which would starve a niced child.
+    env = {"STROKELABEL_OHIF3_DIR": str(OHIF3_DIST), "MONAI_LABEL_AUTH_ENABLE": "true", "STROKELABEL_BACKGROUND_YIELD": "0",
            "MONAI_LABEL_AUTH_REALM_URI": f"http://127.0.0.1:{free_port()}/realms/strokelabel", "STROKELABEL_USERS_FILE": str(work / "users.json")}
-    with phantom_pacs_server(work, models=",".join(CASES), kinds=("mri", "ctp", "cta"), env=env) as server:
-        server.client.update_auth(server.client.auth_token("adam", USERS["adam"][0]))
+    with phantom_pacs_server(work, models=",".join(CASES), kinds=("mri", "ctp", "cta"), env=env, login=("adam", USERS["adam"][0])) as server:
         yield server
 
 
@@ -91,6 +93,7 @@ def test_one_viewer_runs_every_task_saves_approved_and_corrected_retrains_opens_
     # The API is asked with the clinical values the viewer sends (as the panel sends them: the text typed in).
     clinical = {"ischemic_lesion": {"nihss": "12", "onset_to_imaging_min": "90"}, "core_penumbra": {"nihss": "12"}, "clot_region": {"nihss": "12"}}
     api = {}
+    phase = Phases("call")
     for task, (kind, modality, target) in CASES.items():
         series = server.studies[kind].series[modality]
         started = time.perf_counter()
@@ -100,6 +103,7 @@ def test_one_viewer_runs_every_task_saves_approved_and_corrected_retrains_opens_
         assert answer_z and truth_side(answer) == truth_side(server.studies[kind].truth[target]) == "left", task
         empty_z = min((z for z in all_z if z not in answer_z), key=lambda z: min(abs(z - a) for a in answer_z))
         api[task] = {"answer": answer, "result": result, "seconds": seconds, "series": series, "answer_z": answer_z, "slices_z": answer_z + [empty_z]}
+        phase(f"API infer of {task}")
 
     # The correction: a brush stroke from the lesion's centre on its smallest slice, towards the patient's left.
     lesion = api["ischemic_lesion"]
@@ -132,6 +136,8 @@ def test_one_viewer_runs_every_task_saves_approved_and_corrected_retrains_opens_
                     {"run": {**run_of("ischemic_lesion"), "slices_z": [], "save": True}}]}]}
     # A training run starts a process that loads the app: minutes on a loaded machine.
     report = run_driver("ohif_stroke.mjs", plan, tmp_path, timeout_s=1800)
+    phase("browser driver")
+    print("driver steps (s since the browser's launch):", json.dumps(report.get("steps")))
     print({k: report.get(k) for k in ("steps", "http_errors")}, [[{k: r.get(k) for k in ("task", "rows", "timing", "error")} for r in s["runs"]] for s in report["sessions"]])
     assert "error" not in report, f"{report['error']}\npage errors: {report['page_errors']}\nHTTP errors: {report['http_errors']}"
     assert not report["page_errors"], report["page_errors"]

@@ -40,6 +40,19 @@ export async function showSlice(page, z, tolerance, viewportIndex = 0) {
     const { getEnabledElements, metaData } = window.cornerstone;
     const viewport = getEnabledElements()[viewportIndex].viewport;
     const zOf = id => metaData.get('imagePlaneModule', id).imagePositionPatient[2];
+    // The labelmap is drawn after the image: wait for cornerstone's own events that say both were drawn for this
+    // viewport (IMAGE_RENDERED on its element, then SEGMENTATION_RENDERED), each at most 800 ms (a slice without
+    // a segmentation may not announce one), then two frames for the canvas to be composited.
+    const waited = Date.now();
+    const segmentationRendered = 'CORNERSTONE_TOOLS_SEGMENTATION_RENDERED';
+    const event = (target, name, accept) => new Promise(resolve => {
+      const listener = e => { if (accept(e)) { target.removeEventListener(name, listener); resolve(true); } };
+      target.addEventListener(name, listener);
+      setTimeout(() => { target.removeEventListener(name, listener); resolve(false); }, 800);
+    });
+    // (listening from before the move: the move itself draws)
+    const imageDrawn = event(viewport.element, 'CORNERSTONE_IMAGE_RENDERED', () => true);
+    const labelmapDrawn = event(window.cornerstone.eventTarget, segmentationRendered, e => e.detail?.viewportId === viewport.id);
     let index;
     if (typeof viewport.setImageIdIndex === 'function') {  // a stack
       index = viewport.getImageIds().findIndex(id => Math.abs(zOf(id) - z) < tolerance);
@@ -54,13 +67,15 @@ export async function showSlice(page, z, tolerance, viewportIndex = 0) {
       index = viewport.getSliceIndex?.() ?? null;
     }
     viewport.render();
-    await new Promise(r => setTimeout(r, 800));  // the labelmap is drawn after the image
+    const drawn = { image: await imageDrawn, labelmap: await labelmapDrawn };
+    await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+    drawn.waited_ms = Date.now() - waited;
     const focal = viewport.getCamera().focalPoint;
     const centre = viewport.worldToCanvas(focal);
     const towardsLeft = viewport.worldToCanvas([focal[0] + 50, focal[1], focal[2]]);  // DICOM LPS: +x is the patient's left
     const element = viewport.element.closest('[data-viewportid]') ?? document;
     const marker = element.querySelector('.left-mid.orientation-marker .orientation-marker-value')?.textContent ?? null;
-    return { index, focal_z: focal[2], patient_left_on_screen: towardsLeft[0] < centre[0] ? 'left' : 'right', left_marker: marker };
+    return { index, drawn, focal_z: focal[2], patient_left_on_screen: towardsLeft[0] < centre[0] ? 'left' : 'right', left_marker: marker };
   }, { z, tolerance, viewportIndex });
 }
 

@@ -16,10 +16,11 @@ import { brushStroke, readPlan, runInBrowser, showSlice } from './common.mjs';
 const plan = readPlan();
 const result = { sessions: [], requests: [], console: [], steps: {} };
 const t0 = Date.now();
-const step = name => { result.steps[name] = (Date.now() - t0) / 1000; };
+const step = name => { let key = name; for (let n = 2; key in result.steps; n++) key = `${name}_${n}`; result.steps[key] = (Date.now() - t0) / 1000; };
 let shots = 0;
 const shot = async (page, name) => { const file = path.join(plan.out_dir, `${String(++shots).padStart(2, '0')}_${name}.png`); await page.screenshot({ path: file }); return file; };
 await runInBrowser(plan, result, async (firstPage, browser) => {
+  step('browser_started');
   for (const [i, session] of plan.sessions.entries()) {
     const page = i === 0 ? firstPage : await browser.newPage({ viewport: { width: plan.width ?? 1400, height: plan.height ?? 900 } });
     if (i > 0) {
@@ -52,6 +53,7 @@ async function studyShown(page, session, report) {
     await page.locator('input[name="password"]').fill(session.login.password);
     await Promise.all([page.waitForURL(u => u.pathname.startsWith('/ohif3/')), page.locator('button[type="submit"]').click()]);
     report.landed = page.url();
+    step(`${session.name}_logged_in`);
   }
   await page.waitForFunction(() => (window.cornerstone?.getEnabledElements() ?? []).some(e => (e.viewport.getImageIds?.() ?? e.viewport.getActors?.() ?? []).length > 0));
   await page.locator('[data-cy=strokelabel-panel]').waitFor();
@@ -62,6 +64,8 @@ async function drive(page, session, report) {
   record(page);
   for (const action of session.actions) {
     if (action.open) {
+      // The panel asks who the user is once it is drawn (after the login page, if the server sends the browser there).
+      const userKnown = page.waitForResponse(r => new URL(r.url()).pathname === '/auth/token/valid', { timeout: plan.step_timeout_ms * 2 });
       await page.goto(`${plan.server}/ohif3/stroke?StudyInstanceUIDs=${action.open}`, { waitUntil: 'load' });
       await studyShown(page, session, report);
       step(`${session.name}_opened`);
@@ -70,7 +74,9 @@ async function drive(page, session, report) {
         // Read, not changed: which React rendered the panel. The viewer's own root is the only React root in the page.
         react_roots: await page.evaluate(() => [...document.querySelectorAll('*')].filter(e => Object.keys(e).some(k => k.startsWith('__reactContainer$'))).length),
       };
-      await page.waitForTimeout(1000);  // the user's role decides whether Retrain is offered
+      // The user's role decides whether Retrain is offered: read once the panel has the answer and has drawn it.
+      await userKnown;
+      await page.evaluate(() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))));
       report.retrain_offered = await page.locator('[data-cy=strokelabel-retrain]').count() > 0;
       report.opened = await shot(page, `${session.name}_opened`);
     } else if (action.run) {
@@ -92,7 +98,18 @@ async function drive(page, session, report) {
 async function runTask(page, run, session) {
   if (run.series_description) {  // the series the task reads, from the study's thumbnails (double-click, as a user)
     await page.getByText(run.series_description, { exact: true }).first().dblclick();
-    await page.waitForTimeout(1500);
+    // Until the active viewport holds that series (what the panel runs the task on) and has drawn it.
+    await page.waitForFunction(description => {
+      const { viewportGridService, displaySetService } = window.services;
+      const state = viewportGridService.getState();
+      const shown = (state.viewports.get(state.activeViewportId)?.displaySetInstanceUIDs ?? [])
+        .map(uid => displaySetService.getDisplaySetByUID(uid)).find(d => d && d.Modality !== 'SEG');
+      if (shown?.SeriesDescription !== description) return false;
+      const viewport = window.cornerstone.getEnabledElements().find(e => e.viewportId === state.activeViewportId)?.viewport;
+      const imageId = viewport?.getCurrentImageId?.();
+      return !!imageId && window.cornerstone.metaData.get('generalSeriesModule', imageId)?.seriesInstanceUID === shown.SeriesInstanceUID
+        && (typeof viewport.setImageIdIndex !== 'function' || !!window.cornerstone.cache.getImage(imageId));  // a stack's image loaded
+    }, run.series_description, { polling: 100 });
   }
   await page.locator('[data-cy=strokelabel-task]').selectOption(run.task);
   await page.locator('[data-cy=strokelabel-nihss]').fill(run.nihss ?? '');
@@ -209,6 +226,7 @@ async function saveAndCorrect(page, run, session) {
     await page.waitForTimeout(500);
     const said = await page.locator('[data-cy=strokelabel-saved], [data-cy=strokelabel-error]').first().textContent();
     saves.push({ name, button: label, stow_status: answer.status(), said, screenshot: await shot(page, `${session.name}_saved_${name}`) });
+    step(`${session.name}_saved_${name}`);
   };
   await save('unedited');
   if (!run.brush_stroke) return saves;
