@@ -76,10 +76,7 @@ def stroke_server(tmp_path_factory, mri_reference_phantoms):
     work = tmp_path_factory.mktemp("ohif_stroke")
     for name, (password, role) in USERS.items():
         add_user(work / "users.json", name, password, role)
-    # STROKELABEL_BACKGROUND_YIELD=0: the retraining the admin starts is not lowered in priority (strokelabel.lifeline).
-    # Yielding protects a clinician's calls to the same server, and none runs while this test waits on the training;
-    # in a parallel test run the only competitors are other tests' processes, which would starve a niced child.
-    env = {"STROKELABEL_OHIF3_DIR": str(OHIF3_DIST), "MONAI_LABEL_AUTH_ENABLE": "true", "STROKELABEL_BACKGROUND_YIELD": "0",
+    env = {"STROKELABEL_OHIF3_DIR": str(OHIF3_DIST), "MONAI_LABEL_AUTH_ENABLE": "true",
            "MONAI_LABEL_AUTH_REALM_URI": f"http://127.0.0.1:{free_port()}/realms/strokelabel", "STROKELABEL_USERS_FILE": str(work / "users.json")}
     with phantom_pacs_server(work, models=",".join(CASES), kinds=("mri", "ctp", "cta"), env=env, login=("adam", USERS["adam"][0])) as server:
         yield server
