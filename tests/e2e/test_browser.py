@@ -106,7 +106,7 @@ def test_ohif_shows_the_ai_seg_where_the_lesion_is_and_stores_the_correction_tha
         "server": f"http://127.0.0.1:{server.port}",
         "study_uid": str(dwi.StudyInstanceUID), "image_series_uid": str(dwi.SeriesInstanceUID),
         "seg_series_uid": str(ai_seg.SeriesInstanceUID), "seg_description": str(ai_seg.SeriesDescription),
-        "slices_z": lesion_z + [empty_z], "z_tolerance_mm": 0.01, "step_timeout_ms": 60000,
+        "slices_z": lesion_z + [empty_z], "z_tolerance_mm": 0.01, "step_timeout_ms": 180000,
         "brush_stroke": {"z": edit_z, "point_lps": on_edit_slice.mean(axis=0).tolist(), "step_px": 4},
         "export_name": "Lesion corrected in OHIF",
     }

@@ -116,7 +116,7 @@ def test_one_viewer_runs_every_task_saves_approved_and_corrected_retrains_opens_
 
     mri_uid, ctp_uid, cta_uid = (str(server.studies[k].series[m].StudyInstanceUID) for k, m, _ in CASES.values())
     login = {name: {"username": name, "password": password} for name, (password, _) in USERS.items()}
-    plan = {"server": f"http://127.0.0.1:{server.port}", "z_tolerance_mm": 0.01, "step_timeout_ms": 60000, "infer_timeout_ms": 180000,
+    plan = {"server": f"http://127.0.0.1:{server.port}", "z_tolerance_mm": 0.01, "step_timeout_ms": 180000, "infer_timeout_ms": 300000,
             "train_timeout_ms": 600000,
             "sessions": [
                 {"name": "admin", "login": login["adam"], "actions": [
