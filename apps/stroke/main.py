@@ -33,7 +33,7 @@ from lib.model_routes import add_model_routes, lifecycle_models, versions_in_use
 from lib.model_versions import remove_unfinished_copies
 from strokelabel import __version__
 from strokelabel.derived import summary_picture_path
-from strokelabel.lifeline import busy_marker, foreground_call, mark_as_server, tie_to_server
+from strokelabel.lifeline import busy_marker, exit_without_final_collection, foreground_call, mark_as_server, tie_to_server
 from strokelabel.study import describe_study
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def store_ai_seg(datastore) -> bool:
 class StrokeApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):
         self.model_dir = os.path.join(app_dir, "model")
+        exit_without_final_collection()  # the server and each training/scoring child end seconds sooner
         if tie_to_server() is None:  # in MONAI Label's training/scoring child: die with the server, never outlive it
             mark_as_server()  # its children compare their parent with this pid (one started as it died is an orphan)
             busy_marker().unlink(missing_ok=True)  # the server: where it marks a clinician's call for its children

@@ -68,3 +68,20 @@ def test_a_clinicians_call_lowers_the_priority_of_the_servers_background_childre
             assert os.getpriority(os.PRIO_PROCESS, child.pid) == max(ours, lifeline.BACKGROUND_NICENESS)
     finally:
         child.kill()
+
+
+def test_a_process_that_skips_the_final_collection_leaves_its_cyclic_garbage_to_the_kernel():
+    # The cycle's finaliser runs at exit only if the interpreter's last cyclic collection visits it.
+    script = ("import gc, sys\n"
+              "from strokelabel import lifeline\n"
+              "class Node:\n"
+              "    def __del__(self): print('collected', flush=True)\n"
+              "def make_cycle():\n"
+              "    a, b = Node(), Node(); a.other, b.other = b, a\n"
+              "gc.disable(); make_cycle()\n"
+              "if sys.argv[1] == 'skip': lifeline.exit_without_final_collection()\n")
+    normal = subprocess.run([sys.executable, "-c", script, "normal"], capture_output=True, text=True, timeout=60)
+    skipped = subprocess.run([sys.executable, "-c", script, "skip"], capture_output=True, text=True, timeout=60)
+    assert normal.returncode == skipped.returncode == 0, (normal.stderr, skipped.stderr)
+    assert "collected" in normal.stdout, "the control must see the final collection, or the test proves nothing"
+    assert "collected" not in skipped.stdout
