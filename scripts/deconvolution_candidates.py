@@ -213,3 +213,40 @@ def residue_rise_time_s(residues, dt_s: float, fraction: float = 0.5) -> np.ndar
     step = np.divide(level - before, after - before, out=np.zeros_like(before), where=after > before)
     rise = np.where(found, (j + step + 0.5) * dt_s, 0.0)
     return rise.reshape(k.shape[:-1])
+
+
+# --- truncation chosen by the noise the residue carries (issue 23) -----------------------------------------------
+
+
+# The noise a voxel's residue may carry, as a fraction of its peak (deconvolve_osvd_noise): fixed before the
+# measurement as a round figure, not tuned.
+RESIDUE_NOISE_FRACTION = 0.1
+
+
+def deconvolve_osvd_noise(tissue_hu, aif_hu, dt_s: float, n_baseline: int, noise_fraction: float = RESIDUE_NOISE_FRACTION,
+                          thresholds: Sequence[float] = OSVD_THRESHOLDS, pad_factor: int = 2) -> np.ndarray:
+    """Block-circulant SVD whose truncation each voxel chooses by the noise its residue would carry: the least
+    truncation among ``thresholds`` whose propagated noise, σ_k(p) = σ_c · sqrt(T · Σ_f w_f |keep_f / λ_f|²) / L
+    (white noise σ_c on the T acquired frames, :func:`baseline_noise_hu`; rfft weights w_f), is at most
+    ``noise_fraction`` × the residue's peak. Why this and not oSVD's oscillation index: the index counts the residue's
+    own shape as oscillation too (the step at the bolus delay, the fast decay of a short transit time), so a healthy
+    high-flow voxel is truncated for its shape, not its noise, and its peak, the CBF, is cut more than a slow core's."""
+    data, spectrum, length, weights = _padded_spectra(tissue_hu, aif_hu, dt_s, pad_factor)
+    n_t = np.asarray(aif_hu).size
+    curves = np.asarray(tissue_hu, np.float64).reshape(-1, n_t)
+    noise = baseline_noise_hu(curves, n_baseline)
+    magnitude = np.abs(spectrum)
+    inverse = np.divide(1.0, spectrum, out=np.zeros_like(spectrum), where=magnitude > 0)
+    k = np.zeros((data.shape[0], n_t))
+    todo = np.arange(data.shape[0])
+    ordered = sorted(thresholds)
+    for i, p in enumerate(ordered):
+        if todo.size == 0:
+            break
+        keep = magnitude >= p * magnitude.max()
+        gain = np.sqrt(n_t * float((weights * keep * np.abs(inverse) ** 2).sum())) / length
+        trial = np.fft.irfft(data[todo] * inverse * keep, n=length, axis=-1)[:, :n_t]
+        ok = noise[todo] * gain <= noise_fraction * trial.max(axis=-1) if i < len(ordered) - 1 else np.ones(todo.size, bool)
+        k[todo[ok]] = trial[ok]
+        todo = todo[~ok]
+    return k.reshape(*np.shape(tissue_hu)[:-1], n_t)
