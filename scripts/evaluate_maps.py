@@ -71,6 +71,8 @@ DECONVOLUTIONS = {
     "tsvd_discrepancy": candidates.deconvolve_tsvd_discrepancy,
     "tikhonov_gcv": candidates.deconvolve_tikhonov_gcv,
     "osvd_noise": candidates.deconvolve_osvd_noise,
+    "osvd_calibrated_gamma": candidates.deconvolve_osvd_calibrated_gamma,
+    "osvd_debiased": candidates.deconvolve_osvd_debiased,
 }
 # How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its maximum (the app's), or its
 # half-height rise (deconvolution_candidates.residue_rise_time_s: measured, not kept).
