@@ -289,6 +289,7 @@ def deconvolve_bcsvd(
     oscillation_limit: float | None = None,
     thresholds: Sequence[float] = OSVD_THRESHOLDS,
     pad_factor: int = 2,
+    noise_hu: float | None = None,
 ) -> np.ndarray:
     """Flow-scaled residue k(t) = (ρ/k_H)·F·R(t − delay) [1/s] of each tissue curve (time last).
 
@@ -301,6 +302,10 @@ def deconvolve_bcsvd(
     transform: its singular values are |λ_f|, λ = dt·DFT(ā). Truncating singular values is
     therefore zeroing the frequencies with |λ_f| below the threshold, which is how this is
     computed (FFT, exactly equal to ``truncated_pseudoinverse(D) @ c``, and fast for many voxels).
+
+    With ``noise_hu`` (the curves' frame noise, HU), each residue has the expected maximum of the noise it carries
+    taken off (:func:`residue_noise_maximum`), so that CBF = max k is not raised by noise (see there and
+    strokelabel/ctp4d.py for why and the measurement that chose it); its argmax, Tmax, is unchanged.
     """
     tissue = np.asarray(tissue_hu, dtype=np.float64)
     aif = np.asarray(aif_hu, dtype=np.float64)
@@ -321,7 +326,10 @@ def deconvolve_bcsvd(
         return np.fft.irfft(data[rows] * keep, n=length, axis=-1)
 
     if oscillation_limit is None:
-        return solve(slice(None), threshold)[:, :n_t].reshape(*lead, n_t)
+        k = solve(slice(None), threshold)[:, :n_t]
+        if noise_hu is not None:
+            k -= residue_noise_maximum(magnitude, threshold, n_t, noise_hu)
+        return k.reshape(*lead, n_t)
     chosen = np.zeros((flat.shape[0], n_t))
     todo = np.arange(flat.shape[0])
     for i, p in enumerate(sorted(thresholds)):
@@ -332,8 +340,31 @@ def deconvolve_bcsvd(
         if i == len(thresholds) - 1:
             ok[:] = True
         chosen[todo[ok]] = k[ok, :n_t]
+        if noise_hu is not None:
+            chosen[todo[ok]] -= residue_noise_maximum(magnitude, p, n_t, noise_hu)
         todo = todo[~ok]
     return chosen.reshape(*lead, n_t)
+
+
+def residue_noise_maximum(kernel_magnitude, threshold: float, n_frames: int, noise_hu: float) -> float:
+    """The expected maximum (1/s) of the noise a residue carries after truncation at ``threshold``, from frame noise
+    ``noise_hu`` (white, on the ``n_frames`` acquired frames of the padded problem whose AIF spectrum magnitudes, rfft
+    of the circulant kernel, are ``kernel_magnitude``).
+
+    The noise in k is σ_k = σ · sqrt(T · Σ_f w_f |1 / λ_f|²) / L over the kept frequencies (w_f: how often the full
+    spectrum holds an rfft bin); it is band-limited, with about m = T · (kept frequencies) / L independent samples over
+    the T frames, whose maximum is expected at σ_k · sqrt(2 ln m). That is the bias of max k on a residue whose
+    plateau spans the frames (a low, long core residue) and an over-estimate on a sharp peak (healthy tissue), where
+    it stands in, on the forward model, for the flow the truncation cuts off that peak (strokelabel/ctp4d.py)."""
+    magnitude = np.asarray(kernel_magnitude, dtype=np.float64)
+    length = 2 * (magnitude.size - 1)  # even padded length (pad_factor × T, pad_factor 2)
+    weights = np.full(magnitude.size, 2.0)
+    weights[0] = weights[-1] = 1.0
+    keep = magnitude >= threshold * magnitude.max()
+    inverse_power = np.divide(1.0, magnitude**2, out=np.zeros_like(magnitude), where=keep & (magnitude > 0))
+    sigma_k = float(noise_hu) * np.sqrt(n_frames * float((weights * inverse_power).sum())) / length
+    independent = max(2.0, float((weights * keep).sum()) * n_frames / length)
+    return sigma_k * float(np.sqrt(2.0 * np.log(independent)))
 
 
 def peak_time_s(curves, dt_s: float, subsample: bool = True) -> np.ndarray:
