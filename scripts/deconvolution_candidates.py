@@ -287,3 +287,14 @@ def deconvolve_osvd_debiased(tissue_hu, aif_hu, dt_s: float, n_baseline: int, os
         kept = max(2.0, float((weights * keep).sum()) * n_t / length)
         bias[chosen == p] = noise * gain * np.sqrt(2.0 * np.log(kept))
     return (k - bias[:, None]).reshape(np.shape(tissue_hu))
+
+
+def deconvolve_osvd_peak_noise_off(tissue_hu, aif_hu, dt_s: float, n_baseline: int) -> np.ndarray:
+    """The app's oSVD with the noise's expected lift of each residue's maximum taken off
+    (strokelabel.perfusion.deconvolve_bcsvd(noise_hu=...), strokelabel.perfusion.residue_noise_maximum): only as
+    much as the samples that could hold the maximum allow, so a sharp healthy peak keeps its height."""
+    from strokelabel.perfusion import deconvolve_bcsvd, frame_noise_hu
+
+    curves = np.asarray(tissue_hu, np.float64)
+    noise = frame_noise_hu(curves.reshape(-1, curves.shape[-1]), n_baseline)
+    return deconvolve_bcsvd(curves, aif_hu, dt_s, oscillation_limit=OSVD_OSCILLATION_INDEX, noise_hu=noise)

@@ -114,6 +114,9 @@ VOF_LAG_S = 2.0
 # A VOF/AIF area ratio above this means a wrong VOF, not a thin artery: the AIF is then left as measured.
 MAX_AIF_SCALE = 2.5
 BONE_HU = 300.0
+# The deconvolution takes each residue's expected noise maximum off (perfusion.deconvolve_bcsvd(noise_hu=...)):
+# chosen by the boundary table, see the module docstring.
+NOISE_MAXIMUM_OFF = False
 
 Progress = Callable[[float, str], None]
 
@@ -712,7 +715,8 @@ def _deconvolve(series, dt, spacing, brain, aif, n_baseline, report, span, chunk
     for i, zs in enumerate(slabs):
         if brain[:, :, zs].any():
             slab = perfusion.perfusion_maps(series[:, :, zs], dt, spacing_mm=spacing, mask=brain[:, :, zs], aif_hu=aif, n_baseline=n_baseline,
-                                            chunk_voxels=chunk_voxels, deconvolve=deconvolve, tmax_from_residue=tmax_from_residue)
+                                            chunk_voxels=chunk_voxels, deconvolve=deconvolve, tmax_from_residue=tmax_from_residue,
+                                            noise_maximum_off=NOISE_MAXIMUM_OFF)
             for k in names:
                 maps[k][:, :, zs] = slab[k]
         report(span[0] + (span[1] - span[0]) * (i + 1) / len(slabs), f"deconvolution: slab {i + 1}/{len(slabs)} (slices {zs.start}-{zs.stop - 1})")

@@ -328,7 +328,7 @@ def deconvolve_bcsvd(
     if oscillation_limit is None:
         k = solve(slice(None), threshold)[:, :n_t]
         if noise_hu is not None:
-            k -= residue_noise_maximum(magnitude, threshold, n_t, noise_hu)
+            k -= residue_noise_maximum(k, magnitude, threshold, n_t, noise_hu)[:, None]
         return k.reshape(*lead, n_t)
     chosen = np.zeros((flat.shape[0], n_t))
     todo = np.arange(flat.shape[0])
@@ -341,30 +341,35 @@ def deconvolve_bcsvd(
             ok[:] = True
         chosen[todo[ok]] = k[ok, :n_t]
         if noise_hu is not None:
-            chosen[todo[ok]] -= residue_noise_maximum(magnitude, p, n_t, noise_hu)
+            chosen[todo[ok]] -= residue_noise_maximum(k[ok, :n_t], magnitude, p, n_t, noise_hu)[:, None]
         todo = todo[~ok]
     return chosen.reshape(*lead, n_t)
 
 
-def residue_noise_maximum(kernel_magnitude, threshold: float, n_frames: int, noise_hu: float) -> float:
-    """The expected maximum (1/s) of the noise a residue carries after truncation at ``threshold``, from frame noise
-    ``noise_hu`` (white, on the ``n_frames`` acquired frames of the padded problem whose AIF spectrum magnitudes, rfft
-    of the circulant kernel, are ``kernel_magnitude``).
+def residue_noise_maximum(residues, kernel_magnitude, threshold: float, n_frames: int, noise_hu: float) -> np.ndarray:
+    """The expected amount (1/s) by which noise raises the maximum of each residue (rows of ``residues``, the first
+    ``n_frames`` samples of a block-circulant solution truncated at ``threshold``; ``kernel_magnitude`` the rfft
+    magnitudes of its circulant AIF kernel), from white frame noise ``noise_hu`` on the acquired frames.
 
     The noise in k is σ_k = σ · sqrt(T · Σ_f w_f |1 / λ_f|²) / L over the kept frequencies (w_f: how often the full
-    spectrum holds an rfft bin); it is band-limited, with about m = T · (kept frequencies) / L independent samples over
-    the T frames, whose maximum is expected at σ_k · sqrt(2 ln m). That is the bias of max k on a residue whose
-    plateau spans the frames (a low, long core residue) and an over-estimate on a sharp peak (healthy tissue), where
-    it stands in, on the forward model, for the flow the truncation cuts off that peak (strokelabel/ctp4d.py)."""
+    spectrum holds an rfft bin), band-limited, so about one independent sample per L / (kept frequencies) frames.
+    max k is the largest of the samples that could hold the maximum (those within 2 σ_k of it), so its bias is the
+    expected maximum of m standard normals (Blom's approximation) × σ_k, m = those samples × the kept fraction: about
+    0 for a sharp peak (healthy tissue), ~2 σ_k for a low plateau spanning the frames (the core)."""
+    from scipy.special import ndtri
+
+    k = np.asarray(residues, dtype=np.float64)
     magnitude = np.asarray(kernel_magnitude, dtype=np.float64)
-    length = 2 * (magnitude.size - 1)  # even padded length (pad_factor × T, pad_factor 2)
+    length = 2 * (magnitude.size - 1)  # the even padded length (pad_factor 2) whose rfft this is
     weights = np.full(magnitude.size, 2.0)
     weights[0] = weights[-1] = 1.0
     keep = magnitude >= threshold * magnitude.max()
     inverse_power = np.divide(1.0, magnitude**2, out=np.zeros_like(magnitude), where=keep & (magnitude > 0))
     sigma_k = float(noise_hu) * np.sqrt(n_frames * float((weights * inverse_power).sum())) / length
-    independent = max(2.0, float((weights * keep).sum()) * n_frames / length)
-    return sigma_k * float(np.sqrt(2.0 * np.log(independent)))
+    kept_fraction = float((weights * keep).sum()) / length
+    near_peak = (k >= k.max(axis=-1, keepdims=True) - 2.0 * sigma_k).sum(axis=-1)
+    independent = np.maximum(1.0, near_peak * kept_fraction)
+    return sigma_k * np.maximum(ndtri((independent - 0.375) / (independent + 0.25)), 0.0)
 
 
 def peak_time_s(curves, dt_s: float, subsample: bool = True) -> np.ndarray:
@@ -551,6 +556,7 @@ def perfusion_maps(
     chunk_voxels: int = 500_000,
     deconvolve=None,
     tmax_from_residue=peak_time_s,
+    noise_maximum_off: bool = False,
 ) -> dict[str, np.ndarray]:
     """CBF, CBV, MTT, Tmax, TTP, MIP and NCCT from a 4D CT perfusion series (X, Y, Z, T) in HU.
 
@@ -560,6 +566,9 @@ def perfusion_maps(
     - tissue: enhancement smoothed in-plane by ``smooth_mm`` (σ, inside the mask), then
       deconvolved by :func:`deconvolve_bcsvd` (oSVD when ``oscillation_limit`` is set), or by
       ``deconvolve(curves (n, T), aif (T,), dt_s, n_baseline) -> k (n, T)`` when given.
+    - with ``noise_maximum_off``, each residue has the expected maximum of its noise taken off
+      (``deconvolve_bcsvd(noise_hu=...)``), the frame noise being the median over the slab's tissue curves of the
+      standard deviation of their baseline frames (:func:`frame_noise_hu`).
     - Tmax: ``tmax_from_residue(k, dt_s)``, by default the time of k's maximum (:func:`peak_time_s`); an
       alternative read was measured and not kept (scripts/deconvolution_candidates.py, residue_rise_time_s).
     - maps are 0 outside ``mask`` and in vessels (peak enhancement > ``vessel_threshold_hu``).
@@ -598,7 +607,8 @@ def perfusion_maps(
         curves = smooth[tissue_mask]
         del delta, smooth
         if deconvolve is None:
-            k = deconvolve_bcsvd(curves, aif, dt_s, threshold=threshold, oscillation_limit=oscillation_limit)
+            noise = frame_noise_hu(curves, n_baseline) if noise_maximum_off else None
+            k = deconvolve_bcsvd(curves, aif, dt_s, threshold=threshold, oscillation_limit=oscillation_limit, noise_hu=noise)
         else:
             k = deconvolve(curves, aif, dt_s, n_baseline)
         cbf = cbf_from_residue(k)
@@ -615,6 +625,17 @@ def perfusion_maps(
             chunk[tissue_mask] = v
             maps[name][:, :, zs] = chunk
     return {**maps, "mip": mip, "ncct": ncct, "aif": aif.astype(np.float32), "mask": mask, "n_baseline": int(n_baseline)}
+
+
+def frame_noise_hu(curves_hu, n_baseline: int) -> float:
+    """The frame noise (HU) of tissue curves (n, T): the median over the curves of the standard deviation of their
+    frames before bolus arrival (at least 2). CT noise is nearly uniform over a slab, and a voxel's 3-5 baseline
+    frames are too few to estimate it alone."""
+    curves = np.asarray(curves_hu, dtype=np.float64)
+    if curves.shape[0] == 0:
+        return 0.0
+    n = min(max(2, int(n_baseline)), curves.shape[-1])
+    return float(np.median(curves[:, :n].std(axis=-1, ddof=1)))
 
 
 def brain_mask_from_ncct(ncct_hu, low_hu: float = 15.0, high_hu: float = 100.0, bone_hu: float = 300.0) -> np.ndarray:
