@@ -28,6 +28,10 @@ family and a row of the studies whose true core is 5-20 mL.
 is 50-90 mL and mismatch ratio 1.5-2.2; per family the core and mismatch volumes' bias and 95 % limits of agreement
 (mL) against the same rule on the true maps, how often the DEFUSE 3 and EXTEND verdicts (strokelabel.trial_criteria)
 differ from the true maps', each disagreement with its figures, and how often a series-quality flag was raised.
+With ``--deconvolutions a,b`` every candidate is scored on the same prepared series, one table each; per family and
+deconvolution it also prints where the core's edge moves (:func:`rcbf_bias`): per bin of the true rCBF and per tissue
+class the computed rCBF, computed / true CBF and the Tmax error, and the contralateral reference on both maps.
+``--boundary-studies 10001,10005`` re-scores studies an earlier run found (its log names them) without the search.
 
 ``--size clinical`` writes one phantom series at 512 x 512 x 20 x 40 (int16 NIfTI with a BIDS
 sidecar) and measures, each in a fresh process, loading it (read_ctp_nifti) and loading plus
