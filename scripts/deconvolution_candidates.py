@@ -298,3 +298,8 @@ def deconvolve_osvd_peak_noise_off(tissue_hu, aif_hu, dt_s: float, n_baseline: i
     curves = np.asarray(tissue_hu, np.float64)
     noise = frame_noise_hu(curves.reshape(-1, curves.shape[-1]), n_baseline)
     return deconvolve_bcsvd(curves, aif_hu, dt_s, oscillation_limit=OSVD_OSCILLATION_INDEX, noise_hu=noise)
+
+
+def deconvolve_osvd_lift_on(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0) -> np.ndarray:
+    """The app's oSVD as it was before issue 23: the noise's lift of each residue's maximum left in."""
+    return deconvolve_bcsvd(tissue_hu, aif_hu, dt_s, oscillation_limit=OSVD_OSCILLATION_INDEX)

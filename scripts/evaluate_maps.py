@@ -70,7 +70,9 @@ from strokelabel.trial_criteria import CRITERIA
 MAP_KEYS = ("cbf", "cbv", "mtt", "tmax")
 # The deconvolutions measured on the same series (``--deconvolutions``); compute_maps' own is "osvd".
 DECONVOLUTIONS = {
-    "osvd": None,  # compute_maps' default: block-circulant oSVD, oscillation index 0.095
+    "osvd": None,  # compute_maps' default: block-circulant oSVD, oscillation index 0.095, the noise's lift of max k off
+    # The app's oSVD before issue 23 (the noise's lift of max k left on), to score before and after on the same series.
+    "osvd_lift_on": candidates.deconvolve_osvd_lift_on,
     "osvd_calibrated": candidates.deconvolve_osvd_calibrated,
     "tsvd_discrepancy": candidates.deconvolve_tsvd_discrepancy,
     "tikhonov_gcv": candidates.deconvolve_tikhonov_gcv,

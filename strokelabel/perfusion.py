@@ -13,7 +13,8 @@ pre-contrast baseline), which is proportional to iodine concentration, so the co
 proportionality cancels between tissue and AIF.
 
 Inverse: the flow-scaled residue k(t) = (ρ/k_H)·F·R(t − delay) is recovered by block-circulant
-truncated SVD deconvolution (Wu 2003), which is insensitive to the tissue's delay; then
+truncated SVD deconvolution (Wu 2003), which is insensitive to the tissue's delay, with the noise's expected lift
+of its maximum taken off (:func:`residue_noise_maximum`, strokelabel/ctp4d.py has the measurement); then
 CBF = max k (eq. 1), Tmax = argmax k, CBV by eq. 3, MTT = CBV / CBF (eq. 2).
 
 Units: time s, CBF mL/100g/min, CBV mL/100g, MTT/Tmax/TTP s, CT HU.
