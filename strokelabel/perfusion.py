@@ -329,7 +329,7 @@ def deconvolve_bcsvd(
     if oscillation_limit is None:
         k = solve(slice(None), threshold)[:, :n_t]
         if noise_hu is not None:
-            k -= residue_noise_maximum(k, magnitude, threshold, n_t, noise_hu)[:, None]
+            k -= residue_noise_maximum(k, magnitude, threshold, n_t, noise_hu, length)[:, None]
         return k.reshape(*lead, n_t)
     chosen = np.zeros((flat.shape[0], n_t))
     todo = np.arange(flat.shape[0])
@@ -342,15 +342,17 @@ def deconvolve_bcsvd(
             ok[:] = True
         chosen[todo[ok]] = k[ok, :n_t]
         if noise_hu is not None:
-            chosen[todo[ok]] -= residue_noise_maximum(k[ok, :n_t], magnitude, p, n_t, noise_hu)[:, None]
+            chosen[todo[ok]] -= residue_noise_maximum(k[ok, :n_t], magnitude, p, n_t, noise_hu, length)[:, None]
         todo = todo[~ok]
     return chosen.reshape(*lead, n_t)
 
 
-def residue_noise_maximum(residues, kernel_magnitude, threshold: float, n_frames: int, noise_hu: float) -> np.ndarray:
+def residue_noise_maximum(residues, kernel_magnitude, threshold: float, n_frames: int, noise_hu: float,
+                          length: int | None = None) -> np.ndarray:
     """The expected amount (1/s) by which noise raises the maximum of each residue (rows of ``residues``, the first
     ``n_frames`` samples of a block-circulant solution truncated at ``threshold``; ``kernel_magnitude`` the rfft
-    magnitudes of its circulant AIF kernel), from white frame noise ``noise_hu`` on the acquired frames.
+    magnitudes of its circulant AIF kernel of padded ``length``, by default 2 (n_frames)), from white frame noise
+    ``noise_hu`` on the acquired frames.
 
     The noise in k is σ_k = σ · sqrt(T · Σ_f w_f |1 / λ_f|²) / L over the kept frequencies (w_f: how often the full
     spectrum holds an rfft bin), band-limited, so about one independent sample per L / (kept frequencies) frames.
@@ -361,9 +363,11 @@ def residue_noise_maximum(residues, kernel_magnitude, threshold: float, n_frames
 
     k = np.asarray(residues, dtype=np.float64)
     magnitude = np.asarray(kernel_magnitude, dtype=np.float64)
-    length = 2 * (magnitude.size - 1)  # the even padded length (pad_factor 2) whose rfft this is
-    weights = np.full(magnitude.size, 2.0)
-    weights[0] = weights[-1] = 1.0
+    length = 2 * n_frames if length is None else int(length)
+    weights = np.full(magnitude.size, 2.0)  # an rfft bin stands for itself and its mirror, but for 0 and Nyquist
+    weights[0] = 1.0
+    if length % 2 == 0:
+        weights[-1] = 1.0
     keep = magnitude >= threshold * magnitude.max()
     inverse_power = np.divide(1.0, magnitude**2, out=np.zeros_like(magnitude), where=keep & (magnitude > 0))
     sigma_k = float(noise_hu) * np.sqrt(n_frames * float((weights * inverse_power).sum())) / length
