@@ -289,17 +289,6 @@ def deconvolve_osvd_debiased(tissue_hu, aif_hu, dt_s: float, n_baseline: int, os
     return (k - bias[:, None]).reshape(np.shape(tissue_hu))
 
 
-def deconvolve_osvd_peak_noise_off(tissue_hu, aif_hu, dt_s: float, n_baseline: int) -> np.ndarray:
-    """The app's oSVD with the noise's expected lift of each residue's maximum taken off
-    (strokelabel.perfusion.deconvolve_bcsvd(noise_hu=...), strokelabel.perfusion.residue_noise_maximum): only as
-    much as the samples that could hold the maximum allow, so a sharp healthy peak keeps its height."""
-    from strokelabel.perfusion import deconvolve_bcsvd, frame_noise_hu
-
-    curves = np.asarray(tissue_hu, np.float64)
-    noise = frame_noise_hu(curves.reshape(-1, curves.shape[-1]), n_baseline)
-    return deconvolve_bcsvd(curves, aif_hu, dt_s, oscillation_limit=OSVD_OSCILLATION_INDEX, noise_hu=noise)
-
-
 def deconvolve_osvd_lift_on(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0) -> np.ndarray:
     """The app's oSVD as it was before issue 23: the noise's lift of each residue's maximum left in."""
     return deconvolve_bcsvd(tissue_hu, aif_hu, dt_s, oscillation_limit=OSVD_OSCILLATION_INDEX)

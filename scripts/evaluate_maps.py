@@ -79,7 +79,6 @@ DECONVOLUTIONS = {
     "osvd_noise": candidates.deconvolve_osvd_noise,
     "osvd_calibrated_gamma": candidates.deconvolve_osvd_calibrated_gamma,
     "osvd_debiased": candidates.deconvolve_osvd_debiased,
-    "osvd_peak_noise_off": candidates.deconvolve_osvd_peak_noise_off,
 }
 # How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its maximum (the app's), or its
 # half-height rise (deconvolution_candidates.residue_rise_time_s: measured, not kept).

@@ -65,7 +65,8 @@ hold the maximum: ~2 sigma off a core plateau, nothing off a sharp healthy peak,
 Chosen by a rule written before the run (DEFUSE 3 disagreements over clean + clinical noise at most oSVD's, smaller mean
 |core bias| and no larger mean |mismatch bias| over four families, no worse on the gamma-residue and dispersed families
 it does not assume), 5 boundary studies per family, seed 0 (``--boundary 5 --boundary-studies
-10001,10005,10012,10036,10040 --deconvolutions osvd,osvd_peak_noise_off``); core / mismatch bias mL, DEFUSE 3 verdicts
+10001,10005,10012,10036,10040 --deconvolutions osvd_lift_on,osvd``; measured as the candidate
+``osvd_peak_noise_off`` before it became the default); core / mismatch bias mL, DEFUSE 3 verdicts
 that differ from the true maps', task core Dice:
 
 ============== ================================ ================================
