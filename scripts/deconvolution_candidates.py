@@ -27,6 +27,7 @@ from strokelabel.perfusion import (
     circulant_aif_matrix,
     deconvolve_bcsvd,
     oscillation_index,
+    residue,
 )
 
 
@@ -121,16 +122,16 @@ def osvd_thresholds(tissue_hu, aif_hu, dt_s: float, oscillation_limit: float = O
 
 
 def truncation_recovery(aif_hu, dt_s: float, thresholds: Sequence[float], mtt_s: np.ndarray, substeps: int = 10,
-                        pad_factor: int = 2) -> np.ndarray:
+                        pad_factor: int = 2, residue_kind: str = "exponential") -> np.ndarray:
     """(len(thresholds), len(mtt_s)): the fraction of the true flow that truncated block-circulant SVD at each threshold
-    recovers (max k / true k) from a noise-free tissue curve of exponential residue and mean transit time ``mtt_s``,
+    recovers (max k / true k) from a noise-free tissue curve of ``residue_kind`` residue and mean transit time ``mtt_s``,
     made with this study's own AIF (linearly interpolated to ``dt_s / substeps`` for the convolution, sampled back)."""
     aif = np.asarray(aif_hu, dtype=np.float64)
     fine_dt = dt_s / substeps
     t = np.arange(aif.size) * dt_s
     fine_t = np.arange(0.0, t[-1] + 1e-9, fine_dt)
     fine_aif = np.interp(fine_t, t, aif)
-    residues = np.exp(-fine_t[None, :] / np.asarray(mtt_s, np.float64)[:, None])
+    residues = residue(fine_t[None, :], np.asarray(mtt_s, np.float64)[:, None], residue_kind)
     # k_true = 1 (unit flow-scaled residue peak): tissue = ∫ aif(τ) R(t − τ) dτ
     spectrum = np.fft.rfft(fine_aif, n=2 * fine_t.size)
     fine_tissue = np.fft.irfft(np.fft.rfft(residues, n=2 * fine_t.size, axis=-1) * spectrum, n=2 * fine_t.size, axis=-1)[:, : fine_t.size]
@@ -143,7 +144,8 @@ RECOVERY_MTT_S = np.geomspace(0.5, 40.0, 48)
 
 
 def deconvolve_osvd_calibrated(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0, oscillation_limit: float = OSVD_OSCILLATION_INDEX,
-                               thresholds: Sequence[float] = OSVD_THRESHOLDS, iterations: int = 4) -> np.ndarray:
+                               thresholds: Sequence[float] = OSVD_THRESHOLDS, iterations: int = 4,
+                               residue_kind: str = "exponential") -> np.ndarray:
     """oSVD whose flow is divided by the fraction its own truncation loses at the voxel's transit time.
 
     Truncation low-passes the residue: a short transit time (a fast decay, healthy high-flow tissue) loses more of
@@ -151,11 +153,13 @@ def deconvolve_osvd_calibrated(tissue_hu, aif_hu, dt_s: float, n_baseline: int =
     core shrinks). The loss is computed for this study's AIF and each voxel's chosen threshold
     (:func:`truncation_recovery`) at the voxel's MTT = CBV / CBF (CBV by the area ratio, which truncation does not
     bias), iterated a few times as the corrected CBF moves the MTT. Returns k scaled by 1 / recovery (its Tmax unchanged).
+    ``residue_kind``: the residue the loss is computed for (strokelabel.perfusion.residue): "exponential" (one
+    well-mixed compartment) or "gamma" (a gamma transit-time distribution, as capillaries show, Mouridsen 2006).
     """
     shape = np.shape(tissue_hu)
     curves = np.asarray(tissue_hu, dtype=np.float64).reshape(-1, shape[-1])
     k, chosen = osvd_thresholds(curves, aif_hu, dt_s, oscillation_limit, thresholds)
-    table = truncation_recovery(aif_hu, dt_s, sorted(thresholds), RECOVERY_MTT_S)
+    table = truncation_recovery(aif_hu, dt_s, sorted(thresholds), RECOVERY_MTT_S, residue_kind=residue_kind)
     row = np.searchsorted(sorted(thresholds), chosen)
     cbv = cbv_from_curves(curves, aif_hu, dt_s)
     raw = cbf_from_residue(k)
@@ -213,3 +217,78 @@ def residue_rise_time_s(residues, dt_s: float, fraction: float = 0.5) -> np.ndar
     step = np.divide(level - before, after - before, out=np.zeros_like(before), where=after > before)
     rise = np.where(found, (j + step + 0.5) * dt_s, 0.0)
     return rise.reshape(k.shape[:-1])
+
+
+# --- truncation chosen by the noise the residue carries (issue 23) -----------------------------------------------
+
+
+# The noise a voxel's residue may carry, as a fraction of its peak (deconvolve_osvd_noise): fixed before the
+# measurement as a round figure, not tuned.
+RESIDUE_NOISE_FRACTION = 0.1
+
+
+def deconvolve_osvd_noise(tissue_hu, aif_hu, dt_s: float, n_baseline: int, noise_fraction: float = RESIDUE_NOISE_FRACTION,
+                          thresholds: Sequence[float] = OSVD_THRESHOLDS, pad_factor: int = 2) -> np.ndarray:
+    """Block-circulant SVD whose truncation each voxel chooses by the noise its residue would carry: the least
+    truncation among ``thresholds`` whose propagated noise, σ_k(p) = σ_c · sqrt(T · Σ_f w_f |keep_f / λ_f|²) / L
+    (white noise σ_c on the T acquired frames, :func:`baseline_noise_hu`; rfft weights w_f), is at most
+    ``noise_fraction`` × the residue's peak. Why this and not oSVD's oscillation index: the index counts the residue's
+    own shape as oscillation too (the step at the bolus delay, the fast decay of a short transit time), so a healthy
+    high-flow voxel is truncated for its shape, not its noise, and its peak, the CBF, is cut more than a slow core's."""
+    data, spectrum, length, weights = _padded_spectra(tissue_hu, aif_hu, dt_s, pad_factor)
+    n_t = np.asarray(aif_hu).size
+    curves = np.asarray(tissue_hu, np.float64).reshape(-1, n_t)
+    noise = baseline_noise_hu(curves, n_baseline)
+    magnitude = np.abs(spectrum)
+    inverse = np.divide(1.0, spectrum, out=np.zeros_like(spectrum), where=magnitude > 0)
+    k = np.zeros((data.shape[0], n_t))
+    todo = np.arange(data.shape[0])
+    ordered = sorted(thresholds)
+    for i, p in enumerate(ordered):
+        if todo.size == 0:
+            break
+        keep = magnitude >= p * magnitude.max()
+        gain = np.sqrt(n_t * float((weights * keep * np.abs(inverse) ** 2).sum())) / length
+        trial = np.fft.irfft(data[todo] * inverse * keep, n=length, axis=-1)[:, :n_t]
+        ok = noise[todo] * gain <= noise_fraction * trial.max(axis=-1) if i < len(ordered) - 1 else np.ones(todo.size, bool)
+        k[todo[ok]] = trial[ok]
+        todo = todo[~ok]
+    return k.reshape(*np.shape(tissue_hu)[:-1], n_t)
+
+
+def deconvolve_osvd_calibrated_gamma(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0) -> np.ndarray:
+    """:func:`deconvolve_osvd_calibrated` with the loss computed for a gamma residue (capillary transit times)."""
+    return deconvolve_osvd_calibrated(tissue_hu, aif_hu, dt_s, n_baseline, residue_kind="gamma")
+
+
+def deconvolve_osvd_debiased(tissue_hu, aif_hu, dt_s: float, n_baseline: int, oscillation_limit: float = OSVD_OSCILLATION_INDEX,
+                             thresholds: Sequence[float] = OSVD_THRESHOLDS, pad_factor: int = 2) -> np.ndarray:
+    """oSVD whose residue has the noise's expected maximum taken off, so CBF = max k is not raised by noise.
+
+    Why: the maximum of a noisy residue is biased up by about the expected maximum of its noise. In low-flow tissue
+    (the core: a low, long residue whose plateau spans many samples) that bias is a large part of the flow, in
+    healthy tissue (a high, sharp peak) a small one, so the core's rCBF reads high and the core shrinks. The noise
+    each voxel's residue carries is propagated from the baseline noise of the curves (their median over the curves
+    given: CT noise is nearly uniform over a slab, and 3-5 baseline frames per voxel are too few to estimate it
+    alone) through the voxel's own truncation: σ_k = σ_c · sqrt(T · Σ_f w_f |keep_f / λ_f|²) / L; the expected
+    maximum of band-limited noise over the T frames is σ_k · sqrt(2 ln m), m = the number of frequencies kept
+    (its independent samples). Tmax (the argmax) is unchanged."""
+    data, spectrum, length, weights = _padded_spectra(tissue_hu, aif_hu, dt_s, pad_factor)
+    n_t = np.asarray(aif_hu).size
+    curves = np.asarray(tissue_hu, np.float64).reshape(-1, n_t)
+    k, chosen = osvd_thresholds(curves, aif_hu, dt_s, oscillation_limit, thresholds, pad_factor)
+    noise = float(np.median(baseline_noise_hu(curves, n_baseline))) if curves.shape[0] else 0.0
+    magnitude = np.abs(spectrum)
+    inverse_power = np.divide(1.0, magnitude**2, out=np.zeros_like(magnitude), where=magnitude > 0)
+    bias = np.zeros(curves.shape[0])
+    for p in np.unique(chosen):
+        keep = magnitude >= p * magnitude.max()
+        gain = np.sqrt(n_t * float((weights * keep * inverse_power).sum())) / length
+        kept = max(2.0, float((weights * keep).sum()) * n_t / length)
+        bias[chosen == p] = noise * gain * np.sqrt(2.0 * np.log(kept))
+    return (k - bias[:, None]).reshape(np.shape(tissue_hu))
+
+
+def deconvolve_osvd_lift_on(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0) -> np.ndarray:
+    """The app's oSVD as it was before issue 23: the noise's lift of each residue's maximum left in."""
+    return deconvolve_bcsvd(tissue_hu, aif_hu, dt_s, oscillation_limit=OSVD_OSCILLATION_INDEX)

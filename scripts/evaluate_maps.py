@@ -28,6 +28,10 @@ family and a row of the studies whose true core is 5-20 mL.
 is 50-90 mL and mismatch ratio 1.5-2.2; per family the core and mismatch volumes' bias and 95 % limits of agreement
 (mL) against the same rule on the true maps, how often the DEFUSE 3 and EXTEND verdicts (strokelabel.trial_criteria)
 differ from the true maps', each disagreement with its figures, and how often a series-quality flag was raised.
+With ``--deconvolutions a,b`` every candidate is scored on the same prepared series, one table each; per family and
+deconvolution it also prints where the core's edge moves (:func:`rcbf_bias`): per bin of the true rCBF and per tissue
+class the computed rCBF, computed / true CBF and the Tmax error, and the contralateral reference on both maps.
+``--boundary-studies 10001,10005`` re-scores studies an earlier run found (its log names them) without the search.
 
 ``--size clinical`` writes one phantom series at 512 x 512 x 20 x 40 (int16 NIfTI with a BIDS
 sidecar) and measures, each in a fresh process, loading it (read_ctp_nifti) and loading plus
@@ -52,7 +56,7 @@ from scipy import ndimage
 import deconvolution_candidates as candidates
 from strokelabel import metrics, perfusion
 from strokelabel.baselines.figures import core_penumbra_figures
-from strokelabel.baselines.perfusion import core_penumbra_baseline, relative_cbf
+from strokelabel.baselines.perfusion import core_penumbra_baseline, healthy_side_mask, relative_cbf
 from strokelabel.ctp4d import CtpSeries, compute_maps, read_ctp_nifti
 from strokelabel.errors import StrokeLabelError
 from strokelabel.phantom.ctp import derive_maps
@@ -66,10 +70,15 @@ from strokelabel.trial_criteria import CRITERIA
 MAP_KEYS = ("cbf", "cbv", "mtt", "tmax")
 # The deconvolutions measured on the same series (``--deconvolutions``); compute_maps' own is "osvd".
 DECONVOLUTIONS = {
-    "osvd": None,  # compute_maps' default: block-circulant oSVD, oscillation index 0.095
+    "osvd": None,  # compute_maps' default: block-circulant oSVD, oscillation index 0.095, the noise's lift of max k off
+    # The app's oSVD before issue 23 (the noise's lift of max k left on), to score before and after on the same series.
+    "osvd_lift_on": candidates.deconvolve_osvd_lift_on,
     "osvd_calibrated": candidates.deconvolve_osvd_calibrated,
     "tsvd_discrepancy": candidates.deconvolve_tsvd_discrepancy,
     "tikhonov_gcv": candidates.deconvolve_tikhonov_gcv,
+    "osvd_noise": candidates.deconvolve_osvd_noise,
+    "osvd_calibrated_gamma": candidates.deconvolve_osvd_calibrated_gamma,
+    "osvd_debiased": candidates.deconvolve_osvd_debiased,
 }
 # How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its maximum (the app's), or its
 # half-height rise (deconvolution_candidates.residue_rise_time_s: measured, not kept).
@@ -261,32 +270,97 @@ def boundary_patients(n: int, seed: int, grid: Grid, log=print) -> list[tuple[in
     return chosen
 
 
-def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_from: str = "peak") -> dict:
-    """One study of ``family``: the task's volumes on the computed and on the true maps, and each trial's verdict on both."""
+def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_from: str = "peak",
+                 deconvolutions=("osvd",)) -> list[dict]:
+    """One study of ``family``, one row per deconvolution (all on the same prepared series): the task's volumes on the
+    computed and on the true maps, each trial's verdict on both, and the rCBF bias table's figures (:func:`rcbf_bias`)."""
     case = simulate_case(family, patient, grid, seed * 1000 + index)
     true = task_volumes(case.truth["cbf"], case.truth["tmax"], case.truth["brain"], grid.spacing_mm)
-    row = {"family": family, "study": index, "true_core_ml": true["core_volume_ml"], "true_mismatch_ml": true["mismatch_volume_ml"],
-           "true_ratio": true["mismatch_ratio"]}
+    base = {"family": family, "study": index, "true_core_ml": true["core_volume_ml"], "true_mismatch_ml": true["mismatch_volume_ml"],
+            "true_ratio": true["mismatch_ratio"]}
+    first, others = deconvolutions[0], {name: DECONVOLUTIONS[name] for name in deconvolutions[1:]}
     try:
-        computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
+        computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm, deconvolve=DECONVOLUTIONS[first],
+                                also_deconvolve=others, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
     except StrokeLabelError as error:
-        return {**row, "refused": str(error)}
-    ours = task_volumes(computed.maps["cbf"], computed.maps["tmax"], computed.mask, grid.spacing_mm)
-    row.update({"core_ml": ours["core_volume_ml"], "mismatch_ml": ours["mismatch_volume_ml"], "ratio": ours["mismatch_ratio"],
-                "core_err_ml": ours["core_volume_ml"] - true["core_volume_ml"],
-                "mismatch_err_ml": ours["mismatch_volume_ml"] - true["mismatch_volume_ml"],
-                "flags": ",".join(f["flag"] for f in computed.flags) or "-"})
-    for criteria in CRITERIA:
-        key = criteria.name.lower().replace(" ", "")
-        row[f"{key}_true"] = criteria.met(true["core_volume_ml"], true["hypoperfusion_volume_ml"])
-        row[key] = criteria.met(ours["core_volume_ml"], ours["hypoperfusion_volume_ml"])
-    return row
+        return [{**base, "method": name, "refused": str(error)} for name in deconvolutions]
+    rows = []
+    for name in deconvolutions:
+        maps = computed.maps if name == first else computed.compared[name]
+        ours = task_volumes(maps["cbf"], maps["tmax"], computed.mask, grid.spacing_mm)
+        row = {**base, "method": name, "core_ml": ours["core_volume_ml"], "mismatch_ml": ours["mismatch_volume_ml"],
+               "ratio": ours["mismatch_ratio"], "core_err_ml": ours["core_volume_ml"] - true["core_volume_ml"],
+               "mismatch_err_ml": ours["mismatch_volume_ml"] - true["mismatch_volume_ml"],
+               "flags": ",".join(f["flag"] for f in computed.flags) or "-"}
+        for criteria in CRITERIA:
+            key = criteria.name.lower().replace(" ", "")
+            row[f"{key}_true"] = criteria.met(true["core_volume_ml"], true["hypoperfusion_volume_ml"])
+            row[key] = criteria.met(ours["core_volume_ml"], ours["hypoperfusion_volume_ml"])
+        row["task_core_dice"] = metrics.dice(task_label(maps, computed.mask, grid.spacing_mm) == 1,
+                                             task_label(case.truth, case.truth["brain"], grid.spacing_mm) == 1)
+        row["rcbf_bias"] = rcbf_bias(maps, computed.mask, case.truth, grid.spacing_mm)
+        rows.append(row)
+    return rows
+
+
+def task_label(maps: dict, mask: np.ndarray, spacing_mm) -> np.ndarray:
+    return core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mask, check_units=False)
+
+
+# --- where the core's edge moves: computed against true rCBF, CBF, Tmax (--boundary, printed per family) -----------
+
+# Bins of the true rCBF (fraction of the healthy side's CBF, as the task's rule reads it): the core's edge is at 0.3.
+RCBF_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.3, 5.0)
+
+
+def rcbf_bias(maps: dict, mask: np.ndarray, truth: dict, spacing_mm) -> dict:
+    """Where the computed maps move the rule's core edge, on one study: per bin of the true rCBF (:data:`RCBF_BINS`)
+    the median computed rCBF, the median ratio of computed to true CBF and the median Tmax error (s); per tissue class
+    of the task's rule on the true maps (core, penumbra, healthy brain) the same; and the contralateral reference
+    itself (the healthy side's median CBF, strokelabel.baselines.perfusion.healthy_side_mask) on both maps."""
+    brain = truth["brain"]
+    mapped = mask & (maps["cbf"] > 0)
+    scored = brain & mapped
+    true_rcbf = relative_cbf(truth["cbf"], brain, spacing_mm, truth["tmax"])
+    rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"])
+    true_reference = float(np.median(truth["cbf"][healthy_side_mask(truth["cbf"], brain, truth["tmax"])]))
+    reference = float(np.median(maps["cbf"][healthy_side_mask(maps["cbf"], mapped, maps["tmax"])]))
+
+    def figures(where: np.ndarray) -> dict:
+        if where.sum() < 20:
+            return {}
+        ratio = maps["cbf"][where] / np.maximum(truth["cbf"][where], 1e-3)
+        return {"n": int(where.sum()), "true_rcbf": float(np.median(true_rcbf[where])), "rcbf": float(np.nanmedian(rcbf[where])),
+                "cbf_ratio": float(np.median(ratio)), "tmax_err_s": float(np.median(maps["tmax"][where] - truth["tmax"][where]))}
+
+    bins = {f"{low:g}-{high:g}": figures(scored & (true_rcbf >= low) & (true_rcbf < high)) for low, high in zip(RCBF_BINS[:-1], RCBF_BINS[1:])}
+    label = task_label(truth, brain, spacing_mm)
+    classes = {"core": figures(scored & (label == 1)), "penumbra": figures(scored & (label == 2)), "healthy": figures(scored & (label == 0))}
+    return {"bins": bins, "classes": classes, "true_reference": true_reference, "reference": reference,
+            "reference_ratio": reference / true_reference}
+
+
+def rcbf_bias_table(rows: list[dict]) -> list[dict]:
+    """The studies' :func:`rcbf_bias` pooled (means of the per-study medians), one line per bin, class and the reference."""
+    scored = [r["rcbf_bias"] for r in rows if "rcbf_bias" in r]
+    out = []
+    for group, title in (("bins", "true rCBF "), ("classes", "")):
+        for key in (scored[0][group] if scored else {}):
+            cells = [s[group][key] for s in scored if s[group].get(key)]
+            if cells:
+                out.append({"where": title + key, "studies": len(cells), "voxels": int(np.mean([c["n"] for c in cells])),
+                            **{f: float(np.mean([c[f] for c in cells])) for f in ("true_rcbf", "rcbf", "cbf_ratio", "tmax_err_s")}})
+    if scored:
+        out.append({"where": "reference (healthy side's median CBF)", "studies": len(scored),
+                    "true_rcbf": float(np.mean([s["true_reference"] for s in scored])), "rcbf": float(np.mean([s["reference"] for s in scored])),
+                    "cbf_ratio": float(np.mean([s["reference_ratio"] for s in scored]))})
+    return out
 
 
 def boundary_summary(family: str, rows: list[dict]) -> dict:
     """A family's agreement: bias and 95 % limits of agreement (mL) of core and mismatch, verdicts that differ, flags."""
     scored = [r for r in rows if "core_ml" in r]
-    out = {"family": family, "n": len(scored), "refused": len(rows) - len(scored)}
+    out = {"family": family, "method": rows[0].get("method", "osvd") if rows else "-", "n": len(scored), "refused": len(rows) - len(scored)}
     for volume in ("core", "mismatch"):
         agreement = metrics.limits_of_agreement(r[f"{volume}_err_ml"] for r in scored)
         out[f"{volume}_bias_ml"] = agreement["bias"]
@@ -294,43 +368,62 @@ def boundary_summary(family: str, rows: list[dict]) -> dict:
     for criteria in CRITERIA:
         key = criteria.name.lower().replace(" ", "")
         out[f"{key}_differs"] = f"{sum(r[key] != r[f'{key}_true'] for r in scored)}/{len(scored)}"
+    dices = [r["task_core_dice"] for r in scored if "task_core_dice" in r]
+    out["task_core_dice"] = float(np.mean(dices)) if dices else None
     out["flagged"] = f"{sum(r['flags'] != '-' for r in scored)}/{len(scored)}"
     return out
+
+
+BOUNDARY_COLUMNS = ["study", "true_core_ml", "core_ml", "true_mismatch_ml", "mismatch_ml", "true_ratio", "ratio",
+                    "defuse3_true", "defuse3", "extend_true", "extend", "task_core_dice", "flags"]
 
 
 def boundary(args) -> None:
     grid = grid_for("ctp", "small")
     families = args.families.split(",") if args.families else ["clean", "clinical_noise", *[f for f in FAMILIES if f not in ("clean", "clinical_noise")], "truncated"]
+    deconvolutions = args.deconvolutions.split(",")
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     print(f"# Decisions near the treatment boundary: {args.boundary} studies per family, seed {args.seed}, grid {grid.shape} at "
-          f"{grid.spacing_mm} mm, Tmax from the residue's {args.tmax_from}\n\n{BOUNDARY_SCENARIO} occlusions whose task rule on the clean series' true maps gives a core of "
+          f"{grid.spacing_mm} mm, Tmax from the residue's {args.tmax_from}, deconvolutions {', '.join(deconvolutions)}\n\n"
+          f"{BOUNDARY_SCENARIO} occlusions whose task rule on the clean series' true maps gives a core of "
           f"{BOUNDARY_CORE_ML[0]:g}-{BOUNDARY_CORE_ML[1]:g} mL and a mismatch ratio of {BOUNDARY_RATIO[0]:g}-{BOUNDARY_RATIO[1]:g}. "
           "Errors are the task's rule on the maps computed from the 4D series minus the same rule on that family's true maps; "
           "loa: bias -/+ 1.96 SD; differs: the verdict (strokelabel.trial_criteria) on the computed maps is not the true maps'; "
+          "task_core_dice: the rule's core on the computed maps against the rule's core on the true maps; "
           "flagged: a series-quality flag was raised (on clean and clinical_noise every flag is a false alarm).\n", flush=True)
-    patients = boundary_patients(args.boundary, args.seed, grid, log)
+    if args.boundary_studies:  # studies already found by boundary_patients (its log names them), to score again quickly
+        patients = [(int(i), make_patient(study_seed(args.seed, "ctp", int(i)), scenario=BOUNDARY_SCENARIO))
+                    for i in args.boundary_studies.split(",")][: args.boundary]
+    else:
+        patients = boundary_patients(args.boundary, args.seed, grid, log)
     summaries, disagreements, all_rows = [], [], []
     for family in families:
         rows = []
-        all_rows.append(rows)
         for index, patient in patients:
-            rows.append(boundary_row(family, index, patient, grid, args.seed, args.tmax_from))
-            r = rows[-1]
-            log(f"  {family} #{index}: " + (f"refused: {r['refused']}" if "refused" in r else
-                f"core {r['core_ml']:.1f} (true {r['true_core_ml']:.1f}) mL, mismatch {r['mismatch_ml']:.1f} (true {r['true_mismatch_ml']:.1f}) mL"))
-        summaries.append(boundary_summary(family, rows))
-        disagreements += [r for r in rows if "core_ml" in r and any(r[k] != r[f"{k}_true"] for k in ("defuse3", "extend"))]
+            study_rows = boundary_row(family, index, patient, grid, args.seed, args.tmax_from, deconvolutions)
+            rows += study_rows
+            for r in study_rows:
+                log(f"  {family} #{index} {r['method']}: " + (f"refused: {r['refused']}" if "refused" in r else
+                    f"core {r['core_ml']:.1f} (true {r['true_core_ml']:.1f}) mL, mismatch {r['mismatch_ml']:.1f} (true {r['true_mismatch_ml']:.1f}) mL"))
+        all_rows += rows
         print(f"## {family}\n", flush=True)
-        print(metrics.format_table(rows, ["study", "true_core_ml", "core_ml", "true_mismatch_ml", "mismatch_ml", "true_ratio", "ratio",
-                                          "defuse3_true", "defuse3", "extend_true", "extend", "flags"], digits=2, markdown=True) + "\n", flush=True)
+        for name in deconvolutions:
+            mine = [r for r in rows if r["method"] == name]
+            summaries.append(boundary_summary(family, mine))
+            disagreements += [r for r in mine if "core_ml" in r and any(r[k] != r[f"{k}_true"] for k in ("defuse3", "extend"))]
+            print(f"### {family}, {name}\n", flush=True)
+            print(metrics.format_table(mine, BOUNDARY_COLUMNS, digits=2, markdown=True) + "\n", flush=True)
+            print(f"where the core's edge moves ({family}, {name}; means over the studies of each study's medians; cbf_ratio: "
+                  "computed / true CBF; tmax_err_s: computed - true Tmax):\n", flush=True)
+            print(metrics.format_table(rcbf_bias_table(mine), ["where", "studies", "voxels", "true_rcbf", "rcbf", "cbf_ratio", "tmax_err_s"],
+                                       digits=3, markdown=True) + "\n", flush=True)
     print("## agreement per family\n")
-    print(metrics.format_table(summaries, ["family", "n", "refused", "core_bias_ml", "core_loa_ml", "mismatch_bias_ml", "mismatch_loa_ml",
-                                           "defuse3_differs", "extend_differs", "flagged"], digits=1, markdown=True) + "\n")
-    print(false_alarm_line([r for family_rows in all_rows for r in family_rows if "core_ml" in r]) + "\n")
+    print(metrics.format_table(summaries, ["family", "method", "n", "refused", "core_bias_ml", "core_loa_ml", "mismatch_bias_ml", "mismatch_loa_ml",
+                                           "defuse3_differs", "extend_differs", "task_core_dice", "flagged"], digits=2, markdown=True) + "\n")
+    print(false_alarm_line([r for r in all_rows if "core_ml" in r and r["method"] == deconvolutions[0]]) + "\n")
     print("## every verdict that differs from the true maps'\n")
     if disagreements:
-        print(metrics.format_table(disagreements, ["family", "study", "true_core_ml", "core_ml", "true_mismatch_ml", "mismatch_ml", "true_ratio", "ratio",
-                                                   "defuse3_true", "defuse3", "extend_true", "extend", "flags"], digits=2, markdown=True) + "\n")
+        print(metrics.format_table(disagreements, ["family", "method", *BOUNDARY_COLUMNS], digits=2, markdown=True) + "\n")
     else:
         print("none\n")
 
@@ -403,6 +496,8 @@ def main(argv=None) -> None:
     parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="peak", help="how compute_maps reads Tmax from the residue")
     parser.add_argument("--boundary", type=int, default=0, metavar="N",
                         help="the DEFUSE 3 / EXTEND decision table on N studies per family near the treatment boundary")
+    parser.add_argument("--boundary-studies", default="", metavar="I,J,...",
+                        help="with --boundary: these study indices (found by an earlier run) instead of searching")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--measure-load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -13,7 +13,8 @@ pre-contrast baseline), which is proportional to iodine concentration, so the co
 proportionality cancels between tissue and AIF.
 
 Inverse: the flow-scaled residue k(t) = (ρ/k_H)·F·R(t − delay) is recovered by block-circulant
-truncated SVD deconvolution (Wu 2003), which is insensitive to the tissue's delay; then
+truncated SVD deconvolution (Wu 2003), which is insensitive to the tissue's delay, with the noise's expected lift
+of its maximum taken off (:func:`residue_noise_maximum`, strokelabel/ctp4d.py has the measurement); then
 CBF = max k (eq. 1), Tmax = argmax k, CBV by eq. 3, MTT = CBV / CBF (eq. 2).
 
 Units: time s, CBF mL/100g/min, CBV mL/100g, MTT/Tmax/TTP s, CT HU.
@@ -289,6 +290,7 @@ def deconvolve_bcsvd(
     oscillation_limit: float | None = None,
     thresholds: Sequence[float] = OSVD_THRESHOLDS,
     pad_factor: int = 2,
+    noise_hu: float | None = None,
 ) -> np.ndarray:
     """Flow-scaled residue k(t) = (ρ/k_H)·F·R(t − delay) [1/s] of each tissue curve (time last).
 
@@ -301,6 +303,10 @@ def deconvolve_bcsvd(
     transform: its singular values are |λ_f|, λ = dt·DFT(ā). Truncating singular values is
     therefore zeroing the frequencies with |λ_f| below the threshold, which is how this is
     computed (FFT, exactly equal to ``truncated_pseudoinverse(D) @ c``, and fast for many voxels).
+
+    With ``noise_hu`` (the curves' frame noise, HU), each residue has the expected maximum of the noise it carries
+    taken off (:func:`residue_noise_maximum`), so that CBF = max k is not raised by noise (see there and
+    strokelabel/ctp4d.py for why and the measurement that chose it); its argmax, Tmax, is unchanged.
     """
     tissue = np.asarray(tissue_hu, dtype=np.float64)
     aif = np.asarray(aif_hu, dtype=np.float64)
@@ -321,7 +327,10 @@ def deconvolve_bcsvd(
         return np.fft.irfft(data[rows] * keep, n=length, axis=-1)
 
     if oscillation_limit is None:
-        return solve(slice(None), threshold)[:, :n_t].reshape(*lead, n_t)
+        k = solve(slice(None), threshold)[:, :n_t]
+        if noise_hu is not None:
+            k -= residue_noise_maximum(k, magnitude, threshold, n_t, noise_hu, length)[:, None]
+        return k.reshape(*lead, n_t)
     chosen = np.zeros((flat.shape[0], n_t))
     todo = np.arange(flat.shape[0])
     for i, p in enumerate(sorted(thresholds)):
@@ -332,8 +341,40 @@ def deconvolve_bcsvd(
         if i == len(thresholds) - 1:
             ok[:] = True
         chosen[todo[ok]] = k[ok, :n_t]
+        if noise_hu is not None:
+            chosen[todo[ok]] -= residue_noise_maximum(k[ok, :n_t], magnitude, p, n_t, noise_hu, length)[:, None]
         todo = todo[~ok]
     return chosen.reshape(*lead, n_t)
+
+
+def residue_noise_maximum(residues, kernel_magnitude, threshold: float, n_frames: int, noise_hu: float,
+                          length: int | None = None) -> np.ndarray:
+    """The expected amount (1/s) by which noise raises the maximum of each residue (rows of ``residues``, the first
+    ``n_frames`` samples of a block-circulant solution truncated at ``threshold``; ``kernel_magnitude`` the rfft
+    magnitudes of its circulant AIF kernel of padded ``length``, by default 2 (n_frames)), from white frame noise
+    ``noise_hu`` on the acquired frames.
+
+    The noise in k is σ_k = σ · sqrt(T · Σ_f w_f |1 / λ_f|²) / L over the kept frequencies (w_f: how often the full
+    spectrum holds an rfft bin), band-limited, so about one independent sample per L / (kept frequencies) frames.
+    max k is the largest of the samples that could hold the maximum (those within 2 σ_k of it), so its bias is the
+    expected maximum of m standard normals (Blom's approximation) × σ_k, m = those samples × the kept fraction: about
+    0 for a sharp peak (healthy tissue), ~2 σ_k for a low plateau spanning the frames (the core)."""
+    from scipy.special import ndtri
+
+    k = np.asarray(residues, dtype=np.float64)
+    magnitude = np.asarray(kernel_magnitude, dtype=np.float64)
+    length = 2 * n_frames if length is None else int(length)
+    weights = np.full(magnitude.size, 2.0)  # an rfft bin stands for itself and its mirror, but for 0 and Nyquist
+    weights[0] = 1.0
+    if length % 2 == 0:
+        weights[-1] = 1.0
+    keep = magnitude >= threshold * magnitude.max()
+    inverse_power = np.divide(1.0, magnitude**2, out=np.zeros_like(magnitude), where=keep & (magnitude > 0))
+    sigma_k = float(noise_hu) * np.sqrt(n_frames * float((weights * inverse_power).sum())) / length
+    kept_fraction = float((weights * keep).sum()) / length
+    near_peak = (k >= k.max(axis=-1, keepdims=True) - 2.0 * sigma_k).sum(axis=-1)
+    independent = np.maximum(1.0, near_peak * kept_fraction)
+    return sigma_k * np.maximum(ndtri((independent - 0.375) / (independent + 0.25)), 0.0)
 
 
 def peak_time_s(curves, dt_s: float, subsample: bool = True) -> np.ndarray:
@@ -520,6 +561,7 @@ def perfusion_maps(
     chunk_voxels: int = 500_000,
     deconvolve=None,
     tmax_from_residue=peak_time_s,
+    noise_maximum_off: bool = False,
 ) -> dict[str, np.ndarray]:
     """CBF, CBV, MTT, Tmax, TTP, MIP and NCCT from a 4D CT perfusion series (X, Y, Z, T) in HU.
 
@@ -529,6 +571,9 @@ def perfusion_maps(
     - tissue: enhancement smoothed in-plane by ``smooth_mm`` (σ, inside the mask), then
       deconvolved by :func:`deconvolve_bcsvd` (oSVD when ``oscillation_limit`` is set), or by
       ``deconvolve(curves (n, T), aif (T,), dt_s, n_baseline) -> k (n, T)`` when given.
+    - with ``noise_maximum_off``, each residue has the expected maximum of its noise taken off
+      (``deconvolve_bcsvd(noise_hu=...)``), the frame noise being the median over the slab's tissue curves of the
+      standard deviation of their baseline frames (:func:`frame_noise_hu`).
     - Tmax: ``tmax_from_residue(k, dt_s)``, by default the time of k's maximum (:func:`peak_time_s`); an
       alternative read was measured and not kept (scripts/deconvolution_candidates.py, residue_rise_time_s).
     - maps are 0 outside ``mask`` and in vessels (peak enhancement > ``vessel_threshold_hu``).
@@ -567,7 +612,8 @@ def perfusion_maps(
         curves = smooth[tissue_mask]
         del delta, smooth
         if deconvolve is None:
-            k = deconvolve_bcsvd(curves, aif, dt_s, threshold=threshold, oscillation_limit=oscillation_limit)
+            noise = frame_noise_hu(curves, n_baseline) if noise_maximum_off else None
+            k = deconvolve_bcsvd(curves, aif, dt_s, threshold=threshold, oscillation_limit=oscillation_limit, noise_hu=noise)
         else:
             k = deconvolve(curves, aif, dt_s, n_baseline)
         cbf = cbf_from_residue(k)
@@ -584,6 +630,17 @@ def perfusion_maps(
             chunk[tissue_mask] = v
             maps[name][:, :, zs] = chunk
     return {**maps, "mip": mip, "ncct": ncct, "aif": aif.astype(np.float32), "mask": mask, "n_baseline": int(n_baseline)}
+
+
+def frame_noise_hu(curves_hu, n_baseline: int) -> float:
+    """The frame noise (HU) of tissue curves (n, T): the median over the curves of the standard deviation of their
+    frames before bolus arrival (at least 2). CT noise is nearly uniform over a slab, and a voxel's 3-5 baseline
+    frames are too few to estimate it alone."""
+    curves = np.asarray(curves_hu, dtype=np.float64)
+    if curves.shape[0] == 0:
+        return 0.0
+    n = min(max(2, int(n_baseline)), curves.shape[-1])
+    return float(np.median(curves[:, :n].std(axis=-1, ddof=1)))
 
 
 def brain_mask_from_ncct(ncct_hu, low_hu: float = 15.0, high_hu: float = 100.0, bone_hu: float = 300.0) -> np.ndarray:
