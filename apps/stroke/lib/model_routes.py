@@ -146,7 +146,7 @@ def add_model_routes(app, stroke_app) -> None:
 
         from lib.errors import http_errors
 
-        trainer = stroke_app._trainers.get(model)  # MONAI Label's trainers by name (an unknown one is its own error below)
+        trainer = (getattr(stroke_app, "_trainers", None) or {}).get(model)  # MONAI Label's trainers by name (an unknown one: its error below)
         if hasattr(trainer, "site_labels"):
             with http_errors():  # no final label of the task's kind: a 4xx naming it, before a training process starts
                 trainer.site_labels(stroke_app.datastore())
