@@ -238,10 +238,15 @@ class StrokeApp(MONAILabelApp):
         for name in methods:
             scoring = self._scoring_methods.get(name)
             force = bool(((params or {}).get(name) or {}).get("force"))
-            if scoring is None or not hasattr(scoring, "pending") or scoring.pending(datastore, force) > 0:
-                needed.append(name)
-            else:
+            try:
+                idle = scoring is not None and hasattr(scoring, "pending") and scoring.pending(datastore, force) == 0
+            except Exception as e:  # never keep a round from running on a question about it
+                logger.warning(f"scoring {name}: could not tell whether any study needs a score ({e}); the round runs")
+                idle = False
+            if idle:
                 logger.info(f"scoring {name}: every study's score is of the model in use, no run started")
+            else:
+                needed.append(name)
         if not needed:
             return {} if not method else {"status": "SKIPPED", "reason": "nothing to score"}
         if method:
