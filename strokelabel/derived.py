@@ -15,10 +15,18 @@ series now; fetched PACS series and summary pictures follow the same rule).
 - **Bounded** where it holds copies of patient images fetched from elsewhere (the PACS cache):
   :func:`prune_cache` removes what was not used for a set time, then the least recently used,
   down to a size; saved labels are never removed.
+
+Figures a step derives from a study that no viewer opens (a study's mid-sagittal plane: a few
+numbers that cost 1-2 CPU-s a load, asked for by every infer, training epoch, validation and
+scoring run of the study) follow the same validity rule in :func:`cached_figures`, but live in the
+app's cache (``$STROKELABEL_CACHE_DIR/figures/<what>/``), keyed by the sources' paths, sizes and
+modification times: nothing is written beside a study for them, and a read-only study needs no
+fallback.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -37,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_ENV = "STROKELABEL_CACHE_DIR"
 SUBFOLDER = Path("derivatives") / "strokelabel"
+#: cached figures kept per step before the oldest quarter is removed (a figure file is ~300 bytes)
+MAX_FIGURES = 20000
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -158,6 +168,54 @@ class DerivedSet:
     def path(self, suffix: str, ext: str = ".nii.gz") -> Path:
         """The path of one derived file, named by the study naming rule (``<study id>_desc-<what>_<suffix>``)."""
         return self.folder / f"{self.study_id}_desc-{self.what}_{suffix}{ext}"
+
+
+@functools.lru_cache(maxsize=None)  # code does not change under a running process
+def code_fingerprint(*modules: str) -> str:
+    """A short hash of the source code of ``modules`` (dotted names): part of a cached figure's version, so that
+    a change of the code that computes it (or of what it reads through) makes the figure again."""
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        digest.update(name.encode() + b"\0" + (Path(spec.origin).read_bytes() if spec and spec.origin else b"?"))
+    return digest.hexdigest()[:16]
+
+
+def cached_figures(what: str, version: str, sources: Iterable[Path], make: Callable[[], dict]) -> dict:
+    """The JSON figures ``make()`` derives from the files ``sources``, from the app's cache while the sources
+    (path, size, modification time) and ``version`` are unchanged (module docstring); made and stored
+    atomically otherwise. An unreadable entry is made again; a cache that cannot be written only costs the
+    time ``make`` takes."""
+    sources = [Path(s).resolve() for s in sources]
+    key = {"what": what, "version": version,
+           "sources": [{"path": str(p), **{k: v for k, v in f.items() if k != "name"}} for p, f in zip(sources, _fingerprint(sources))]}
+    folder = cache_root() / "figures" / what
+    path = folder / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            return stored["figures"]
+    except (OSError, ValueError, AttributeError, KeyError):
+        pass
+    figures = make()
+    try:
+        atomic_write_bytes(path, json.dumps({"key": key, "figures": figures}).encode())
+        _bound(folder, MAX_FIGURES)
+    except OSError as e:
+        logger.warning("%s of %s not cached (%s): it is computed again on the next load", what, sources[0].name if sources else "?", e)
+    return figures
+
+
+def _bound(folder: Path, max_entries: int) -> None:
+    """Keep at most ``max_entries`` files in ``folder``: past it, the oldest quarter goes."""
+    entries = [e for e in os.scandir(folder) if e.name.endswith(".json")]
+    if len(entries) <= max_entries:
+        return
+    entries.sort(key=lambda e: e.stat().st_mtime)
+    for entry in entries[: len(entries) // 4]:
+        Path(entry.path).unlink(missing_ok=True)
 
 
 def prune_cache(cache: Path, max_bytes: float, max_age_s: float) -> None:

@@ -42,6 +42,7 @@ import numpy as np
 
 from strokelabel.cleaning import clean_volume
 from strokelabel.computed_maps import MAPS_FROM_4D, maps_from_4d
+from strokelabel.derived import cached_figures
 from strokelabel.diffusion import dwi_from_series
 from strokelabel.errors import StrokeLabelError
 from strokelabel.naming import ami_filename, find_modalities, find_sidecar, parse_filename, study_filename, study_kind
@@ -157,17 +158,56 @@ class Study:
     def midsagittal_plane(self):
         """The head's mid-sagittal plane (:func:`strokelabel.midsagittal.find_midsagittal_plane`), found
         once per study from its main image inside the brain (DWI, CBF, CTA phase 1): every mirror
-        comparison of every method uses this one."""
-        from strokelabel.midsagittal import find_midsagittal_plane
+        comparison of every method uses this one.
 
-        key = {"mri": "dwi", "ctp": "cbf", "cta": "cta1"}[self.kind]
-        image = self.images[key] if key in self.images else next(iter(self.images.values()))
-        return find_midsagittal_plane(np.where(self.brain_mask, image, 0).astype(np.float32), self.spacing_mm)
+        Kept in the app's cache (:func:`strokelabel.derived.cached_figures`) for a study loaded from its
+        files: the search costs 1-2 CPU-s on a 128 x 128 x 24 DWI and every infer, training epoch,
+        validation, publish decision (twice: candidate and model in use) and scoring run of the study
+        asked for it again. The entry is keyed by every file the study was loaded from (the mask reads
+        them), the brain-extraction mode, and the code of the loader, the mask and the search."""
+        from strokelabel.midsagittal import MidSagittalPlane, find_midsagittal_plane
+
+        def search() -> dict:
+            key = {"mri": "dwi", "ctp": "cbf", "cta": "cta1"}[self.kind]
+            image = self.images[key] if key in self.images else next(iter(self.images.values()))
+            plane = find_midsagittal_plane(np.where(self.brain_mask, image, 0).astype(np.float32), self.spacing_mm)
+            return {"offset_vox": plane.offset_vox, "angle_deg": plane.angle_deg, "spacing_mm": list(plane.spacing_mm),
+                    "shape": list(plane.shape), "score": plane.score}
+
+        sources = self._plane_sources()
+        found = cached_figures("midsagittal_plane", _plane_version(), sources, search) if sources else search()
+        return MidSagittalPlane(offset_vox=float(found["offset_vox"]), angle_deg=float(found["angle_deg"]),
+                                spacing_mm=tuple(float(v) for v in found["spacing_mm"]), shape=tuple(int(v) for v in found["shape"]),
+                                score=float(found["score"]))
+
+    def _plane_sources(self) -> list[Path]:
+        """The files the study's arrays were read from (a DWI series' b-values too), when every array came from
+        one; otherwise none (a study built in memory is never cached)."""
+        from strokelabel.diffusion import bval_path
+
+        if not self.paths or set(self.paths) != set(self.images):
+            return []
+        files = [Path(self.paths[m]) for m in sorted(self.paths)]
+        if "dwi" in self.paths and bval_path(self.paths["dwi"]).exists():
+            files.append(bval_path(self.paths["dwi"]))
+        return files if all(f.is_file() for f in files) else []
 
     @cached_property
     def brain_mask(self) -> np.ndarray:
         """The study's brain (bool, RAS grid), one for every method: see :func:`study_brain_mask`."""
         return study_brain_mask(self)
+
+
+def _plane_version() -> str:
+    """What a cached mid-sagittal plane depends on besides the study's files: the brain-extraction mode and
+    the code that reads, cleans and masks the study and searches the plane."""
+    from strokelabel.brain_extraction import MODE_ENV
+    from strokelabel.derived import code_fingerprint
+
+    mode = os.environ.get(MODE_ENV, "auto").strip().lower()
+    return f"{mode}/" + code_fingerprint("strokelabel.study", "strokelabel.cleaning", "strokelabel.diffusion", "strokelabel.orientation",
+                                         "strokelabel.units", "strokelabel.baselines.masks", "strokelabel.brain_extraction",
+                                         "strokelabel.midsagittal")
 
 
 def study_brain_mask(study) -> np.ndarray:

@@ -225,6 +225,38 @@ class StrokeApp(MONAILabelApp):
     def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
         return self._collect("scoring_method")
 
+    def async_scoring(self, method, params=None):
+        """MONAI Label's automatic scoring (after start-up, each training and each next sample), started only for the
+        scoring methods with studies to score (``StrokeUncertaintyScoring.pending``): each run is a process that
+        loads the app, 13-15 CPU-s before it looks at a study, and most runs find every score current. An explicit
+        ``POST /scoring/<method>`` always runs."""
+        methods = [method] if method else list(self._scoring_methods)
+        datastore = self.datastore()
+        reload = getattr(datastore, "_init_from_datastore_file", None)  # LocalDatastore: re-read its file if a scoring run wrote it
+        if reload is not None:
+            reload()
+        needed = []
+        for name in methods:
+            scoring = self._scoring_methods.get(name)
+            force = bool(((params or {}).get(name) or {}).get("force"))
+            try:
+                idle = scoring is not None and hasattr(scoring, "pending") and scoring.pending(datastore, force) == 0
+            except Exception as e:  # never keep a round from running on a question about it
+                logger.warning(f"scoring {name}: could not tell whether any study needs a score ({e}); the round runs")
+                idle = False
+            if idle:
+                logger.info(f"scoring {name}: every study's score is of the model in use, no run started")
+            else:
+                needed.append(name)
+        if not needed:
+            return {} if not method else {"status": "SKIPPED", "reason": "nothing to score"}
+        if method:
+            return super().async_scoring(method, params)
+        result = {}
+        for name in needed:
+            result[name] = super().async_scoring(name, params)
+        return result
+
     def infer(self, request, datastore=None):
         # Only datastore studies are read: an id the datastore does not know (or a path on this server) is a 404 naming it.
         image = request.get("image")

@@ -278,3 +278,38 @@ def test_the_model_runs_on_the_gpu_when_one_is_present_and_on_the_cpu_otherwise(
     served_on(True)
     served_on(False)
     assert devices == ["cuda", "cpu"]
+
+
+def test_pending_counts_what_a_scoring_run_would_score_and_the_server_starts_runs_only_for_those():
+    from monailabel.interfaces.app import MONAILabelApp
+
+    from main import StrokeApp
+
+    store = FakeStore({"a": {"kind": "ctp"}, "b": {"kind": "ctp"}, "c": {"kind": "mri"}, "done": {"kind": "ctp"}}, labelled={"done"})
+    scoring = StrokeUncertaintyScoring(FakeInfer(), lambda path, samples, device: {"entropy": 0.3}, key="u", score_name="entropy",
+                                       kinds=("ctp",))
+    other = StrokeUncertaintyScoring(FakeInfer(), lambda path, samples, device: {"entropy": 0.3}, key="v", score_name="entropy",
+                                     kinds=("mri",))
+    assert scoring.pending(store) == 2 and other.pending(store) == 1
+    assert scoring({"device": "cpu"}, store)["executed"] == 2
+    assert scoring.pending(store) == 0 and scoring.pending(store, force=True) == 2  # current scores; force scores all again
+    store.infos["a"]["u_ts"] = -1  # a score of an earlier model
+    assert scoring.pending(store) == 1
+
+    server = StrokeApp.__new__(StrokeApp)  # only what async_scoring reads of the app: its scoring methods and datastore
+    server._scoring_methods = {"ctp_u": scoring, "mri_v": other}
+    server.datastore = lambda: store
+    started = []
+    original = MONAILabelApp.async_scoring
+    MONAILabelApp.async_scoring = lambda self, method, params=None: started.append(method) or {"id": method}
+    try:
+        assert server.async_scoring(None) == {"ctp_u": {"id": "ctp_u"}, "mri_v": {"id": "mri_v"}}
+        assert scoring({"device": "cpu"}, store)["executed"] == 1 and other({"device": "cpu"}, store)["executed"] == 1
+        started.clear()
+        assert server.async_scoring(None) == {} and started == []  # every score current: no process started
+        assert server.async_scoring("ctp_u")["status"] == "SKIPPED" and started == []
+        assert server.async_scoring("ctp_u", {"ctp_u": {"force": True}}) == {"id": "ctp_u"}
+        store.infos["b"]["kind"] = "mri"  # unlabelled study of the other kind, never scored by it: only that method runs
+        assert server.async_scoring(None) == {"mri_v": {"id": "mri_v"}}
+    finally:
+        MONAILabelApp.async_scoring = original

@@ -64,16 +64,13 @@ def test_ischemic_lesion_infer_correct_train_infer_loop(server, tmp_path):
     nib.save(nib.Nifti1Image(data, label.affine), str(corrected))
     client.save_label(image_id, str(corrected), tag="final")
 
-    # bad input to train: no CTP study has a label -> clear error, nothing published
+    # bad input to train: no CTP study has a label -> a clear 4xx at once (no training process is started), nothing published
     model_in_use = server.app_dir / "model" / "ischemic_lesion_ctp.pt"
-    try:
+    with pytest.raises(MONAILabelClientException) as refused:
         client.train_start("ischemic_lesion_ctp", {"max_epochs": 1})
-        status = wait_for_training(client)
-        assert status["status"] == "ERROR", status
-        message = str(status)
-    except MONAILabelClientException as e:
-        message = e.msg
-    assert "needs a final label for at least 1 CTP study" in message, message
+    message = refused.value.msg
+    assert "Status: 422" in message and "needs a final label for at least 1 CTP study" in message, message
+    assert client.train_status(check_if_running=True) is False  # nothing runs
     assert not model_in_use.exists()
 
     # A short run as a client may ask for one (one epoch, four slices a study): the loop and the publish decision are

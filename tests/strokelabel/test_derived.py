@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from strokelabel.derived import DerivedSet, atomic_write_bytes, prune_cache
+from strokelabel.derived import DerivedSet, atomic_write_bytes, cached_figures, prune_cache
 
 
 def test_a_set_is_made_once_reused_while_its_source_is_unchanged_and_made_again_when_it_changes(tmp_path):
@@ -61,3 +61,33 @@ def test_the_fetched_cache_drops_old_then_least_recently_used_studies_and_never_
     labels = study("labels", 5, 100)
     prune_cache(tmp_path, max_bytes=4e6, max_age_s=7 * 86400)
     assert not old.exists() and not lru.exists() and recent.exists() and labels.exists()
+
+
+def test_cached_figures_are_reused_while_the_sources_and_version_hold_and_made_again_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setenv("STROKELABEL_CACHE_DIR", str(tmp_path / "cache"))
+    source = tmp_path / "dwi.nii.gz"
+    source.write_bytes(b"a")
+    calls = []
+
+    def make():
+        calls.append(1)
+        return {"offset_vox": 1.25 + len(calls), "shape": [4, 4, 2]}
+
+    first = cached_figures("plane", "1", [source], make)
+    assert cached_figures("plane", "1", [source], make) == first and len(calls) == 1
+    assert cached_figures("plane", "2", [source], make) != first and len(calls) == 2  # another version of the code
+    time.sleep(0.01)
+    source.write_bytes(b"bb")  # the study changed: never the old figures
+    assert cached_figures("plane", "1", [source], make)["offset_vox"] == 1.25 + 3
+    (entry,) = [p for p in (tmp_path / "cache" / "figures" / "plane").iterdir() if "offset_vox\": 4.25" in p.read_text()]
+    entry.write_text("{not json")  # a damaged entry is made again, not an error
+    assert cached_figures("plane", "1", [source], make)["offset_vox"] == 1.25 + 4 and len(calls) == 4
+
+
+def test_cached_figures_are_made_without_a_writable_cache(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("STROKELABEL_CACHE_DIR", str(blocked))
+    source = tmp_path / "dwi.nii.gz"
+    source.write_bytes(b"a")
+    assert cached_figures("plane", "1", [source], lambda: {"x": 1}) == {"x": 1}

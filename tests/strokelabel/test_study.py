@@ -153,3 +153,30 @@ def test_a_pacs_study_offers_the_series_its_pacs_holds_before_they_are_fetched(t
     (dwi.parent / SOURCE_FILE).write_text(json.dumps({"url": "http://pacs", "study_uid": "1.2", "series": {"dwi": "1.2.1", "adc": "1.2.2"}}))
     assert available_modalities(dwi) == {"dwi", "adc"}
     assert set(find_modalities(dwi)) == {"dwi"}  # what is on disk is unchanged
+
+
+def test_the_midsagittal_plane_of_a_loaded_study_is_searched_once_and_again_when_a_file_changes(tmp_path, monkeypatch):
+    import time
+
+    import strokelabel.midsagittal as midsagittal
+    from tests.strokelabel.test_midsagittal import synthetic_head
+
+    monkeypatch.setenv("STROKELABEL_CACHE_DIR", str(tmp_path / "cache"))
+    image, _, _ = synthetic_head((64, 64, 8), (3.0, 3.5, 12.0), (9.0, 0.0), 6.0)
+    folder = tmp_path / "sub-m" / "ses-01"
+    dwi = write(folder, "m", "dwi", 400.0 * image)
+    write(folder, "m", "adc", np.where(image > 0, 0.8, 0.0))
+    searches = []
+    search = midsagittal.find_midsagittal_plane
+    monkeypatch.setattr(midsagittal, "find_midsagittal_plane", lambda *a, **k: searches.append(1) or search(*a, **k))
+
+    first = load_study(dwi, ("dwi", "adc")).midsagittal_plane
+    again = load_study(dwi, ("dwi", "adc")).midsagittal_plane  # another process, another request: the same plane
+    assert len(searches) == 1 and again == first and again.score == first.score and again.shape == (64, 64, 8)
+    assert abs(first.angle_deg - 6.0) < 1.0  # the search's plane, not a default
+    load_study(dwi, ("dwi",)).midsagittal_plane  # DWI alone: another brain mask, its own search
+    assert len(searches) == 2
+    time.sleep(0.01)
+    write(folder, "m", "dwi", 400.0 * np.flip(image, axis=0))  # the study's DWI replaced: never the old plane
+    flipped = load_study(dwi, ("dwi", "adc")).midsagittal_plane
+    assert len(searches) == 3 and abs(flipped.angle_deg + first.angle_deg) < 0.2

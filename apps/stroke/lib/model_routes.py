@@ -144,6 +144,13 @@ def add_model_routes(app, stroke_app) -> None:
                     user: User = Depends(admin)):
         from monailabel.endpoints.train import run_model
 
+        from lib.errors import http_errors
+
+        trainer = (getattr(stroke_app, "_trainers", None) or {}).get(model)  # MONAI Label's trainers by name (an unknown one: its error below)
+        on_pacs = str(getattr(stroke_app, "studies", "")).startswith(("http://", "https://"))
+        if hasattr(trainer, "site_labels") and not on_pacs:  # a PACS' label list fetches the labelled studies: the run's to wait for
+            with http_errors():  # no final label of the task's kind: a 4xx naming it, before a training process starts
+                trainer.site_labels(stroke_app.datastore())
         # Who started the run goes with it (never what a client claims): the version it makes records it.
         try:
             return run_model(model, {**(params or {}), "started_by": who(user)}, run_sync, enqueue)

@@ -76,6 +76,25 @@ class StrokeUncertaintyScoring(ScoringMethod):
         path = self.infer_task.get_path() if self.infer_task.model_available() else None
         return int(os.stat(path).st_mtime) if path and os.path.exists(path) else 0
 
+    def _current(self, info: Dict[str, Any], model_ts: int) -> bool:
+        """Whether a study's stored score is of the model in use."""
+        return info.get(self.key + "_ts") == model_ts and self.key in info
+
+    def pending(self, datastore: Datastore, force: bool = False) -> int:
+        """How many studies a run would score now: unlabelled studies of the task's kinds, on this server (a PACS
+        study no task has fetched is never scored) and without a score of the model in use (all of them with
+        ``force``). The server asks before it starts a run: a scoring process loads the whole app (~15 CPU-s) and
+        MONAI Label starts one after every start-up, training and next sample, mostly to find every score current."""
+        if not self.infer_task.model_available():
+            return 0
+        model_ts = self.model_timestamp()
+        count = 0
+        for image_id in datastore.get_unlabeled_images():
+            info = datastore.get_image_info(image_id) or {}
+            if info.get("kind") in self.kinds and getattr(datastore, "is_local", lambda _: True)(image_id) and (force or not self._current(info, model_ts)):
+                count += 1
+        return count
+
     def __call__(self, request, datastore: Datastore):
         started = time.time()
         if not self.infer_task.model_available():
@@ -98,7 +117,7 @@ class StrokeUncertaintyScoring(ScoringMethod):
                 skipped += 1  # a PACS study no task has fetched yet: scoring never downloads the PACS
                 continue
             info = datastore.get_image_info(image_id) or {}
-            if info.get(self.key + "_ts") == model_ts and self.key in info and not request.get("force"):
+            if self._current(info, model_ts) and not request.get("force"):
                 skipped += 1
                 continue
             if executed + failed >= max_studies or time.time() - started > max_seconds:

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -107,16 +107,23 @@ class StrokeTrainTask(BasicTrainTask):
         )
 
     # ---- data ------------------------------------------------------------------------------
-    def pre_process(self, request, datastore: Datastore):
-        """The final labels of this task's studies, each checked against its study first."""
-        import nibabel as nib
-
+    def site_labels(self, datastore: Datastore) -> List[dict]:
+        """The datastore's final labels of this task's study kinds; none is a StrokeLabelError naming the task. The
+        server asks before it starts a training process (``POST /train/<model>``: a 4xx at once, not a process that
+        loads the app for ~15 CPU-s to end in ERROR), the run again in :meth:`pre_process`."""
         datalist = [d for d in datastore.datalist() if d.get("kind") in self._kinds]
         if not datalist:
             raise StrokeLabelError(
                 f"{self._task_name} needs a final label for at least 1 {'/'.join(k.upper() for k in self._kinds)} study; "
                 f"the datastore has none"
             )
+        return datalist
+
+    def pre_process(self, request, datastore: Datastore):
+        """The final labels of this task's studies, each checked against its study first."""
+        import nibabel as nib
+
+        datalist = self.site_labels(datastore)
         for d in datalist:
             label, image = nib.load(d["label"]), nib.load(d["image"])
             study = os.path.basename(d["image"]).split(".nii")[0]
