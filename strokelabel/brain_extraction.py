@@ -124,6 +124,14 @@ def extracted_brain_mask(study) -> tuple[np.ndarray, dict]:
     return mask, info
 
 
+def extraction_mode() -> str:
+    """The site's brain-extraction mode (``MODE_ENV``): ``auto`` (deepbet where the study is not skull-stripped) or ``off``."""
+    mode = os.environ.get(MODE_ENV, "auto").strip().lower()
+    if mode not in ("auto", "off"):
+        raise RuntimeError(f"{MODE_ENV}={mode!r}: expected auto or off")
+    return mode
+
+
 def mri_brain_mask(study) -> np.ndarray:
     """The brain of an MRI study: the threshold mask on a skull-stripped study, deepbet's otherwise.
     What was decided and why goes to ``study.notes["brain_extraction"]``."""
@@ -132,9 +140,7 @@ def mri_brain_mask(study) -> np.ndarray:
     images = study.images
     threshold_mask = brain_mask_from_mri(images["dwi"], images.get("adc"), spacing_mm=study.spacing_mm)
     stripped, figures = skull_stripped(images["dwi"], threshold_mask)
-    mode = os.environ.get(MODE_ENV, "auto").strip().lower()
-    if mode not in ("auto", "off"):
-        raise RuntimeError(f"{MODE_ENV}={mode!r}: expected auto or off")
+    mode = extraction_mode()
     if stripped or mode == "off":
         method = "threshold mask of the stripped DWI" if stripped else f"threshold mask ({MODE_ENV}=off)"
         study.notes["brain_extraction"] = {"skull_stripped": stripped, **figures, "method": method}

@@ -201,11 +201,10 @@ class Study:
 def _plane_version() -> str:
     """What a cached mid-sagittal plane depends on besides the study's files: the brain-extraction mode and
     the code that reads, cleans and masks the study and searches the plane."""
-    from strokelabel.brain_extraction import MODE_ENV
+    from strokelabel.brain_extraction import extraction_mode
     from strokelabel.derived import code_fingerprint
 
-    mode = os.environ.get(MODE_ENV, "auto").strip().lower()
-    return f"{mode}/" + code_fingerprint("strokelabel.study", "strokelabel.cleaning", "strokelabel.diffusion", "strokelabel.orientation",
+    return f"{extraction_mode()}/" + code_fingerprint("strokelabel.study", "strokelabel.cleaning", "strokelabel.diffusion", "strokelabel.orientation",
                                          "strokelabel.units", "strokelabel.baselines.masks", "strokelabel.brain_extraction",
                                          "strokelabel.midsagittal")
 

@@ -113,9 +113,8 @@ class StrokeApp(MONAILabelApp):
 
         from lib.dicom_proxy import PROXY_PATH, dicomweb_proxy
 
-        on_pacs = str(self.studies).startswith(("http://", "https://"))
         prefixes = {"qido": settings.MONAI_LABEL_QIDO_PREFIX, "wado": settings.MONAI_LABEL_WADO_PREFIX, "stow": settings.MONAI_LABEL_STOW_PREFIX}
-        proxy = dicomweb_proxy(self.studies if on_pacs else None, prefixes)
+        proxy = dicomweb_proxy(self.studies if self.on_pacs else None, prefixes)
         # Reading through the proxy is for any user; storing (STOW-RS: a label saved from the viewer) is an annotator's,
         # as the label API is: a reader can run a task but not save.
         server.app.add_api_route(PROXY_PATH, proxy, methods=["GET"], include_in_schema=False, dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))])
@@ -135,7 +134,7 @@ class StrokeApp(MONAILabelApp):
         from lib.ohif3 import ROUTE_PREFIX, Ohif3Files, default_viewer_dir
 
         files = Ohif3Files(default_viewer_dir())
-        on_pacs = str(self.studies).startswith(("http://", "https://"))
+        on_pacs = self.on_pacs
 
         def viewer(path: str = ""):
             if not on_pacs:
@@ -181,8 +180,13 @@ class StrokeApp(MONAILabelApp):
         app.add_api_route("/ohif", retired, methods=["GET"], include_in_schema=False)
         app.add_api_route("/ohif/{path:path}", retired, methods=["GET"], include_in_schema=False)
 
+    @property
+    def on_pacs(self) -> bool:
+        """Whether the server's studies are a DICOMweb PACS (a URL), not a folder."""
+        return str(self.studies).startswith(("http://", "https://"))
+
     def init_datastore(self) -> Datastore:
-        if str(self.studies).startswith(("http://", "https://")):
+        if self.on_pacs:
             from lib.dicomweb_datastore import StrokeDicomwebDatastore
 
             logger.info("Init stroke datastore for the PACS at %s", self.studies.split("@")[-1])

@@ -147,8 +147,7 @@ def add_model_routes(app, stroke_app) -> None:
         from lib.errors import http_errors
 
         trainer = (getattr(stroke_app, "_trainers", None) or {}).get(model)  # MONAI Label's trainers by name (an unknown one: its error below)
-        on_pacs = str(getattr(stroke_app, "studies", "")).startswith(("http://", "https://"))
-        if hasattr(trainer, "site_labels") and not on_pacs:  # a PACS' label list fetches the labelled studies: the run's to wait for
+        if hasattr(trainer, "site_labels") and not getattr(stroke_app, "on_pacs", False):  # a PACS' label list fetches the labelled studies: the run's to wait for
             with http_errors():  # no final label of the task's kind: a 4xx naming it, before a training process starts
                 trainer.site_labels(stroke_app.datastore())
         # Who started the run goes with it (never what a client claims): the version it makes records it.

@@ -80,6 +80,16 @@ class StrokeUncertaintyScoring(ScoringMethod):
         """Whether a study's stored score is of the model in use."""
         return info.get(self.key + "_ts") == model_ts and self.key in info
 
+    def _to_score(self, datastore: Datastore, image_id: str, model_ts: int, force: bool) -> bool | None:
+        """Whether a run scores this unlabelled study: None when it is not of the task's kinds, False when it is
+        skipped (a PACS study no task has fetched: scoring never downloads the PACS; a score of the model in use
+        already stored, unless ``force``)."""
+        if _kind(datastore, image_id) not in self.kinds:
+            return None
+        if not getattr(datastore, "is_local", lambda _: True)(image_id):
+            return False
+        return force or not self._current(datastore.get_image_info(image_id) or {}, model_ts)
+
     def pending(self, datastore: Datastore, force: bool = False) -> int:
         """How many studies a run would score now: unlabelled studies of the task's kinds, on this server (a PACS
         study no task has fetched is never scored) and without a score of the model in use (all of them with
@@ -88,12 +98,7 @@ class StrokeUncertaintyScoring(ScoringMethod):
         if not self.infer_task.model_available():
             return 0
         model_ts = self.model_timestamp()
-        count = 0
-        for image_id in datastore.get_unlabeled_images():
-            info = datastore.get_image_info(image_id) or {}
-            if info.get("kind") in self.kinds and getattr(datastore, "is_local", lambda _: True)(image_id) and (force or not self._current(info, model_ts)):
-                count += 1
-        return count
+        return sum(self._to_score(datastore, image_id, model_ts, force) is True for image_id in datastore.get_unlabeled_images())
 
     def __call__(self, request, datastore: Datastore):
         started = time.time()
@@ -111,13 +116,10 @@ class StrokeUncertaintyScoring(ScoringMethod):
         scores: Dict[str, float] = {}
         deferred = 0
         for image_id in sorted(datastore.get_unlabeled_images()):
-            if _kind(datastore, image_id) not in self.kinds:
+            to_score = self._to_score(datastore, image_id, model_ts, bool(request.get("force")))
+            if to_score is None:  # another task's study
                 continue
-            if not getattr(datastore, "is_local", lambda _: True)(image_id):
-                skipped += 1  # a PACS study no task has fetched yet: scoring never downloads the PACS
-                continue
-            info = datastore.get_image_info(image_id) or {}
-            if self._current(info, model_ts) and not request.get("force"):
+            if not to_score:
                 skipped += 1
                 continue
             if executed + failed >= max_studies or time.time() - started > max_seconds:
