@@ -285,6 +285,7 @@ def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_f
     except StrokeLabelError as error:
         return [{**base, "method": name, "refused": str(error)} for name in deconvolutions]
     rows = []
+    true_label = task_label(case.truth, case.truth["brain"], grid.spacing_mm)  # the same for every deconvolution
     for name in deconvolutions:
         maps = computed.maps if name == first else computed.compared[name]
         ours = task_volumes(maps["cbf"], maps["tmax"], computed.mask, grid.spacing_mm)
@@ -296,9 +297,8 @@ def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_f
             key = criteria.name.lower().replace(" ", "")
             row[f"{key}_true"] = criteria.met(true["core_volume_ml"], true["hypoperfusion_volume_ml"])
             row[key] = criteria.met(ours["core_volume_ml"], ours["hypoperfusion_volume_ml"])
-        row["task_core_dice"] = metrics.dice(task_label(maps, computed.mask, grid.spacing_mm) == 1,
-                                             task_label(case.truth, case.truth["brain"], grid.spacing_mm) == 1)
-        row["rcbf_bias"] = rcbf_bias(maps, computed.mask, case.truth, grid.spacing_mm)
+        row["task_core_dice"] = metrics.dice(task_label(maps, computed.mask, grid.spacing_mm) == 1, true_label == 1)
+        row["rcbf_bias"] = rcbf_bias(maps, computed.mask, case.truth, grid.spacing_mm, true_label)
         rows.append(row)
     return rows
 
@@ -313,11 +313,12 @@ def task_label(maps: dict, mask: np.ndarray, spacing_mm) -> np.ndarray:
 RCBF_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.3, 5.0)
 
 
-def rcbf_bias(maps: dict, mask: np.ndarray, truth: dict, spacing_mm) -> dict:
+def rcbf_bias(maps: dict, mask: np.ndarray, truth: dict, spacing_mm, true_label: np.ndarray) -> dict:
     """Where the computed maps move the rule's core edge, on one study: per bin of the true rCBF (:data:`RCBF_BINS`)
     the median computed rCBF, the median ratio of computed to true CBF and the median Tmax error (s); per tissue class
     of the task's rule on the true maps (core, penumbra, healthy brain) the same; and the contralateral reference
-    itself (the healthy side's median CBF, strokelabel.baselines.perfusion.healthy_side_mask) on both maps."""
+    itself (the healthy side's median CBF, strokelabel.baselines.perfusion.healthy_side_mask) on both maps.
+    ``true_label``: the task's rule on the true maps (:func:`task_label`), which every deconvolution shares."""
     brain = truth["brain"]
     mapped = mask & (maps["cbf"] > 0)
     scored = brain & mapped
@@ -334,8 +335,8 @@ def rcbf_bias(maps: dict, mask: np.ndarray, truth: dict, spacing_mm) -> dict:
                 "cbf_ratio": float(np.median(ratio)), "tmax_err_s": float(np.median(maps["tmax"][where] - truth["tmax"][where]))}
 
     bins = {f"{low:g}-{high:g}": figures(scored & (true_rcbf >= low) & (true_rcbf < high)) for low, high in zip(RCBF_BINS[:-1], RCBF_BINS[1:])}
-    label = task_label(truth, brain, spacing_mm)
-    classes = {"core": figures(scored & (label == 1)), "penumbra": figures(scored & (label == 2)), "healthy": figures(scored & (label == 0))}
+    classes = {"core": figures(scored & (true_label == 1)), "penumbra": figures(scored & (true_label == 2)),
+               "healthy": figures(scored & (true_label == 0))}
     return {"bins": bins, "classes": classes, "true_reference": true_reference, "reference": reference,
             "reference_ratio": reference / true_reference}
 
