@@ -26,6 +26,7 @@ from strokelabel.perfusion import (
     cbv_from_curves,
     circulant_aif_matrix,
     deconvolve_bcsvd,
+    frame_noise_hu,
     oscillation_index,
     residue,
 )
@@ -287,6 +288,12 @@ def deconvolve_osvd_debiased(tissue_hu, aif_hu, dt_s: float, n_baseline: int, os
         kept = max(2.0, float((weights * keep).sum()) * n_t / length)
         bias[chosen == p] = noise * gain * np.sqrt(2.0 * np.log(kept))
     return (k - bias[:, None]).reshape(np.shape(tissue_hu))
+
+
+def deconvolve_osvd_peak(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0) -> np.ndarray:
+    """The app's oSVD (the noise's lift of each maximum off) whose Tmax is read at the residue's maximum, as before
+    the onset fit (perfusion_maps reads a deconvolution given from outside at its maximum): before/after on one series."""
+    return deconvolve_bcsvd(tissue_hu, aif_hu, dt_s, oscillation_limit=OSVD_OSCILLATION_INDEX, noise_hu=frame_noise_hu(tissue_hu, n_baseline))
 
 
 def deconvolve_osvd_lift_on(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0) -> np.ndarray:

@@ -71,6 +71,8 @@ MAP_KEYS = ("cbf", "cbv", "mtt", "tmax")
 # The deconvolutions measured on the same series (``--deconvolutions``); compute_maps' own is "osvd".
 DECONVOLUTIONS = {
     "osvd": None,  # compute_maps' default: block-circulant oSVD, oscillation index 0.095, the noise's lift of max k off
+    # The same residues with Tmax read at their maximum (before the onset fit), to score before and after on one series.
+    "osvd_peak": candidates.deconvolve_osvd_peak,
     # The app's oSVD before issue 23 (the noise's lift of max k left on), to score before and after on the same series.
     "osvd_lift_on": candidates.deconvolve_osvd_lift_on,
     "osvd_calibrated": candidates.deconvolve_osvd_calibrated,
@@ -80,9 +82,10 @@ DECONVOLUTIONS = {
     "osvd_calibrated_gamma": candidates.deconvolve_osvd_calibrated_gamma,
     "osvd_debiased": candidates.deconvolve_osvd_debiased,
 }
-# How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its maximum (the app's), or its
-# half-height rise (deconvolution_candidates.residue_rise_time_s: measured, not kept).
-TMAX_FROM_RESIDUE = {"peak": perfusion.peak_time_s, "rise": candidates.residue_rise_time_s}
+# How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its onset fitted through its truncation
+# (the app's, perfusion.residue_onset_time_s), its maximum (before), or its half-height rise
+# (deconvolution_candidates.residue_rise_time_s: measured, not kept). Other deconvolutions are read at their maximum.
+TMAX_FROM_RESIDUE = {"onset": perfusion.TMAX_ONSET, "peak": perfusion.peak_time_s, "rise": candidates.residue_rise_time_s}
 # Families made on the evaluation side from the frozen ones (strokelabel.phantom.ctp_families is not changed):
 # "truncated": the clean series cut at TRUNCATED_AT_S, before the tissue washout and the venous peak are acquired.
 TRUNCATED_AT_S = 24.0
@@ -151,7 +154,7 @@ def simulate_case(family: str, patient, grid: Grid, seed: int):
 
 
 def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print, deconvolutions=("osvd",), previous=True,
-                    tmax_from: str = "peak") -> list[dict]:
+                    tmax_from: str = "onset") -> list[dict]:
     rows = []
     for index in range(1, per_family + 1):
         patient = make_patient(study_seed(seed, "ctp", index))
@@ -270,7 +273,7 @@ def boundary_patients(n: int, seed: int, grid: Grid, log=print) -> list[tuple[in
     return chosen
 
 
-def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_from: str = "peak",
+def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_from: str = "onset",
                  deconvolutions=("osvd",)) -> list[dict]:
     """One study of ``family``, one row per deconvolution (all on the same prepared series): the task's volumes on the
     computed and on the true maps, each trial's verdict on both, and the rCBF bias table's figures (:func:`rcbf_bias`)."""
@@ -494,7 +497,7 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)}, truncated (default all); also {', '.join(FLAG_FAMILIES)}")
     parser.add_argument("--deconvolutions", default="osvd", help=f"comma-separated, of {', '.join(DECONVOLUTIONS)}")
     parser.add_argument("--no-previous", action="store_true", help="skip the generator's own pipeline")
-    parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="peak", help="how compute_maps reads Tmax from the residue")
+    parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="onset", help="how compute_maps reads Tmax from the residue")
     parser.add_argument("--boundary", type=int, default=0, metavar="N",
                         help="the DEFUSE 3 / EXTEND decision table on N studies per family near the treatment boundary")
     parser.add_argument("--boundary-studies", default="", metavar="I,J,...",

@@ -495,7 +495,7 @@ class ComputedMaps:
 
 
 def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None = None, in_plane_mm: float | None = None,
-                 deconvolve=None, also_deconvolve: dict | None = None, tmax_from_residue=perfusion.peak_time_s) -> ComputedMaps:
+                 deconvolve=None, also_deconvolve: dict | None = None, tmax_from_residue=perfusion.TMAX_ONSET) -> ComputedMaps:
     """CBF, CBV, MTT, Tmax, TTP, MIP and NCCT of ``series`` (see the module docstring for the steps).
 
     ``spacing_mm`` defaults to the affine's; ``progress(fraction, message)`` is called at each
@@ -739,7 +739,7 @@ def series_flags(quality: dict) -> list[dict]:
 
 
 def _deconvolve(series, dt, spacing, brain, aif, n_baseline, report, span, chunk_voxels: int = 500_000, deconvolve=None,
-                tmax_from_residue=perfusion.peak_time_s) -> dict[str, np.ndarray]:
+                tmax_from_residue=perfusion.TMAX_ONSET) -> dict[str, np.ndarray]:
     """perfusion_maps slab by slab (its smoothing is in-plane, so slabs are independent), reporting each."""
     names = ("cbf", "cbv", "mtt", "tmax", "ttp")
     maps = {k: np.zeros(series.shape[:3], np.float32) for k in names}
