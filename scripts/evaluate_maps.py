@@ -73,6 +73,7 @@ DECONVOLUTIONS = {
     "osvd": None,  # compute_maps' default: block-circulant oSVD, oscillation index 0.095, the noise's lift of max k off
     # The same residues with Tmax read at their maximum (before the onset fit), to score before and after on one series.
     "osvd_peak": candidates.deconvolve_osvd_peak,
+    "osvd_height": candidates.deconvolve_osvd_height,
     # The app's oSVD before issue 23 (the noise's lift of max k left on), to score before and after on the same series.
     "osvd_lift_on": candidates.deconvolve_osvd_lift_on,
     "osvd_calibrated": candidates.deconvolve_osvd_calibrated,

@@ -398,7 +398,7 @@ ONSET_BEFORE_PEAK_S = 8.0
 
 def residue_onset_time_s(residues, aif_hu, dt_s: float, thresholds, pad_factor: int = 2,
                          decay_times_s: Sequence[float] = ONSET_DECAY_TIMES_S, substeps: int = ONSET_SUBSTEPS,
-                         before_peak_s: float = ONSET_BEFORE_PEAK_S, chunk: int = 4096) -> np.ndarray:
+                         before_peak_s: float = ONSET_BEFORE_PEAK_S, chunk: int = 4096, with_height_kept: bool = False):
     """Tmax (s, from the first sample) of each deconvolved residue k (rows, the first T samples of
     :func:`deconvolve_bcsvd` truncated at ``thresholds``, one per row): the bolus delay, found as the onset of the
     falling residue whose tissue curve, deconvolved through the same AIF and the same truncation, best matches k.
@@ -416,6 +416,9 @@ def residue_onset_time_s(residues, aif_hu, dt_s: float, thresholds, pad_factor: 
     and +0.7 to +2 s against the maximum's +1.1 to +4 s and +1 to +7 s (scripts/evaluate_maps.py --boundary has
     the phantom figures, docs/ctp_boundary_decisions.md the choice). Onsets are tried every ``substeps``-th of a
     frame, from ``before_peak_s`` before k's maximum to one frame after it.
+
+    With ``with_height_kept``, also the fraction of its maximum that the best-matching trial residue keeps through the
+    truncation (1 where nothing matched), for scripts/deconvolution_candidates.py's measurement of the truncation loss.
     """
     k = np.asarray(residues, dtype=np.float64)
     n_t = k.shape[-1]
@@ -436,9 +439,11 @@ def residue_onset_time_s(residues, aif_hu, dt_s: float, thresholds, pad_factor: 
     trial_curves = np.fft.rfft(np.fft.irfft(np.fft.rfft(trial, n=length) * spectrum, n=length)[:, :n_t], n=length) * inverse
     peak_s = peak_time_s(flat, dt_s, subsample=False)
     out = np.zeros(flat.shape[0])
+    kept = np.ones(flat.shape[0])
     for p in np.unique(per_row):
         keep = magnitude >= p * magnitude.max()
         templates = np.fft.irfft(trial_curves * keep, n=length)[:, :n_t]
+        height_kept = templates.max(axis=1) / np.maximum(trial.max(axis=1), 1e-12)
         templates /= np.maximum(np.linalg.norm(templates, axis=1), 1e-12)[:, None]
         templates = templates.astype(np.float32)
         rows = np.flatnonzero(per_row == p)
@@ -447,7 +452,11 @@ def residue_onset_time_s(residues, aif_hu, dt_s: float, thresholds, pad_factor: 
             match = flat[r].astype(np.float32) @ templates.T
             window = (onsets[None, :] <= peak_s[r, None] + dt_s) & (onsets[None, :] >= peak_s[r, None] - before_peak_s) & (match > 0)
             best = np.argmax(np.where(window, match, -np.inf), axis=1)
-            out[r] = np.where(window.any(axis=1), onsets[best], peak_s[r])
+            matched = window.any(axis=1)
+            out[r] = np.where(matched, onsets[best], peak_s[r])
+            kept[r] = np.where(matched, height_kept[best], 1.0)
+    if with_height_kept:
+        return out.reshape(k.shape[:-1]), kept.reshape(k.shape[:-1])
     return out.reshape(k.shape[:-1])
 
 
@@ -694,8 +703,10 @@ def perfusion_maps(
                                              return_thresholds=True)
         else:
             k = deconvolve(curves, aif, dt_s, n_baseline)
+            if isinstance(k, tuple):  # (k, the truncation each residue got): a block-circulant SVD from outside
+                k, truncation = k
         if tmax_from_residue == TMAX_ONSET:
-            # The onset fit needs the truncation each residue got; another deconvolution's residues are read at their maximum.
+            # The onset fit needs the truncation each residue got; other deconvolutions' residues are read at their maximum.
             tmax = residue_onset_time_s(k, aif, dt_s, truncation) if truncation is not None else peak_time_s(k, dt_s)
         else:
             tmax = tmax_from_residue(k, dt_s)
