@@ -443,7 +443,7 @@ def residue_onset_time_s(residues, aif_hu, dt_s: float, thresholds, pad_factor: 
     for p in np.unique(per_row):
         keep = magnitude >= p * magnitude.max()
         templates = np.fft.irfft(trial_curves * keep, n=length)[:, :n_t]
-        height_kept = templates.max(axis=1) / np.maximum(trial.max(axis=1), 1e-12)
+        height_kept = templates.max(axis=1)  # the trial residues start at height 1 (R(0) = 1)
         templates /= np.maximum(np.linalg.norm(templates, axis=1), 1e-12)[:, None]
         templates = templates.astype(np.float32)
         rows = np.flatnonzero(per_row == p)
