@@ -84,13 +84,18 @@ truncation by the residue's propagated noise (mismatch +80.6 mL at clinical nois
 +60.5 mL); their tables are in docs/ctp_boundary_decisions.md. What remains: the reference's truncation loss, and Tmax
 read late (below), which keeps the mismatch too large (the ratio of study 10036, true 1.69, reads 2.0-2.7).
 
-**Tmax is the time of the deconvolved residue's maximum, kept by measurement.** It reads late: on the phantom
-(clean series, boundary study 10001) by a median 1.4 s in healthy tissue and 2.2 s where the true Tmax is 6-10 s;
-on curves of the forward model by 1.8-3.0 s, more at low flow and high noise (truncation low-passes the residue and
-drags its maximum later). Reading the residue's half-height rise instead (scripts/deconvolution_candidates.py,
-``residue_rise_time_s``) removes that bias on the forward model (-0.4 to +0.7 s) but on the phantom series reads
-0.6 s early in healthy tissue and scatters in delayed tissue, and loses Tmax > 6 s Dice (0.959 -> 0.941) and the
-task's penumbra Dice on the clean family (0.68 -> 0.50), so it is not used (its docstring has the figures).
+**Tmax is the residue's onset, fitted through the voxel's own truncation (issue 23; perfusion.residue_onset_time_s).**
+The maximum of the deconvolved residue read late: on boundary study 10036 (clean, 1 s frames) by a median 1.3 s where
+the true Tmax is 0-2 s, 1.8 s at 6-10 s, 3.0 s beyond, with the selected AIF on time (its peak 10.58 s, the true AIF's
+10.60 s). The cause is the truncation: it low-passes k with a zero-phase kernel, and the low-pass of a residue (a
+survival function: maximal at its onset, the delay, which is the phantom's and the clinical Tmax) peaks after its
+onset, the later the harder the truncation and the slower the decay (forward model, no noise, 1.5 s frames: +0.8 to
++2.1 s at MTT 4 s for truncation 0.02 to 0.4, +1.3 to +4.3 s at MTT 15 s). The low-pass is known per voxel (the AIF
+and the threshold oSVD chose), so trial residues are put through it and the onset of the best match is Tmax: on the
+forward model the median error falls from +1.0..+5.8 s to -0.2..+0.8 s (exponential residue), +1.1..+4.9 to
++0.3..+1.5 s (gamma residue, not assumed). Chosen by rule 3 of docs/ctp_boundary_decisions.md, written before its run,
+which has the boundary tables. A half-height rise read (scripts/deconvolution_candidates.py, ``residue_rise_time_s``)
+was measured before and not kept: without the voxel's own low-pass it reads 0.6 s early and scatters.
 """
 
 from __future__ import annotations
