@@ -17,8 +17,8 @@ elsewhere, e.g. a DICOM series (:meth:`CtpSeries.from_frames`).
    voxels of the posterior intracranial space, where the sagittal sinus and torcula lie); the
    AIF is scaled up to the VOF's area when that is larger (its partial-volume loss);
 6. deconvolution slab by slab with :func:`strokelabel.perfusion.perfusion_maps` (block-circulant
-   SVD with oscillation control, the noise's lift of each residue's maximum taken off, vessels excluded), maps
-   brought back to the full grid.
+   SVD with oscillation control, the noise's lift of each residue's maximum taken off, vessels excluded; Tmax the
+   residue's onset fitted through the voxel's own truncation, below), maps brought back to the full grid.
 
 Maps that cannot be computed raise :class:`StrokeLabelError` naming why; maps that can but are
 degraded carry warnings ("truncated bolus", "heavy motion", "weak arterial signal"), and a series that
@@ -81,8 +81,8 @@ dispersed      -9.3 / +17.6 / 1 of 5 / 0.82     -4.5 / +13.1 / 1 of 5 / 0.82
 Not taken: the noise's maximum over the whole residue (too much off sharp peaks: a 5.9 mL core called 16 mL), the
 truncation loss calibrated out for an assumed residue shape (right on that shape, core +15.6 mL on the other), per-voxel
 truncation by the residue's propagated noise (mismatch +80.6 mL at clinical noise), Tikhonov with GCV (mismatch
-+60.5 mL); their tables are in docs/ctp_boundary_decisions.md. What remains: the reference's truncation loss, and Tmax
-read late (below), which keeps the mismatch too large (the ratio of study 10036, true 1.69, reads 2.0-2.7).
++60.5 mL); their tables are in docs/ctp_boundary_decisions.md. What remained then: the reference's truncation loss, and Tmax
+read late (below, since mended), which kept the mismatch too large (the ratio of study 10036, true 1.69, read 2.0-2.7).
 
 **Tmax is the residue's onset, fitted through the voxel's own truncation (issue 23; perfusion.residue_onset_time_s).**
 The maximum of the deconvolved residue read late: on boundary study 10036 (clean, 1 s frames) by a median 1.3 s where

@@ -15,7 +15,8 @@ proportionality cancels between tissue and AIF.
 Inverse: the flow-scaled residue k(t) = (ρ/k_H)·F·R(t − delay) is recovered by block-circulant
 truncated SVD deconvolution (Wu 2003), which is insensitive to the tissue's delay, with the noise's expected lift
 of its maximum taken off (:func:`residue_noise_maximum`, strokelabel/ctp4d.py has the measurement); then
-CBF = max k (eq. 1), Tmax = argmax k, CBV by eq. 3, MTT = CBV / CBF (eq. 2).
+CBF = max k (eq. 1), Tmax = argmax k (or, as strokelabel.ctp4d reads it, the onset of k fitted through its own
+truncation, :func:`residue_onset_time_s`, which the truncation does not drag late), CBV by eq. 3, MTT = CBV / CBF (eq. 2).
 
 Units: time s, CBF mL/100g/min, CBV mL/100g, MTT/Tmax/TTP s, CT HU.
 """
