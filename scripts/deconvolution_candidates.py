@@ -292,8 +292,9 @@ def deconvolve_osvd_debiased(tissue_hu, aif_hu, dt_s: float, n_baseline: int, os
 
 
 def deconvolve_osvd_peak(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0) -> np.ndarray:
-    """The app's oSVD (the noise's lift of each maximum off) whose Tmax is read at the residue's maximum, as before
-    the onset fit (perfusion_maps reads a deconvolution given from outside at its maximum): before/after on one series."""
+    """The app's oSVD (the noise's lift of each maximum off) whose Tmax is always read at the residue's maximum
+    (perfusion_maps reads a deconvolution given from outside at its maximum): with evaluate_maps --tmax-from onset,
+    the onset read and the maximum on one series."""
     return deconvolve_bcsvd(tissue_hu, aif_hu, dt_s, oscillation_limit=OSVD_OSCILLATION_INDEX, noise_hu=frame_noise_hu(tissue_hu, n_baseline))
 
 

@@ -71,7 +71,7 @@ MAP_KEYS = ("cbf", "cbv", "mtt", "tmax")
 # The deconvolutions measured on the same series (``--deconvolutions``); compute_maps' own is "osvd".
 DECONVOLUTIONS = {
     "osvd": None,  # compute_maps' default: block-circulant oSVD, oscillation index 0.095, the noise's lift of max k off
-    # The same residues with Tmax read at their maximum (before the onset fit), to score before and after on one series.
+    # The app's residues always read at their maximum: with --tmax-from onset, the onset and the maximum on one series.
     "osvd_peak": candidates.deconvolve_osvd_peak,
     "osvd_height": candidates.deconvolve_osvd_height,
     # The app's oSVD before issue 23 (the noise's lift of max k left on), to score before and after on the same series.
@@ -83,9 +83,10 @@ DECONVOLUTIONS = {
     "osvd_calibrated_gamma": candidates.deconvolve_osvd_calibrated_gamma,
     "osvd_debiased": candidates.deconvolve_osvd_debiased,
 }
-# How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its onset fitted through its truncation
-# (the app's, perfusion.residue_onset_time_s), its maximum (before), or its half-height rise
-# (deconvolution_candidates.residue_rise_time_s: measured, not kept). Other deconvolutions are read at their maximum.
+# How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its maximum (the app's), its onset fitted
+# through its truncation (perfusion.residue_onset_time_s: measured, not kept by rule 3 of docs/ctp_boundary_decisions.md),
+# or its half-height rise (deconvolution_candidates.residue_rise_time_s: measured, not kept). Deconvolutions from
+# scripts/deconvolution_candidates.py are read at their maximum unless they return their truncation.
 TMAX_FROM_RESIDUE = {"onset": perfusion.TMAX_ONSET, "peak": perfusion.peak_time_s, "rise": candidates.residue_rise_time_s}
 # Families made on the evaluation side from the frozen ones (strokelabel.phantom.ctp_families is not changed):
 # "truncated": the clean series cut at TRUNCATED_AT_S, before the tissue washout and the venous peak are acquired.
@@ -155,7 +156,7 @@ def simulate_case(family: str, patient, grid: Grid, seed: int):
 
 
 def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print, deconvolutions=("osvd",), previous=True,
-                    tmax_from: str = "onset") -> list[dict]:
+                    tmax_from: str = "peak") -> list[dict]:
     rows = []
     for index in range(1, per_family + 1):
         patient = make_patient(study_seed(seed, "ctp", index))
@@ -274,7 +275,7 @@ def boundary_patients(n: int, seed: int, grid: Grid, log=print) -> list[tuple[in
     return chosen
 
 
-def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_from: str = "onset",
+def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_from: str = "peak",
                  deconvolutions=("osvd",)) -> list[dict]:
     """One study of ``family``, one row per deconvolution (all on the same prepared series): the task's volumes on the
     computed and on the true maps, each trial's verdict on both, and the rCBF bias table's figures (:func:`rcbf_bias`)."""
@@ -456,7 +457,7 @@ def _with_protocol(patient, dt_s: float, n_frames: int):
     return dataclasses.replace(patient, ctp_protocol={"dt_s": dt_s, "n_frames": n_frames})
 
 
-def measure(path: str, compute: bool, tmax_from: str = "onset") -> dict:
+def measure(path: str, compute: bool, tmax_from: str = "peak") -> dict:
     """In this (fresh) process: seconds to load, to compute (wall, and CPU of the process), and the peak resident MiB."""
     started = time.perf_counter()
     series = read_ctp_nifti(path)
@@ -500,7 +501,7 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)}, truncated (default all); also {', '.join(FLAG_FAMILIES)}")
     parser.add_argument("--deconvolutions", default="osvd", help=f"comma-separated, of {', '.join(DECONVOLUTIONS)}")
     parser.add_argument("--no-previous", action="store_true", help="skip the generator's own pipeline")
-    parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="onset", help="how compute_maps reads Tmax from the residue")
+    parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="peak", help="how compute_maps reads Tmax from the residue")
     parser.add_argument("--boundary", type=int, default=0, metavar="N",
                         help="the DEFUSE 3 / EXTEND decision table on N studies per family near the treatment boundary")
     parser.add_argument("--boundary-studies", default="", metavar="I,J,...",
