@@ -514,7 +514,8 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
     ``also_deconvolve`` {name: deconvolve}: the same prepared series (motion, AIF, VOF, baseline) deconvolved
     by each of these as well, maps in ``ComputedMaps.compared[name]`` (scripts/evaluate_maps.py compares methods so).
     ``tmax_from_residue(k, dt_s)``: how Tmax is read from the deconvolved residue, by default its maximum
-    (``perfusion.peak_time_s``); scripts/evaluate_maps.py ``--tmax-from`` measures another read on the same series.
+    (``perfusion.peak_time_s``), or ``perfusion.TMAX_ONSET`` (the onset fitted through the truncation; measured, not
+    kept); scripts/evaluate_maps.py ``--tmax-from`` measures another read on the same series.
     """
     report = progress or (lambda fraction, message: None)
     spacing = tuple(float(s) for s in (spacing_mm if spacing_mm is not None else series.spacing_mm))

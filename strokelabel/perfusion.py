@@ -408,17 +408,17 @@ def residue_onset_time_s(residues, aif_hu, dt_s: float, thresholds, pad_factor: 
     Why not the maximum of k: a residue function is a survival function (R(0) = 1, never rising), so its maximum is
     its onset, the delay; but truncation low-passes k, and the low-pass of a step-then-decay peaks after the step,
     by more the sharper the truncation and the slower the decay (forward model, the app's oSVD, 1-2 s frames:
-    +1.0 s at MTT 4 s, +1.4-1.9 s at MTT 8-15 s without noise, +1.4 to +3.6 s at 1 HU). That is an estimator's
+    +1.0-1.3 s at MTT 4 s, +1.3-2.3 s at MTT 8-15 s without noise, +1.4 to +3.9 s at 1 HU). That is an estimator's
     error, not the physics: the phantom's true Tmax, and the clinical definition, is the residue's own maximum.
     The low-pass is known (the AIF and the voxel's threshold), so each trial residue exp(-(t - d)/τ) from onset d,
     averaged over each sampling interval as :func:`circulant_aif_matrix` holds k, is put through the same forward
     convolution and truncated inverse, and the onset of the best match (least squares, free positive height) is Tmax.
-    The decays (:data:`ONSET_DECAY_TIMES_S`) only let the fit follow the residue's fall; the shape is not assumed
-    in the result: on gamma and box residues, which are not exponential, the fit's median error is +0.3 to +1.5 s
-    and +0.4 to +4.2 s against the maximum's +1.1 to +4.9 s and +0.9 to +7.3 s. On the boundary phantoms it takes the
-    mismatch bias from +13..+33 mL to -0.3..+10.5 mL but was not made the app's read (rule 3 of
-    docs/ctp_boundary_decisions.md: more DEFUSE 3 disagreements while the core is under-read; strokelabel/ctp4d.py). Onsets are tried every ``substeps``-th of a
-    frame, from ``before_peak_s`` before k's maximum to one frame after it.
+    The decays (:data:`ONSET_DECAY_TIMES_S`) let the fit follow the residue's fall; the trial shape is exponential, so
+    it was scored on shapes it does not assume: on gamma and box residues the median error is +0.3 to +1.5 s and +0.4
+    to +4.2 s against the maximum's +1.1 to +4.9 s and +0.9 to +7.3 s. On the boundary phantoms it takes the mismatch
+    bias from +14..+43 mL to -0.1..+16.5 mL but is not the app's read (rule 3 of docs/ctp_boundary_decisions.md: more
+    DEFUSE 3 disagreements while the core is under-read; strokelabel/ctp4d.py). Onsets are tried every
+    ``substeps``-th of a frame, from ``before_peak_s`` before k's maximum to one frame after it.
 
     With ``with_height_kept``, also the fraction of its maximum that the best-matching trial residue keeps through the
     truncation (1 where nothing matched), for scripts/deconvolution_candidates.py's measurement of the truncation loss.
