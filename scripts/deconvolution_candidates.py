@@ -26,8 +26,10 @@ from strokelabel.perfusion import (
     cbv_from_curves,
     circulant_aif_matrix,
     deconvolve_bcsvd,
+    frame_noise_hu,
     oscillation_index,
     residue,
+    residue_onset_time_s,
 )
 
 
@@ -287,6 +289,25 @@ def deconvolve_osvd_debiased(tissue_hu, aif_hu, dt_s: float, n_baseline: int, os
         kept = max(2.0, float((weights * keep).sum()) * n_t / length)
         bias[chosen == p] = noise * gain * np.sqrt(2.0 * np.log(kept))
     return (k - bias[:, None]).reshape(np.shape(tissue_hu))
+
+
+def deconvolve_osvd_peak(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0) -> np.ndarray:
+    """The app's oSVD (the noise's lift of each maximum off) whose Tmax is always read at the residue's maximum
+    (perfusion_maps reads a deconvolution given from outside at its maximum): with evaluate_maps --tmax-from onset,
+    the onset read and the maximum on one series."""
+    return deconvolve_bcsvd(tissue_hu, aif_hu, dt_s, oscillation_limit=OSVD_OSCILLATION_INDEX, noise_hu=frame_noise_hu(tissue_hu, n_baseline))
+
+
+def deconvolve_osvd_height(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The app's oSVD with each residue divided by the fraction of its height that the best-matching trial residue of
+    the onset fit (strokelabel.perfusion.residue_onset_time_s, its decay time fitted per voxel) keeps through the
+    voxel's truncation (floored at 0.2): the flow-dependent truncation loss (a sharp healthy peak loses more than a
+    core plateau, which biases the contralateral reference low) taken out by the voxel's own fitted decay rather than
+    by an MTT-based calibration (``osvd_calibrated``). Returns (k, thresholds), so its Tmax is the onset read."""
+    k, thresholds = deconvolve_bcsvd(tissue_hu, aif_hu, dt_s, oscillation_limit=OSVD_OSCILLATION_INDEX,
+                                     noise_hu=frame_noise_hu(tissue_hu, n_baseline), return_thresholds=True)
+    _, kept = residue_onset_time_s(k, aif_hu, dt_s, thresholds, with_height_kept=True)
+    return k / np.clip(kept, 0.2, 1.0)[..., None], thresholds
 
 
 def deconvolve_osvd_lift_on(tissue_hu, aif_hu, dt_s: float, n_baseline: int = 0) -> np.ndarray:

@@ -71,6 +71,9 @@ MAP_KEYS = ("cbf", "cbv", "mtt", "tmax")
 # The deconvolutions measured on the same series (``--deconvolutions``); compute_maps' own is "osvd".
 DECONVOLUTIONS = {
     "osvd": None,  # compute_maps' default: block-circulant oSVD, oscillation index 0.095, the noise's lift of max k off
+    # The app's residues always read at their maximum: with --tmax-from onset, the onset and the maximum on one series.
+    "osvd_peak": candidates.deconvolve_osvd_peak,
+    "osvd_height": candidates.deconvolve_osvd_height,
     # The app's oSVD before issue 23 (the noise's lift of max k left on), to score before and after on the same series.
     "osvd_lift_on": candidates.deconvolve_osvd_lift_on,
     "osvd_calibrated": candidates.deconvolve_osvd_calibrated,
@@ -80,9 +83,11 @@ DECONVOLUTIONS = {
     "osvd_calibrated_gamma": candidates.deconvolve_osvd_calibrated_gamma,
     "osvd_debiased": candidates.deconvolve_osvd_debiased,
 }
-# How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its maximum (the app's), or its
-# half-height rise (deconvolution_candidates.residue_rise_time_s: measured, not kept).
-TMAX_FROM_RESIDUE = {"peak": perfusion.peak_time_s, "rise": candidates.residue_rise_time_s}
+# How compute_maps reads Tmax from the deconvolved residue (``--tmax-from``): its maximum (the app's), its onset fitted
+# through its truncation (perfusion.residue_onset_time_s: measured, not kept by rule 3 of docs/ctp_boundary_decisions.md),
+# or its half-height rise (deconvolution_candidates.residue_rise_time_s: measured, not kept). Deconvolutions from
+# scripts/deconvolution_candidates.py are read at their maximum unless they return their truncation.
+TMAX_FROM_RESIDUE = {"onset": perfusion.TMAX_ONSET, "peak": perfusion.peak_time_s, "rise": candidates.residue_rise_time_s}
 # Families made on the evaluation side from the frozen ones (strokelabel.phantom.ctp_families is not changed):
 # "truncated": the clean series cut at TRUNCATED_AT_S, before the tissue washout and the venous peak are acquired.
 TRUNCATED_AT_S = 24.0
@@ -452,15 +457,16 @@ def _with_protocol(patient, dt_s: float, n_frames: int):
     return dataclasses.replace(patient, ctp_protocol={"dt_s": dt_s, "n_frames": n_frames})
 
 
-def measure(path: str, compute: bool) -> dict:
-    """In this (fresh) process: seconds to load, to compute, and the peak resident MiB."""
+def measure(path: str, compute: bool, tmax_from: str = "peak") -> dict:
+    """In this (fresh) process: seconds to load, to compute (wall, and CPU of the process), and the peak resident MiB."""
     started = time.perf_counter()
     series = read_ctp_nifti(path)
     out = {"shape": list(series.values.shape), "load_s": time.perf_counter() - started}
     if compute:
-        started = time.perf_counter()
-        computed = compute_maps(series, series.spacing_mm)
+        started, cpu = time.perf_counter(), time.process_time()
+        computed = compute_maps(series, series.spacing_mm, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
         out["compute_s"] = time.perf_counter() - started
+        out["compute_cpu_s"] = time.process_time() - cpu
         out["in_plane_factor"] = computed.notes["in_plane_factor"]
         out["warnings"] = computed.warnings
     out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -471,16 +477,17 @@ def clinical(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         path = write_clinical_series(Path(tmp), args.seed)
-        print(f"# compute_maps at clinical size\n\nphantom series written in {time.perf_counter() - started:.0f} s "
+        print(f"# compute_maps at clinical size (Tmax from the residue's {args.tmax_from})\n\nphantom series written in {time.perf_counter() - started:.0f} s "
               f"({path.stat().st_size / 2**20:.0f} MiB int16 .nii.gz)\n", flush=True)
         results = {}
         for step, flag in (("load only", "--measure-load"), ("load + compute_maps", "--measure")):
-            done = subprocess.run([sys.executable, __file__, flag, str(path)], capture_output=True, text=True, check=True)
+            done = subprocess.run([sys.executable, __file__, flag, str(path), "--tmax-from", args.tmax_from], capture_output=True, text=True,
+                                  check=True)
             results[step] = json.loads(done.stdout.strip().splitlines()[-1])
     rows = []
     for step, r in results.items():
         rows.append({"step": step, "shape": "x".join(map(str, r["shape"])), "load_s": r["load_s"], "compute_s": r.get("compute_s"),
-                     "peak_MiB": r["peak_mib"], "in_plane_factor": r.get("in_plane_factor")})
+                     "compute_cpu_s": r.get("compute_cpu_s"), "peak_MiB": r["peak_mib"], "in_plane_factor": r.get("in_plane_factor")})
     print(metrics.format_table(rows, digits=1, markdown=True))
     warned = results["load + compute_maps"].get("warnings")
     print(f"\nwarnings: {warned or 'none'}")
@@ -503,7 +510,7 @@ def main(argv=None) -> None:
     parser.add_argument("--measure-load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure or args.measure_load:
-        print(json.dumps(measure(args.measure or args.measure_load, compute=bool(args.measure))))
+        print(json.dumps(measure(args.measure or args.measure_load, compute=bool(args.measure), tmax_from=args.tmax_from)))
     elif args.size == "clinical":
         clinical(args)
     elif args.boundary:

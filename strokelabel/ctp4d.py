@@ -17,8 +17,8 @@ elsewhere, e.g. a DICOM series (:meth:`CtpSeries.from_frames`).
    voxels of the posterior intracranial space, where the sagittal sinus and torcula lie); the
    AIF is scaled up to the VOF's area when that is larger (its partial-volume loss);
 6. deconvolution slab by slab with :func:`strokelabel.perfusion.perfusion_maps` (block-circulant
-   SVD with oscillation control, the noise's lift of each residue's maximum taken off, vessels excluded), maps
-   brought back to the full grid.
+   SVD with oscillation control, the noise's lift of each residue's maximum taken off, vessels excluded; Tmax at
+   the residue's maximum, below), maps brought back to the full grid.
 
 Maps that cannot be computed raise :class:`StrokeLabelError` naming why; maps that can but are
 degraded carry warnings ("truncated bolus", "heavy motion", "weak arterial signal"), and a series that
@@ -81,16 +81,26 @@ dispersed      -9.3 / +17.6 / 1 of 5 / 0.82     -4.5 / +13.1 / 1 of 5 / 0.82
 Not taken: the noise's maximum over the whole residue (too much off sharp peaks: a 5.9 mL core called 16 mL), the
 truncation loss calibrated out for an assumed residue shape (right on that shape, core +15.6 mL on the other), per-voxel
 truncation by the residue's propagated noise (mismatch +80.6 mL at clinical noise), Tikhonov with GCV (mismatch
-+60.5 mL); their tables are in docs/ctp_boundary_decisions.md. What remains: the reference's truncation loss, and Tmax
++60.5 mL); their tables are in docs/ctp_boundary_decisions.md. What remained then: the reference's truncation loss, and Tmax
 read late (below), which keeps the mismatch too large (the ratio of study 10036, true 1.69, reads 2.0-2.7).
 
-**Tmax is the time of the deconvolved residue's maximum, kept by measurement.** It reads late: on the phantom
-(clean series, boundary study 10001) by a median 1.4 s in healthy tissue and 2.2 s where the true Tmax is 6-10 s;
-on curves of the forward model by 1.8-3.0 s, more at low flow and high noise (truncation low-passes the residue and
-drags its maximum later). Reading the residue's half-height rise instead (scripts/deconvolution_candidates.py,
-``residue_rise_time_s``) removes that bias on the forward model (-0.4 to +0.7 s) but on the phantom series reads
-0.6 s early in healthy tissue and scatters in delayed tissue, and loses Tmax > 6 s Dice (0.959 -> 0.941) and the
-task's penumbra Dice on the clean family (0.68 -> 0.50), so it is not used (its docstring has the figures).
+**Tmax is the time of the deconvolved residue's maximum, kept by rule (issue 23), although it reads late.** On
+boundary study 10036 (clean, 1 s frames) by a median 1.3 s where the true Tmax is 0-2 s, 1.8 s at 6-10 s, 3.0 s beyond,
+with the selected AIF on time (its peak 10.58 s, the true AIF's 10.60 s). The cause is the truncation: it low-passes k
+with a zero-phase kernel, and the low-pass of a residue (a survival function: maximal at its onset, the delay, which is
+the phantom's and the clinical Tmax) peaks after its onset, the later the harder the truncation and the slower the
+decay (forward model, no noise, 1.5 s frames: +0.8 to +2.1 s at MTT 4 s for truncation 0.02 to 0.4, +1.3 to +4.3 s at
+MTT 15 s). The low-pass is known per voxel (the AIF and the threshold oSVD chose), so the onset can be fitted through
+it (``perfusion.residue_onset_time_s``, ``perfusion_maps(tmax_from_residue=perfusion.TMAX_ONSET)``): on the forward
+model the median error falls from +1.0..+5.8 s to -0.2..+0.8 s (exponential residue), +1.1..+4.9 to +0.3..+1.5 s
+(gamma residue, not assumed), and on the 5 boundary studies of rule 3 (docs/ctp_boundary_decisions.md) the mismatch
+bias from +27.6 / +33.1 / +21.2 / +13.1 mL to +3.5 / +10.5 / +2.9 / -0.3 mL (clean, clinical noise, gamma residue,
+dispersed). It is not the default: rule 3, written before that run, asked for no more DEFUSE 3 disagreements, and
+the onset read has 5 against 4 over clean + clinical noise and 2 against 1 on the gamma residue. The late Tmax had
+been hiding the core's under-read in the ratio (study 10040, true ratio 1.82, reads 1.78 with a right Tmax because the
+core reads 55 mL against 60); the onset read is to be decided again once the reference's truncation loss is mended.
+A half-height rise read (scripts/deconvolution_candidates.py, ``residue_rise_time_s``) was measured before and not
+kept: without the voxel's own low-pass it reads 0.6 s early and scatters.
 """
 
 from __future__ import annotations
@@ -504,7 +514,8 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
     ``also_deconvolve`` {name: deconvolve}: the same prepared series (motion, AIF, VOF, baseline) deconvolved
     by each of these as well, maps in ``ComputedMaps.compared[name]`` (scripts/evaluate_maps.py compares methods so).
     ``tmax_from_residue(k, dt_s)``: how Tmax is read from the deconvolved residue, by default its maximum
-    (``perfusion.peak_time_s``); scripts/evaluate_maps.py ``--tmax-from`` measures another read on the same series.
+    (``perfusion.peak_time_s``), or ``perfusion.TMAX_ONSET`` (the onset fitted through the truncation; measured, not
+    kept); scripts/evaluate_maps.py ``--tmax-from`` measures another read on the same series.
     """
     report = progress or (lambda fraction, message: None)
     spacing = tuple(float(s) for s in (spacing_mm if spacing_mm is not None else series.spacing_mm))

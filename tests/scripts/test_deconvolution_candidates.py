@@ -76,3 +76,33 @@ def test_residue_rise_time_reads_the_leading_edge_at_interval_centres():
     # Row 0: half of the maximum 4 is crossed between samples 2 (1.0) and 3 (4.0), at 2 + 1/3; row 1 peaks at 0.
     np.testing.assert_allclose(C.residue_rise_time_s(k, dt), [(2 + 1.0 / 3.0 + 0.5) * dt, 0.0, 0.0])
     assert C.residue_rise_time_s(k[0], dt).shape == ()
+
+
+def test_the_app_residues_read_at_their_maximum_and_the_height_candidate_returns_its_truncation():
+    tissue, aif = curves(50.0, 4.0, noise_hu=0.5, n=40)
+    app, thresholds = P.deconvolve_bcsvd(tissue, aif, DT, oscillation_limit=P.OSVD_OSCILLATION_INDEX,
+                                         noise_hu=P.frame_noise_hu(tissue, 5), return_thresholds=True)
+    np.testing.assert_allclose(C.deconvolve_osvd_peak(tissue, aif, DT, 5), app)
+    k, got = C.deconvolve_osvd_height(tissue, aif, DT, 5)
+    np.testing.assert_array_equal(got, thresholds)
+    # A sharp (MTT 4 s) residue lost height through truncation; the candidate puts some back, never takes any off.
+    assert np.all(P.cbf_from_residue(k) >= P.cbf_from_residue(app) - 1e-9)
+    assert np.median(P.cbf_from_residue(k)) > np.median(P.cbf_from_residue(app))
+
+
+def test_perfusion_maps_reads_the_onset_of_an_outside_deconvolution_that_returns_its_truncation():
+    """perfusion_maps(tmax_from_residue=TMAX_ONSET) reads the onset when the deconvolution returns (k, thresholds) and
+    the maximum when it returns k alone; the default (the phantom generator's and the app's) is the maximum."""
+    delays = np.array([1.0, 4.0, 7.0])
+    tissue = P.tissue_curve_hu(T, P.arterial_input_hu(FINE), 0.05, 30.0, 8.0, delay_s=delays)
+    series = (40.0 + np.broadcast_to(tissue[:, None, None, :], (3, 4, 1, T.size))).astype(np.float32)
+    aif = P.arterial_input_hu(T)
+    common = dict(mask=np.ones((3, 4, 1), bool), aif_hu=aif, n_baseline=4, smooth_mm=0.0)
+    outside = lambda c, a, dt, nb: P.deconvolve_bcsvd(c, a, dt, threshold=0.1, return_thresholds=True)  # noqa: E731
+    onset = P.perfusion_maps(series, DT, deconvolve=outside, tmax_from_residue=P.TMAX_ONSET, **common)["tmax"][:, 0, 0]
+    peak = P.perfusion_maps(series, DT, deconvolve=lambda c, a, dt, nb: outside(c, a, dt, nb)[0], tmax_from_residue=P.TMAX_ONSET,
+                            **common)["tmax"][:, 0, 0]
+    default = P.perfusion_maps(series, DT, deconvolve=outside, **common)["tmax"][:, 0, 0]
+    np.testing.assert_allclose(onset, delays, atol=0.5)
+    assert np.all(peak > delays + 0.8)
+    np.testing.assert_allclose(default, peak)

@@ -140,6 +140,38 @@ def test_tmax_grows_by_the_tissue_delay_whatever_the_truncation(dt):
         assert tmax[delay] - tmax[0.0] == pytest.approx(delay, abs=0.35)
 
 
+
+@pytest.mark.parametrize("kind", ["exponential", "gamma", "lognormal"])
+def test_the_onset_read_removes_the_lag_truncation_gives_the_residue_maximum(kind):
+    """Truncation drags the maximum of k late (more at low flow); the onset fitted through the voxel's own truncation
+    does not, also on residue shapes it does not assume (gamma, lognormal)."""
+    dt, rng = 1.5, np.random.default_rng(5)
+    delays = rng.uniform(0.0, 8.0, 120)
+    for cbf, mtt in ((50.0, 4.0), (15.0, 12.0)):
+        _, aif, tissue = sampled_case(dt, mtt=mtt, delay=delays, cbf=cbf, kind=kind)
+        noisy = tissue + rng.normal(0.0, 0.5, tissue.shape)
+        k, thresholds = P.deconvolve_bcsvd(noisy, aif, dt, oscillation_limit=P.OSVD_OSCILLATION_INDEX, return_thresholds=True)
+        assert thresholds.shape == delays.shape and set(np.unique(thresholds)) <= set(P.OSVD_THRESHOLDS)
+        peak_error = np.median(P.peak_time_s(k, dt) - delays)
+        onset_error = np.median(P.residue_onset_time_s(k, aif, dt, thresholds) - delays)
+        assert peak_error > 0.8  # the bias being removed
+        assert abs(onset_error) < 0.8 and abs(onset_error) < 0.5 * peak_error
+
+
+def test_the_onset_read_of_a_noise_free_exponential_residue_is_its_delay():
+    dt = 1.0
+    delays = np.array([0.0, 2.25, 5.5, 9.0])
+    _, aif, tissue = sampled_case(dt, mtt=6.0, delay=delays, cbf=40.0)
+    for threshold in (0.02, 0.1, 0.3):
+        k = P.deconvolve_bcsvd(tissue, aif, dt, threshold=threshold)
+        onset, kept = P.residue_onset_time_s(k, aif, dt, threshold, with_height_kept=True)
+        np.testing.assert_allclose(onset, delays, atol=0.3)
+        # The height the truncation keeps: what k's maximum reads of the true flow-scaled residue's height, within the
+        # trial residues' piecewise-constant discretisation (the tissue curves here are convolved on a fine grid).
+        np.testing.assert_allclose(kept, k.max(axis=-1) / P.flow_scale_per_s(40.0), rtol=0.15)
+    # A residue that never matches a falling trial (all zero) reads at its maximum's time, as before.
+    assert P.residue_onset_time_s(np.zeros((1, tissue.shape[-1])), aif, dt, [0.1])[0] == 0.0
+
 def test_truncation_underestimates_cbf_but_keeps_cbv():
     dt = 1.5
     _, aif, tissue = sampled_case(dt, mtt=4.0)
