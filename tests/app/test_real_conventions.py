@@ -65,7 +65,9 @@ def real_runs(tasks):
 
     def run(kind: str, method: str):
         if (kind, method) not in cache:
-            (study,) = [s for s in real_studies(REAL_DIR) if s.kind == kind and Path(s.reference).resolve() == references[kind]]
+            studies = [s for s in real_studies(REAL_DIR) if s.kind == kind and Path(s.reference).resolve() == references[kind]]
+            assert len(studies) == 1, f"no {kind} study of the real cases found in {REAL_DIR}"
+            study = studies[0]
             cache[kind, method] = run_one(task_of[kind], tasks[task_of[kind]], study, method)
             assert cache[kind, method].error is None and cache[kind, method].refused is None, cache[kind, method]
         return cache[kind, method]
