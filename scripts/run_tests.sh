@@ -28,4 +28,4 @@ workers="${TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}"
 [ "$workers" -gt 1 ] || workers=0
 parallel=(-n "$workers")
 [ "$workers" = "0" ] || parallel+=(--dist loadfile --no-loadscope-reorder)
-exec "$PY" -m pytest -ra --durations=15 --timeout=1200 "${parallel[@]}" "${marker[@]}" "$@"
+exec "$PY" -m pytest -ra --durations=25 --timeout=1200 "${parallel[@]}" "${marker[@]}" "$@"

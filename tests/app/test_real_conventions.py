@@ -51,18 +51,34 @@ def tasks(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def native_mri_labels(tasks):
-    """The real MRI case's label as distributed, per method: computed once, compared with each voxel order's."""
-    from scripts.harness import run_infer
+def real_runs(tasks):
+    """The run of a task's method on the real case of a kind as distributed (the ones these tests were written for,
+    ISLES'22 0001 and ISLES'24 0143), computed once for the module: the voxel-order, vendor-fill and variant tests
+    all compare with it. Lazy, so each run is made inside the first test that asks (with that test's torch threads)."""
+    _scripts_importable()
+    from evaluate_real import run_one
+    from harness import real_studies
 
+    references = {"mri": ISLES22_DWI.resolve(), "ctp": ISLES24_TMAX.resolve()}
+    task_of = {"mri": "ischemic_lesion", "ctp": "core_penumbra"}
     cache = {}
 
-    def label(method: str) -> np.ndarray:
-        if method not in cache:
-            cache[method] = run_infer(tasks["ischemic_lesion"], ISLES22_DWI, method)[0]
-        return cache[method]
+    def run(kind: str, method: str):
+        if (kind, method) not in cache:
+            studies = [s for s in real_studies(REAL_DIR) if s.kind == kind and Path(s.reference).resolve() == references[kind]]
+            assert len(studies) == 1, f"no {kind} study of the real cases found in {REAL_DIR}"
+            study = studies[0]
+            cache[kind, method] = run_one(task_of[kind], tasks[task_of[kind]], study, method)
+            assert cache[kind, method].error is None and cache[kind, method].refused is None, cache[kind, method]
+        return cache[kind, method]
 
-    return label
+    return run
+
+
+@pytest.fixture(scope="module")
+def native_mri_labels(real_runs):
+    """The real MRI case's label as distributed, per method: computed once, compared with each voxel order's."""
+    return lambda method: real_runs("mri", method).label
 
 
 @needs_real
@@ -82,11 +98,10 @@ def test_the_real_mri_case_gets_the_same_label_in_any_voxel_order(tasks, native_
 
 @needs_real
 @pytest.mark.skipif(not ISLES24_TMAX.exists(), reason="no ISLES'24 case")
-def test_the_real_perfusion_maps_with_vendor_fills_are_read_and_thresholded(tasks):
-    from scripts.harness import run_infer
+def test_the_real_perfusion_maps_with_vendor_fills_are_read_and_thresholded(real_runs):
     from strokelabel.study import load_study
 
-    label, result = run_infer(tasks["core_penumbra"], ISLES24_TMAX, "baseline")
+    result = real_runs("ctp", "baseline").result
     notes = result["input_notes"]["values"]
     assert notes["cbf"]["background_fill"] == pytest.approx(1e-6) and notes["tmax"]["background_fill"] == -30
     study = load_study(ISLES24_TMAX, ("cbf", "cbv", "mtt", "tmax"))
@@ -95,17 +110,37 @@ def test_the_real_perfusion_maps_with_vendor_fills_are_read_and_thresholded(task
     assert 0 < result["core_volume_ml"] < result["hypoperfusion_volume_ml"]
 
 
-@pytest.mark.parametrize("axcodes", ["LPS", "PIL"])
-def test_a_phantom_stored_in_another_voxel_order_gets_the_same_label_from_every_task(tasks, tmp_path, axcodes, one_torch_thread):
+@pytest.fixture(scope="module")
+def ctp_phantom(tasks, tmp_path_factory):
+    """A CTP phantom as generated (RAS), and each task's label of it per method, computed once for the voxel orders
+    compared with it (lazy: made inside the first test that asks, with that test's torch threads)."""
     from scripts.harness import run_infer
     from strokelabel.phantom import generate_dataset
 
-    records = generate_dataset(tmp_path / "ras", per_kind=1, labelled_per_kind=0, seed=11, kinds=("ctp",), progress=None)
+    # The maps only: with the maps there, no task reads the raw 4D series (strokelabel.study derives maps from it only
+    # when they are missing), and writing it, then re-storing it per voxel order, was most of this test's file work.
+    records = generate_dataset(tmp_path_factory.mktemp("ras"), per_kind=1, labelled_per_kind=0, seed=11, kinds=("ctp",), progress=None,
+                               write_ctp_series=False)
     tmax = records[0]["reference"]
+    cache = {}
+
+    def ras_label(name: str, method: str) -> np.ndarray:
+        if (name, method) not in cache:
+            cache[name, method] = run_infer(tasks[name], tmax, method)[0]
+        return cache[name, method]
+
+    return tmax, ras_label
+
+
+@pytest.mark.parametrize("axcodes", ["LPS", "PIL"])
+def test_a_phantom_stored_in_another_voxel_order_gets_the_same_label_from_every_task(tasks, ctp_phantom, tmp_path, axcodes, one_torch_thread):
+    from scripts.harness import run_infer
+
+    tmax, ras_label = ctp_phantom
     other = stored_in(tmax, axcodes, tmp_path / axcodes)
     for name in ("core_penumbra", "ischemic_lesion"):
         for method in ("baseline", "model"):
-            ras, _ = run_infer(tasks[name], tmax, method)
+            ras = ras_label(name, method)
             label, result = run_infer(tasks[name], other, method)
             # the baselines read no orientation: exact; a network may flip a voxel whose two
             # classes tie to float rounding (measured: 1 of 393 216)
@@ -124,27 +159,29 @@ LOSSLESS = ("stored RAS", "stored LAS", "stored LPS", "mirrored L-R", "float32",
             "4D DWI + bval", "singleton 4D")
 
 
-def _variant_rows(tasks, kind, name, methods, tmp_path):
+def _scripts_importable() -> None:
+    """scripts/evaluate_real.py imports its siblings by name (``from harness import ...``), as when run as a script."""
     import sys
 
     scripts = str(Path(__file__).resolve().parents[2] / "scripts")
     if scripts not in sys.path:
         sys.path.insert(0, scripts)
+
+
+def _variant_rows(tasks, real_runs, kind, name, methods, tmp_path):
     import evaluate_real
-    from harness import real_studies
 
     # One study per kind, the ones these tests were written for (ISLES'22 0001, ISLES'24 0143): every variant
     # of every case is ~10 min on 2 cores; `scripts/evaluate.py --real DIR --variants` prints all four MRI cases.
-    studies = [s for s in real_studies(REAL_DIR) if s.kind == kind and Path(s.reference).resolve() in (ISLES22_DWI.resolve(), ISLES24_TMAX.resolve())]
-    assert studies, f"no {kind} study of the real cases found in {REAL_DIR}"
-    runs = evaluate_real.run_all({name: tasks[name]}, studies, set(methods))
+    runs = [real_runs(kind, method) for method in methods]  # the study as distributed, shared with the tests above
+    studies = [runs[0].study]
     tables = evaluate_real.variant_tables({name: tasks[name]}, studies, Path(REAL_DIR), runs, set(methods), tmp_path)
     return [row for table in tables for row in table.rows]
 
 
 @needs_real
-def test_the_real_mri_case_in_other_conventions_keeps_its_label(tasks, tmp_path, one_torch_thread):
-    rows = _variant_rows(tasks, "mri", "ischemic_lesion", ("baseline", "model", "auto"), tmp_path)
+def test_the_real_mri_case_in_other_conventions_keeps_its_label(tasks, real_runs, tmp_path, one_torch_thread):
+    rows = _variant_rows(tasks, real_runs, "mri", "ischemic_lesion", ("baseline", "model", "auto"), tmp_path)
     by = {(row["variant"], row["method"]): row for row in rows}
     for row in rows:
         assert "error" not in row, row
@@ -179,8 +216,8 @@ def test_the_real_mri_case_in_other_conventions_keeps_its_label(tasks, tmp_path,
 
 @needs_real
 @pytest.mark.skipif(not ISLES24_TMAX.exists(), reason="no ISLES'24 case")
-def test_the_real_perfusion_maps_in_other_conventions_keep_their_label(tasks, tmp_path, one_torch_thread):
-    rows = _variant_rows(tasks, "ctp", "core_penumbra", ("baseline", "auto"), tmp_path)
+def test_the_real_perfusion_maps_in_other_conventions_keep_their_label(tasks, real_runs, tmp_path, one_torch_thread):
+    rows = _variant_rows(tasks, real_runs, "ctp", "core_penumbra", ("baseline", "auto"), tmp_path)
     for row in rows:
         assert "error" not in row, row
         if row["variant"] in LOSSLESS:
@@ -199,7 +236,8 @@ def test_a_mirrored_phantom_gets_the_mirrored_label_from_every_method(tasks, tmp
     from strokelabel.conventions import mirror_left_right
     from strokelabel.phantom import generate_dataset
 
-    (record,) = generate_dataset(tmp_path / "original", per_kind=1, labelled_per_kind=0, seed=12, kinds=(kind,), progress=None)
+    (record,) = generate_dataset(tmp_path / "original", per_kind=1, labelled_per_kind=0, seed=12, kinds=(kind,), progress=None,
+                                 write_ctp_series=False)  # the maps only (see ctp_phantom)
     reference = Path(record["reference"])
     mirrored_dir = tmp_path / "mirrored"
     mirrored_dir.mkdir()

@@ -1,6 +1,9 @@
 """`kill -9` of the real server during training and during label saves: the model in use and every saved label
 stay whole, the training child dies with the server (an orphan must never publish after a restart), and the
-server restarts clean on the same folders."""
+server restarts clean on the same folders.
+
+Each kill costs a server that loads the app and a restart that loads it again: the label saves and the model switches
+(two stores apart) are cut short by one kill and checked after one restart (``killed_during_saves_and_model_switches``)."""
 
 from __future__ import annotations
 
@@ -84,55 +87,133 @@ def test_kill_9_during_training_leaves_the_model_in_use_and_the_trainer_dies_wit
         assert result["method"] in ("model", "baseline")
 
 
-def test_kill_9_during_label_saves_leaves_one_whole_label_and_a_readable_datastore(studies, tmp_path):
-    work = tmp_path / "server"
+MODEL = "ischemic_lesion_mri"
+
+
+def label_versions(reference, folder: Path, n: int, step: int) -> list[Path]:
+    """``n`` valid corrections of a study, told apart by their bytes (boxes ``step`` voxels apart)."""
+    versions = []
+    for k in range(n):
+        values = np.zeros(reference.shape[:3], np.uint8)
+        values[10 + step * k: 10 + step * (k + 1), 20:30, 2:4] = 1
+        path = folder / f"label{k}.nii.gz"
+        nib.save(nib.Nifti1Image(values, reference.affine), str(path))
+        versions.append(path)
+    return versions
+
+
+def model_versions(model_dir: Path) -> tuple[bytes, dict[str, bytes]]:
+    """The shipped model's bytes and two versions added beside it (``va``, ``vb``: weights nudged, told apart by their bytes)."""
+    import io
+
+    import torch
+
+    from lib.model_versions import add_version
+
+    shipped = (model_dir / "shipped" / f"{MODEL}.pt").read_bytes()
+    state = torch.load(io.BytesIO(shipped), map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    versions = {}
+    for k, name in enumerate(("va", "vb")):
+        nudged = {key: (v.float() + 1e-4 * k) if torch.is_floating_point(v) else v for key, v in state.items()}
+        buffer = io.BytesIO()
+        torch.save(nudged, buffer)
+        versions[name] = buffer.getvalue()
+        add_version(model_dir, MODEL, name, versions[name], {"published": True, "created": f"2026-01-0{k + 1}T00:00:00+0000"})
+    return shipped, versions
+
+
+@pytest.fixture(scope="module")
+def killed_during_saves_and_model_switches(studies, tmp_path_factory):
+    """One server (automatic scoring on, as a site runs it) killed with ``kill -9`` while one client keeps saving a
+    study's label and another keeps putting model versions in use and retiring them (the datastore's labels and the
+    model folder: two stores apart, each the subject of one test below), then restarted on the same folders (without
+    scoring, see the first test). What the kill left and what the restarted server says, for the two tests to check:
+    one kill and one restart serve both (each is a server loading the app)."""
+    import requests
+
+    from lib.checkpoints import checkpoint_in_use, model_paths
+
+    folder = tmp_path_factory.mktemp("crash_saves_switches")
+    work = folder / "server"
+    out = {}
     with running_server(work, studies, models="ischemic_lesion", scoring=True) as server:
+        model_dir = server.app_dir / "model"
         image_id = sorted(server.client.datastore()["objects"])[0]
         reference = nib.load(str(server.studies / server.client.datastore()["objects"][image_id]["image"]["info"]["relpath"]))
-        versions = []
-        for k in range(2):  # two valid corrections, told apart by their bytes
-            values = np.zeros(reference.shape[:3], np.uint8)
-            values[10 + 10 * k: 20 + 10 * k, 20:30, 2:4] = 1
-            path = tmp_path / f"label{k}.nii.gz"
-            nib.save(nib.Nifti1Image(values, reference.affine), str(path))
-            versions.append(path)
-        server.client.save_label(image_id, str(versions[0]), tag="final")
+        labels = label_versions(reference, folder, 2, 10)
+        server.client.save_label(image_id, str(labels[0]), tag="final")
         saved_path = server.studies / "labels" / "final" / f"{image_id}.nii.gz"
-        assert saved_path.read_bytes() == versions[0].read_bytes()
-        whole = {versions[k].read_bytes() for k in range(2)}
+        out["first_save_whole"] = saved_path.read_bytes() == labels[0].read_bytes()
+        shipped, versions = model_versions(model_dir)
 
-        saves = {"done": 0, "errors": 0}
+        saves, changes = {"done": 0, "errors": 0}, {"done": 0}
         stop = threading.Event()
 
         def keep_saving():
             k = 1
             while not stop.is_set():
                 try:
-                    server.client.save_label(image_id, str(versions[k]), tag="final")
+                    server.client.save_label(image_id, str(labels[k]), tag="final")
                     saves["done"] += 1
                 except Exception:
                     saves["errors"] += 1
                     return
                 k = 1 - k
 
-        saver = threading.Thread(target=keep_saving)
-        saver.start()
+        def keep_changing():
+            base = f"http://127.0.0.1:{server.port}/model/{MODEL}"
+            steps = [("POST", "/versions/va/use"), ("POST", "/versions/vb/use"), ("DELETE", ""), ("DELETE", ""), ("POST", "/versions/vb/use")]
+            while not stop.is_set():
+                for method, path in steps:
+                    try:
+                        answer = requests.request(method, base + path, timeout=30)
+                    except requests.RequestException:
+                        return
+                    if answer.status_code not in (200, 409):  # 409: the shipped model in use, nothing to retire
+                        changes["error"] = answer.text
+                        return
+                    changes["done"] += 1
+
+        threads = [threading.Thread(target=keep_saving), threading.Thread(target=keep_changing)]
+        for thread in threads:
+            thread.start()
         wait_until(lambda: saves["done"] >= 2 or saves["errors"], 300)  # on a busy CPU a save takes more than a second
+        wait_until(lambda: changes["done"] >= 10 or "error" in changes, 600, 0.05)
         server.proc.kill()
         server.proc.wait(timeout=30)
         stop.set()
-        saver.join(timeout=60)
-        assert saves["done"] >= 2, saves  # the kill came while saves were going on
-        assert saved_path.read_bytes() in whole  # one whole label, never half of one
+        for thread in threads:
+            thread.join(timeout=60)
+        out.update(saves=dict(saves), changes=dict(changes), image_id=image_id, saved_path=saved_path, labels=labels,
+                   label_after_kill=saved_path.read_bytes(), shipped=shipped, versions=versions, model_dir=model_dir)
+        path = checkpoint_in_use(model_paths(str(model_dir), MODEL))
+        out["model_after_kill"] = None if path is None else Path(path).read_bytes()
+        out["shipped_after_kill"] = (model_dir / "shipped" / f"{MODEL}.pt").read_bytes()
 
-    with running_server(work, studies, models="ischemic_lesion") as again:  # restart without scoring (see the first test)
-        labels = again.client.datastore()["objects"][image_id]["labels"]
-        assert "final" in labels
-        downloaded = Path(again.client.download_label(image_id, "final"))
-        assert downloaded.read_bytes() in whole
-        assert not [p for p in (studies / "labels" / "final").glob("*") if p.suffix == ".tmp" and not p.name.startswith(".")]
-        print(f"{saves['done']} saves before the kill; the label kept: version {[v.read_bytes() for v in versions].index(downloaded.read_bytes())}")
-    assert os.path.exists(saved_path)
+    with running_server(work, studies, models="ischemic_lesion") as again:
+        out["labels_after_restart"] = again.client.datastore()["objects"][image_id]["labels"]
+        out["downloaded"] = Path(again.client.download_label(image_id, "final")).read_bytes()
+        out["label_tmp_files"] = [p for p in (studies / "labels" / "final").glob("*") if p.suffix == ".tmp" and not p.name.startswith(".")]
+        out["in_use_after_restart"] = again.client.info()["models"]["ischemic_lesion"]["versions_in_use"][MODEL]
+        out["model_tmp_files"] = list((again.app_dir / "model").glob(".*.tmp"))  # a copy the kill cut short is cleared at start
+        infer_id = next(iter(again.client.datastore()["objects"]))
+        out["infer_after_restart"] = again.client.infer("ischemic_lesion", infer_id, {"method": "model"})[1]
+    return out
+
+
+def test_kill_9_during_label_saves_leaves_one_whole_label_and_a_readable_datastore(killed_during_saves_and_model_switches):
+    run = killed_during_saves_and_model_switches
+    assert run["first_save_whole"]
+    whole = {path.read_bytes() for path in run["labels"]}
+    assert run["saves"]["done"] >= 2, run["saves"]  # the kill came while saves were going on
+    assert run["label_after_kill"] in whole  # one whole label, never half of one
+    # the restarted server
+    assert "final" in run["labels_after_restart"]
+    assert run["downloaded"] in whole
+    assert not run["label_tmp_files"]
+    print(f"{run['saves']['done']} saves before the kill; the label kept: version {[p.read_bytes() for p in run['labels']].index(run['downloaded'])}")
+    assert os.path.exists(run["saved_path"])
 
 
 def test_concurrent_infers_saves_and_training_on_one_study_keep_the_last_saved_label(studies, tmp_path):
@@ -178,69 +259,24 @@ def test_concurrent_infers_saves_and_training_on_one_study_keep_the_last_saved_l
         assert after["method"] in ("model", "baseline")
 
 
-def test_kill_9_during_rollbacks_and_deletes_leaves_one_whole_model_in_use(studies, tmp_path):
+def test_kill_9_during_rollbacks_and_deletes_leaves_one_whole_model_in_use(killed_during_saves_and_model_switches):
     """Versions put in use and retired in a loop (lib/model_versions.py) while the server is killed: afterwards exactly
     one model is in use, whole (the shipped one or a version, byte for byte), the shipped file unchanged, and the
     restarted server says which and answers with it."""
     import io
 
-    import requests
     import torch
 
-    from lib.checkpoints import checkpoint_in_use, model_paths
-    from lib.model_versions import add_version
-
-    model = "ischemic_lesion_mri"
-    work = tmp_path / "server"
-    with running_server(work, studies, models="ischemic_lesion", scoring=True) as server:
-        model_dir = server.app_dir / "model"
-        shipped = (model_dir / "shipped" / f"{model}.pt").read_bytes()
-        state = torch.load(io.BytesIO(shipped), map_location="cpu", weights_only=True)
-        state = state.get("model", state)
-        versions = {}
-        for k, name in enumerate(("va", "vb")):  # two versions told apart by their bytes (weights nudged by k)
-            nudged = {key: (v.float() + 1e-4 * k) if torch.is_floating_point(v) else v for key, v in state.items()}
-            buffer = io.BytesIO()
-            torch.save(nudged, buffer)
-            versions[name] = buffer.getvalue()
-            add_version(model_dir, model, name, versions[name], {"published": True, "created": f"2026-01-0{k + 1}T00:00:00+0000"})
-        whole = {shipped, *versions.values()}
-        base = f"http://127.0.0.1:{server.port}/model/{model}"
-        changes = {"done": 0}
-        stop = threading.Event()
-
-        def keep_changing():
-            steps = [("POST", "/versions/va/use"), ("POST", "/versions/vb/use"), ("DELETE", ""), ("DELETE", ""), ("POST", "/versions/vb/use")]
-            while not stop.is_set():
-                for method, path in steps:
-                    try:
-                        answer = requests.request(method, base + path, timeout=30)
-                    except requests.RequestException:
-                        return
-                    if answer.status_code not in (200, 409):  # 409: the shipped model in use, nothing to retire
-                        changes["error"] = answer.text
-                        return
-                    changes["done"] += 1
-
-        changer = threading.Thread(target=keep_changing)
-        changer.start()
-        wait_until(lambda: changes["done"] >= 10 or "error" in changes, 600, 0.05)
-        server.proc.kill()
-        server.proc.wait(timeout=30)
-        stop.set()
-        changer.join(timeout=60)
-        assert changes["done"] >= 10 and "error" not in changes, changes  # the kill came while the model in use was changing
-        path = checkpoint_in_use(model_paths(str(model_dir), model))
-        assert path is not None and Path(path).read_bytes() in whole  # one model in use, whole, never none
-        torch.load(path, map_location="cpu", weights_only=True)
-        assert (model_dir / "shipped" / f"{model}.pt").read_bytes() == shipped
-        kept = Path(path).read_bytes()
-
-    with running_server(work, studies, models="ischemic_lesion") as again:  # restart without scoring (see the first test)
-        in_use = again.client.info()["models"]["ischemic_lesion"]["versions_in_use"][model]
-        assert not list((again.app_dir / "model").glob(".*.tmp"))  # a copy the kill cut short is cleared at start
-        assert in_use == {shipped: "shipped", versions["va"]: "va", versions["vb"]: "vb"}[kept]
-        image_id = next(iter(again.client.datastore()["objects"]))
-        _, result = again.client.infer("ischemic_lesion", image_id, {"method": "model"})
-        assert result["method"] == "model"
-        print(f"{changes['done']} changes of the model in use before the kill; in use after it: {in_use}")
+    run = killed_during_saves_and_model_switches
+    shipped, versions, changes = run["shipped"], run["versions"], run["changes"]
+    whole = {shipped, *versions.values()}
+    assert changes["done"] >= 10 and "error" not in changes, changes  # the kill came while the model in use was changing
+    kept = run["model_after_kill"]
+    assert kept is not None and kept in whole  # one model in use, whole, never none
+    torch.load(io.BytesIO(kept), map_location="cpu", weights_only=True)
+    assert run["shipped_after_kill"] == shipped
+    # the restarted server
+    assert not run["model_tmp_files"]
+    assert run["in_use_after_restart"] == {shipped: "shipped", versions["va"]: "va", versions["vb"]: "vb"}[kept]
+    assert run["infer_after_restart"]["method"] == "model"
+    print(f"{changes['done']} changes of the model in use before the kill; in use after it: {run['in_use_after_restart']}")
