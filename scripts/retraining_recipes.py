@@ -146,7 +146,7 @@ def summarise(result: dict) -> dict:
             "train_s": float(np.mean([st["train_s"] for st in result["steps"][1:]]))}
 
 
-def report(out: Path) -> int:
+def report(out: Path, write_recipe: str | None = None) -> int:
     results = {json.loads(p.read_text())["recipe"]: json.loads(p.read_text()) for p in sorted(out.glob("recipe_*.json"))}
     summary = {n: summarise(r) for n, r in results.items()}
     rows = []
@@ -161,6 +161,12 @@ def report(out: Path) -> int:
     print(metrics.format_table(rows, list(rows[0].keys())))
     name, why = choose(summary)
     print(f"\nchosen by the rule written before the runs: {name} ({why})")
+    if write_recipe:  # the chosen recipe as request options (scripts/retraining_loop.py --recipe)
+        path = Path(write_recipe)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**COMMON, **RECIPES[name]}, indent=1))
+        tmp.replace(path)
+        print(f"recipe written to {path}: {json.dumps({**COMMON, **RECIPES[name]})}")
     return 0
 
 
@@ -171,10 +177,11 @@ def main(argv=None) -> int:
     parser.add_argument("--corrections", type=int, default=3)
     parser.add_argument("--held-out", type=int, default=6)
     parser.add_argument("--report", action="store_true", help="print the table of the runs in --out and the chosen recipe")
+    parser.add_argument("--write-recipe", default=None, metavar="JSON", help="with --report: write the chosen recipe's request options here")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     if args.report:
-        return report(out)
+        return report(out, args.write_recipe)
     import torch
 
     torch.set_num_threads(1)
