@@ -215,35 +215,24 @@ class StrokeTrainTask(BasicTrainTask):
     def _dice_per_study(self, context: Context, checkpoint: str, datalist: Sequence[dict]) -> list[float]:
         """The task's validation Dice of ``checkpoint`` on each study of ``datalist``, in order (NaN where
         the label and the answer are both empty), by the same SupervisedEvaluator as the run's validation."""
-        return self._dice_per_study_of(context, [checkpoint], datalist)[0]
-
-    def _dice_per_study_of(self, context: Context, checkpoints: Sequence[str], datalist: Sequence[dict]) -> list[list[float]]:
-        """``_dice_per_study`` of several checkpoints on the same studies, each study loaded once (the
-        validation transforms are deterministic; loading a study costs more than inferring it)."""
-        from monai.data import CacheDataset
-
-        transforms = self._validate_transforms(self.val_pre_transforms(context), "Validation", "pre")
-        dataset = CacheDataset(list(datalist), transforms, progress=False)
         network = context.network
-        out = []
-        for checkpoint in checkpoints:
-            state = torch.load(checkpoint, map_location=context.device)
-            network.load_state_dict(state.get(self._model_dict_key, state))
-            evaluator = SupervisedEvaluator(
-                device=context.device,
-                val_data_loader=self._dataloader(context, dataset, 1, 0),  # one study per batch: one figure per study
-                network=network,
-                inferer=self.val_inferer(context),
-                postprocessing=self._validate_transforms(self.val_post_transforms(context), "Validation", "post"),
-                key_val_metric=self.val_key_metric(context),
-            )
-            evaluator.run()
-            details = evaluator.state.metric_details[VAL_METRIC]  # (studies, classes), as MeanDice keeps them
-            details = details.detach().cpu().numpy() if hasattr(details, "detach") else np.asarray(details)
-            with np.errstate(all="ignore"):
-                per_study = np.nanmean(details.reshape(len(datalist), -1), axis=1) if np.size(details) else np.full(len(datalist), np.nan)
-            out.append([float(v) for v in per_study])
-        return out
+        state = torch.load(checkpoint, map_location=context.device)
+        network.load_state_dict(state.get(self._model_dict_key, state))
+        dataset, _ = self._dataset(context, list(datalist), is_train=False)
+        evaluator = SupervisedEvaluator(
+            device=context.device,
+            val_data_loader=self._dataloader(context, dataset, 1, 0),  # one study per batch: one figure per study
+            network=network,
+            inferer=self.val_inferer(context),
+            postprocessing=self._validate_transforms(self.val_post_transforms(context), "Validation", "post"),
+            key_val_metric=self.val_key_metric(context),
+        )
+        evaluator.run()
+        details = evaluator.state.metric_details[VAL_METRIC]  # (studies, classes), as MeanDice keeps them
+        details = details.detach().cpu().numpy() if hasattr(details, "detach") else np.asarray(details)
+        with np.errstate(all="ignore"):
+            per_study = np.nanmean(details.reshape(len(datalist), -1), axis=1) if np.size(details) else np.full(len(datalist), np.nan)
+        return [float(v) for v in per_study]
 
     # ---- federated learning (lib.federated): the same data, split, network and validation -------
     def train_round(self, request, datastore: Datastore, start_checkpoint: str, fedprox_mu: float | None = None) -> Dict[str, Any]:
@@ -313,9 +302,9 @@ class StrokeTrainTask(BasicTrainTask):
         atomic_write_bytes(version_path, Path(candidate).read_bytes())
 
         # Both models on the same deciding studies (none of them chose the candidate's checkpoint).
+        candidate_dice = self._dice_per_study(context, candidate, split.deciding)
         in_use = self._model_in_use
-        scored = self._dice_per_study_of(context, [candidate, *([in_use] if in_use else [])], split.deciding)
-        candidate_dice, in_use_dice = scored[0], (scored[1] if in_use else None)
+        in_use_dice = self._dice_per_study(context, in_use, split.deciding) if in_use else None
         verdict = decide(candidate_dice, in_use_dice, version)
         decision = {
             "version": version,
