@@ -268,8 +268,9 @@ def run_fold(held, others: list, work: Path, start_model: Path, request: dict, l
             expert = nib.load(str(case.expert_mask))
             nib.save(nib.Nifti1Image((np.asarray(expert.dataobj) > 0).astype(np.uint8), expert.affine), str(mask))
             client.save_label(image_id(case), str(mask), tag="final")
+            options = {**request, **recipe_options(recipe, log)}  # (a wait for the recipe is not training time)
             started = time.time()
-            client.train_start(TRAINER, {**request, **recipe_options(recipe, log)})  # the client adds its own keys to the dict it is given
+            client.train_start(TRAINER, options)  # the client adds its own keys to the dict it is given
             status = wait_for_training(client, timeout_s=3600)
             seconds = time.time() - started
             stats = client.info()["train_stats"].get(TRAINER, {})
