@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from monai.inferers import SliceInferer
+from monai.networks.utils import freeze_layers
 from monai.transforms import (
     Activationsd,
     AsDiscreted,
@@ -77,6 +80,27 @@ ON_SITE_RECIPE = {"max_epochs": 4, "slices_per_study": 16, "val_interval": 2, "l
                   "lesion_loss": "tversky_ce", "tversky_fp_weight": 0.7, "rehearsal_studies": 4}
 
 
+#: MDANet's decoder side (``lib.networks.mdanet``): what ``freeze_encoder`` leaves trainable
+DECODER_MODULES = ("up", "dasc", "decoder", "head")
+
+
+def set_encoder_frozen(network: torch.nn.Module, frozen: bool) -> None:
+    """Freeze (or unfreeze) all of MDANet but its decoder and head, for 1-3 site labels: fewer parameters move,
+    so the features the starting model learned stay. Weights by MONAI's ``freeze_layers``; the encoder's batch
+    norms' running statistics are fixed by hand (momentum 0; ``freeze_layers`` leaves them, and in training mode
+    they would drift to the few site slices). Set on every run: the trainer's network object is kept between runs."""
+    for parameter in network.parameters():
+        parameter.requires_grad_(True)
+    if frozen:
+        freeze_layers(network, exclude_vars=rf"^({'|'.join(DECODER_MODULES)})\.")
+    for name, module in network.named_children():
+        for norm in module.modules():
+            if isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
+                if not hasattr(norm, "momentum_unfrozen"):
+                    norm.momentum_unfrozen = norm.momentum
+                norm.momentum = 0.0 if frozen and name not in DECODER_MODULES else norm.momentum_unfrozen
+
+
 class IschemicLesionTrain(StrokeTrainTask):
     def __init__(self, route: str, model_dir: str, network, publish_path: str, labels, shipped_path=None, config=None, **kwargs):
         self.route = route
@@ -95,6 +119,10 @@ class IschemicLesionTrain(StrokeTrainTask):
             shipped_path=shipped_path,
             **kwargs,
         )
+
+    def optimizer(self, context: Context):
+        set_encoder_frozen(context.network, bool(context.request.get("freeze_encoder", False)))
+        return super().optimizer(context)
 
     def loss_function(self, context: Context):
         segment = None
