@@ -89,6 +89,7 @@ def set_encoder_frozen(network: torch.nn.Module, frozen: bool) -> None:
     so the features the starting model learned stay. Weights by MONAI's ``freeze_layers``; the encoder's batch
     norms' running statistics are fixed by hand (momentum 0; ``freeze_layers`` leaves them, and in training mode
     they would drift to the few site slices). Set on every run: the trainer's network object is kept between runs."""
+    network = getattr(network, "net", network)  # the route's adapter (TwoGroupNet) holds MDANet as .net
     for parameter in network.parameters():
         parameter.requires_grad_(True)
     if frozen:
