@@ -73,9 +73,14 @@ RECIPES = {
     "own_training_frozen": {**OWN_TRAINING, "freeze_encoder": True},
     # (c) (a) with four rehearsal phantoms of the starting model's family in every fine-tune
     "own_training_rehearsal": {**OWN_TRAINING, "rehearsal_studies": 4},
+    # diagnostic, added after (a) and (b) ran (not a candidate): lr 0, so the weights cannot move; what the
+    # candidate loses on the deciding phantoms is then the batch norms' running statistics drifting to the site
+    "own_training_lr0": {**OWN_TRAINING, "learning_rate": 0.0},
+    # (d), added after (a) and (b) ran, if the diagnostic shows the drift: (a) with every batch norm's statistics fixed
+    "own_training_fixed_norms": {**OWN_TRAINING, "fixed_norm_statistics": True},
 }
 #: the recipes of the second comparison, judged by :func:`choose` (the first comparison's rule: :func:`choose_first`)
-SECOND = ("own_training", "own_training_frozen", "own_training_rehearsal")
+SECOND = ("own_training", "own_training_frozen", "own_training_rehearsal", "own_training_fixed_norms")
 
 
 def choose_first(summary: dict[str, dict]) -> tuple[str, str]:

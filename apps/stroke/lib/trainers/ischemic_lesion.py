@@ -84,22 +84,25 @@ ON_SITE_RECIPE = {"max_epochs": 4, "slices_per_study": 16, "val_interval": 2, "l
 DECODER_MODULES = ("up", "dasc", "decoder", "head")
 
 
-def set_encoder_frozen(network: torch.nn.Module, frozen: bool) -> None:
+def set_encoder_frozen(network: torch.nn.Module, frozen: bool, fixed_norm_statistics: bool = False) -> None:
     """Freeze (or unfreeze) all of MDANet but its decoder and head, for 1-3 site labels: fewer parameters move,
-    so the features the starting model learned stay. Weights by MONAI's ``freeze_layers``; the encoder's batch
-    norms' running statistics are fixed by hand (momentum 0; ``freeze_layers`` leaves them, and in training mode
-    they would drift to the few site slices). Set on every run: the trainer's network object is kept between runs."""
+    so the features the starting model learned stay. Weights by MONAI's ``freeze_layers``; the frozen part's
+    batch norms' running statistics are fixed by hand (momentum 0; ``freeze_layers`` leaves them, and in
+    training mode they would drift to the few site slices). ``fixed_norm_statistics``: every batch norm's
+    running statistics fixed, frozen or not (the weights still learn). Set on every run: the trainer's
+    network object is kept between runs."""
     network = getattr(network, "net", network)  # the route's adapter (TwoGroupNet) holds MDANet as .net
     for parameter in network.parameters():
         parameter.requires_grad_(True)
     if frozen:
         freeze_layers(network, exclude_vars=rf"^({'|'.join(DECODER_MODULES)})\.")
     for name, module in network.named_children():
+        fixed = fixed_norm_statistics or (frozen and name not in DECODER_MODULES)
         for norm in module.modules():
             if isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
                 if not hasattr(norm, "momentum_unfrozen"):
                     norm.momentum_unfrozen = norm.momentum
-                norm.momentum = 0.0 if frozen and name not in DECODER_MODULES else norm.momentum_unfrozen
+                norm.momentum = 0.0 if fixed else norm.momentum_unfrozen
 
 
 class IschemicLesionTrain(StrokeTrainTask):
@@ -122,7 +125,8 @@ class IschemicLesionTrain(StrokeTrainTask):
         )
 
     def optimizer(self, context: Context):
-        set_encoder_frozen(context.network, bool(context.request.get("freeze_encoder", False)))
+        set_encoder_frozen(context.network, bool(context.request.get("freeze_encoder", False)),
+                           bool(context.request.get("fixed_norm_statistics", False)))
         return super().optimizer(context)
 
     def loss_function(self, context: Context):
