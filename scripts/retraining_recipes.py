@@ -52,7 +52,7 @@ COMMON = {"max_epochs": 4, "slices_per_study": 16, "val_interval": 2, "learning_
           "lesion_loss": "tversky_ce", "tversky_fp_weight": 0.7, "rehearsal_studies": 0}
 #: the starting model's own training (its card's command: 2-D crops of 80 voxels, 8 slices a study, batch 4; and the
 #: trainer of its day, 2d4573d^: Dice + CE, 2 lesion-centred crops for 1 not) at a tenth of the fine-tuning step;
-#: 8 epochs of 8 slices are as many steps as the recipes above (4 of 16), validated as often (twice)
+#: 8 epochs of 8 slices are as many crops as the recipes above (4 of 16), validated as often (twice)
 OWN_TRAINING = {"lesion_loss": "dice_ce", "lesion_crop_ratio": "2:1", "crop_size": 80, "train_batch_size": 4, "slices_per_study": 8,
                 "max_epochs": 8, "val_interval": 4, "learning_rate": 1e-4}
 RECIPES = {
