@@ -79,6 +79,8 @@ RECIPES = {
     # (d), added after (a) and (b) ran, if the diagnostic shows the drift: (a) with every batch norm's statistics fixed
     "own_training_fixed_norms": {**OWN_TRAINING, "fixed_norm_statistics": True},
 }
+#: runs that explain, never chosen (their columns "3" are their last step)
+DIAGNOSTIC = ("own_training_lr0",)
 #: the recipes of the second comparison, judged by :func:`choose` (the first comparison's rule: :func:`choose_first`)
 SECOND = ("own_training", "own_training_frozen", "own_training_rehearsal", "own_training_fixed_norms")
 
@@ -229,7 +231,7 @@ def report(out: Path, write_recipe: str | None = None) -> int:
     print(f"# On-site fine-tuning recipes, proxy site: {SITE} phantoms (site seed {SITE_SEED}, {n_held} held out, seed {HELD_OUT_SEED})")
     print(f"# common request {json.dumps(COMMON)}\n")
     print(metrics.format_table(rows, list(rows[0].keys())))
-    first = {n: s for n, s in summary.items() if n not in SECOND}
+    first = {n: s for n, s in summary.items() if n not in SECOND and n not in DIAGNOSTIC}
     if first:
         name, why = choose_first(first)
         print(f"\nfirst comparison, chosen by its rule (5ccb84f): {name} ({why})")
