@@ -359,7 +359,7 @@ def main_real(args) -> int:
 
     started = time.time()
     phantom_references()("mri")  # the trainer's own reference phantoms, in the app's cache: made once for every fold
-    rehearsal_phantoms("mri", int(request.get("rehearsal_studies", ON_SITE_RECIPE["rehearsal_studies"])))  # and its rehearsal ones
+    rehearsal_phantoms("mri", int(request.get("rehearsal_studies", ON_SITE_RECIPE.get("rehearsal_studies", 0))))  # and its rehearsal ones
     log(f"reference and rehearsal phantoms ready in {time.time() - started:.0f} s")
 
     rows, trainings = [], []

@@ -44,7 +44,7 @@ def _reference_phantoms(kind: str) -> None:
     if kind == "mri":  # the MRI lesion trainer's on-site recipe rehearses on phantoms of its own generator
         from lib.trainers.ischemic_lesion import ON_SITE_RECIPE
 
-        rehearsal_phantoms(kind, ON_SITE_RECIPE["rehearsal_studies"])
+        rehearsal_phantoms(kind, ON_SITE_RECIPE.get("rehearsal_studies", 0))
 
 
 @pytest.fixture(scope="session")
