@@ -109,7 +109,11 @@ def main(argv=None) -> int:
     real.add_argument("--start-model", default=str(PHANTOM_ONLY_MRI), help="the model every fold starts from (its card must list none of the cases)")
     real.add_argument("--folds", default=None, help="held-out cases to run, e.g. 0001,0003 (default: every case)")
     real.add_argument("--png", default=str(REPO / "docs" / "retraining_curve.png"), help="where the curve is drawn")
+    real.add_argument("--recipe", default=None, metavar="JSON",
+                      help="request options of every retraining from this file (as scripts/retraining_recipes.py --report writes the "
+                           "chosen one), read at each training; the loop waits for the file, so a fold can start scoring before the choice")
     real.add_argument("--report-only", action="store_true", help="print the tables of the run kept in --workdir again (and check its decisions)")
+    real.add_argument("--no-decision-check", action="store_true", help="with --report-only: skip scoring every candidate on its held-out case")
     args = parser.parse_args(argv)
     if args.real and args.report_only:
         return report_saved_run(args)
@@ -223,7 +227,21 @@ def prepare_fold(work: Path, cases: list, start_model: Path) -> tuple[Path, Path
     return studies, work / "server"
 
 
-def run_fold(held, others: list, work: Path, start_model: Path, request: dict, log) -> tuple[list[dict], list[dict]]:
+def recipe_options(recipe: Path | None, log) -> dict:
+    """The request options in ``recipe`` (a JSON object), waiting for the file to appear; {} without one."""
+    if recipe is None:
+        return {}
+    waited = time.time()
+    while not recipe.exists():
+        if time.time() - waited > 4 * 3600:
+            raise SystemExit(f"{recipe}: no recipe after 4 hours")
+        time.sleep(10)
+    if time.time() - waited > 10:
+        log(f"recipe {recipe} there after {time.time() - waited:.0f} s of waiting")
+    return json.loads(recipe.read_text())
+
+
+def run_fold(held, others: list, work: Path, start_model: Path, request: dict, log, recipe: Path | None = None) -> tuple[list[dict], list[dict]]:
     """Score the held-out case after 0..len(others) corrections; returns (score rows, training rows)."""
     studies, server_dir = prepare_fold(work, [held, *others], start_model)
     image_id = lambda study: study.reference.name.split(".nii")[0]  # noqa: E731
@@ -239,6 +257,8 @@ def run_fold(held, others: list, work: Path, start_model: Path, request: dict, l
             row = {"fold": case_name(held), "corrections": step, **score_real(pred, truth, spacing_mm),
                    "model": result.get("model_path") or result.get("model_file") or "", **(decision or {})}
             rows.append(row)
+            # kept as they come: a run stopped mid-fold still has the steps it measured
+            (work / "fold_progress.json").write_text(json.dumps({"rows": rows, "trainings": trainings}, indent=1, default=str))
             log(f"{row['fold']} after {step} correction(s): Dice {row['dice']:.3f}, FP {row['fp_ml']:.2f} mL, "
                 f"lesion F1 {row['lesion_f1']:.3f}, {row['volume_ml']:.1f} mL (expert {row['expert_ml']:.1f})")
 
@@ -248,8 +268,9 @@ def run_fold(held, others: list, work: Path, start_model: Path, request: dict, l
             expert = nib.load(str(case.expert_mask))
             nib.save(nib.Nifti1Image((np.asarray(expert.dataobj) > 0).astype(np.uint8), expert.affine), str(mask))
             client.save_label(image_id(case), str(mask), tag="final")
+            options = {**request, **recipe_options(recipe, log)}  # (a wait for the recipe is not training time)
             started = time.time()
-            client.train_start(TRAINER, dict(request))  # the client adds its own keys to the dict it is given
+            client.train_start(TRAINER, options)  # the client adds its own keys to the dict it is given
             status = wait_for_training(client, timeout_s=3600)
             seconds = time.time() - started
             stats = client.info()["train_stats"].get(TRAINER, {})
@@ -333,21 +354,25 @@ def main_real(args) -> int:
     log(f"{len(cases)} cases ({', '.join(names)}), {len(folds)} fold(s), start model {start_model}, request {request}, work {work}")
 
     sys.path.insert(0, str(REPO / "apps" / "stroke"))
-    from lib.trainers.reference_studies import phantom_references
+    from lib.trainers.ischemic_lesion import ON_SITE_RECIPE
+    from lib.trainers.reference_studies import phantom_references, rehearsal_phantoms
 
     started = time.time()
     phantom_references()("mri")  # the trainer's own reference phantoms, in the app's cache: made once for every fold
-    log(f"reference phantoms ready in {time.time() - started:.0f} s")
+    rehearsal_phantoms("mri", int(request.get("rehearsal_studies", ON_SITE_RECIPE.get("rehearsal_studies", 0))))  # and its rehearsal ones
+    log(f"reference and rehearsal phantoms ready in {time.time() - started:.0f} s")
 
     rows, trainings = [], []
     for held in folds:
         others = [s for s in cases if s is not held]
-        fold_rows, fold_trainings = run_fold(held, others, work / f"fold-{case_name(held).split('-')[-1]}", start_model, request, log)
+        fold_rows, fold_trainings = run_fold(held, others, work / f"fold-{case_name(held).split('-')[-1]}", start_model, request, log,
+                                             Path(args.recipe).resolve() if args.recipe else None)
         rows += fold_rows
         trainings += fold_trainings
         # every fold's figures kept as they come: a long run that stops later still has them
         (work / "loop_results.json").write_text(json.dumps({"rows": rows, "trainings": trainings}, indent=1, default=str))
-    report_real(rows, trainings, names, len(folds), start_model, request, Path(args.png))
+    shown = {**request, **recipe_options(Path(args.recipe).resolve(), log)} if args.recipe else request
+    report_real(rows, trainings, names, len(folds), start_model, shown, Path(args.png))
     print_decision_check(check_decisions(rows, trainings, {case_name(s): s for s in cases}, work, log))
     return 0
 
@@ -356,16 +381,21 @@ def report_saved_run(args) -> int:
     """The tables of a run kept in ``--workdir`` (``loop_results.json``), printed again with the decision check."""
     log = lambda msg: print(f"[loop {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     work = Path(args.workdir).resolve()
-    saved = json.loads((work / "loop_results.json").read_text())
     cases = {case_name(s): s for s in real_studies(Path(args.real) / "isles22") if s.kind == "mri" and s.expert_mask is not None}
-    rows, trainings = saved["rows"], saved["trainings"]
+    # every fold's own record (folds run as parallel processes sharing --workdir, or a run stopped mid-fold),
+    # else the run's summary
+    progress = sorted(work.glob("fold-*/fold_progress.json"))
+    saved = [json.loads(p.read_text()) for p in progress] or [json.loads((work / "loop_results.json").read_text())]
+    rows = [r for s in saved for r in s["rows"]]
+    trainings = [t for s in saved for t in s["trainings"]]
     for t in trainings:  # runs saved before the version was recorded: the fold's versions in run order
         if not t.get("version_path"):
             folder = work / f"fold-{t['fold'].split('-')[-1]}" / "server" / "stroke" / "model" / TRAINER / "versions"
             t["version_path"] = str(sorted(folder.glob(f"{TRAINER}_*.pt"))[t["corrections"] - 1])
     request = {"max_epochs": args.epochs, **parse_options(args.set)} if args.epochs else parse_options(args.set)
     report_real(rows, trainings, sorted(cases), len({r["fold"] for r in rows}), Path(args.start_model), request, Path(args.png))
-    print_decision_check(check_decisions(rows, trainings, cases, work, log))
+    if not args.no_decision_check:
+        print_decision_check(check_decisions(rows, trainings, cases, work, log))
     return 0
 
 

@@ -138,6 +138,7 @@ def main(argv=None) -> int:
             "val_split": args.val_split,
             "lesion_crop_ratio": args.crop_ratio,
             "lesion_loss": args.loss,
+            "rehearsal_studies": 0,  # the training phantoms are the data; rehearsal is for on-site fine-tunes
         }
         t0 = time.time()
         print(f"== {route}: training {args.epochs} epochs", flush=True)

@@ -173,3 +173,38 @@ def test_the_lesion_rule_thresholds_drops_small_unsupported_and_faint_components
     # a higher threshold is the same as dropping the 0.6 blob at the threshold
     high, n = lesion_from_probability(prob, spacing, ComponentRule(threshold=0.7, min_support=0.7), evidence)
     assert n == 1 and np.array_equal(high, confident)
+
+
+def test_a_frozen_encoder_leaves_only_the_decoder_moving_and_unfreezes_for_the_next_run():
+    from lib.trainers.ischemic_lesion import set_encoder_frozen
+
+    torch.manual_seed(0)
+    net = build_network("mri")
+    set_encoder_frozen(net, True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    net.train()
+    loss = MDANetLossOnNet(MDANetLoss(lambda_similarity=1.0), net)
+    x, target = torch.rand(2, 4, 32, 32), (torch.rand(2, 1, 32, 32) > 0.8).float()
+    loss(net(x), target).backward()
+    optimizer.step()
+    moved = {k.split(".")[1] for k, v in net.state_dict().items() if "num_batches_tracked" not in k and not torch.equal(v, before[k])}
+    assert moved == {"up", "dasc", "decoder", "head"}  # encoder weights and batch-norm statistics stay
+    set_encoder_frozen(net, False)
+    assert all(p.requires_grad for p in net.parameters())
+    assert net.net.stem_a[0][1].momentum == 0.1
+
+
+def test_fixed_norm_statistics_keep_every_running_mean_while_the_weights_learn():
+    from lib.trainers.ischemic_lesion import set_encoder_frozen
+
+    torch.manual_seed(0)
+    net = build_network("mri")
+    set_encoder_frozen(net, False, fixed_norm_statistics=True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.train()
+    MDANetLossOnNet(MDANetLoss(lambda_similarity=1.0), net)(net(torch.rand(2, 4, 32, 32)), (torch.rand(2, 1, 32, 32) > 0.8).float()).backward()
+    torch.optim.AdamW(net.parameters(), lr=1e-2).step()
+    after = net.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in after if k.endswith(("running_mean", "running_var")))
+    assert not torch.equal(after["net.head.weight"], before["net.head.weight"])

@@ -8,7 +8,17 @@ import math
 
 import pytest
 
-from lib.trainers.publish_decision import SITE_SELECTION_FROM, decide, held_out_count, pooled_dice, split_site_labels, study_name
+from lib.trainers.publish_decision import (
+    NONINFERIORITY_MARGIN,
+    SITE_SELECTION_FROM,
+    WORST_STUDY_DROP,
+    decide,
+    held_out_count,
+    paired_differences,
+    pooled_dice,
+    split_site_labels,
+    study_name,
+)
 
 
 def studies(prefix: str, n: int) -> list[dict]:
@@ -105,3 +115,31 @@ def test_a_first_model_is_published_unless_it_got_nothing_right():
 def test_candidate_and_model_in_use_must_meet_the_same_studies():
     with pytest.raises(ValueError, match="same studies"):
         decide([0.5, 0.5], [0.5], "v1")
+
+
+def test_a_small_gain_on_every_deciding_study_is_published():
+    verdict = decide([0.52, 0.53, 0.51, 0.52], [0.50, 0.50, 0.50, 0.50], "v5")
+    assert verdict.published and "within the pool's noise" in verdict.reason
+
+
+def test_a_gain_on_one_study_bought_by_losses_on_the_others_is_noise_and_refused():
+    # mean gain +0.0625, but one standard error (0.1125) puts it 0.05 below 0: a single study carries it
+    candidate, in_use = [0.90, 0.50, 0.50, 0.50], [0.50, 0.55, 0.55, 0.55]
+    gain, se, worst = paired_differences(candidate, in_use)
+    assert gain == pytest.approx(0.0625) and se == pytest.approx(0.1125) and worst == pytest.approx(-0.05)
+    assert gain - se < -NONINFERIORITY_MARGIN
+    verdict = decide(candidate, in_use, "v6")
+    assert not verdict.published and "noise" in verdict.reason and "kept aside as v6" in verdict.reason
+
+
+def test_a_candidate_better_on_average_that_breaks_one_study_is_refused():
+    candidate, in_use = [0.80, 0.80, 0.80, 0.44], [0.70, 0.70, 0.70, 0.50]
+    gain, se, worst = paired_differences(candidate, in_use)
+    assert gain - se >= -NONINFERIORITY_MARGIN and worst < -WORST_STUDY_DROP  # only the per-study limit refuses it
+    verdict = decide(candidate, in_use, "v7")
+    assert not verdict.published and "loses 0.0600" in verdict.reason
+
+
+def test_paired_differences_skip_studies_without_a_figure_and_one_study_has_no_spread():
+    assert paired_differences([0.6, math.nan, 0.4], [0.5, 0.5, math.nan]) == (pytest.approx(0.1), 0.0, pytest.approx(0.1))
+    assert paired_differences([math.nan], [0.5]) == (0.0, 0.0, 0.0)

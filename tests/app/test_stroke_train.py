@@ -118,6 +118,21 @@ def test_from_three_labels_one_of_the_site_joins_the_deciding_studies(trainer, t
     assert set(stats["deciding_studies"]).isdisjoint(stats["selection_studies"])
 
 
+def test_rehearsal_phantoms_train_beside_the_site_labels_and_never_choose_or_decide(tmp_path):
+    make_studies(tmp_path / "rehearsal", n=2, prefix="reh", seed=2)
+    rehearsal = [{"image": str(tmp_path / "rehearsal" / f"sub-reh{i}" / "ses-01" / study_filename(f"reh{i}", "01", "dwi")),
+                  "label": str(tmp_path / "rehearsal" / "labels" / "final" / f"sub-reh{i}_ses-01_dwi.nii.gz"), "kind": "mri"} for i in range(2)]
+    asked = []
+    trainer = toy_trainer(tmp_path)
+    trainer._rehearsal_studies = lambda kind, n: asked.append((kind, n)) or rehearsal[:n]
+    stats = train(trainer, make_studies(tmp_path / "studies", n=1), max_epochs=2, rehearsal_studies=2)
+    assert asked == [("mri", 2)]
+    assert [d["image"] for d in trainer._rehearsal] == [d["image"] for d in rehearsal]
+    assert stats["train_studies"] == 1  # the site's labels; the rehearsal phantoms are not the site's data
+    assert not any("reh" in s for s in [*stats["selection_studies"], *stats["deciding_studies"]])
+    assert stats["training_data"]["studies"] == 1
+
+
 def test_a_label_with_wrong_values_stops_training_and_names_the_study(trainer, tmp_path):
     datastore = make_studies(tmp_path / "studies")
     bad = tmp_path / "studies" / "labels" / "final" / "sub-m2_ses-01_dwi.nii.gz"

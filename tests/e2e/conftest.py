@@ -38,9 +38,13 @@ def _reference_phantoms(kind: str) -> None:
     """The trainers' held-out reference phantoms of ``kind`` (lib.trainers.reference_studies), made
     before a server trains: on a fresh machine the first training would otherwise spend its time
     limit generating them (they are cached after, in the app's cache, for every later run)."""
-    from lib.trainers.reference_studies import phantom_references
+    from lib.trainers.reference_studies import phantom_references, rehearsal_phantoms
 
     phantom_references()(kind)
+    if kind == "mri":  # the MRI lesion trainer's on-site recipe rehearses on phantoms of its own generator
+        from lib.trainers.ischemic_lesion import ON_SITE_RECIPE
+
+        rehearsal_phantoms(kind, ON_SITE_RECIPE.get("rehearsal_studies", 0))
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,10 @@ seen them. The generator options are those of the phantoms the kind's shipped mo
 ellipsoid family, fixed look), so a candidate that forgets what the shipped model knew is caught.
 
 Studies whose label is nearly empty are skipped (a Dice on a 0.1 mL lesion flips between 0 and 1
-on a few voxels and would decide by chance): the first ``2 * per_role`` studies of the seed whose
-label holds at least ``MIN_LABEL_ML`` of the kind are kept, alternately for the checkpoint choice
-(selection) and the publication decision.
+on a few voxels and would decide by chance): the first ``2 * per_role + decision_extra`` studies of
+the seed whose label holds at least ``MIN_LABEL_ML`` of the kind are kept, the first ``2 * per_role``
+alternately for the checkpoint choice (selection) and the publication decision, the rest for the
+decision (two choose the checkpoint, four decide).
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ from strokelabel.derived import cache_root
 logger = logging.getLogger(__name__)
 
 REFERENCE_SEED = 7301
+#: seed of the rehearsal phantoms (``rehearsal_phantoms``): apart from the reference seed and every shipped model's
+REHEARSAL_SEED = 7302
 #: studies per role (selection, decision); two so that neither rests on one study
 PER_ROLE = 2
+#: more decision studies beyond PER_ROLE: with one or two site labels the phantoms alone decide publication,
+#: and two studies' noise let worse candidates through (issue 21: 2 of 12 published, both worse on the real case)
+DECISION_EXTRA = 2
 #: generator options per study kind: those of the phantoms the kind's shipped model learned from
 GENERATOR = {
     "mri": {"family": "template", "appearance": "random", "conventions": "random"},
@@ -58,7 +64,8 @@ def default_folder(seed: int = REFERENCE_SEED) -> Path:
     return cache_root() / "reference_studies" / f"seed-{seed}"
 
 
-def phantom_references(folder: str | Path | None = None, per_role: int = PER_ROLE, seed: int = REFERENCE_SEED) -> ReferenceSource:
+def phantom_references(folder: str | Path | None = None, per_role: int = PER_ROLE, seed: int = REFERENCE_SEED,
+                       decision_extra: int = DECISION_EXTRA) -> ReferenceSource:
     """A source of (selection, decision) reference studies per study kind, generated into ``folder/<kind>``
     (default: the app's cache) on first use and reused after (the generator keeps a study whose seed and
     options match)."""
@@ -69,17 +76,38 @@ def phantom_references(folder: str | Path | None = None, per_role: int = PER_ROL
         if kind not in cache:
             (root / kind).mkdir(parents=True, exist_ok=True)
             with FileLock(str(root / f"{kind}.lock")):
-                cache[kind] = _generate(root / kind, kind, per_role, seed)
+                cache[kind] = _generate(root / kind, kind, per_role, seed, decision_extra)
         return cache[kind]
 
     return references
 
 
-def _generate(root: Path, kind: str, per_role: int, seed: int) -> Tuple[List[dict], List[dict]]:
+def rehearsal_phantoms(kind: str, n: int, folder: str | Path | None = None, seed: int = REHEARSAL_SEED) -> List[dict]:
+    """``n`` labelled phantoms of ``kind`` from the generator the kind's shipped model learned from, to be
+    mixed into an on-site fine-tune (rehearsal: one to three site labels alone drag a model away from
+    what it knew; see ``lib.trainers.ischemic_lesion``). Their own seed, so they are never a reference
+    study that chooses a checkpoint or decides publication. Generated once into the app's cache."""
+    if n <= 0:
+        return []
+    root = Path(folder) if folder else cache_root() / "rehearsal_studies" / f"seed-{seed}"
+    (root / kind).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{kind}.lock")):
+        return _labelled(root / kind, kind, n, seed, max_candidates=max(MAX_CANDIDATES, 3 * n))
+
+
+def _generate(root: Path, kind: str, per_role: int, seed: int, decision_extra: int = 0) -> Tuple[List[dict], List[dict]]:
+    kept = _labelled(root, kind, 2 * per_role + decision_extra, seed)
+    logger.info(f"reference {kind} phantoms in {root}: {', '.join(os.path.basename(d['image']) for d in kept)}")
+    alternate = kept[: 2 * per_role]  # the first ones alternate between the roles; the extra ones only decide
+    return alternate[0::2], [*alternate[1::2], *kept[2 * per_role:]]
+
+
+def _labelled(root: Path, kind: str, wanted: int, seed: int, max_candidates: int = MAX_CANDIDATES) -> List[dict]:
+    """The first ``wanted`` studies of ``seed`` whose label holds at least ``MIN_LABEL_ML`` of the kind."""
     from strokelabel.phantom import generate_dataset
 
     kept: List[dict] = []
-    for index in range(1, MAX_CANDIDATES + 1):
+    for index in range(1, max_candidates + 1):
         # generate_dataset makes subjects 1..index and keeps those already there: one new study per step
         record = generate_dataset(root, per_kind=index, labelled_per_kind=index, size="small", seed=seed, kinds=(kind,),
                                   progress=None, **GENERATOR[kind])[-1]
@@ -87,10 +115,9 @@ def _generate(root: Path, kind: str, per_role: int, seed: int) -> Tuple[List[dic
         volume_ml = label_ml(label)
         if (volume_ml > 0) and volume_ml >= MIN_LABEL_ML[kind]:
             kept.append({"image": str(record["reference"]), "label": str(label), "kind": kind})
-        if len(kept) == 2 * per_role:
+        if len(kept) == wanted:
             break
-    if len(kept) < 2 * per_role:
-        raise RuntimeError(f"only {len(kept)} of {MAX_CANDIDATES} reference {kind} phantoms (seed {seed}) have a label of "
-                           f">= {MIN_LABEL_ML[kind]} mL; {2 * per_role} are needed")
-    logger.info(f"reference {kind} phantoms in {root}: {', '.join(os.path.basename(d['image']) for d in kept)}")
-    return kept[0::2], kept[1::2]
+    if len(kept) < wanted:
+        raise RuntimeError(f"only {len(kept)} of {max_candidates} {kind} phantoms (seed {seed}) have a label of "
+                           f">= {MIN_LABEL_ML[kind]} mL; {wanted} are needed")
+    return kept

@@ -32,7 +32,7 @@ from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from lib.checkpoints import checkpoint_in_use
 from lib.model_versions import publish, training_record
 from lib.trainers.publish_decision import Split, decide, split_site_labels
-from lib.trainers.reference_studies import ReferenceSource, phantom_references
+from lib.trainers.reference_studies import ReferenceSource, phantom_references, rehearsal_phantoms
 from strokelabel.derived import atomic_write_bytes
 from strokelabel.errors import StrokeLabelError
 from strokelabel.lifeline import server_alive
@@ -64,10 +64,13 @@ class StrokeTrainTask(BasicTrainTask):
         config: Dict[str, Any] | None = None,
         shipped_path: str | None = None,
         reference_studies: ReferenceSource | None = None,
+        rehearsal_studies=None,
         **kwargs,
     ):
         self._network = network
         self._reference_studies = reference_studies or phantom_references()
+        #: (kind, n) -> n labelled phantoms the starting model's generator makes, mixed into training (``rehearsal_studies``)
+        self._rehearsal_studies = rehearsal_studies or rehearsal_phantoms
         self._publish_path_in_use = publish_path
         self._shipped_path = shipped_path
         self._kinds = tuple(kinds)
@@ -140,10 +143,18 @@ class StrokeTrainTask(BasicTrainTask):
             selection, decision = selection + list(chosen), decision + list(deciding)
         self._split = split_site_labels(context.datalist, selection, decision, float(context.request.get("val_split", 0.25)),
                                         int(context.request.get("split_seed", 0)))
+        # Rehearsal: phantoms of the starting model's own generator trained on beside the site's labels, so
+        # that one to three labels cannot drag the model away from what it knew. They never choose or decide.
+        # (the keys of a datastore item, so that a batch mixing both collates)
+        rehearsal = [{"provenance": "rehearsal phantom", **d} for kind in kinds
+                     for d in self._rehearsal_studies(kind, int(context.request.get("rehearsal_studies", 0)))]
+        if rehearsal:
+            logger.info(f"{self._task_name}: {len(rehearsal)} rehearsal phantoms trained on beside the site's labels")
+        self._rehearsal = rehearsal
         logger.info(f"{self._task_name}: {len(self._split.train)} site studies to train on; checkpoint chosen on "
                     f"{len(self._split.selection)} reference studies; publication decided on {len(self._split.deciding)} "
                     f"({len(self._split.site_held_out)} of the site's)")
-        return self._split.train, self._split.selection
+        return [*self._split.train, *rehearsal], self._split.selection
 
     # ---- model -----------------------------------------------------------------------------
     @property
