@@ -19,8 +19,9 @@ without the isolation a kill needs), so this module adds one:
 - in the server, :class:`WarmProcess` stands in for the ``subprocess.Popen`` that ``_task_func`` uses
   (``poll``, ``returncode``, ``stdout``, ``kill``, ``pid``: the real pid, so psutil finds and kills the
   child and its children as before), and :func:`install` puts it in place of ``subprocess`` in that one
-  module. If the zygote cannot start, dies, or refuses a request, the child starts cold exactly as
-  before, with a log line saying so: a run never fails because of this optimisation.
+  module. MONAI Label gets that object at once (the run reads RUNNING and can be stopped while the zygote
+  is still importing). If the zygote cannot start, dies, or refuses a request, the run starts cold exactly
+  as before, with a log line saying so: a run never fails because of this optimisation.
 
 Isolation as before: a fresh child process per run (its own memory, its own torch thread pool, which the
 zygote never starts: it checks it has one thread before every fork), tied to the server through the
@@ -29,9 +30,11 @@ when the server's end of the socket closes). The app's ``lib`` package is import
 (MONAI Label unloads it before loading ``main.py``), so only the third-party stack and ``strokelabel`` are
 shared; restart the server after changing ``strokelabel`` code, as for the server itself.
 
-``STROKELABEL_WARM_START``: ``lazy`` (default: the zygote starts with the first background run, so a server
-that never trains or scores pays nothing), ``eager`` (it starts, at the background priority, once the app is
-up, so the first run is warm too) or ``0`` (off: every child cold, as MONAI Label does it).
+``STROKELABEL_WARM_START``: ``lazy`` (default: the zygote starts with the first background run, which waits for
+its imports instead of doing its own, so a server that never trains or scores pays nothing and one that does pays
+the imports once), ``eager`` (it starts, at the background priority, as the server starts, so that the first run
+finds it ready: costs the imports in every server, also those that never run one) or ``0`` (off: every run cold,
+as MONAI Label starts it).
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ MODE_ENV = "STROKELABEL_WARM_START"
 PER_RUN_ENV = frozenset({"MASTER_ADDR", "MASTER_PORT", "MONAI_LABEL_DATASTORE_AUTO_RELOAD", "CUDA_VISIBLE_DEVICES", "PYTEST_CURRENT_TEST"})
 _PR_SET_PDEATHSIG = 1
 _MAX_MESSAGE = 1 << 20
+# A run waits this long at most for the zygote's imports before it starts cold (they take ~13 CPU-s, as a cold run's).
+READY_WAIT_S = 900.0
 _IMPORTS_SET_ENV: dict[str, str] = {}  # in the zygote: the variables its imports set (a cold run's set them too)
 
 
@@ -309,7 +314,7 @@ def zygote_main() -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 class _Stdout(io.TextIOBase):
-    """The child's output as MONAI Label reads it (text lines); remembers reaching the end, so that ``poll`` can wait
+    """The run's output as MONAI Label reads it (text lines); remembers reaching the end, so that ``poll`` can wait
     for the exit code instead of ``_task_func`` spinning on empty reads."""
 
     def __init__(self, fd: int):
@@ -340,15 +345,70 @@ class _Stdout(io.TextIOBase):
 
 
 class WarmProcess:
-    """The parts of ``subprocess.Popen`` that MONAI Label's task runner uses, for a child the zygote forked."""
+    """The parts of ``subprocess.Popen`` that MONAI Label's task runner uses (``pid``, ``stdout``, ``poll``,
+    ``returncode``, ``kill``), for a run that starts as soon as the zygote is ready: forked from it, or started cold
+    if the zygote cannot take it. MONAI Label has the object at once, so the run reads RUNNING and a ``DELETE``
+    stops it while the zygote still imports; until the run has its own pid, ``pid`` is a placeholder process with
+    no children (``cat`` on a pipe of ours: it ends with the server), which ``stop_background_task`` may kill."""
 
-    def __init__(self, pid: int, args: list[str], stdout: _Stdout):
-        self.pid = pid
-        self.args = args
-        self.stdout = stdout
+    def __init__(self, zygote: "Zygote", cmd: list[str], env: dict, cwd: str):
+        self.args = cmd
         self.stdin = self.stderr = None
         self.returncode: int | None = None
         self._ended = threading.Event()
+        self._lock = threading.Lock()
+        self._cancelled = self._starting = False
+        self.started_warm: bool | None = None
+        read_fd, self._write_fd = os.pipe()
+        self.stdout = _Stdout(read_fd)
+        self._placeholder = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = self._placeholder.pid
+        submitted = time.monotonic()
+        # This thread waits for the run (a cold one's parent-death signal follows the thread that started it).
+        threading.Thread(target=self._start, args=(zygote, env, cwd, submitted), name="strokelabel-warm-run", daemon=True).start()
+
+    def _start(self, zygote: "Zygote", env: dict, cwd: str, submitted: float) -> None:
+        cold = None
+        try:
+            if not zygote.ready.wait(READY_WAIT_S):
+                logger.warning(f"warm start: the zygote is not ready after {READY_WAIT_S:.0f} s")
+            with self._lock:
+                if self._cancelled:
+                    return
+                self._starting = True  # from here a stop waits for the pid (the pipe is in use)
+            try:
+                pid = zygote.spawn(self.args[3:], env, cwd, self._write_fd, self._set_exit)
+                self.started_warm = True
+                logger.info(f"warm start: {' '.join(self.args[3:5])} run forked from the zygote as pid {pid} "
+                            f"({time.monotonic() - submitted:.1f} s after it was asked for)")
+            except Exception as e:  # noqa: BLE001 - never fail a run because of the optimisation
+                logger.warning(f"warm start unavailable ({e}): starting the run cold")
+                cold = subprocess.Popen(self.args, stdout=self._write_fd, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env, cwd=cwd)
+                pid, self.started_warm = cold.pid, False
+            with self._lock:
+                self.pid = pid
+                if self._cancelled:  # stopped while it was being started
+                    os.kill(pid, signal.SIGKILL)
+        except Exception as e:  # noqa: BLE001 - the run cannot start at all: it ends in ERROR, as a failed Popen would
+            logger.error(f"background run could not start: {e}")
+            self._set_exit(1)
+        finally:
+            self._close_write_end()  # the run holds its own copy: the pipe ends when the run does
+            self._end_placeholder()
+        if cold is not None:
+            self._set_exit(cold.wait())
+
+    def _close_write_end(self) -> None:
+        with self._lock:
+            if self._write_fd is not None:
+                os.close(self._write_fd)
+                self._write_fd = None
+
+    def _end_placeholder(self) -> None:
+        self._placeholder.kill()
+        self._placeholder.stdin.close()
+        self._placeholder.wait()
 
     def _set_exit(self, code: int) -> None:
         if self.returncode is None:
@@ -366,7 +426,16 @@ class WarmProcess:
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
+        with self._lock:
+            if self.returncode is not None:
+                return
+            if self.pid == self._placeholder.pid:  # not started yet: it never will be (or is killed as it starts)
+                self._cancelled = True
+                self._set_exit(-signal.SIGKILL)
+                if not self._starting and self._write_fd is not None:
+                    os.close(self._write_fd)  # the reader sees the end of the output now
+                    self._write_fd = None
+                return
             try:
                 os.kill(self.pid, sig)
             except ProcessLookupError:
@@ -389,7 +458,7 @@ class Zygote:
         self.ready = threading.Event()
         self.failure: str | None = None
         self.info: dict = {}
-        self._processes: dict[int, WarmProcess] = {}
+        self._on_exit: dict[int, object] = {}
         self._replies: list[dict] = []
         self._reply = threading.Condition()
         self._spawn_lock = threading.Lock()
@@ -402,9 +471,7 @@ class Zygote:
     def _run(self) -> None:
         server_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            cmd = [sys.executable, "-m", ZYGOTE_MODULE, str(zygote_end.fileno()), str(os.getpid())]
-            cmd.append(str(self.niceness))
-            cmd.append(self.app_dir or "")
+            cmd = [sys.executable, "-m", ZYGOTE_MODULE, str(zygote_end.fileno()), str(os.getpid()), str(self.niceness), self.app_dir or ""]
             self.proc = subprocess.Popen(cmd, pass_fds=[zygote_end.fileno()], env=dict(os.environ), stdin=subprocess.DEVNULL)
             logger.info(f"warm start: zygote pid {self.proc.pid} starting (imports the stack once for the background runs)")
         except Exception as e:  # noqa: BLE001
@@ -425,10 +492,12 @@ class Zygote:
                 if "ready" in message:
                     self.env, self.info = message.pop("env"), message
                     self.ready.set()
+                    logger.info(f"warm start: zygote pid {self.proc.pid} ready (imports {message['preload_s']} s, {message['preload_cpu_s']} CPU-s; "
+                                f"{message['threads']} native threads; modules it could not import: {message['failed'] or 'none'})")
                 elif "exit" in message:
-                    process = self._processes.pop(message["exit"], None)
-                    if process is not None:
-                        process._set_exit(message["code"])
+                    on_exit = self._on_exit.pop(message["exit"], None)
+                    if on_exit is not None:
+                        on_exit(message["code"])
                 else:
                     with self._reply:
                         self._replies.append(message)
@@ -439,9 +508,9 @@ class Zygote:
     def _fail(self, reason: str) -> None:
         self.failure = self.failure or reason
         self.ready.set()
-        for process in list(self._processes.values()):  # the zygote's death killed them (PR_SET_PDEATHSIG)
-            process._set_exit(-signal.SIGKILL)
-        self._processes.clear()
+        for on_exit in list(self._on_exit.values()):  # the zygote's death killed its runs (PR_SET_PDEATHSIG)
+            on_exit(-signal.SIGKILL)
+        self._on_exit.clear()
         with self._reply:
             self._reply.notify_all()
 
@@ -449,42 +518,30 @@ class Zygote:
     def alive(self) -> bool:
         return self.failure is None
 
-    def spawn(self, args: list[str], env: dict, cwd: str, wait_s: float = 0.0) -> WarmProcess:
-        """A child running ``python -m monailabel.interfaces.utils.app *args`` with ``env`` in ``cwd``; raises
-        RuntimeError (start it cold instead) if the zygote is not ready within ``wait_s`` or cannot take this run.
-
-        A run does not wait for a zygote that is still importing: until MONAI Label has the run's process, a
-        ``DELETE /train/`` finds nothing to stop, so a wait would widen that window from milliseconds to the imports'
-        seconds. The run starts cold instead, and the zygote is ready for the next one."""
-        if not self.ready.wait(wait_s):
-            raise RuntimeError("the zygote is still importing (it serves the next run)")
+    def spawn(self, args: list[str], env: dict, cwd: str, output_fd: int, on_exit) -> int:
+        """Fork a run of ``python -m monailabel.interfaces.utils.app *args`` with ``env`` in ``cwd``, its stdout and
+        stderr on ``output_fd``; returns its pid, calls ``on_exit(code)`` when it ends. Raises RuntimeError (start the
+        run cold instead) if the zygote is gone or cannot take this run."""
+        if not self.ready.is_set():
+            raise RuntimeError("the zygote is not ready")
         if self.failure:
             raise RuntimeError(f"the zygote {self.failure}")
         differing = sorted(k for k in set(env) | set(self.env) if env.get(k) != self.env.get(k) and k not in PER_RUN_ENV)
         if differing:
             raise RuntimeError(f"the run's environment differs from the zygote's in {differing}")
-        read_fd, write_fd = os.pipe()
-        stdout = _Stdout(read_fd)
-        try:
-            with self._spawn_lock, self._reply:
-                request = {"args": args, "env": env, "cwd": cwd, "zygote_pid": self.proc.pid}
-                socket.send_fds(self._sock, [json.dumps(request).encode()], [write_fd])
-                deadline = time.monotonic() + 30
-                while not self._replies and self.alive and time.monotonic() < deadline:
-                    self._reply.wait(1.0)
-                if not self._replies:
-                    raise RuntimeError(f"the zygote did not answer ({self.failure or 'no reply in 30 s'})")
-                reply = self._replies.pop(0)
-                if "error" in reply:
-                    raise RuntimeError(f"the zygote refused: {reply['error']}")
-                process = WarmProcess(reply["pid"], [sys.executable, "-m", CHILD_MODULE, *args], stdout)
-                self._processes[process.pid] = process
-        except BaseException:
-            stdout.close()
-            raise
-        finally:
-            os.close(write_fd)  # the child holds its own copy: the pipe ends when the child does
-        return process
+        with self._spawn_lock, self._reply:
+            request = {"args": args, "env": env, "cwd": cwd, "zygote_pid": self.proc.pid}
+            socket.send_fds(self._sock, [json.dumps(request).encode()], [output_fd])
+            deadline = time.monotonic() + 30
+            while not self._replies and self.alive and time.monotonic() < deadline:
+                self._reply.wait(1.0)
+            if not self._replies:
+                raise RuntimeError(f"the zygote did not answer ({self.failure or 'no reply in 30 s'})")
+            reply = self._replies.pop(0)
+            if "error" in reply:
+                raise RuntimeError(f"the zygote refused: {reply['error']}")
+            self._on_exit[reply["pid"]] = on_exit
+            return reply["pid"]
 
     def stop(self) -> None:
         if self.proc is not None and not self.ready.is_set():  # still importing: nothing to end cleanly
@@ -517,7 +574,7 @@ def zygote() -> Zygote:
     global _zygote
     with _zygote_lock:
         if _zygote is None or (not _zygote.alive and _zygote.ready.is_set()):
-            # Every child lowers its priority to the background's at once (lifeline.tie_to_server): start it there.
+            # Every run lowers its priority to the background's at once (lifeline.tie_to_server): start it there.
             niceness = lifeline.BACKGROUND_NICENESS if os.environ.get(lifeline.YIELD_ENV, "1") != "0" else 0
             niceness = max(0, niceness - os.nice(0))
             _zygote = Zygote(_app_dir, niceness)
@@ -525,17 +582,13 @@ def zygote() -> Zygote:
 
 
 def popen(cmd, *args, **kwargs):
-    """``subprocess.Popen`` for MONAI Label's task runner: a background run of the app starts warm from the zygote,
-    anything else (and any run the zygote cannot take) as before."""
+    """``subprocess.Popen`` for MONAI Label's task runner: a background run of the app starts from the zygote (the
+    first one waits for its imports, which a cold start would spend too), anything else as before."""
     is_run = (isinstance(cmd, (list, tuple)) and len(cmd) > 3 and list(cmd[:3]) == [sys.executable, "-m", CHILD_MODULE]
               and not args and kwargs.get("stdout") == subprocess.PIPE and kwargs.get("stderr") == subprocess.STDOUT)
     if is_run and warm_start_mode() != "off":
-        started = time.monotonic()
         try:
-            process = zygote().spawn(list(cmd[3:]), dict(kwargs.get("env") or os.environ), kwargs.get("cwd") or os.getcwd())
-            logger.info(f"warm start: {' '.join(cmd[3:5])} run forked from the zygote as pid {process.pid} "
-                        f"(waited {time.monotonic() - started:.1f} s)")
-            return process
+            return WarmProcess(zygote(), list(cmd), dict(kwargs.get("env") or os.environ), kwargs.get("cwd") or os.getcwd())
         except Exception as e:  # noqa: BLE001 - never fail a run because of the optimisation
             logger.warning(f"warm start unavailable ({e}): starting the run cold")
     return subprocess.Popen(cmd, *args, **kwargs)

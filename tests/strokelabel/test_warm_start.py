@@ -16,7 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-from pathlib import Path
+import types
 
 import psutil
 import pytest
@@ -156,8 +156,31 @@ def test_stopping_a_warm_run_kills_it_and_its_children_as_monailabel_does_a_cold
 
 def test_a_run_whose_environment_differs_from_the_zygotes_starts_cold(zygote, caplog):
     env = {**os.environ, "WARM_TEST_MARK": "changed since the zygote started"}
-    with pytest.raises(RuntimeError, match="WARM_TEST_MARK"):
-        zygote.spawn(["-m", "train", "-r", "{}"], env, os.getcwd())
+    read_fd, write_fd = os.pipe()
+    try:
+        with pytest.raises(RuntimeError, match="WARM_TEST_MARK"):
+            zygote.spawn(["-m", "train", "-r", "{}"], env, os.getcwd(), write_fd, lambda code: None)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_a_run_stopped_while_the_zygote_still_imports_never_starts(monkeypatch):
+    """MONAI Label has the run's process object at once (status RUNNING); until the zygote is ready its pid is a
+    placeholder without children, so MONAI Label's stop kills nothing else, and the run is cancelled."""
+    from monailabel.utils.async_tasks.utils import processes, run_background_task, stop_background_task
+
+    importing = types.SimpleNamespace(ready=threading.Event())  # a zygote that is still importing
+    monkeypatch.setattr(warm_start, "zygote", lambda: importing)
+    task = run_background_task({"epochs": 1}, "train")
+    assert wait_until(lambda: task["status"] == "RUNNING" and processes("train"), 30), task
+    placeholder = next(iter(processes("train").values())).pid
+    assert psutil.Process(placeholder).children() == []
+    assert stop_background_task("train")["status"] == "STOPPED"
+    assert wait_until(lambda: task.get("end_ts") and not processes("train"), 30)
+    importing.ready.set()  # the imports end: nothing is started for the stopped run
+    assert wait_until(lambda: gone(placeholder), 30)
+    assert task["status"] == "STOPPED" and not any(line.startswith("REPORT") for line in task["details"])
 
 
 def test_other_commands_go_to_subprocess_unchanged(zygote):
@@ -165,10 +188,11 @@ def test_other_commands_go_to_subprocess_unchanged(zygote):
     assert isinstance(process, subprocess.Popen) and process.communicate()[0] == "plain\n"
 
 
-def test_a_dead_zygote_means_a_cold_start_that_runs_as_the_warm_one_did_and_a_new_zygote(zygote, caplog):
+def test_a_zygote_that_dies_is_started_again_and_one_that_cannot_start_means_a_cold_run(zygote, monkeypatch, caplog):
     warm = report_of(run_task({"epochs": 1}))
     os.kill(zygote.proc.pid, signal.SIGKILL)
     assert wait_until(lambda: not zygote.alive, 30)
+    monkeypatch.setattr(warm_start, "ZYGOTE_MODULE", "strokelabel.no_such_module")  # the next zygote cannot start
     with caplog.at_level(logging.INFO):
         task = run_task({"epochs": 2})
     assert task["status"] == "DONE", list(task["details"])
@@ -178,8 +202,9 @@ def test_a_dead_zygote_means_a_cold_start_that_runs_as_the_warm_one_did_and_a_ne
     # The warm run was the run a cold start is: the same module as __main__, environment, directory and torch threads.
     for key in ("torch_threads", "cwd", "argv0", "mark", "auto_reload", "main"):
         assert warm[key] == cold[key], key
+    monkeypatch.undo()
     replacement = warm_start.zygote()
-    assert replacement is not zygote  # started again for the next run
+    assert replacement is not zygote and replacement.failure is None  # started again for the next run
     replacement.stop()
 
 
@@ -215,9 +240,10 @@ def test_the_zygote_and_its_runs_die_with_the_server(fake_app, tmp_path):
         from strokelabel import warm_start
         z = warm_start.Zygote({str(fake_app)!r})
         assert z.ready.wait(600) and z.alive, z.failure
-        run = z.spawn(["-m", "train", "-r", json.dumps({{"epochs": 10000, "sleep_s": 0.5}})], dict(os.environ), os.getcwd())
-        print(json.dumps({{"zygote": z.proc.pid, "run": run.pid}}), flush=True)
-        run.stdout.readline()
+        read_fd, write_fd = os.pipe()
+        run = z.spawn(["-m", "train", "-r", json.dumps({{"epochs": 10000, "sleep_s": 0.5}})], dict(os.environ), os.getcwd(),
+                      write_fd, lambda code: None)
+        print(json.dumps({{"zygote": z.proc.pid, "run": run}}), flush=True)
         time.sleep(600)
     """)], stdout=subprocess.PIPE, text=True)
     try:
