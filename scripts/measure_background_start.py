@@ -7,10 +7,13 @@ its own children included, sampled by psutil every 0.1 s) and wall seconds since
 moment each of these lines reaches the server log:
 
 - ``Initializing App``: the interpreter is up and ``monailabel.interfaces.utils.app`` imported;
-- ``Using tasks``: the app's ``main.py`` imported (torch, MONAI, ignite, ... via monailabel) and the task
-  configs built;
-- the first line of the run's own work (``Train request`` / ``scoring``: the app constructed);
+- ``Subclass for MONAILabelApp Found``: the app's ``main.py`` imported (torch, MONAI, ignite, ... via monailabel);
+- ``Session Expiry``: the task configs built and the app constructed (the last line of ``MONAILabelApp.__init__``);
 - the end of the child (its exit).
+
+A run started warm (strokelabel/warm_start.py) is followed from its fork: its CPU seconds are its own since then.
+``--warm 0`` starts every run cold (MONAI Label's way); the default is the server's (``lazy``: the first run waits
+for the zygote's imports, the later ones are forked from it at once).
 
 Nothing here is a pass/fail test: it prints figures. Say the load (``uptime``) beside them.
 
@@ -34,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # (phase name, regex on the child's own log lines); the first match after the child starts ends the phase.
 MARKERS = [("interpreter + monailabel.interfaces.utils.app", r"Initializing App from"),
            ("main.py imports (torch, MONAI, ... via monailabel)", r"Subclass for MONAILabelApp Found"),
-           ("task configs + app construction", r"Train Request \(input\)|Scoring|scoring"),
+           ("task configs + app construction", r"Session Expiry"),  # the last line of MONAILabelApp.__init__
            ]
 
 
