@@ -24,7 +24,8 @@ without the isolation a kill needs), so this module adds one:
   as before, with a log line saying so: a run never fails because of this optimisation.
 
 Isolation as before: a fresh child process per run (its own memory, its own torch thread pool, which the
-zygote never starts: it checks it has one thread before every fork), tied to the server through the
+zygote never starts: before every fork it checks that it runs one Python thread and no native thread beyond
+those its imports started, which stop and restart around a fork), tied to the server through the
 zygote (``PR_SET_PDEATHSIG`` on the zygote and on each child, and the zygote kills its children and exits
 when the server's end of the socket closes). The app's ``lib`` package is imported afresh in every child
 (MONAI Label unloads it before loading ``main.py``), so only the third-party stack and ``strokelabel`` are
