@@ -30,6 +30,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 MONAILABEL_CHILD_MODULE = "monailabel.interfaces.utils.app"
+ZYGOTE_MODULE = "strokelabel.warm_start"  # the process the warm runs are forked from (strokelabel/warm_start.py)
 _PR_SET_PDEATHSIG = 1
 BACKGROUND_NICENESS = 10
 _server_pid: int | None = None
@@ -129,19 +130,21 @@ def foreground_call():
 
 
 def background_children(parent_pid: int | None = None) -> dict[int, str]:
-    """MONAI Label's background children of ``parent_pid`` (default: this process): {pid: command line}."""
+    """MONAI Label's background children of ``parent_pid`` (default: this process): {pid: command line}. A run
+    started warm is a child of the server's zygote (strokelabel/warm_start.py) and carries a cold run's command line."""
     parent_pid = os.getpid() if parent_pid is None else parent_pid
-    children = {}
+    by_parent: dict[int, list[tuple[int, str]]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != parent_pid:
-                continue
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
             cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, IndexError, ValueError):  # a process that just ended
             continue
-        if MONAILABEL_CHILD_MODULE in cmdline:
-            children[int(stat.parent.name)] = cmdline
-    return children
+        by_parent.setdefault(parent, []).append((int(stat.parent.name), cmdline))
+    direct = by_parent.get(parent_pid, [])
+    zygotes = [pid for pid, cmdline in direct if ZYGOTE_MODULE in cmdline]
+    candidates = direct + [child for zygote in zygotes for child in by_parent.get(zygote, [])]
+    return {pid: cmdline for pid, cmdline in candidates if MONAILABEL_CHILD_MODULE in cmdline and ZYGOTE_MODULE not in cmdline}
 
 
 def lower_background_priority() -> int:

@@ -31,7 +31,7 @@ from lib.errors import http_errors
 from lib.infers.stroke_infer import SUMMARY_ROUTE
 from lib.model_routes import add_model_routes, lifecycle_models, versions_in_use
 from lib.model_versions import remove_unfinished_copies
-from strokelabel import __version__
+from strokelabel import __version__, warm_start
 from strokelabel.derived import summary_picture_path
 from strokelabel.lifeline import busy_marker, exit_without_final_collection, foreground_call, mark_as_server, tie_to_server
 from strokelabel.study import describe_study
@@ -77,6 +77,8 @@ class StrokeApp(MONAILabelApp):
             mark_as_server()  # its children compare their parent with this pid (one started as it died is an orphan)
             busy_marker().unlink(missing_ok=True)  # the server: where it marks a clinician's call for its children
             remove_unfinished_copies(self.model_dir)  # a model switch a kill -9 cut short (never the model in use)
+            if "monailabel.app" in sys.modules:  # the server: its training and scoring runs start warm (strokelabel/warm_start.py)
+                warm_start.install(app_dir)
         self.models = build_task_configs(self.model_dir, conf, conf.get("models", "all"))
         logger.info(f"+++ Using tasks: {list(self.models)}")
 

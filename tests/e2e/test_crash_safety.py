@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from strokelabel.lifeline import background_children
+from strokelabel.lifeline import ZYGOTE_MODULE, background_children
 from strokelabel.phantom.isles_layout import generate_isles_study
 from tests.e2e.server import running_server
 
@@ -61,19 +61,48 @@ def studies(tmp_path_factory):
     return root
 
 
+def zygotes(parent_pid: int) -> list[int]:
+    """The server's zygote (strokelabel/warm_start.py), whose children are the runs started warm."""
+    import psutil
+
+    return [p.pid for p in psutil.Process(parent_pid).children() if ZYGOTE_MODULE in " ".join(p.cmdline())]
+
+
 def test_kill_9_during_training_leaves_the_model_in_use_and_the_trainer_dies_with_the_server(studies, tmp_path):
+    """With the training started warm (forked from the server's zygote, as every run after a server's first is): its
+    progress reaches the train status and the log, ``DELETE /train/`` kills it and its children, and at the kill -9 of
+    the server the zygote and the second run die with it."""
+    import psutil
+
     work = tmp_path / "server"
-    with running_server(work, studies, models="ischemic_lesion", scoring=True) as server:
+    request = {"max_epochs": 500, "device": "cpu", "dataset": "Dataset", "val_split": 0.25}
+    with running_server(work, studies, models="ischemic_lesion", scoring=True, env={"STROKELABEL_WARM_START": "eager"}) as server:
         model_dir = server.app_dir / "model"
         before = models_in_use(model_dir)
-        server.client.train_start("ischemic_lesion_mri", {"max_epochs": 500, "device": "cpu", "dataset": "Dataset", "val_split": 0.25})
+        assert wait_until(lambda: "warm start: zygote pid" in server.log.read_text() and " ready (" in server.log.read_text(), 600), \
+            server.log.read_text()[-3000:]
+        (zygote,) = zygotes(server.proc.pid)
+
+        server.client.train_start("ischemic_lesion_mri", request)
+        (stopped,) = wait_until(lambda: children_running(server.proc.pid), 60)
+        assert psutil.Process(stopped).ppid() == zygote  # started warm
+        # Its progress, as a cold run's: in the train status and in the server's log.
+        assert wait_until(lambda: any("Epoch: 1/500" in line for line in server.client.train_status()["details"]), 600), \
+            server.client.train_status()
+        assert "Epoch: 1/500" in server.log.read_text()
+        its_children = [p.pid for p in psutil.Process(stopped).children(recursive=True)]
+        assert server.client.train_stop()["status"] == "STOPPED"
+        assert wait_until(lambda: not any(alive(pid) for pid in [stopped, *its_children]), 20)
+        assert models_in_use(model_dir) == before
+
+        server.client.train_start("ischemic_lesion_mri", request)
         trainers = wait_until(lambda: children_running(server.proc.pid), 60)
         assert trainers, "no training child started"
         # Training, not starting: the child has logged an epoch.
-        assert wait_until(lambda: "Epoch: 1/500" in server.log.read_text() or "Epoch[1]" in server.log.read_text(), 600), server.log.read_text()[-3000:]
+        assert wait_until(lambda: "Epoch: 1/500" in server.log.read_text().split("Kill:: Process pid")[-1], 600), server.log.read_text()[-3000:]
         server.proc.kill()
         server.proc.wait(timeout=30)
-        assert wait_until(lambda: not any(alive(pid) for pid in trainers), 20), f"training child {trainers} outlived the server"
+        assert wait_until(lambda: not any(alive(pid) for pid in [*trainers, zygote]), 20), f"training child {trainers} or zygote outlived the server"
         assert models_in_use(model_dir) == before
 
     # Restart on the same app, models and labels. The killed server ran with automatic scoring, as a site runs it, so
