@@ -153,7 +153,8 @@ FLAG_MOTION_DEG = 3.0
 LOW_TISSUE_CNR = 0.7
 # The VOF peaks at least this long after the AIF.
 VOF_LAG_S = 2.0
-# A VOF/AIF area ratio above this means a wrong VOF, not a thin artery: the AIF is then left as measured.
+# A VOF/AIF area ratio above this (times the in-plane block factor) means a wrong VOF, not a thin artery: the AIF is
+# then left as measured.
 MAX_AIF_SCALE = 2.5
 BONE_HU = 300.0
 # The deconvolution takes the noise's expected lift of each residue's maximum off (perfusion.deconvolve_bcsvd(noise_hu=...)):
@@ -560,7 +561,9 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
     aif, aif_ijk = perfusion.select_aif_voxels_from_series(low, ncct_low, intracranial & inner, dt)
     warnings += _arterial_signal_check(aif)
     vof, vof_ijk = _select_vof(low, ncct_low, brain_low & inner, dt, aif, series.affine)
-    scale, scale_note = _aif_scale(aif, vof, dt)
+    # In blocks of factor x factor voxels an artery running through a block fills up to `factor` times less of it than
+    # of a full-grid voxel (a line through a square), so the partial volume the VOF may correct grows by that factor.
+    scale, scale_note = _aif_scale(aif, vof, dt, MAX_AIF_SCALE * factor)
     notes["aif_scale"], notes["aif_scale_reason"] = scale, scale_note
     warnings += truncation_warnings(aif, vof, grid)
     notes["baseline_frames"] = n_baseline
@@ -654,15 +657,15 @@ def _posterior_half(mask: np.ndarray, affine) -> np.ndarray:
     return anterior < float(np.mean(anterior[mask])) if mask.any() else np.zeros(mask.shape, bool)
 
 
-def _aif_scale(aif: np.ndarray, vof: np.ndarray, dt: float) -> tuple[float, str]:
+def _aif_scale(aif: np.ndarray, vof: np.ndarray, dt: float, max_scale: float = MAX_AIF_SCALE) -> tuple[float, str]:
     """The factor that brings the AIF's area up to the VOF's (1 if the VOF's is not larger)."""
     if not np.any(vof):
         return 1.0, "no venous output function found; AIF not rescaled"
     ratio = float(np.trapezoid(vof, dx=dt) / max(np.trapezoid(aif, dx=dt), 1e-6))
     if ratio <= 1.0:
         return 1.0, f"VOF area {ratio:.2f} x the AIF's: AIF not rescaled"
-    if ratio > MAX_AIF_SCALE:
-        return 1.0, f"VOF area {ratio:.2f} x the AIF's, beyond any partial volume ({MAX_AIF_SCALE:g}): VOF not trusted, AIF not rescaled"
+    if ratio > max_scale:
+        return 1.0, f"VOF area {ratio:.2f} x the AIF's, beyond any partial volume ({max_scale:g}): VOF not trusted, AIF not rescaled"
     return ratio, f"AIF area scaled {ratio:.2f} x to the VOF's (partial volume of the artery)"
 
 
