@@ -13,9 +13,10 @@ elsewhere, e.g. a DICOM series (:meth:`CtpSeries.from_frames`).
 3. frame times resampled to a uniform step (circulant deconvolution needs one);
 4. baseline = the frames before bolus arrival; NCCT their mean; brain from NCCT, minus a rim
    along the bone (partial-volume skull);
-5. AIF (:func:`strokelabel.perfusion.select_aif_voxels_from_series`) and VOF (late, largest-area
-   voxels of the posterior intracranial space, where the sagittal sinus and torcula lie); the
-   AIF is scaled up to the VOF's area when that is larger (its partial-volume loss);
+5. AIF (:func:`strokelabel.perfusion.select_aif_voxels_from_series`: strong boluses peaking within
+   2 s or a frame of the earliest arterial peaks, never the sinus nor a misregistration step) and VOF
+   (late, largest-area voxels of the posterior intracranial space, where the sagittal sinus and
+   torcula lie); the AIF is scaled up to the VOF's area when that is larger (its partial-volume loss);
 6. deconvolution slab by slab with :func:`strokelabel.perfusion.perfusion_maps` (block-circulant
    SVD with oscillation control, the noise's lift of each residue's maximum taken off, vessels excluded; Tmax at
    the residue's maximum, below), maps brought back to the full grid.
