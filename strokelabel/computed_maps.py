@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 MAPS_FROM_4D = ("cbf", "cbv", "mtt", "tmax", "ttp", "mip", "ncct")
 # Bumped whenever the computation changes, so maps made by older code are made again.
-MAPS_VERSION = "3"  # 2: series quality figures and flags; 3: the noise's lift of each residue maximum taken off (issue 23)
+MAPS_VERSION = "4"  # 2: series quality figures and flags; 3: the noise's lift of each residue maximum taken off (issue 23); 4: the AIF from the earliest arterial peaks, not venous voxels (issue 23)
 
 
 def _jsonable(value):

@@ -38,6 +38,13 @@ def median_relative_error(computed: dict, truth: dict, key: str) -> float:
     return float(np.median(np.abs(computed[key][scored] - truth[key][scored]) / truth[key][scored]))
 
 
+def aif_peak_lag_s(computed, case) -> float:
+    """The selected AIF's time of peak minus the phantom's true AIF's (same frame times)."""
+    times = np.asarray(computed.aif["times_s"], np.float64) - case.times_s[0]
+    true = P.arterial_input_hu(times, **make_patient(LVO_SEED).aif_ctp)
+    return float(times[np.argmax(computed.aif["curve_hu"])] - times[np.argmax(true)])
+
+
 def tmax_dice(computed: dict, truth: dict) -> float:
     pred, true = computed["tmax"] > 6.0, (truth["tmax"] > 6.0) & truth["brain"]
     return float(2 * (pred & true).sum() / (pred.sum() + true.sum()))
@@ -51,9 +58,12 @@ def test_clean_series_recovers_every_map_and_warns_of_nothing(clean, clean_maps)
     assert clean_maps.warnings == [] and clean_maps.flags == []
     assert clean_maps.quality["aif_end_fraction"] < 0.1 and clean_maps.quality["tissue_cnr"] > LOW_TISSUE_CNR
     assert (truth["brain"] & (maps["cbf"] > 0)).sum() > 0.9 * truth["brain"].sum()  # the brain is covered
-    assert median_relative_error(maps, truth, "cbf") < 0.30
+    # With the AIF from the arteries (issue 23) CBF reads 0.42 low (median relative error 0.417, MTT 0.547): oSVD's
+    # known under-estimate, the healthy tissue's CBF ratio 0.60-0.69 on the boundary studies. It read 0.20 (MTT 0.25)
+    # while a venous AIF peaking 4.5 s late offset it; these bounds keep the arterial AIF's figures from getting worse.
+    assert median_relative_error(maps, truth, "cbf") < 0.45
     assert median_relative_error(maps, truth, "cbv") < 0.35
-    assert median_relative_error(maps, truth, "mtt") < 0.35
+    assert median_relative_error(maps, truth, "mtt") < 0.60
     assert tmax_dice(maps, truth) > 0.85
     scored = truth["brain"] & (maps["cbf"] > 0)
     assert np.median(np.abs(maps["tmax"][scored] - truth["tmax"][scored])) < 2.0
@@ -77,14 +87,19 @@ def test_aif_comes_from_arteries_and_records_its_voxels(clean, clean_maps):
     assert np.mean(clean.truth["lumen"][tuple(voxels.T)] > 0.5) >= 0.75
     np.testing.assert_allclose(aif["centroid_ijk"], voxels.mean(axis=0), atol=0.01)
     assert max(aif["curve_hu"]) > 100.0
+    # On these 8 slices the sagittal sinus outnumbers the arteries among the strongest voxels; the AIF still peaks with
+    # the true one (it peaked 4.5 s late, 16.5 against 12.0 s, when candidates up to their median peak time were taken).
+    assert abs(aif_peak_lag_s(clean_maps, clean)) <= 1.5  # one frame
 
 
 @pytest.mark.parametrize("family", ["nonuniform", "gamma_residue"])
 def test_maps_recover_on_other_timing_and_residue_families(family):
     case = simulate(family)
     computed = compute_maps(CtpSeries(case.ctp, GRID.affine, case.times_s), GRID.spacing_mm)
-    assert median_relative_error(computed.maps, case.truth, "cbf") < 0.35
+    # CBF 0.357 (nonuniform) and 0.285 (gamma) with the arterial AIF; 0.27 and 0.25 with main's late venous one.
+    assert median_relative_error(computed.maps, case.truth, "cbf") < 0.40
     assert tmax_dice(computed.maps, case.truth) > 0.8
+    assert abs(aif_peak_lag_s(computed, case)) <= 1.0  # one frame of the 1 s grid
     if family == "nonuniform":
         assert computed.notes["time_resampled"] and computed.dt_s == pytest.approx(1.0)
         assert len(computed.aif["times_s"]) > len(case.times_s)
@@ -110,7 +125,11 @@ def test_a_3_mm_shift_is_registered_within_1_mm_and_the_maps_still_recover(clean
     assert all(r["corrected"] for r in computed.motion[6:])
     assert not any("heavy motion" in w for w in computed.warnings)
     assert tmax_dice(computed.maps, clean.truth) > 0.8
-    assert median_relative_error(computed.maps, clean.truth, "cbf") < 0.35
+    # Registration's resampling lowers the thin arteries' peak: the VOF rescales the AIF 2.62 x (ctp4d.MAX_AIF_SCALE);
+    # CBF then reads 0.367 (0.72 over unscaled; 0.27 with main's venous AIF). The step voxels the shift leaves at the
+    # skull's edge are not taken as AIF (perfusion.bolus_passes): the AIF peaks with the true one.
+    assert median_relative_error(computed.maps, clean.truth, "cbf") < 0.40
+    assert abs(aif_peak_lag_s(computed, clean)) <= 1.5
 
 
 def test_heavy_motion_is_warned():
@@ -164,10 +183,12 @@ def test_a_large_grid_is_deconvolved_in_plane_coarser_and_brought_back(clean):
     computed = compute_maps(CtpSeries(clean.ctp, GRID.affine, clean.times_s), GRID.spacing_mm, in_plane_mm=3.4)
     assert computed.notes["in_plane_factor"] == 2
     assert computed.maps["cbf"].shape == GRID.shape
-    # 3.4 mm blocks put the arteries' partial volume into the AIF: a little less than at 1.7 mm. (On this 8-slice
-    # phantom the selected AIF peaks 4.5 s after the true one, 16.5 against 12.0 s, venous voxels among the candidates;
-    # the residue maximum's own lag hides part of it: Dice 0.78 here, 0.66 with the onset read, perfusion.TMAX_ONSET.)
-    assert tmax_dice(computed.maps, clean.truth) > 0.7
+    # 3.4 mm blocks put the arteries' partial volume into the AIF (the VOF rescales its area), not the sinus: the AIF
+    # peaks with the true one (4.5 s late, 16.5 against 12.0 s, before the arterial window of perfusion.select_aif).
+    assert abs(aif_peak_lag_s(computed, clean)) <= 1.5  # one frame
+    assert computed.notes["aif_scale"] > 2.0  # the VOF restores the block's arterial partial volume (2.51 x)
+    assert median_relative_error(computed.maps, clean.truth, "cbf") < 0.35  # 0.294 (0.42 with the venous AIF)
+    assert tmax_dice(computed.maps, clean.truth) > 0.85  # 0.925 (0.78 with the venous AIF)
     voxels = np.asarray(computed.aif["voxels_ijk"])
     assert voxels.max(axis=0)[0] < GRID.shape[0] and (voxels[:, 0] % 2 == 1).all()  # block centres on the full grid
 

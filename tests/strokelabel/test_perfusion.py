@@ -236,6 +236,33 @@ def test_automatic_aif_prefers_strong_early_voxels_over_late_veins():
     np.testing.assert_allclose(aif, artery)
 
 
+def test_automatic_aif_is_arterial_where_veins_outnumber_arteries_among_the_strongest_voxels():
+    # A few slices through the sagittal sinus: 40 venous voxels (peaking 6 s after the arteries, broader, up to 320 HU)
+    # against 10 arterial ones (200-300 HU). Main's rule (peak no later than the candidates' median) took the veins.
+    t = np.arange(45) * 1.5
+    arteries = [P.arterial_input_hu(t, t0_s=6.0, peak_hu=h) for h in np.linspace(200.0, 300.0, 10)]
+    veins = [P.arterial_input_hu(t, t0_s=12.0, peak_hu=h, beta_s=2.5) for h in np.linspace(150.0, 320.0, 40)]
+    tissue = P.tissue_curve_hu(t, P.arterial_input_hu(t, t0_s=6.0), 1.5, 50.0, 4.0)
+    curves = np.vstack([np.tile(tissue, (400, 1)), arteries, veins])
+    aif, chosen = P.select_aif(curves, 1.5, n_voxels=8)
+    assert set(chosen.tolist()) <= set(range(400, 410))
+    assert P.peak_time_s(aif, 1.5, subsample=False) == pytest.approx(P.peak_time_s(arteries[0], 1.5, subsample=False))
+    assert np.max(aif) > 240.0  # the strongest arteries in the window, not the earliest weak ones
+
+
+def test_automatic_aif_leaves_out_steps_that_a_shifted_head_leaves_at_the_skull_edge():
+    # Residual misregistration after a shift at frame 6: 30 voxels step up by 250-300 HU and stay up. They peak
+    # earliest and highest, yet are not a bolus (perfusion.bolus_passes): the AIF is the 10 arteries'.
+    t = np.arange(45) * 1.5
+    arteries = [P.arterial_input_hu(t, t0_s=6.0, peak_hu=h) for h in np.linspace(200.0, 240.0, 10)]
+    steps = [np.where(t >= 9.0, h, 0.0) for h in np.linspace(250.0, 300.0, 30)]
+    tissue = P.tissue_curve_hu(t, P.arterial_input_hu(t, t0_s=6.0), 1.5, 50.0, 4.0)
+    curves = np.vstack([np.tile(tissue, (400, 1)), arteries, steps])
+    assert P.bolus_passes(curves[400:410]).all() and not P.bolus_passes(curves[410:]).any()
+    _, chosen = P.select_aif(curves, 1.5, n_voxels=8)
+    assert set(chosen.tolist()) <= set(range(400, 410))
+
+
 def test_brain_mask_from_ncct_is_the_soft_tissue_inside_the_skull():
     x, y = np.meshgrid(np.arange(40) - 19.5, np.arange(40) - 19.5, indexing="ij")
     r = np.hypot(x, y)
