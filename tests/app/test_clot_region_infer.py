@@ -9,10 +9,14 @@ import pytest
 import torch
 
 from lib.datastore import StrokeDatastore
+from lib.trainers.reference_studies import DECISION_EXTRA, PER_ROLE
 from main import build_task_configs
 from strokelabel.errors import StrokeLabelError
 from strokelabel.naming import find_modalities
 from strokelabel.phantom import generate_dataset
+
+# the deciding phantoms beside the site's held-out label (two per role, plus the extra deciders)
+DECISION_PHANTOMS = PER_ROLE + DECISION_EXTRA
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -154,9 +158,10 @@ def test_every_trainer_trains_from_clot_labels_and_publish_or_keep_aside(studies
     datastore = StrokeDatastore(str(root))
     for name, trainer in config.trainer().items():
         stats = run_trainer(trainer, datastore, max_epochs=1)
-        # three labels: two train, one of the site's decides beside the two decision phantoms
+        # three labels: two train, one of the site's decides beside the decision phantoms
         assert 0.0 <= stats["candidate_val_dice"] <= 1.0 and stats["train_studies"] == 2 and len(stats["site_held_out_studies"]) == 1
-        assert len(stats["val_studies"]) == 3 and sum(s.startswith("reference/") for s in stats["val_studies"]) == 2
+        assert len(stats["val_studies"]) == 1 + DECISION_PHANTOMS
+        assert sum(s.startswith("reference/") for s in stats["val_studies"]) == DECISION_PHANTOMS
         # a first model is published unless it got nothing right on validation
         assert stats["published"] == (stats["candidate_val_dice"] > 0), stats
         assert Path(tmp_path / "model" / f"{name}.pt").exists() == stats["published"]

@@ -11,9 +11,13 @@ import pytest
 from monailabel.client.client import MONAILabelClientException
 
 from lib.configs.clot_region import SCORING, STRATEGY, UNCERTAINTY_KEY
+from lib.trainers.reference_studies import DECISION_EXTRA, PER_ROLE
 from strokelabel.naming import truth_path
 from strokelabel.phantom import generate_dataset
 from tests.e2e.server import REPO, http, running_server, wait_for_scoring, wait_for_training
+
+# the deciding phantoms beside the site's held-out label (two per role, plus the extra deciders)
+DECISION_PHANTOMS = PER_ROLE + DECISION_EXTRA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("cta_reference_phantoms")]
 
@@ -79,8 +83,9 @@ def test_infer_correct_train_and_infer_again(server, tmp_path):
         train(client, model)
         stats = client.info()["train_stats"][model]
         published[model] = stats["published"]
-        # three labels: two train; one of the site's decides beside two reference phantoms
-        assert stats["train_studies"] == 2 and len(stats["site_held_out_studies"]) == 1 and len(stats["val_studies"]) == 3, stats
+        # three labels: two train; one of the site's decides beside the decision phantoms
+        assert stats["train_studies"] == 2 and len(stats["site_held_out_studies"]) == 1, stats
+        assert len(stats["val_studies"]) == 1 + DECISION_PHANTOMS, stats
         assert isinstance(stats["published"], bool) and stats["reason"]
         if stats["published"]:
             assert (server.app_dir / "model" / f"{model}.pt").exists()

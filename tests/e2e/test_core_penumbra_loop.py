@@ -16,9 +16,13 @@ import numpy as np
 import pytest
 
 from lib.configs.core_penumbra import SCORING, STRATEGY, UNCERTAINTY_KEY
+from lib.trainers.reference_studies import DECISION_EXTRA, PER_ROLE
 from strokelabel.naming import parse_filename, truth_path
 from strokelabel.phantom import generate_dataset
 from tests.e2e.server import REPO, http, running_server, wait_for_training
+
+# the deciding phantoms beside the site's held-out label (two per role, plus the extra deciders)
+DECISION_PHANTOMS = PER_ROLE + DECISION_EXTRA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ctp_reference_phantoms")]
 
@@ -95,8 +99,9 @@ def test_infer_correct_retrain_infer_again_and_pick_the_most_uncertain_study(tmp
         train_seconds = time.time() - train_started
         assert status["status"] == "DONE", status
         stats = client.info()["train_stats"][TASK]
-        # three labels: two train; one of the site's decides beside two reference phantoms, two others chose the checkpoint
-        assert stats["train_studies"] == 2 and len(stats["site_held_out_studies"]) == 1 and len(stats["val_studies"]) == 3
+        # three labels: two train; one of the site's decides beside the decision phantoms, two others chose the checkpoint
+        assert stats["train_studies"] == 2 and len(stats["site_held_out_studies"]) == 1
+        assert len(stats["val_studies"]) == 1 + DECISION_PHANTOMS, stats["val_studies"]
         assert set(stats["selection_studies"]).isdisjoint(stats["deciding_studies"])
         assert stats["in_use_val_dice"] is not None  # compared against the shipped model on the same deciding studies
         versions = server.app_dir / "model" / TASK / "versions"

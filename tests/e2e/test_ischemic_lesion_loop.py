@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 from monailabel.client.client import MONAILabelClientException
 
+from lib.trainers.reference_studies import DECISION_EXTRA, PER_ROLE
 from strokelabel.phantom.isles_layout import generate_isles_study
 from tests.e2e.server import running_server, wait_for_training
+
+# the deciding phantoms beside the site's held-out label (two per role, plus the extra deciders)
+DECISION_PHANTOMS = PER_ROLE + DECISION_EXTRA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("mri_reference_phantoms")]
 
@@ -80,8 +84,9 @@ def test_ischemic_lesion_infer_correct_train_infer_loop(server, tmp_path):
     status = wait_for_training(client)
     assert status["status"] == "DONE", status
     stats = client.info()["train_stats"]["ischemic_lesion_mri"]
-    # four labels: three train; one of the site's decides beside two reference phantoms
-    assert stats["train_studies"] == 3 and len(stats["site_held_out_studies"]) == 1 and len(stats["val_studies"]) == 3
+    # four labels: three train; one of the site's decides beside the decision phantoms
+    assert stats["train_studies"] == 3 and len(stats["site_held_out_studies"]) == 1
+    assert len(stats["val_studies"]) == 1 + DECISION_PHANTOMS, stats["val_studies"]
     assert isinstance(stats["published"], bool) and stats["reason"]
     assert stats["candidate_val_dice"] is not None and stats["in_use_val_dice"] is not None  # compared with the shipped model
     published = server.app_dir / "model" / "ischemic_lesion_mri.pt"
