@@ -514,12 +514,12 @@ def cbv_from_curves(tissue_hu, aif_hu, dt_s: float) -> np.ndarray:
 BOLUS_RETURN_FRACTION = 0.6
 
 
-def bolus_passes(curves) -> np.ndarray:
-    """(N,) bool: the curves (N, T) that come back below :data:`BOLUS_RETURN_FRACTION` of their peak by the last
+def bolus_passes(curves, return_fraction: float = BOLUS_RETURN_FRACTION) -> np.ndarray:
+    """(N,) bool: the curves (N, T) that come back below ``return_fraction`` of their peak by the last
     frame, or peak in the last two frames (a truncated acquisition, which the caller reports)."""
     curves = np.asarray(curves)
     peak = curves.max(axis=-1)
-    return (curves[:, -1] <= BOLUS_RETURN_FRACTION * peak) | (np.argmax(curves, axis=-1) >= curves.shape[-1] - 2)
+    return (curves[:, -1] <= return_fraction * peak) | (np.argmax(curves, axis=-1) >= curves.shape[-1] - 2)
 
 
 # Arterial peaks spread over about this much (s): the delays between the arteries the AIF can come from
@@ -560,8 +560,9 @@ def select_aif(
         chosen = early[np.argsort(peak[early])[::-1][:n_voxels]]
         return curves[chosen].mean(axis=0), chosen
     candidates = np.argsort(_bolus_first(curves))[::-1][:n_candidates]
-    if np.count_nonzero(bolus_passes(curves[candidates])) >= n_voxels:  # steps left out while enough boluses remain
-        candidates = candidates[bolus_passes(curves[candidates])]
+    boluses = bolus_passes(curves[candidates])
+    if np.count_nonzero(boluses) >= n_voxels:  # steps left out while enough boluses remain
+        candidates = candidates[boluses]
     ttp = peak_time_s(curves[candidates], dt_s, subsample=False)
     earliest_arterial_s = np.sort(ttp)[min(n_voxels, ttp.size) - 1]
     latest_s = min(float(np.median(ttp)), earliest_arterial_s + max(ARTERIAL_PEAK_SPREAD_S, dt_s))
@@ -610,8 +611,7 @@ def select_vof(delta_hu, dt_s: float, after_s: float, n_voxels: int = 8, min_pea
     if curves.shape[0] == 0:
         return np.zeros(curves.shape[-1]), np.zeros(0, np.int64)
     peak = curves.max(axis=-1)
-    passed = (curves[:, -1] <= return_fraction * peak) | (np.argmax(curves, axis=-1) >= curves.shape[-1] - 2)  # bolus_passes at return_fraction
-    late = (peak_time_s(curves, dt_s, subsample=False) >= after_s) & (peak >= min_peak_hu) & passed
+    late = (peak_time_s(curves, dt_s, subsample=False) >= after_s) & (peak >= min_peak_hu) & bolus_passes(curves, return_fraction)
     candidates = np.flatnonzero(late)
     if candidates.size == 0:
         return np.zeros(curves.shape[-1]), candidates
