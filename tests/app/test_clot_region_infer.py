@@ -9,14 +9,11 @@ import pytest
 import torch
 
 from lib.datastore import StrokeDatastore
-from lib.trainers.reference_studies import DECISION_EXTRA, PER_ROLE
+from lib.trainers.reference_studies import DECISION_PHANTOMS
 from main import build_task_configs
 from strokelabel.errors import StrokeLabelError
 from strokelabel.naming import find_modalities
 from strokelabel.phantom import generate_dataset
-
-# the deciding phantoms beside the site's held-out label (two per role, plus the extra deciders)
-DECISION_PHANTOMS = PER_ROLE + DECISION_EXTRA
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

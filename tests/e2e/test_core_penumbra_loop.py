@@ -16,13 +16,10 @@ import numpy as np
 import pytest
 
 from lib.configs.core_penumbra import SCORING, STRATEGY, UNCERTAINTY_KEY
-from lib.trainers.reference_studies import DECISION_EXTRA, PER_ROLE
+from lib.trainers.reference_studies import DECISION_PHANTOMS
 from strokelabel.naming import parse_filename, truth_path
 from strokelabel.phantom import generate_dataset
 from tests.e2e.server import REPO, http, running_server, wait_for_training
-
-# the deciding phantoms beside the site's held-out label (two per role, plus the extra deciders)
-DECISION_PHANTOMS = PER_ROLE + DECISION_EXTRA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("ctp_reference_phantoms")]
 

@@ -11,12 +11,9 @@ import numpy as np
 import pytest
 from monailabel.client.client import MONAILabelClientException
 
-from lib.trainers.reference_studies import DECISION_EXTRA, PER_ROLE
+from lib.trainers.reference_studies import DECISION_PHANTOMS
 from strokelabel.phantom.isles_layout import generate_isles_study
 from tests.e2e.server import running_server, wait_for_training
-
-# the deciding phantoms beside the site's held-out label (two per role, plus the extra deciders)
-DECISION_PHANTOMS = PER_ROLE + DECISION_EXTRA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("mri_reference_phantoms")]
 

@@ -40,6 +40,8 @@ PER_ROLE = 2
 #: more decision studies beyond PER_ROLE: with one or two site labels the phantoms alone decide publication,
 #: and two studies' noise let worse candidates through (issue 21: 2 of 12 published, both worse on the real case)
 DECISION_EXTRA = 2
+#: the phantoms that decide publication in the default source: one of each alternating pair, and the extra ones
+DECISION_PHANTOMS = PER_ROLE + DECISION_EXTRA
 #: generator options per study kind: those of the phantoms the kind's shipped model learned from
 GENERATOR = {
     "mri": {"family": "template", "appearance": "random", "conventions": "random"},
