@@ -288,6 +288,80 @@ def report(out: Path, write_recipe: str | None = None) -> int:
     return 0
 
 
+def _study_files(out: Path, site_name: str) -> dict[str, tuple[Path, Path]]:
+    """Image and label of every study a run's publish decision may name: the trainer's reference phantoms (named
+    ``reference/<study>``) and the proxy site's corrections (a held-out correction decides from the third on)."""
+    from lib.trainers.reference_studies import default_folder
+
+    files = {}
+    root = default_folder() / "mri"
+    for label in sorted((root / "labels" / "final").glob("*.nii*")):
+        name = label.name.split(".nii")[0]
+        image = next(p for p in root.rglob(label.name) if "labels" not in p.parts)
+        files[f"reference/{name}"] = (image, label)
+    proxy = SITES[site_name]
+    for record in generate_isles_dataset(out / "site", n=3, seed=proxy["site_seed"], progress=None, **proxy["spec"]):
+        files[Path(record["reference"]).name.split(".nii")[0]] = (Path(record["reference"]), Path(record["paths"]["msk"]))
+    return files
+
+
+def served_check(out: Path) -> int:
+    """The publish decision judged on the raw argmax (what the trainer scores) and on the served answer (the app's
+    infer task with its default component rule, what a clinician sees), for every retraining of every run in
+    ``out``: the candidate and the model it replaced (each step's candidate was put in use) on the step's own
+    deciding studies, both through :func:`lib.trainers.publish_decision.decide`. Prints how often they disagree."""
+    from lib.trainers.publish_decision import decide
+
+    rows = []
+    for path in sorted(out.rglob("recipe_*.json")):
+        result = json.loads(path.read_text())
+        name, site_name = result["recipe"], result.get("site", "ellipsoid")
+        model_dir = path.parent / f"model_{name}"
+        versions = sorted((model_dir / TRAINER / "versions").glob("*.json"))
+        if not versions:
+            continue
+        files = _study_files(path.parent, site_name)
+        scored: dict[tuple[str, str], float] = {}
+
+        def served(checkpoint: Path, studies: list[str]) -> list[float]:
+            missing = [s for s in studies if (str(checkpoint), s) not in scored]
+            if missing:  # the app's infer task with this checkpoint as the model in use
+                scratch = out / "served_check_model"
+                shutil.rmtree(scratch, ignore_errors=True)
+                (scratch / "shipped").mkdir(parents=True)
+                shutil.copy2(checkpoint, scratch / "shipped" / f"{TRAINER}.pt")
+                task = load_infer_tasks(scratch, models="ischemic_lesion")["ischemic_lesion"]
+                for study in missing:
+                    image, label = files[study]
+                    pred, _ = run_infer(task, image, "model")
+                    truth = np.asarray(nib.load(str(label)).dataobj) > 0
+                    scored[(str(checkpoint), study)] = metrics.dice(pred > 0, truth, empty_value=float("nan"))
+            return [scored[(str(checkpoint), s)] for s in studies]
+
+        in_use = START_MODEL
+        for k, version in enumerate(versions, start=1):
+            record = json.loads(version.read_text())
+            candidate = Path(record["version_path"])
+            studies = list(record["candidate_dice_by_study"])
+            raw = decide(list(record["candidate_dice_by_study"].values()),
+                         [record["in_use_dice_by_study"][s] for s in studies], record["version"])
+            cand_served, use_served = served(candidate, studies), served(in_use, studies)
+            app = decide(cand_served, use_served, record["version"])
+            rows.append({"site": site_name, "recipe": name, "step": k, "studies": len(studies),
+                         "raw_candidate": raw.candidate_dice, "raw_in_use": raw.in_use_dice, "raw_publish": "yes" if raw.published else "no",
+                         "served_candidate": app.candidate_dice, "served_in_use": app.in_use_dice,
+                         "served_publish": "yes" if app.published else "no",
+                         "agree": "yes" if raw.published == app.published else "NO"})
+            in_use = candidate
+    print("# The publish decision on the trainer's raw argmax and on the served answer (app infer, default component rule)\n")
+    print(metrics.format_table(rows, list(rows[0].keys())))
+    differ = [r for r in rows if r["agree"] == "NO"]
+    print(f"\n{len(rows)} retrainings; the two decisions differ on {len(differ)}: "
+          f"{sum(r['served_publish'] == 'yes' for r in differ)} refused on the raw argmax that the served answer would publish, "
+          f"{sum(r['raw_publish'] == 'yes' for r in differ)} the other way")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", default=",".join(RECIPES), help="recipes to run in this process")
@@ -297,11 +371,18 @@ def main(argv=None) -> int:
     parser.add_argument("--held-out", type=int, default=6)
     parser.add_argument("--own-family", type=int, default=4, help="held-out phantoms of the starting model's own family")
     parser.add_argument("--report", action="store_true", help="print the table of the runs in --out and the chosen recipe")
+    parser.add_argument("--served-check", action="store_true",
+                        help="every run's publish decisions in --out judged on the raw argmax and on the served answer (issue 21, item 3)")
     parser.add_argument("--write-recipe", default=None, metavar="JSON", help="with --report: write the chosen recipe's request options here")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     if args.report:
         return report(out, args.write_recipe)
+    if args.served_check:
+        import torch
+
+        torch.set_num_threads(1)
+        return served_check(out)
     import torch
 
     torch.set_num_threads(1)
