@@ -312,7 +312,9 @@ def served_check(out: Path) -> int:
     deciding studies, both through :func:`lib.trainers.publish_decision.decide`. Prints how often they disagree."""
     from lib.trainers.publish_decision import decide
 
-    rows = []
+    import tempfile
+
+    rows, scratch = [], Path(tempfile.mkdtemp(prefix="served_check_"))  # the checkpoint under test, as the app's model
     for path in sorted(out.rglob("recipe_*.json")):
         result = json.loads(path.read_text())
         name, site_name = result["recipe"], result.get("site", "ellipsoid")
@@ -326,7 +328,6 @@ def served_check(out: Path) -> int:
         def served(checkpoint: Path, studies: list[str]) -> list[float]:
             missing = [s for s in studies if (str(checkpoint), s) not in scored]
             if missing:  # the app's infer task with this checkpoint as the model in use
-                scratch = out / "served_check_model"
                 shutil.rmtree(scratch, ignore_errors=True)
                 (scratch / "shipped").mkdir(parents=True)
                 shutil.copy2(checkpoint, scratch / "shipped" / f"{TRAINER}.pt")
@@ -353,6 +354,7 @@ def served_check(out: Path) -> int:
                          "served_publish": "yes" if app.published else "no",
                          "agree": "yes" if raw.published == app.published else "NO"})
             in_use = candidate
+    shutil.rmtree(scratch, ignore_errors=True)
     print("# The publish decision on the trainer's raw argmax and on the served answer (app infer, default component rule)\n")
     print(metrics.format_table(rows, list(rows[0].keys())))
     differ = [r for r in rows if r["agree"] == "NO"]
