@@ -1,6 +1,6 @@
 """Choose the on-site fine-tuning recipe of the MRI lesion model on phantoms, never on the real cases.
 
-A proxy "site": the ellipsoid anatomy family, which the phantom-only starting model
+A proxy "site" (``--site``; the second, ``scanner_shift``, is described at :data:`SITES`): the ellipsoid anatomy family, which the phantom-only starting model
 (``apps/stroke/model/shipped/phantom_only/ischemic_lesion_mri.json``: template family only) never
 trained on, with random appearance and storage conventions. Three of its studies are the site's
 corrections, given one at a time; after each, the app's own trainer (``IschemicLesionTrain``,
@@ -12,6 +12,8 @@ decision says, so the figures are the recipe's own (the decision is measured by 
 
     python scripts/retraining_recipes.py --recipes last_session,rehearsal --out /tmp/recipes   # one process per group
     python scripts/retraining_recipes.py --report --out /tmp/recipes                            # the table and the choice
+    python scripts/retraining_recipes.py --site scanner_shift --recipes trainer_default --out /tmp/fresh   # the second proxy site
+    python scripts/retraining_recipes.py --served-check --out /tmp/recipes   # each run's publish decisions, raw vs. served answer
 
 The recipes (request options beyond the trainer's defaults) and the rule that picks one were
 written before any was run: see :data:`RECIPES` and :func:`choose`.
