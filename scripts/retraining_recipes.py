@@ -1,7 +1,7 @@
 """Choose the on-site fine-tuning recipe of the MRI lesion model on phantoms, never on the real cases.
 
-A proxy "site" (``--site``; the second, ``scanner_shift``, is described at :data:`SITES`): the ellipsoid anatomy family, which the phantom-only starting model
-(``apps/stroke/model/shipped/phantom_only/ischemic_lesion_mri.json``: template family only) never
+A proxy "site" (``--site``; the second, ``scanner_shift``, is described at :data:`SITES`): the
+ellipsoid anatomy family, which the phantom-only starting model (``apps/stroke/model/shipped/phantom_only/ischemic_lesion_mri.json``: template family only) never
 trained on, with random appearance and storage conventions. Three of its studies are the site's
 corrections, given one at a time; after each, the app's own trainer (``IschemicLesionTrain``,
 in-process, the same code the server runs on ``POST /train``) fine-tunes from the model in use on
