@@ -1,8 +1,8 @@
 """Choose the on-site fine-tuning recipe of the MRI lesion model on phantoms, never on the real cases.
 
 A proxy "site" (``--site``; the second, ``scanner_shift``, is described at :data:`SITES`): the
-ellipsoid anatomy family, which the phantom-only starting model (``apps/stroke/model/shipped/phantom_only/ischemic_lesion_mri.json``: template family only) never
-trained on, with random appearance and storage conventions. Three of its studies are the site's
+ellipsoid anatomy family, which the phantom-only starting model
+(``apps/stroke/model/shipped/phantom_only/ischemic_lesion_mri.json``: template family only) never trained on, with random appearance and storage conventions. Three of its studies are the site's
 corrections, given one at a time; after each, the app's own trainer (``IschemicLesionTrain``,
 in-process, the same code the server runs on ``POST /train``) fine-tunes from the model in use on
 all corrections so far, and held-out studies of the same family are scored with the app's infer
@@ -316,7 +316,8 @@ def served_check(out: Path) -> int:
 
     import tempfile
 
-    rows, scratch = [], Path(tempfile.mkdtemp(prefix="served_check_"))  # the checkpoint under test, as the app's model
+    # the checkpoint under test, as the app's model
+    rows, scratch = [], Path(tempfile.mkdtemp(prefix="served_check_"))
     for path in sorted(out.rglob("recipe_*.json")):
         result = json.loads(path.read_text())
         name, site_name = result["recipe"], result.get("site", "ellipsoid")
