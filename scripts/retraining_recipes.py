@@ -3,7 +3,8 @@
 A proxy "site" (``--site``; the second, ``scanner_shift``, is described at :data:`SITES`): the
 ellipsoid anatomy family, which the phantom-only starting model
 (``apps/stroke/model/shipped/phantom_only/ischemic_lesion_mri.json``: template family only) never
-trained on, with random appearance and storage conventions. Three of its studies are the site's corrections, given one at a time; after each, the app's own trainer (``IschemicLesionTrain``,
+trained on, with random appearance and storage conventions. Three of its studies are the site's
+corrections, given one at a time; after each, the app's own trainer (``IschemicLesionTrain``,
 in-process, the same code the server runs on ``POST /train``) fine-tunes from the model in use on
 all corrections so far, and held-out studies of the same family are scored with the app's infer
 task (``method=model``, the default component rule): Dice, false-positive mL (outside the truth
