@@ -1,6 +1,7 @@
 """Choose the on-site fine-tuning recipe of the MRI lesion model on phantoms, never on the real cases.
 
-A proxy "site": the ellipsoid anatomy family, which the phantom-only starting model
+A proxy "site" (``--site``; the second, ``scanner_shift``, is described at :data:`SITES`): the
+ellipsoid anatomy family, which the phantom-only starting model
 (``apps/stroke/model/shipped/phantom_only/ischemic_lesion_mri.json``: template family only) never
 trained on, with random appearance and storage conventions. Three of its studies are the site's
 corrections, given one at a time; after each, the app's own trainer (``IschemicLesionTrain``,
@@ -12,6 +13,8 @@ decision says, so the figures are the recipe's own (the decision is measured by 
 
     python scripts/retraining_recipes.py --recipes last_session,rehearsal --out /tmp/recipes   # one process per group
     python scripts/retraining_recipes.py --report --out /tmp/recipes                            # the table and the choice
+    python scripts/retraining_recipes.py --site scanner_shift --recipes trainer_default --out /tmp/fresh   # the second proxy site
+    python scripts/retraining_recipes.py --served-check --out /tmp/recipes   # each run's publish decisions, raw vs. served answer
 
 The recipes (request options beyond the trainer's defaults) and the rule that picks one were
 written before any was run: see :data:`RECIPES` and :func:`choose`.
@@ -37,9 +40,21 @@ from strokelabel.phantom.isles_layout import generate_isles_dataset  # noqa: E40
 
 START_MODEL = APP_DIR / "model" / "shipped" / "phantom_only" / "ischemic_lesion_mri.pt"
 TRAINER = "ischemic_lesion_mri"
-#: the proxy site: a family the starting model never trained on; seeds apart from every shipped and reference seed
-SITE = {"family": "ellipsoid", "appearance": "random", "conventions": "random"}
-SITE_SEED, HELD_OUT_SEED = 7400, 7401
+#: the proxy sites (``--site``), each something the starting model never trained on; seeds apart from every shipped
+#: and reference seed. ``ellipsoid``: the other anatomy family (first to third comparisons). ``scanner_shift``
+#: (fourth comparison, chosen before its runs, docs/retraining_curve.md): the starting model's own anatomy family
+#: rendered by a scanner outside every appearance range it trained on (lib appearance.MRI_CHAIN), all on the side
+#: of a worse 1.5 T EPI: Rician noise 4-7 % of grey matter (trained 1-4 %), k-space kept 40-55 % (trained 55-100 %:
+#: blurrier, more ringing), coil bias 25-40 % (trained 5-25 %); the anatomy, the lesions and the mimics as trained.
+SITES = {
+    "ellipsoid": {"spec": {"family": "ellipsoid", "appearance": "random", "conventions": "random"}, "site_seed": 7400,
+                  "held_out_seed": 7401},
+    "scanner_shift": {"spec": {"family": "template", "conventions": "random",
+                               "appearance": {"setting": "random", "ranges": {"noise.fraction": [0.04, 0.07],
+                                                                              "resolution.kspace_fraction": [0.40, 0.55],
+                                                                              "bias_field.amplitude": [0.25, 0.40]}}},
+                      "site_seed": 7410, "held_out_seed": 7411},
+}
 FP_MARGIN_VOXELS = 2
 
 #: the starting model's own family (``GENERATOR['mri']`` of lib.trainers.reference_studies), held out apart from
@@ -55,6 +70,10 @@ COMMON = {"max_epochs": 4, "slices_per_study": 16, "val_interval": 2, "learning_
 #: 8 epochs of 8 slices are as many crops as the recipes above (4 of 16), validated as often (twice)
 OWN_TRAINING = {"lesion_loss": "dice_ce", "lesion_crop_ratio": "2:1", "crop_size": 80, "train_batch_size": 4, "slices_per_study": 8,
                 "max_epochs": 8, "val_interval": 4, "learning_rate": 1e-4}
+#: the trainer's own defaults (``IschemicLesionTrain`` and ``StrokeTrainTask``; ON_SITE_RECIPE is empty): the request
+#: the server runs when a site presses "train" without options; it replaces COMMON whole
+TRAINER_DEFAULT = {"max_epochs": 10, "slices_per_study": 8, "val_interval": 1, "learning_rate": 1e-3, "lesion_crop_ratio": "1:3",
+                   "lesion_loss": "tversky_ce", "tversky_fp_weight": 0.7, "rehearsal_studies": 0, "crop_size": 128, "train_batch_size": 2}
 RECIPES = {
     # first comparison (5ccb84f, run and reported at e08f12b): the site's fine-tune switched loss and crops
     # last session's real curve (0.450 -> 0.438): the reference every other recipe must beat
@@ -78,11 +97,20 @@ RECIPES = {
     "own_training_lr0": {**OWN_TRAINING, "learning_rate": 0.0},
     # (d), added after (a) and (b) ran, if the diagnostic shows the drift: (a) with every batch norm's statistics fixed
     "own_training_fixed_norms": {**OWN_TRAINING, "fixed_norm_statistics": True},
+    # fourth comparison (t61, on the fresh proxy site scanner_shift; rule committed before its runs):
+    # what POST /train/ischemic_lesion_mri does today with no options (ON_SITE_RECIPE empty: the trainer's defaults)
+    "trainer_default": TRAINER_DEFAULT,
+    # (d) with one lesion-centred crop in three (was two in three): with 1-3 site studies the only background the
+    # fine-tune is penalised on is what 1/3 of a few crops show, so it can learn the site's lesion look without
+    # learning where that look is not lesion; twice the background crops is the lever argued for before the run
+    "own_training_fixed_norms_1to2": {**OWN_TRAINING, "fixed_norm_statistics": True, "lesion_crop_ratio": "1:2"},
 }
 #: runs that explain, never chosen (their columns "3" are their last step)
 DIAGNOSTIC = ("own_training_lr0",)
 #: the recipes of the second comparison, judged by :func:`choose` (the first comparison's rule: :func:`choose_first`)
 SECOND = ("own_training", "own_training_frozen", "own_training_rehearsal", "own_training_fixed_norms")
+#: the fourth comparison (fresh proxy site scanner_shift), judged by the same rule :func:`choose`
+FOURTH = ("own_training_fixed_norms", "trainer_default", "own_training_fixed_norms_1to2")
 
 
 def choose_first(summary: dict[str, dict]) -> tuple[str, str]:
@@ -134,9 +162,15 @@ def choose(summary: dict[str, dict]) -> tuple[str | None, str]:
     return name, f"qualified; Dice after 3 {pool[name]['dice'][-1]:.3f} (best {best:.3f}); {pool[name]['train_s']:.0f} s a retraining"
 
 
-def site_studies(out: Path, n_site: int, n_held: int, n_own: int) -> tuple[list[dict], list[dict], list[dict]]:
-    site = generate_isles_dataset(out / "site", n=n_site, seed=SITE_SEED, progress=None, **SITE)
-    held = generate_isles_dataset(out / "held_out", n=n_held, seed=HELD_OUT_SEED, progress=None, **SITE)
+def recipe_options(name: str) -> dict:
+    """The request options of recipe ``name``: COMMON and the recipe's own, or the trainer's defaults alone."""
+    return dict(TRAINER_DEFAULT) if name == "trainer_default" else {**COMMON, **RECIPES[name]}
+
+
+def site_studies(out: Path, site_name: str, n_site: int, n_held: int, n_own: int) -> tuple[list[dict], list[dict], list[dict]]:
+    proxy = SITES[site_name]
+    site = generate_isles_dataset(out / "site", n=n_site, seed=proxy["site_seed"], progress=None, **proxy["spec"])
+    held = generate_isles_dataset(out / "held_out", n=n_held, seed=proxy["held_out_seed"], progress=None, **proxy["spec"])
     own = generate_isles_dataset(out / "own_family", n=n_own, seed=OWN_FAMILY_SEED, progress=None, **OWN_FAMILY) if n_own else []
     return site, held, own
 
@@ -172,7 +206,7 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def run_recipe(name: str, out: Path, site: list[dict], held: list[dict], own: list[dict], log) -> dict:
+def run_recipe(name: str, out: Path, site: list[dict], held: list[dict], own: list[dict], log, site_name: str = "ellipsoid") -> dict:
     import torch
 
     from lib.datastore import StrokeDatastore
@@ -182,7 +216,7 @@ def run_recipe(name: str, out: Path, site: list[dict], held: list[dict], own: li
     shutil.rmtree(model_dir, ignore_errors=True)
     (model_dir / "shipped").mkdir(parents=True)
     shutil.copy2(START_MODEL, model_dir / "shipped" / f"{TRAINER}.pt")
-    request = {**COMMON, **RECIPES[name], "device": "cpu", "dataset": "CacheDataset", "dataloader": "DataLoader", "multi_gpu": False,
+    request = {**recipe_options(name), "device": "cpu", "dataset": "CacheDataset", "dataloader": "DataLoader", "multi_gpu": False,
                "pretrained": True}
     steps = [{"corrections": 0, "studies": score_held_out(model_dir, held), "own_family": score_held_out(model_dir, own)}]
     for k in range(1, len(site) + 1):
@@ -201,7 +235,7 @@ def run_recipe(name: str, out: Path, site: list[dict], held: list[dict], own: li
         log(f"{name}: {k} correction(s), {seconds:.0f} s ({cpu_s:.0f} CPU-s); held-out Dice {np.mean([s['dice'] for s in studies]):.3f}, "
             f"FP {np.mean([s['fp_ml'] for s in studies]):.2f} mL; own family {np.mean([s['dice'] for s in own_family] or [np.nan]):.3f}; "
             f"decision: {stats.get('reason')}")
-    result = {"recipe": name, "request": request, "steps": steps}
+    result = {"recipe": name, "site": site_name, "request": request, "steps": steps}
     (out / f"recipe_{name}.json").write_text(json.dumps(result, indent=1, default=str))
     return result
 
@@ -228,23 +262,109 @@ def report(out: Path, write_recipe: str | None = None) -> int:
                      **({"own_0": s["own_dice"][0], "own_3": s["own_dice"][-1]} if s["own_dice"] else {"own_0": None, "own_3": None}),
                      "worst_drop": s["worst_step_drop"], "train_s": s["train_s"], "cpu_s": s["cpu_s"], "options": json.dumps(RECIPES[name])})
     n_held = len(next(iter(results.values()))["steps"][0]["studies"])
-    print(f"# On-site fine-tuning recipes, proxy site: {SITE} phantoms (site seed {SITE_SEED}, {n_held} held out, seed {HELD_OUT_SEED})")
+    site_name = next(iter(results.values())).get("site", "ellipsoid")
+    proxy = SITES[site_name]
+    print(f"# On-site fine-tuning recipes, proxy site {site_name}: {json.dumps(proxy['spec'])} phantoms "
+          f"(site seed {proxy['site_seed']}, {n_held} held out, seed {proxy['held_out_seed']})")
     print(f"# common request {json.dumps(COMMON)}\n")
     print(metrics.format_table(rows, list(rows[0].keys())))
-    first = {n: s for n, s in summary.items() if n not in SECOND and n not in DIAGNOSTIC}
-    if first:
-        name, why = choose_first(first)
-        print(f"\nfirst comparison, chosen by its rule (5ccb84f): {name} ({why})")
-    second = {n: s for n, s in summary.items() if n in SECOND}
-    if second:
-        name, why = choose(second)
-        print(f"\nsecond comparison, by its rule written before the runs: {name or 'no recipe adopted'} ({why})")
+    name = None
+    if site_name == "scanner_shift":
+        fourth = {n: s for n, s in summary.items() if n in FOURTH}
+        name, why = choose(fourth)
+        print(f"\nfourth comparison (fresh proxy site), by its rule written before the runs: {name or 'no recipe adopted'} ({why})")
+    else:
+        first = {n: s for n, s in summary.items() if n not in SECOND and n not in DIAGNOSTIC and n not in FOURTH}
+        if first:
+            name, why = choose_first(first)
+            print(f"\nfirst comparison, chosen by its rule (5ccb84f): {name} ({why})")
+        second = {n: s for n, s in summary.items() if n in SECOND}
+        if second:
+            name, why = choose(second)
+            print(f"\nsecond comparison, by its rule written before the runs: {name or 'no recipe adopted'} ({why})")
     if write_recipe and name:  # the chosen recipe as request options (scripts/retraining_loop.py --recipe)
         path = Path(write_recipe)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**COMMON, **RECIPES[name]}, indent=1))
+        tmp.write_text(json.dumps(recipe_options(name), indent=1))
         tmp.replace(path)
-        print(f"recipe written to {path}: {json.dumps({**COMMON, **RECIPES[name]})}")
+        print(f"recipe written to {path}: {json.dumps(recipe_options(name))}")
+    return 0
+
+
+def _study_files(out: Path, site_name: str) -> dict[str, tuple[Path, Path]]:
+    """Image and label of every study a run's publish decision may name: the trainer's reference phantoms (named
+    ``reference/<study>``) and the proxy site's corrections (a held-out correction decides from the third on)."""
+    from lib.trainers.reference_studies import default_folder
+
+    files = {}
+    root = default_folder() / "mri"
+    for label in sorted((root / "labels" / "final").glob("*.nii*")):
+        name = label.name.split(".nii")[0]
+        image = next(p for p in root.rglob(label.name) if "labels" not in p.parts)
+        files[f"reference/{name}"] = (image, label)
+    proxy = SITES[site_name]
+    for record in generate_isles_dataset(out / "site", n=3, seed=proxy["site_seed"], progress=None, **proxy["spec"]):
+        files[Path(record["reference"]).name.split(".nii")[0]] = (Path(record["reference"]), Path(record["paths"]["msk"]))
+    return files
+
+
+def served_check(out: Path) -> int:
+    """The publish decision judged on the raw argmax (what the trainer scores) and on the served answer (the app's
+    infer task with its default component rule, what a clinician sees), for every retraining of every run in
+    ``out``: the candidate and the model it replaced (each step's candidate was put in use) on the step's own
+    deciding studies, both through :func:`lib.trainers.publish_decision.decide`. Prints how often they disagree."""
+    from lib.trainers.publish_decision import decide
+
+    import tempfile
+
+    # the checkpoint under test, as the app's model
+    rows, scratch = [], Path(tempfile.mkdtemp(prefix="served_check_"))
+    for path in sorted(out.rglob("recipe_*.json")):
+        result = json.loads(path.read_text())
+        name, site_name = result["recipe"], result.get("site", "ellipsoid")
+        model_dir = path.parent / f"model_{name}"
+        versions = sorted((model_dir / TRAINER / "versions").glob("*.json"))
+        if not versions:
+            continue
+        files = _study_files(path.parent, site_name)
+        scored: dict[tuple[str, str], float] = {}
+
+        def served(checkpoint: Path, studies: list[str]) -> list[float]:
+            missing = [s for s in studies if (str(checkpoint), s) not in scored]
+            if missing:  # the app's infer task with this checkpoint as the model in use
+                shutil.rmtree(scratch, ignore_errors=True)
+                (scratch / "shipped").mkdir(parents=True)
+                shutil.copy2(checkpoint, scratch / "shipped" / f"{TRAINER}.pt")
+                task = load_infer_tasks(scratch, models="ischemic_lesion")["ischemic_lesion"]
+                for study in missing:
+                    image, label = files[study]
+                    pred, _ = run_infer(task, image, "model")
+                    truth = np.asarray(nib.load(str(label)).dataobj) > 0
+                    scored[(str(checkpoint), study)] = metrics.dice(pred > 0, truth, empty_value=float("nan"))
+            return [scored[(str(checkpoint), s)] for s in studies]
+
+        in_use = START_MODEL
+        for k, version in enumerate(versions, start=1):
+            record = json.loads(version.read_text())
+            candidate = Path(record["version_path"])
+            studies = list(record["candidate_dice_by_study"])
+            raw = decide(list(record["candidate_dice_by_study"].values()),
+                         [record["in_use_dice_by_study"][s] for s in studies], record["version"])
+            cand_served, use_served = served(candidate, studies), served(in_use, studies)
+            app = decide(cand_served, use_served, record["version"])
+            rows.append({"site": site_name, "recipe": name, "step": k, "studies": len(studies),
+                         "raw_candidate": raw.candidate_dice, "raw_in_use": raw.in_use_dice, "raw_publish": "yes" if raw.published else "no",
+                         "served_candidate": app.candidate_dice, "served_in_use": app.in_use_dice,
+                         "served_publish": "yes" if app.published else "no",
+                         "agree": "yes" if raw.published == app.published else "NO"})
+            in_use = candidate
+    shutil.rmtree(scratch, ignore_errors=True)
+    print("# The publish decision on the trainer's raw argmax and on the served answer (app infer, default component rule)\n")
+    print(metrics.format_table(rows, list(rows[0].keys())))
+    differ = [r for r in rows if r["agree"] == "NO"]
+    print(f"\n{len(rows)} retrainings; the two decisions differ on {len(differ)}: "
+          f"{sum(r['served_publish'] == 'yes' for r in differ)} refused on the raw argmax that the served answer would publish, "
+          f"{sum(r['raw_publish'] == 'yes' for r in differ)} the other way")
     return 0
 
 
@@ -252,24 +372,32 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", default=",".join(RECIPES), help="recipes to run in this process")
     parser.add_argument("--out", required=True, help="folder for the proxy site, the runs and their JSON")
+    parser.add_argument("--site", choices=tuple(SITES), default="ellipsoid", help="the proxy site (see SITES)")
     parser.add_argument("--corrections", type=int, default=3)
     parser.add_argument("--held-out", type=int, default=6)
     parser.add_argument("--own-family", type=int, default=4, help="held-out phantoms of the starting model's own family")
     parser.add_argument("--report", action="store_true", help="print the table of the runs in --out and the chosen recipe")
+    parser.add_argument("--served-check", action="store_true",
+                        help="every run's publish decisions in --out judged on the raw argmax and on the served answer (issue 21, item 3)")
     parser.add_argument("--write-recipe", default=None, metavar="JSON", help="with --report: write the chosen recipe's request options here")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     if args.report:
         return report(out, args.write_recipe)
+    if args.served_check:
+        import torch
+
+        torch.set_num_threads(1)
+        return served_check(out)
     import torch
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(APP_DIR))
     log = lambda msg: print(f"[recipes {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    site, held, own = site_studies(out, args.corrections, args.held_out, args.own_family)
+    site, held, own = site_studies(out, args.site, args.corrections, args.held_out, args.own_family)
     log(f"site lesions {[round(r['lesion_volume_ml'], 1) for r in site]} mL; held out {[round(r['lesion_volume_ml'], 1) for r in held]} mL")
     for name in filter(None, args.recipes.split(",")):
-        run_recipe(name, out, site, held, own, log)
+        run_recipe(name, out, site, held, own, log, args.site)
     return 0
 
 

@@ -74,6 +74,11 @@ DESCRIPTIONS = {
 #: Every recipe raised false positives on the proxy site; none gained 0.01. At lr 0 a fine-tune still lost 0.029
 #: Dice on the deciding phantoms: most of what a fine-tune costs the model's own family is its batch norms'
 #: statistics drifting to the site's few studies. The options stay for further trials.
+#:
+#: On a second, fresh proxy site (``--site scanner_shift``: the template anatomy through a noisier, blurrier scanner
+#: than any the model trained on; same rule, written before the runs): fixed norms 0.558 0.555 0.542 0.537, FP
+#: 2.08 -> 2.55; the same with 1:2 crops ... 0.536, FP 2.52; these defaults 0.558 0.508 0.571 0.547, FP 2.08 -> 1.41,
+#: own family 0.818 -> 0.830. None qualified, so nothing here changed.
 ON_SITE_RECIPE: dict = {}
 
 
