@@ -33,7 +33,7 @@ USERS = {"adam": ("admin-password-3", "admin"), "rita": ("reader-password-1", "r
 # task: (study kind, the series the task reads, the truth target whose side the answer must share)
 CASES = {"ischemic_lesion": ("mri", "dwi", "lesion"), "core_penumbra": ("ctp", "tmax", "corepenumbra"), "clot_region": ("cta", "cta1", "clot")}
 # Not figures in the panel (lib/ohif3_plugin/extension.mjs figuresOf): timings, label numbering, the guard, where the SEG is.
-NOT_FIGURES = {"latencies", "label_names", "quality", "ai_seg", "input_notes", "centroids"}
+NOT_FIGURES = {"latencies", "computed_latencies", "label_names", "quality", "ai_seg", "input_notes", "centroids"}
 
 
 def seg_on_answer_grid(seg, answer_nifti) -> np.ndarray:
