@@ -206,7 +206,8 @@ async function retrain(page, options, session) {
     await page.waitForTimeout(500);
   }
   report.seconds_to_decision = (Date.now() - clicked) / 1000;
-  report.error = await page.locator('[data-cy=strokelabel-train-error]').textContent({ timeout: 100 }).catch(() => null);
+  const trainError = page.locator('[data-cy=strokelabel-train-error]');
+  report.error = (await trainError.count()) ? await trainError.first().textContent() : null;
   if (!report.error) {
     report.decision = Object.fromEntries(await page.locator('[data-cy=strokelabel-decision] > div').evaluateAll(rows => rows.map(r => [r.dataset.cy, r.children[1]?.textContent ?? r.textContent])));
   }
