@@ -81,12 +81,13 @@ def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -
 
 
 def fingerprint(paths: Iterable[Path], content: bool = False) -> list[dict]:
+    """Each file's name, size and modification time; with ``content``, its sha256 in place of the time (a reader
+    touching a file, as the PACS cache's :func:`mark_used` does, leaves its content the same)."""
     out = []
     for p in paths:
         st = Path(p).stat()
-        entry = {"name": Path(p).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        if content:
-            entry["sha256"] = file_sha256(p)
+        entry = {"name": Path(p).name, "size": st.st_size}
+        entry.update({"sha256": file_sha256(p)} if content else {"mtime_ns": st.st_mtime_ns})
         out.append(entry)
     return out
 
