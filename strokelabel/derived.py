@@ -80,12 +80,35 @@ def atomic_save_nifti(array: np.ndarray, affine: np.ndarray, path: str | Path) -
     return atomic_write_bytes(path, data)
 
 
-def _fingerprint(paths: Iterable[Path]) -> list[dict]:
+def fingerprint(paths: Iterable[Path], content: bool = False) -> list[dict]:
+    """Each file's name, size and modification time; with ``content``, its sha256 in place of the time (a reader
+    touching a file, as the PACS cache's :func:`mark_used` does, leaves its content the same)."""
     out = []
     for p in paths:
         st = Path(p).stat()
-        out.append({"name": Path(p).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        entry = {"name": Path(p).name, "size": st.st_size}
+        entry.update({"sha256": file_sha256(p)} if content else {"mtime_ns": st.st_mtime_ns})
+        out.append(entry)
     return out
+
+
+_SHA256_SEEN: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, remembered per (path, inode, size, modification and change times) in this
+    process: a file rewritten in place gets a new change time even when its modification time is set back."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _SHA256_SEEN:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if len(_SHA256_SEEN) > 4096:  # a long-running server sees many studies; the memo stays small
+            _SHA256_SEEN.clear()
+        _SHA256_SEEN[key] = digest.hexdigest()
+    return _SHA256_SEEN[key]
 
 
 def _writable(folder: Path) -> bool:
@@ -121,31 +144,49 @@ def summary_picture_path(reference: str | Path, study_id: str, task: str) -> Pat
 
 
 class DerivedSet:
-    """A named set of files derived from ``sources`` by one step (``what``, ``version``)."""
+    """A named set of files derived from ``sources`` by one step (``what``, ``version``).
 
-    def __init__(self, folder: Path, study_id: str, what: str, version: str, sources: Iterable[Path]):
+    ``content=True`` fingerprints the sources by their bytes (sha256) besides size and modification time, and
+    records the sha256 of every derived file, checked on each read: a set made from a study replaced under the
+    same name, or a derived file damaged since, is made again, never served (the stored answers of
+    ``lib/infers/stored_answers.py``, where serving a stale answer would be wrong, not only slow)."""
+
+    def __init__(self, folder: Path, study_id: str, what: str, version: str, sources: Iterable[Path], content: bool = False):
         self.folder = Path(folder)
         self.study_id = study_id
         self.what = what
         self.version = version
         self.sources = [Path(s) for s in sources]
+        self.content = content
         self.manifest_path = self.folder / f"{study_id}_desc-{what}_manifest.json"
 
     def _expected(self) -> dict:
-        return {"what": self.what, "version": self.version, "sources": _fingerprint(self.sources)}
+        return {"what": self.what, "version": self.version, "sources": fingerprint(self.sources, self.content)}
 
     def read(self) -> dict | None:
         """The manifest (``files``: name -> path, ``info``) when the set is complete and current, else None."""
         try:
             manifest = json.loads(self.manifest_path.read_text())
-        except (OSError, ValueError):
-            return None
-        if any(manifest.get(k) != v for k, v in self._expected().items()):
-            return None
-        files = {name: self.folder / rel for name, rel in manifest.get("files", {}).items()}
-        if not all(p.exists() for p in files.values()):
+            if any(manifest.get(k) != v for k, v in self._expected().items()):
+                return None
+            files = {name: self.folder / rel for name, rel in manifest.get("files", {}).items()}
+            if not all(p.exists() for p in files.values()):
+                return None
+            if self.content and any(manifest.get("checksums", {}).get(name) != file_sha256(p) for name, p in files.items()):
+                logger.warning("%s: a file of %s no longer matches its checksum: made again", self.study_id, self.manifest_path.name)
+                return None
+        except (OSError, ValueError, AttributeError, TypeError):  # unreadable, not a manifest, a source gone
             return None
         return {"files": files, "info": manifest.get("info", {})}
+
+    def store(self, files: dict, info: dict) -> dict:
+        """Record the set ``files`` (``{name: path}``, already written in :attr:`folder`) made with ``info``:
+        the manifest is written last, atomically, so a set is either whole and current or absent."""
+        manifest = {**self._expected(), "files": {n: Path(p).name for n, p in files.items()}, "info": info}
+        if self.content:
+            manifest["checksums"] = {n: file_sha256(p) for n, p in files.items()}
+        atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=1).encode())
+        return {"files": {n: Path(p) for n, p in files.items()}, "info": info, "reused": False}
 
     def get_or_make(self, make: Callable[["DerivedSet"], tuple[dict, dict]]) -> dict:
         """The current set, made by ``make(self)`` when missing or stale.
@@ -161,13 +202,32 @@ class DerivedSet:
             if current is not None:
                 return {**current, "reused": True}
             files, info = make(self)
-            manifest = {**self._expected(), "files": {n: Path(p).name for n, p in files.items()}, "info": info}
-            atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=1).encode())
-        return {"files": {n: Path(p) for n, p in files.items()}, "info": info, "reused": False}
+            return self.store(files, info)
 
     def path(self, suffix: str, ext: str = ".nii.gz") -> Path:
         """The path of one derived file, named by the study naming rule (``<study id>_desc-<what>_<suffix>``)."""
         return self.folder / f"{self.study_id}_desc-{self.what}_{suffix}{ext}"
+
+    def remove(self) -> None:
+        """Remove the set: its manifest first (the set is then absent), then its files."""
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+            names = list(manifest.get("files", {}).values())
+        except (OSError, ValueError, AttributeError):
+            names = []
+        self.manifest_path.unlink(missing_ok=True)
+        for name in names:
+            (self.folder / Path(name).name).unlink(missing_ok=True)
+
+
+def keep_newest_sets(folder: Path, study_id: str, what_prefix: str, keep: int) -> None:
+    """Bound the sets of ``study_id`` in ``folder`` whose step name starts with ``what_prefix`` to the ``keep``
+    most recently used (a manifest's modification time; readers touch it): the older ones are removed whole."""
+    prefix = f"{study_id}_desc-{what_prefix}"
+    manifests = sorted((p for p in Path(folder).glob(f"{prefix}*_manifest.json")), key=lambda p: p.stat().st_mtime, reverse=True)
+    for manifest in manifests[keep:]:
+        what = manifest.name[len(f"{study_id}_desc-"):-len("_manifest.json")]
+        DerivedSet(folder, study_id, what, "", []).remove()
 
 
 @functools.lru_cache(maxsize=None)  # code does not change under a running process
@@ -190,7 +250,7 @@ def cached_figures(what: str, version: str, sources: Iterable[Path], make: Calla
     time ``make`` takes."""
     sources = [Path(s).resolve() for s in sources]
     key = {"what": what, "version": version,
-           "sources": [{"path": str(p), **{k: v for k, v in f.items() if k != "name"}} for p, f in zip(sources, _fingerprint(sources))]}
+           "sources": [{"path": str(p), **{k: v for k, v in f.items() if k != "name"}} for p, f in zip(sources, fingerprint(sources))]}
     folder = cache_root() / "figures" / what
     path = folder / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
     try:

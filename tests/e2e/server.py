@@ -24,10 +24,11 @@ from monailabel.client.client import MONAILabelClientException
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_S = 180
-# Polling steps: /info and the train and scoring status are cheap calls, and every step is waited out in full
-# after the server is up or a run has ended (a few dozen server starts and trainings in a run).
-STARTUP_POLL_S = 0.5
-STATUS_POLL_S = 1.0
+# Polling steps: /info and the train and scoring status are cheap calls (a refused connection before the server
+# listens, a dict after), and every step is waited out in full after the server is up or a run has ended (a few
+# dozen server starts and trainings and ~50 status waits in a run): on average half a step lost each time.
+STARTUP_POLL_S = 0.1
+STATUS_POLL_S = 0.25
 
 
 @dataclass
@@ -71,7 +72,7 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
     log_path = Path(workdir) / "server.log"
     env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1",
            "MONAI_LABEL_AUTO_UPDATE_SCORING": str(scoring).lower(), **(env or {})}
-    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
+    cmd = [sys.executable, "-m", "strokelabel.server", "start_server", "--app", str(app_dir), "--studies", str(studies),
            "--host", "127.0.0.1", "--port", str(port), "--conf", "models", models]
     for key, value in (conf or {}).items():
         cmd += ["--conf", key, str(value)]

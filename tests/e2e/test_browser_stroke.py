@@ -33,7 +33,7 @@ USERS = {"adam": ("admin-password-3", "admin"), "rita": ("reader-password-1", "r
 # task: (study kind, the series the task reads, the truth target whose side the answer must share)
 CASES = {"ischemic_lesion": ("mri", "dwi", "lesion"), "core_penumbra": ("ctp", "tmax", "corepenumbra"), "clot_region": ("cta", "cta1", "clot")}
 # Not figures in the panel (lib/ohif3_plugin/extension.mjs figuresOf): timings, label numbering, the guard, where the SEG is.
-NOT_FIGURES = {"latencies", "label_names", "quality", "ai_seg", "input_notes", "centroids"}
+NOT_FIGURES = {"latencies", "computed_latencies", "label_names", "quality", "ai_seg", "input_notes", "centroids"}
 
 
 def seg_on_answer_grid(seg, answer_nifti) -> np.ndarray:
@@ -86,7 +86,8 @@ def test_one_viewer_runs_every_task_saves_approved_and_corrected_retrains_opens_
     server = stroke_server
     info = server.client.info()
     # Where each task puts its answer: the API's own answer on the series the task reads (the viewer's run of the same
-    # answer stores nothing new), its slices and the patient's side, and the API's infer seconds in this run.
+    # answer stores nothing new, and is served from the stored answers), its slices and the patient's side, and the
+    # API's infer seconds in this run.
     # The API is asked with the clinical values the viewer sends (as the panel sends them: the text typed in).
     clinical = {"ischemic_lesion": {"nihss": "12", "onset_to_imaging_min": "90"}, "core_penumbra": {"nihss": "12"}, "clot_region": {"nihss": "12"}}
     api = {}
@@ -163,6 +164,8 @@ def test_one_viewer_runs_every_task_saves_approved_and_corrected_retrains_opens_
         assert infers and f"image={expected['series'].SeriesInstanceUID}" in infers[0]["query"], report["requests"]
         assert run["error"] is None and run["progress_text"].startswith("Running"), (task, run["error"], run["progress_text"])
         rows = dict(run["rows"])
+        # The viewer asked what the API had answered (same series, models, options): the stored answer, said so.
+        assert rows.get("strokelabel-reused", "").startswith("stored, computed "), (task, rows)
         assert rows["strokelabel-guard"] in ("passed", "refused") and rows["strokelabel-review"] and rows["strokelabel-segmentation"] == "loaded (editable)"
         figures = figures_of(expected["result"])
         assert figures, expected["result"]

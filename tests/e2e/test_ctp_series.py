@@ -104,13 +104,17 @@ def test_a_series_only_study_is_listed_and_core_penumbra_runs_on_maps_computed_f
     assert IMAGE in client.datastore()["objects"] and len([k for k in client.datastore()["objects"] if "series" in k]) == 1
 
     started = time.perf_counter()
+    # The same request again: the stored answer (lib/infers/stored_answers.py), said so.
     _, again = client.infer("core_penumbra", IMAGE, {"method": "baseline"})
-    assert again["maps_from_4d"]["reused"] is True
-    assert again["core_volume_ml"] == result["core_volume_ml"]
-    print(f"\nmaps from the 4D series through the server: first call {first_s:.1f} s, reused {time.perf_counter() - started:.1f} s")
+    assert again["reused"] is True and again["computed_at"] and result["reused"] is False
+    assert again["core_volume_ml"] == result["core_volume_ml"] and again["maps_from_4d"] == computed
+    print(f"\nthrough the server: first call {first_s:.1f} s, the same request again {time.perf_counter() - started:.1f} s")
 
+    # Another task on the series: the maps computed from it for the first are reused.
+    started = time.perf_counter()
     _, lesion = client.infer("ischemic_lesion", IMAGE, {"method": "baseline"})
-    assert lesion["lesion_volume_ml"] >= 0 and lesion["maps_from_4d"]["reused"] is True
+    assert lesion["lesion_volume_ml"] >= 0 and lesion["maps_from_4d"]["reused"] is True and lesion["reused"] is False
+    print(f"maps from the 4D series reused by another task: {time.perf_counter() - started:.1f} s")
 
     # The one-page summary: served by the URL in the result, a PNG of the computed maps and the AIF/VOF.
     picture = fetch(series_server, again["summary_url"])

@@ -234,7 +234,7 @@ def test_a_corrected_seg_exported_by_a_viewer_becomes_the_training_label_and_ai_
         final = pacs_server.client.datastore()["objects"][tmax]["labels"]["final"]
         if final["info"].get("source") == "PACS DICOM-SEG" or time.monotonic() > deadline:
             break
-        time.sleep(2)
+        time.sleep(0.5)
     assert final["info"]["algorithm_type"] == "MANUAL" and final["info"]["source"] == "PACS DICOM-SEG"
     label = in_ras(pacs_server.client.download_label(tmax, "final"))
     truth = in_ras(truth_file)

@@ -119,7 +119,9 @@ async function runTask(page, run, session) {
   const progress = await page.locator('[data-cy=strokelabel-run]').textContent();
   await page.locator('[data-cy=strokelabel-answer], [data-cy=strokelabel-error]').first().waitFor({ timeout: plan.infer_timeout_ms });
   const report = { task: run.task, progress_text: progress, seconds_to_answer: (Date.now() - clicked) / 1000 };
-  report.error = await page.locator('[data-cy=strokelabel-error]').textContent({ timeout: 100 }).catch(() => null);
+  // The answer or the error is on the page now: count() looks once, where a short timeout could expire on a loaded machine.
+  const errorShown = page.locator('[data-cy=strokelabel-error]');
+  report.error = (await errorShown.count()) ? await errorShown.first().textContent() : null;
   if (!report.error) {
     // OHIF turns to its Segmentation tab when the segmentation arrives; the panel turns back to itself.
     await page.waitForTimeout(1000);
@@ -204,7 +206,8 @@ async function retrain(page, options, session) {
     await page.waitForTimeout(500);
   }
   report.seconds_to_decision = (Date.now() - clicked) / 1000;
-  report.error = await page.locator('[data-cy=strokelabel-train-error]').textContent({ timeout: 100 }).catch(() => null);
+  const trainError = page.locator('[data-cy=strokelabel-train-error]');
+  report.error = (await trainError.count()) ? await trainError.first().textContent() : null;
   if (!report.error) {
     report.decision = Object.fromEntries(await page.locator('[data-cy=strokelabel-decision] > div').evaluateAll(rows => rows.map(r => [r.dataset.cy, r.children[1]?.textContent ?? r.textContent])));
   }

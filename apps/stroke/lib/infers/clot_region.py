@@ -90,6 +90,9 @@ class ClotRegionInfer(StrokeInferTask):
                               "seg_cta": (list(cta_only_path or []), cta_only_network)}
         self._loaded: dict = {}
 
+    def model_path_lists(self) -> list:
+        return [*super().model_path_lists(), *(paths for paths, _ in self._extra_models.values())]
+
     def baseline_transforms(self, data):
         return [ClotRegionBaselined(region_base=self._region_base(data))]
 

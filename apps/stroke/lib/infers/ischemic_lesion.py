@@ -207,6 +207,9 @@ class IschemicLesionInfer(StrokeInferTask):
         return guard.verdict("lesion_mri", pred, self._mri_evidence(data), physics["pred"] > 0, study.brain_mask, spacing_mm=study.spacing_mm,
                              coverage_label=None if covering is None else label_array(covering))
 
+    def model_path_lists(self) -> list:
+        return [list(paths) for _, paths in sorted(self.route_paths.items())]
+
     def get_path(self, validate=True):
         """The newest model file of any route (active learning rescores when it changes)."""
         found = [p for p in (checkpoint_in_use(paths) for paths in self.route_paths.values()) if p]

@@ -20,6 +20,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lib.checkpoints import UnusableModel
+from lib.infers.stored_answers import answer_or_compute
 from lib.transforms.study import LoadStudyd
 from strokelabel.derived import summary_picture_path
 from strokelabel.pacs import store_summary
@@ -118,6 +119,17 @@ class StrokeInferTask(BasicInferTask):
             config={"method": METHODS, **(config or {})},
             **kwargs,
         )
+
+    def __call__(self, request, callbacks=None):
+        # The same study, models, options and code asking again is served the answer already computed (stored_answers.py).
+        if callbacks:  # a pipeline that consumes the intermediate stages needs them computed
+            return super().__call__(request, callbacks)
+        return answer_or_compute(self, request, lambda: super(StrokeInferTask, self).__call__(request))
+
+    def model_path_lists(self) -> list:
+        """Every model the task may read, each as its ``[shipped, in use]`` paths (lib.checkpoints.model_paths):
+        what a stored answer's model version is read from."""
+        return [list(self.path)] if isinstance(self.path, (list, tuple)) else [[self.path]] if self.path else []
 
     # The baseline needs no model, so the task is always usable (MONAI Label hides invalid tasks).
     def is_valid(self) -> bool:

@@ -279,8 +279,8 @@ function figuresOf(params) {
   // The result's figures carry their unit in the key (lesion_volume_ml, mismatch_ratio, volumes_ml.core): the
   // numbers, and the numbers of one level of nesting named "<key>.<name>".
   const shown = value => (Number.isInteger(value) ? String(value) : value.toFixed(2));
-  // Not figures: timings, the label numbering, the guard (shown as its verdict), where the SEG is.
-  const notFigures = new Set(['latencies', 'label_names', 'quality', 'ai_seg', 'input_notes', 'centroids']);
+  // Not figures: timings (a stored answer's too), the label numbering, the guard (shown as its verdict), where the SEG is.
+  const notFigures = new Set(['latencies', 'computed_latencies', 'label_names', 'quality', 'ai_seg', 'input_notes', 'centroids']);
   return Object.entries(params).flatMap(([key, value]) => {
     if (notFigures.has(key)) return [];
     if (typeof value === 'number') return [[key, shown(value)]];
@@ -449,6 +449,7 @@ function makePanel(context, React) {
         row('Method', `${answer.params.method ?? '?'}${answer.params.method_reason ? ` (${answer.params.method_reason})` : ''}`, 'strokelabel-method'),
         row('Guard', answer.params.quality ? (answer.params.quality.passed ? 'passed' : 'refused') : 'none', 'strokelabel-guard'),
         answer.params.review ? row('Review', answer.params.review_reason ?? 'yes', 'strokelabel-review') : row('Review', 'not needed', 'strokelabel-review'),
+        answer.params.reused ? row('Answer', `stored, computed ${answer.params.computed_at}`, 'strokelabel-reused') : null,
         ...figuresOf(answer.params).map(([key, value]) => row(key, value, `strokelabel-figure-${key}`)),
         answer.segmentation ? row('Segmentation', 'loaded (editable)', 'strokelabel-segmentation') : row('Segmentation', 'empty answer: nothing to draw', 'strokelabel-segmentation'),
         answer.segmentationId ? h('button', { type: 'button', disabled: saving, 'data-cy': 'strokelabel-save', className: 'mt-1 rounded bg-primary px-2 py-1 text-primary-foreground disabled:opacity-50', onClick: save },
