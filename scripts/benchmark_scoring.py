@@ -54,7 +54,7 @@ def start_server(studies: Path, task: str, workdir: Path, yield_to_clinician: bo
            "STROKELABEL_SCORING_MAX_STUDIES": "100000"}
     env.pop("STROKELABEL_FOREGROUND_MARKER", None)
     log = open(server_log(workdir, yield_to_clinician), "w")
-    proc = subprocess.Popen([sys.executable, "-m", "strokelabel.server", "start_server", "--app", str(ROOT / "apps" / "stroke"),
+    proc = subprocess.Popen([sys.executable, "-m", "monailabel.main", "start_server", "--app", str(ROOT / "apps" / "stroke"),
                              "--studies", str(studies), "--host", "127.0.0.1", "--port", str(port), "--conf", "models", task],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(workdir))
     url = f"http://127.0.0.1:{port}"

@@ -27,4 +27,4 @@ done
 export MONAI_LABEL_TRACKING_ENABLED="${MONAI_LABEL_TRACKING_ENABLED:-false}"
 cd "$ROOT"
 echo "[server] http://localhost:$PORT  (PACS: http://127.0.0.1:$PACS_PORT/dicom-web; OHIF: http://localhost:$PORT/ohif3/stroke: run, correct, save, retrain)"
-"$PY" -m strokelabel.server start_server --app "$ROOT/apps/stroke" --studies "http://127.0.0.1:$PACS_PORT/dicom-web" --host "$HOST" --port "$PORT" "$@"
+"$PY" -m monailabel.main start_server --app "$ROOT/apps/stroke" --studies "http://127.0.0.1:$PACS_PORT/dicom-web" --host "$HOST" --port "$PORT" "$@"

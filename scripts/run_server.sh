@@ -28,4 +28,4 @@ cd "$ROOT"
 # scoring process would compile torch, MONAI and the app from source again (scripts/setup_env.sh).
 unset PYTHONDONTWRITEBYTECODE
 echo "[server] http://$HOST:$PORT  (studies: $STUDIES)"
-exec "$PY" -m strokelabel.server start_server --app "$ROOT/apps/stroke" --studies "$STUDIES" --host "$HOST" --port "$PORT" --conf models "$MODELS" "$@"
+exec "$PY" -m monailabel.main start_server --app "$ROOT/apps/stroke" --studies "$STUDIES" --host "$HOST" --port "$PORT" --conf models "$MODELS" "$@"

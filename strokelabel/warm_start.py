@@ -296,9 +296,6 @@ def zygote_main() -> None:
     gc.disable()  # no collection while importing: the objects are frozen below, shared with every child
     started, cpu0 = time.monotonic(), time.process_time()
     start_env = dict(os.environ)
-    from strokelabel.deferred_imports import install as defer_imports
-
-    defer_imports()  # as the server's launcher does: MLflow and pyplot imported by the runs that use them
     failed = preload(app_dir)
     # What the imports set (torch, MONAI, mlflow write a few variables): a cold run's imports set them too.
     _IMPORTS_SET_ENV.update({k: v for k, v in os.environ.items() if start_env.get(k) != v})

@@ -72,7 +72,7 @@ def running_server(workdir: Path, studies: Path | str, models: str = "all", ship
     log_path = Path(workdir) / "server.log"
     env = {**os.environ, "MONAI_LABEL_TRACKING_ENABLED": "false", "PYTHONUNBUFFERED": "1",
            "MONAI_LABEL_AUTO_UPDATE_SCORING": str(scoring).lower(), **(env or {})}
-    cmd = [sys.executable, "-m", "strokelabel.server", "start_server", "--app", str(app_dir), "--studies", str(studies),
+    cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(app_dir), "--studies", str(studies),
            "--host", "127.0.0.1", "--port", str(port), "--conf", "models", models]
     for key, value in (conf or {}).items():
         cmd += ["--conf", key, str(value)]
