@@ -210,7 +210,7 @@ def main(argv=None) -> int:
         records["global FedProx"] = federate("global_fedprox", None, args.fedprox_mu)
         models["global FedProx"], seconds["global FedProx"] = models.pop("global_fedprox"), seconds.pop("global_fedprox")
     if args.fixed_norm and "fixed_norm" in runs:
-        records["global, BN statistics fixed"] = federate("global_fixed_norm", None, train_extra={"fixed_norm_statistics": True})
+        records["global, BN statistics fixed"] = federate("global_fixed_norm", None, train_extra={"fixed_norm_statistics": "true"})
         models["global, BN statistics fixed"] = models.pop("global_fixed_norm")
         seconds["global, BN statistics fixed"], cpu["global, BN statistics fixed"] = seconds.pop("global_fixed_norm"), cpu.pop("global_fixed_norm")
     if args.privacy is not None and "privacy" in runs:

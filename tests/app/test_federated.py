@@ -43,6 +43,8 @@ def test_training_options_pass_as_plain_words_and_anything_else_is_refused():
     assert training_options("max_epochs=2,learning_rate=0.0005,dataset=Dataset") == {"max_epochs": 2, "learning_rate": 0.0005,
                                                                                      "dataset": "Dataset"}
     assert training_options("") == {}
+    # a flag: the trainers read it with bool(), so the text "false" must arrive as False, not as a true string
+    assert training_options("fixed_norm_statistics=false,freeze_encoder=True") == {"fixed_norm_statistics": False, "freeze_encoder": True}
     StrokeSiteExecutor(task="ischemic_lesion", train={"max_epochs": 2})
     with pytest.raises(ValueError, match="plain key=value"):
         StrokeSiteExecutor(task="ischemic_lesion", train={"lesion_crop_ratio": "1:3,x=1"})
