@@ -4,6 +4,7 @@ rebuilt at a site. The simulator runs end to end in tests/e2e/test_federated.py.
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -43,6 +44,8 @@ def test_training_options_pass_as_plain_words_and_anything_else_is_refused():
     assert training_options("max_epochs=2,learning_rate=0.0005,dataset=Dataset") == {"max_epochs": 2, "learning_rate": 0.0005,
                                                                                      "dataset": "Dataset"}
     assert training_options("") == {}
+    # a flag: the trainers read it with bool(), so the text "false" must arrive as False, not as a true string
+    assert training_options("fixed_norm_statistics=false,freeze_encoder=True") == {"fixed_norm_statistics": False, "freeze_encoder": True}
     StrokeSiteExecutor(task="ischemic_lesion", train={"max_epochs": 2})
     with pytest.raises(ValueError, match="plain key=value"):
         StrokeSiteExecutor(task="ischemic_lesion", train={"lesion_crop_ratio": "1:3,x=1"})
@@ -168,3 +171,49 @@ def test_a_site_sent_the_round_that_never_answers_is_recorded_as_not_answering(m
     assert silent["round"] == 0 and "no answer within the round (closed 15 s after 2 sites" in silent["no_answer"]
     assert controller.site_figures[pseudonym("net", "hospital-a")] == {"round": 0, "val_dice": 0.7}
     assert controller.round_log[-1]["sites"][pseudonym("net", "hospital-c")] == silent
+
+
+def test_the_global_model_waits_for_a_site_server_that_is_not_up_yet(tmp_path):
+    """The federation may end while the site's server restarts: the client tries again (a refused connection)
+    until the server answers, and names the server when it never does."""
+    import http.server
+    import socket
+    import threading
+
+    from lib.federated.site import offer_to_server
+
+    candidate = tmp_path / "global.pt"
+    candidate.write_bytes(b"weights")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    with pytest.raises(RuntimeError, match=f"server at {url} did not answer in 0 s"):
+        offer_to_server(url, "m", candidate, "v1", {"federation": "f", "round": 0}, wait_s=0.0)
+
+    class Decides(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'{"published": true, "version": "v1"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    started = []
+
+    def start_late():  # bound only now: until then every try is a refused connection
+        started.append(http.server.HTTPServer(("127.0.0.1", port), Decides))
+        started[0].serve_forever()
+
+    threading.Timer(3.0, start_late).start()
+    try:
+        assert offer_to_server(url, "m", candidate, "v1", {"federation": "f", "round": 0}, wait_s=60) == {"published": True, "version": "v1"}
+    finally:
+        while not started:
+            time.sleep(0.1)
+        started[0].shutdown()
+        started[0].server_close()

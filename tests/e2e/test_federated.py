@@ -8,14 +8,16 @@ killed once it has taken the round's task (a site that drops out mid-round): the
 ``--round-timeout`` seconds after the other three have answered (``--min-sites 3``), and the record
 names D as not answering. One simulation serves every test of the module.
 
-Kept small: B's studies are generated while A's server starts, C and D reuse B's studies (copies: each
-site has its own datastore), D is killed before it loads the app, the server scores on one thread as the
-sites do, one epoch of two slices a study. Most of the remaining time is the trainer's own validation
-and decision (whole reference phantoms scored at A and B) and four processes loading the app.
+Kept small: two phantom studies generated once (B, C and D get copies: each site has its own datastore),
+A's server starts while the simulator starts (A's client waits for it to answer before it hands the global
+model over), D is killed before it loads the app, the server scores on one thread as the sites do, one epoch
+of two slices a study. Most of the remaining time is the processes loading torch and the app, and the
+trainer's own validation and decision (whole reference phantoms scored at A and B).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -23,15 +25,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from strokelabel.phantom.isles_layout import generate_isles_study
+from tests.e2e import server as e2e_server
 from tests.e2e.server import REPO, http, running_server
 
 pytest.importorskip("nvflare")
@@ -78,46 +82,69 @@ def _kill_once_it_takes_the_round(simulator: subprocess.Popen, workspace: Path, 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
     base = tmp_path_factory.mktemp("federation")
-    with ThreadPoolExecutor(1) as pool:
-        b_generated = pool.submit(_site, base / "b", 820)  # while A's server starts
-        a_studies = _site(base / "a", 810)
-        b_models, c_models, d_models = (_app_models(base / f"{s}_model") for s in "bcd")
+    a_studies = _site(base / "a", 810)
+    # hospitals B, C and D: copies of A's two studies (each site its own datastore; the test checks the plumbing and
+    # the rule, which do not need other phantoms). C's holds one expert mask of the wrong shape (a label that does
+    # not fit its study); D dies mid-round.
+    b_studies, c_studies, d_studies = (shutil.copytree(a_studies, base / s) for s in "bcd")
+    mask = next(c_studies.rglob("*_msk.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((7, 7, 7), np.uint8), nib.load(str(mask)).affine), str(mask))
+    b_models, c_models, d_models = (_app_models(base / f"{s}_model") for s in "bcd")
+    # A's server starts while the simulator starts (both load torch and the app for tens of seconds): its port and
+    # app folder are known before it answers, and A's client keeps offering the global model until it does
+    # (lib.federated.site.offer_to_server).
+    server_dir, port = tmp_path_factory.mktemp("fl_server").resolve(), e2e_server.free_port()
+    stop, started = threading.Event(), concurrent.futures.Future()
+
+    def serve():
         try:
-            with running_server(tmp_path_factory.mktemp("fl_server"), a_studies, models="ischemic_lesion",
-                                env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false",  # no background scoring beside the decision
-                                     "OMP_NUM_THREADS": "1"}) as server:
-                b_studies = b_generated.result()
-                # hospital C: B's studies with one expert mask of the wrong shape (a label that does not fit its study)
-                c_studies = shutil.copytree(b_studies, base / "c")
-                mask = next(c_studies.rglob("*_msk.nii.gz"))
-                nib.save(nib.Nifti1Image(np.zeros((7, 7, 7), np.uint8), nib.load(str(mask)).affine), str(mask))
-                d_studies = shutil.copytree(b_studies, base / "d")  # hospital D: dies mid-round
-                url = f"http://127.0.0.1:{server.port}"
-                before = http(server, "GET", f"/model/{MODEL}/versions")
-                sites = [f"hospital-a={server.app_dir / 'model'}:{a_studies}@{url}", f"hospital-b={b_models}:{b_studies}",
-                         f"hospital-c={c_models}:{c_studies}", f"hospital-d={d_models}:{d_studies}"]
-                workspace = base / "workspace"
-                cmd = [sys.executable, "-m", "lib.federated.job", "simulate", "--task", "ischemic_lesion", "--rounds", "1",
-                       "--name", FEDERATION, "--min-sites", "3", "--round-timeout", str(ROUND_TIMEOUT_S), "--min-labels", "2",
-                       "--threads", "4", "--train", TRAIN, "--workspace", str(workspace)]
-                for site in sites:
-                    cmd += ["--site", site]
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "apps" / "stroke"), str(REPO)]), "OMP_NUM_THREADS": "1",
-                       "MONAI_LABEL_TRACKING_ENABLED": "false"}
-                with open(base / "simulator.log", "w") as out:
-                    simulator = subprocess.Popen(cmd, cwd=str(REPO / "apps" / "stroke"), env=env, stdout=out, stderr=subprocess.STDOUT)
-                    try:
-                        killed = _kill_once_it_takes_the_round(simulator, workspace, "hospital-d")
-                        simulator.wait(timeout=900)
-                    finally:
-                        if simulator.poll() is None:
-                            simulator.kill()
-                log = (base / "simulator.log").read_text()
-                assert simulator.returncode == 0, log[-5000:]
-                yield {"server": server, "before": before, "log": log, "b_models": b_models, "d_models": d_models, "base": base,
-                       "killed": killed}
+            with mock.patch.object(e2e_server, "free_port", lambda: port):  # running_server picks the port we told A's client
+                context = running_server(server_dir, a_studies, models="ischemic_lesion",
+                                         env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false",  # no background scoring beside the decision
+                                              "OMP_NUM_THREADS": "1"})
+                server = context.__enter__()
+        except BaseException as error:
+            started.set_exception(error)
+            return
+        started.set_result(server)
+        stop.wait()
+        context.__exit__(None, None, None)
+
+    serving = threading.Thread(target=serve, name="hospital-a-server")
+    serving.start()
+    try:
+        deadline = time.time() + 120
+        while not (server_dir / "server.log").exists() and not started.done() and time.time() < deadline:
+            time.sleep(0.2)  # the app is copied into server_dir before the server process starts: A's model folder is there
+        url = f"http://127.0.0.1:{port}"
+        sites = [f"hospital-a={server_dir / 'stroke' / 'model'}:{a_studies}@{url}", f"hospital-b={b_models}:{b_studies}",
+                 f"hospital-c={c_models}:{c_studies}", f"hospital-d={d_models}:{d_studies}"]
+        workspace = base / "workspace"
+        cmd = [sys.executable, "-m", "lib.federated.job", "simulate", "--task", "ischemic_lesion", "--rounds", "1",
+               "--name", FEDERATION, "--min-sites", "3", "--round-timeout", str(ROUND_TIMEOUT_S), "--min-labels", "2",
+               "--threads", "4", "--train", TRAIN, "--workspace", str(workspace)]
+        for site in sites:
+            cmd += ["--site", site]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "apps" / "stroke"), str(REPO)]), "OMP_NUM_THREADS": "1",
+               "MONAI_LABEL_TRACKING_ENABLED": "false"}
+        with open(base / "simulator.log", "w") as out:
+            simulator = subprocess.Popen(cmd, cwd=str(REPO / "apps" / "stroke"), env=env, stdout=out, stderr=subprocess.STDOUT)
+            try:
+                killed = _kill_once_it_takes_the_round(simulator, workspace, "hospital-d")
+                simulator.wait(timeout=900)
+            finally:
+                if simulator.poll() is None:
+                    simulator.kill()
+        try:
+            server = started.result(timeout=300)
         except RuntimeError as e:
             pytest.fail(str(e))
+        log = (base / "simulator.log").read_text()
+        assert simulator.returncode == 0, log[-5000:]
+        yield {"server": server, "log": log, "b_models": b_models, "d_models": d_models, "base": base, "killed": killed}
+    finally:
+        stop.set()
+        serving.join(timeout=60)
 
 
 def _federated_version(versions: dict) -> dict:

@@ -38,10 +38,14 @@ def parse(argv=None):
 
 
 def training_options(text: str) -> dict:
-    """``a=1,b=x`` -> ``{"a": 1, "b": "x"}`` (numbers as numbers): NVFlare splits a script's arguments on spaces."""
+    """``a=1,b=x,c=true`` -> ``{"a": 1, "b": "x", "c": True}`` (numbers as numbers, true/false as booleans: the
+    trainers read a flag with ``bool()``, which the text "false" would turn on): NVFlare splits a script's arguments on spaces."""
     options = {}
     for item in filter(None, (text or "").split(",")):
         key, _, value = item.partition("=")
+        if value.lower() in ("true", "false"):
+            options[key] = value.lower() == "true"
+            continue
         for kind in (int, float):
             try:
                 options[key] = kind(value)

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Tuple
@@ -149,15 +150,30 @@ class Site:
             return self.trainer.offer_candidate({"device": "cpu", **self.request}, self.datastore(), str(candidate), version, origin)
 
 
-def offer_to_server(server_url: str, model: str, candidate: Path, version: str, origin: Dict[str, Any], token: str | None = None) -> Dict[str, Any]:
-    """``POST /model/<model>/federated`` on the site's MONAI Label server (admin): the server decides."""
+#: how long a site's client keeps trying to reach its own server to hand over the global model (the server may be
+#: restarting when the federation ends: the model must not be lost for that)
+SERVER_WAIT_S = float(os.environ.get("STROKELABEL_FL_SERVER_WAIT_S", "300"))
+
+
+def offer_to_server(server_url: str, model: str, candidate: Path, version: str, origin: Dict[str, Any], token: str | None = None,
+                    wait_s: float = SERVER_WAIT_S) -> Dict[str, Any]:
+    """``POST /model/<model>/federated`` on the site's MONAI Label server (admin): the server decides. A server that
+    does not answer yet (refused connection: starting or restarting) is tried again for up to ``wait_s`` seconds."""
     import requests
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with open(candidate, "rb") as f:
-        answer = requests.post(f"{server_url.rstrip('/')}/model/{model}/federated", headers=headers, timeout=1800,
-                               files={"file": (f"{version}.pt", f, "application/octet-stream")},
-                               data={"version": version, "origin": json.dumps(origin)})
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            with open(candidate, "rb") as f:
+                answer = requests.post(f"{server_url.rstrip('/')}/model/{model}/federated", headers=headers, timeout=1800,
+                                       files={"file": (f"{version}.pt", f, "application/octet-stream")},
+                                       data={"version": version, "origin": json.dumps(origin)})
+            break
+        except requests.ConnectionError as error:
+            if time.time() >= deadline:
+                raise RuntimeError(f"the site's server at {server_url} did not answer in {wait_s:.0f} s: {error}") from error
+            time.sleep(2.0)
     if answer.status_code != 200:
         raise RuntimeError(f"the site's server refused the global model: HTTP {answer.status_code} {answer.text[:300]}")
     return answer.json()
