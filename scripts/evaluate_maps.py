@@ -241,9 +241,10 @@ def false_alarm_line(rows: list[dict]) -> str:
 # --- decisions near the treatment boundary ------------------------------------------------
 
 
-def task_volumes(cbf: np.ndarray, tmax: np.ndarray, mask: np.ndarray, spacing_mm) -> dict:
-    """The core_penumbra task's rule on maps, as the result reports it: core, hypoperfusion and mismatch mL, ratio."""
-    label = core_penumbra_baseline(cbf, tmax, spacing_mm, brain_mask=mask, check_units=False)
+def task_volumes(cbf: np.ndarray, tmax: np.ndarray, mask: np.ndarray, spacing_mm, reference_cbf: float | None = None) -> dict:
+    """The core_penumbra task's rule on maps, as the result reports it: core, hypoperfusion and mismatch mL, ratio.
+    ``reference_cbf``: the healthy side's CBF to divide by instead of the map's median there (:data:`REFERENCES`)."""
+    label = core_penumbra_baseline(cbf, tmax, spacing_mm, brain_mask=mask, check_units=False, reference_cbf=reference_cbf)
     figures = core_penumbra_figures(label, spacing_mm)
     return {k: figures[k] for k in ("core_volume_ml", "hypoperfusion_volume_ml", "mismatch_volume_ml", "mismatch_ratio")}
 
@@ -276,9 +277,11 @@ def boundary_patients(n: int, seed: int, grid: Grid, log=print) -> list[tuple[in
 
 
 def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_from: str = "peak",
-                 deconvolutions=("osvd",)) -> list[dict]:
-    """One study of ``family``, one row per deconvolution (all on the same prepared series): the task's volumes on the
-    computed and on the true maps, each trial's verdict on both, and the rCBF bias table's figures (:func:`rcbf_bias`)."""
+                 deconvolutions=("osvd",), references=("median",)) -> list[dict]:
+    """One study of ``family``, one row per deconvolution and rCBF reference (:data:`REFERENCES`; all on the same
+    prepared series, method ``name`` for the map's median, ``name+mean_curve`` for the mean-curve reference): the task's
+    volumes on the computed and on the true maps, each trial's verdict on both, and the rCBF bias table's figures
+    (:func:`rcbf_bias`)."""
     case = simulate_case(family, patient, grid, seed * 1000 + index)
     true = task_volumes(case.truth["cbf"], case.truth["tmax"], case.truth["brain"], grid.spacing_mm)
     base = {"family": family, "study": index, "true_core_ml": true["core_volume_ml"], "true_mismatch_ml": true["mismatch_volume_ml"],
@@ -291,10 +294,11 @@ def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_f
         return [{**base, "method": name, "refused": str(error)} for name in deconvolutions]
     rows = []
     true_label = task_label(case.truth, case.truth["brain"], grid.spacing_mm)  # the same for every deconvolution
-    for name in deconvolutions:
+    for name, reference in ((n, r) for n in deconvolutions for r in references):
         maps = computed.maps if name == first else computed.compared[name]
-        ours = task_volumes(maps["cbf"], maps["tmax"], computed.mask, grid.spacing_mm)
-        row = {**base, "method": name, "core_ml": ours["core_volume_ml"], "mismatch_ml": ours["mismatch_volume_ml"],
+        reference_cbf = computed.reference.get("cbf_ml_100g_min") if reference == "mean_curve" else None
+        ours = task_volumes(maps["cbf"], maps["tmax"], computed.mask, grid.spacing_mm, reference_cbf)
+        row = {**base, "method": method_name(name, reference), "core_ml": ours["core_volume_ml"], "mismatch_ml": ours["mismatch_volume_ml"],
                "ratio": ours["mismatch_ratio"], "core_err_ml": ours["core_volume_ml"] - true["core_volume_ml"],
                "mismatch_err_ml": ours["mismatch_volume_ml"] - true["mismatch_volume_ml"],
                "flags": ",".join(f["flag"] for f in computed.flags) or "-"}
@@ -302,14 +306,25 @@ def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_f
             key = criteria.name.lower().replace(" ", "")
             row[f"{key}_true"] = criteria.met(true["core_volume_ml"], true["hypoperfusion_volume_ml"])
             row[key] = criteria.met(ours["core_volume_ml"], ours["hypoperfusion_volume_ml"])
-        row["task_core_dice"] = metrics.dice(task_label(maps, computed.mask, grid.spacing_mm) == 1, true_label == 1)
-        row["rcbf_bias"] = rcbf_bias(maps, computed.mask, case.truth, grid.spacing_mm, true_label)
+        row["task_core_dice"] = metrics.dice(task_label(maps, computed.mask, grid.spacing_mm, reference_cbf) == 1, true_label == 1)
+        row["rcbf_bias"] = rcbf_bias(maps, computed.mask, case.truth, grid.spacing_mm, true_label, reference_cbf)
+        if reference == "mean_curve":
+            row["reference_threshold"] = computed.reference.get("threshold")
         rows.append(row)
     return rows
 
 
-def task_label(maps: dict, mask: np.ndarray, spacing_mm) -> np.ndarray:
-    return core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mask, check_units=False)
+# The healthy side's CBF the rule divides by (--references): "median", the median of the map there (the app's); or
+# "mean_curve", read from the healthy side's mean tissue curve (strokelabel.ctp4d.mean_curve_reference).
+REFERENCES = ("median", "mean_curve")
+
+
+def method_name(deconvolution: str, reference: str) -> str:
+    return deconvolution if reference == "median" else f"{deconvolution}+{reference}"
+
+
+def task_label(maps: dict, mask: np.ndarray, spacing_mm, reference_cbf: float | None = None) -> np.ndarray:
+    return core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mask, check_units=False, reference_cbf=reference_cbf)
 
 
 # --- where the core's edge moves: computed against true rCBF, CBF, Tmax (--boundary, printed per family) -----------
@@ -318,19 +333,20 @@ def task_label(maps: dict, mask: np.ndarray, spacing_mm) -> np.ndarray:
 RCBF_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.3, 5.0)
 
 
-def rcbf_bias(maps: dict, mask: np.ndarray, truth: dict, spacing_mm, true_label: np.ndarray) -> dict:
+def rcbf_bias(maps: dict, mask: np.ndarray, truth: dict, spacing_mm, true_label: np.ndarray, reference_cbf: float | None = None) -> dict:
     """Where the computed maps move the rule's core edge, on one study: per bin of the true rCBF (:data:`RCBF_BINS`)
     the median computed rCBF, the median ratio of computed to true CBF and the median Tmax error (s); per tissue class
     of the task's rule on the true maps (core, penumbra, healthy brain) the same; and the contralateral reference
     itself (the healthy side's median CBF, strokelabel.baselines.perfusion.healthy_side_mask) on both maps.
-    ``true_label``: the task's rule on the true maps (:func:`task_label`), which every deconvolution shares."""
+    ``true_label``: the task's rule on the true maps (:func:`task_label`), which every deconvolution shares;
+    ``reference_cbf``: the computed maps' reference if not their healthy side's median (:data:`REFERENCES`)."""
     brain = truth["brain"]
     mapped = mask & (maps["cbf"] > 0)
     scored = brain & mapped
     true_rcbf = relative_cbf(truth["cbf"], brain, spacing_mm, truth["tmax"])
-    rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"])
+    rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"], reference_cbf=reference_cbf)
     true_reference = float(np.median(truth["cbf"][healthy_side_mask(truth["cbf"], brain, truth["tmax"])]))
-    reference = float(np.median(maps["cbf"][healthy_side_mask(maps["cbf"], mapped, maps["tmax"])]))
+    reference = float(np.median(maps["cbf"][healthy_side_mask(maps["cbf"], mapped, maps["tmax"])])) if reference_cbf is None else float(reference_cbf)
 
     def figures(where: np.ndarray) -> dict:
         if where.sum() < 20:
@@ -388,9 +404,11 @@ def boundary(args) -> None:
     grid = grid_for("ctp", "small")
     families = args.families.split(",") if args.families else ["clean", "clinical_noise", *[f for f in FAMILIES if f not in ("clean", "clinical_noise")], "truncated"]
     deconvolutions = args.deconvolutions.split(",")
+    references = args.references.split(",")
+    methods = [method_name(n, r) for n in deconvolutions for r in references]
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     print(f"# Decisions near the treatment boundary: {args.boundary} studies per family, seed {args.seed}, grid {grid.shape} at "
-          f"{grid.spacing_mm} mm, Tmax from the residue's {args.tmax_from}, deconvolutions {', '.join(deconvolutions)}\n\n"
+          f"{grid.spacing_mm} mm, Tmax from the residue's {args.tmax_from}, deconvolutions {', '.join(deconvolutions)}, rCBF references {', '.join(references)}\n\n"
           f"{BOUNDARY_SCENARIO} occlusions whose task rule on the clean series' true maps gives a core of "
           f"{BOUNDARY_CORE_ML[0]:g}-{BOUNDARY_CORE_ML[1]:g} mL and a mismatch ratio of {BOUNDARY_RATIO[0]:g}-{BOUNDARY_RATIO[1]:g}. "
           "Errors are the task's rule on the maps computed from the 4D series minus the same rule on that family's true maps; "
@@ -406,14 +424,16 @@ def boundary(args) -> None:
     for family in families:
         rows = []
         for index, patient in patients:
-            study_rows = boundary_row(family, index, patient, grid, args.seed, args.tmax_from, deconvolutions)
+            study_rows = boundary_row(family, index, patient, grid, args.seed, args.tmax_from, deconvolutions, references)
             rows += study_rows
             for r in study_rows:
                 log(f"  {family} #{index} {r['method']}: " + (f"refused: {r['refused']}" if "refused" in r else
-                    f"core {r['core_ml']:.1f} (true {r['true_core_ml']:.1f}) mL, mismatch {r['mismatch_ml']:.1f} (true {r['true_mismatch_ml']:.1f}) mL"))
+                    f"core {r['core_ml']:.1f} (true {r['true_core_ml']:.1f}) mL, mismatch {r['mismatch_ml']:.1f} (true {r['true_mismatch_ml']:.1f}) mL, "
+                    f"ratio {r['ratio'] or 0:.2f} (true {r['true_ratio'] or 0:.2f}), reference x {r['rcbf_bias']['reference_ratio']:.3f}, "
+                    f"task core Dice {r['task_core_dice']:.3f}, flags {r['flags']}"))
         all_rows += rows
         print(f"## {family}\n", flush=True)
-        for name in deconvolutions:
+        for name in methods:
             mine = [r for r in rows if r["method"] == name]
             summaries.append(boundary_summary(family, mine))
             disagreements += [r for r in mine if "core_ml" in r and any(r[k] != r[f"{k}_true"] for k in ("defuse3", "extend"))]
@@ -426,7 +446,7 @@ def boundary(args) -> None:
     print("## agreement per family\n")
     print(metrics.format_table(summaries, ["family", "method", "n", "refused", "core_bias_ml", "core_loa_ml", "mismatch_bias_ml", "mismatch_loa_ml",
                                            "defuse3_differs", "extend_differs", "task_core_dice", "flagged"], digits=2, markdown=True) + "\n")
-    print(false_alarm_line([r for r in all_rows if "core_ml" in r and r["method"] == deconvolutions[0]]) + "\n")
+    print(false_alarm_line([r for r in all_rows if "core_ml" in r and r["method"] == methods[0]]) + "\n")
     print("## every verdict that differs from the true maps'\n")
     if disagreements:
         print(metrics.format_table(disagreements, ["family", "method", *BOUNDARY_COLUMNS], digits=2, markdown=True) + "\n")
@@ -501,6 +521,7 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)}, truncated (default all); also {', '.join(FLAG_FAMILIES)}")
     parser.add_argument("--deconvolutions", default="osvd", help=f"comma-separated, of {', '.join(DECONVOLUTIONS)}")
     parser.add_argument("--no-previous", action="store_true", help="skip the generator's own pipeline")
+    parser.add_argument("--references", default="median", help=f"comma-separated rCBF references for --boundary, of {', '.join(REFERENCES)}")
     parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="peak", help="how compute_maps reads Tmax from the residue")
     parser.add_argument("--boundary", type=int, default=0, metavar="N",
                         help="the DEFUSE 3 / EXTEND decision table on N studies per family near the treatment boundary")

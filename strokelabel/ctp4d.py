@@ -506,6 +506,8 @@ class ComputedMaps:
     quality: dict = field(default_factory=dict)  # the figures :func:`series_flags` reads
     flags: list = field(default_factory=list)  # :func:`series_flags`: why the series may not support a core estimate
     compared: dict = field(default_factory=dict)  # {name: maps} of ``also_deconvolve``
+    # :func:`mean_curve_reference`: the healthy side's reference CBF read from its mean curve ({} if none could be)
+    reference: dict = field(default_factory=dict)
 
 
 def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None = None, in_plane_mm: float | None = None,
@@ -574,6 +576,7 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
     cbf_etc = _deconvolve(low, dt, low_spacing, brain_low, aif * scale, n_baseline, report, span=(0.5, 0.95), deconvolve=deconvolve,
                           tmax_from_residue=tmax_from_residue)
 
+    reference = mean_curve_reference(low, ncct_low, brain_low, cbf_etc, aif * scale, dt, n_baseline, low_spacing)
     quality = series_quality(low, brain_low & inner, n_baseline, aif, vof, motion)
     flags = series_flags(quality)
 
@@ -608,6 +611,7 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
         quality=quality,
         flags=flags,
         compared=compared,
+        reference=reference,
     )
 
 
@@ -770,6 +774,32 @@ def _deconvolve(series, dt, spacing, brain, aif, n_baseline, report, span, chunk
                 maps[k][:, :, zs] = slab[k]
         report(span[0] + (span[1] - span[0]) * (i + 1) / len(slabs), f"deconvolution: slab {i + 1}/{len(slabs)} (slices {zs.start}-{zs.stop - 1})")
     return maps
+
+
+# The voxels whose mean curve gives the reference (mean_curve_reference): the healthy side's voxels between these
+# percentiles of their own CBF, around the median the rule's contralateral reference is.
+REFERENCE_BAND_PERCENTILES = (40.0, 60.0)
+
+
+def mean_curve_reference(series, ncct, brain, maps: dict, aif, dt, n_baseline, spacing) -> dict:
+    """The contralateral reference CBF read from the healthy side's mean tissue curve (perfusion.reference_from_series):
+    the voxels of the healthy side (the rule's own, strokelabel.baselines.perfusion.healthy_side_mask, on these maps)
+    whose CBF lies within :data:`REFERENCE_BAND_PERCENTILES`. {} when the maps leave no healthy side to read."""
+    from strokelabel.baselines.perfusion import healthy_side_mask
+
+    mapped = brain & (maps["cbf"] > 0)
+    if mapped.sum() < 100:
+        return {}
+    healthy = healthy_side_mask(maps["cbf"], mapped, maps["tmax"]) & mapped
+    if healthy.sum() < 100:
+        return {}
+    low, high = np.percentile(maps["cbf"][healthy], REFERENCE_BAND_PERCENTILES)
+    band = healthy & (maps["cbf"] >= low) & (maps["cbf"] <= high)
+    try:
+        out = perfusion.reference_from_series(series, ncct, brain, band, maps["tmax"], aif, dt, n_baseline, spacing)
+    except ValueError:
+        return {}
+    return {**out, "voxel_median_ml_100g_min": float(np.median(maps["cbf"][healthy]))}
 
 
 def _curve_record(curve: np.ndarray, ijk: np.ndarray, times_s: np.ndarray, factor: int) -> dict:
