@@ -115,8 +115,9 @@ CLINICAL_GRID = Grid((512, 512, 20), (0.43, 0.43, 5.0))
 CLINICAL_FRAMES_S = 1.5  # 40 frames over 58.5 s
 
 
-def score(maps: dict, mask: np.ndarray, truth: dict, spacing_mm) -> dict:
-    """One method's errors on one study (see the module docstring)."""
+def score(maps: dict, mask: np.ndarray, truth: dict, spacing_mm, reference_cbf: float | None = None) -> dict:
+    """One method's errors on one study (see the module docstring); ``reference_cbf``: the computed maps' rCBF
+    reference if not their healthy side's median (:data:`REFERENCES`)."""
     brain = truth["brain"]
     mapped = mask & (maps["cbf"] > 0)
     scored = brain & mapped
@@ -127,14 +128,14 @@ def score(maps: dict, mask: np.ndarray, truth: dict, spacing_mm) -> dict:
         row[f"{key}_mre"] = float(np.median(np.abs(error) / np.maximum(truth[key][scored], 1e-3)))
     row["dice_tmax6"] = metrics.dice(mapped & (maps["tmax"] > 6.0), brain & (truth["tmax"] > 6.0))
     true_rcbf = relative_cbf(truth["cbf"], brain, spacing_mm, truth["tmax"])
-    rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"])
+    rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"], reference_cbf=reference_cbf)
     row["dice_core"] = metrics.dice(mapped & (rcbf < 0.3), brain & (true_rcbf < 0.3))
     # rCBF where the core's edge is decided: true rCBF below 0.5, within 2 voxels in-plane.
     near = ndimage.binary_dilation(brain & (true_rcbf < 0.5), structure=np.ones((5, 5, 1), bool)) & scored
     row["rcbf_near_core_mae"] = float(np.median(np.abs(rcbf[near] - true_rcbf[near]))) if near.any() else float("nan")
     # The core_penumbra task's own rule (cluster clean-up included) on these maps and on the true maps.
     ml = float(np.prod(spacing_mm)) / 1000.0
-    task = core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mapped, check_units=False)
+    task = core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mapped, check_units=False, reference_cbf=reference_cbf)
     task_true = core_penumbra_baseline(truth["cbf"], truth["tmax"], spacing_mm, brain_mask=brain, check_units=False)
     row["task_core_dice"] = metrics.dice(task == 1, task_true == 1)
     row["task_penumbra_dice"] = metrics.dice(task == 2, task_true == 2)
@@ -156,7 +157,7 @@ def simulate_case(family: str, patient, grid: Grid, seed: int):
 
 
 def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print, deconvolutions=("osvd",), previous=True,
-                    tmax_from: str = "peak") -> list[dict]:
+                    tmax_from: str = "peak", references=("median",)) -> list[dict]:
     rows = []
     for index in range(1, per_family + 1):
         patient = make_patient(study_seed(seed, "ctp", index))
@@ -169,18 +170,19 @@ def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=pri
                                     also_deconvolve=others, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
         except StrokeLabelError as error:
             log(f"  {family} #{index}: compute_maps refused: {error}")
-            rows += [{"method": f"compute_maps {name}", "study": index, "refused": True} for name in deconvolutions]
+            rows += [{"method": f"compute_maps {method_name(name, r)}", "study": index, "refused": True} for name in deconvolutions for r in references]
             computed = None
         seconds = time.perf_counter() - started
-        for name in deconvolutions if computed else ():
-            ours = score(computed.maps if name == first else computed.compared[name], computed.mask, case.truth, grid.spacing_mm)
+        for name, reference in ((n, r) for n in deconvolutions for r in references) if computed else ():
+            reference_cbf = computed.reference.get("cbf_ml_100g_min") if reference == "mean_curve" else None
+            ours = score(computed.maps if name == first else computed.compared[name], computed.mask, case.truth, grid.spacing_mm, reference_cbf)
             ours["seconds"] = seconds
             ours["warned"] = bool(computed.warnings)
             ours["flagged"] = bool(computed.flags)
             ours["flags"] = ",".join(f["flag"] for f in computed.flags) or "-"
             ours.update({f"q_{k}": v for k, v in computed.quality.items() if isinstance(v, (int, float))})
-            rows.append({"method": f"compute_maps {name}", "study": index, **ours})
-            log(f"  {family} #{index} {name}: task core Dice {ours['task_core_dice']:.3f}, "
+            rows.append({"method": f"compute_maps {method_name(name, reference)}", "study": index, **ours})
+            log(f"  {family} #{index} {method_name(name, reference)}: task core Dice {ours['task_core_dice']:.3f}, "
                 f"penumbra {ours['task_penumbra_dice']:.3f}, true core {ours['true_core_ml']:.1f} mL")
         if previous:
             started = time.perf_counter()
@@ -204,12 +206,13 @@ def accuracy(args) -> None:
     for family in families:
         print(f"## {family}\n", flush=True)
         rows = evaluate_family(family, args.per_family, args.seed, grid, log=lambda m: print(m, file=sys.stderr, flush=True),
-                               deconvolutions=deconvolutions, previous=not args.no_previous, tmax_from=args.tmax_from)
+                               deconvolutions=deconvolutions, previous=not args.no_previous, tmax_from=args.tmax_from,
+                               references=args.references.split(","))
         table = metrics.summarise(rows, by="method")
         print(metrics.format_table(table, [c for c in columns if any(c in r for r in table)], digits=3, markdown=True) + "\n", flush=True)
         small += [r for r in rows if SMALL_CORE_ML[0] <= r.get("true_core_ml", -1) <= SMALL_CORE_ML[1]]
         quality_rows = [{"family": family, "study": r["study"], **{k: r.get(k) for k in QUALITY_COLUMNS}}
-                        for r in rows if r["method"] == f"compute_maps {deconvolutions[0]}" and not r.get("refused")]
+                        for r in rows if r["method"] == f"compute_maps {method_name(deconvolutions[0], args.references.split(',')[0])}" and not r.get("refused")]
         flag_rows += quality_rows
         print(metrics.format_table(quality_rows, ["study", *QUALITY_COLUMNS], digits=2, markdown=True) + "\n", flush=True)
     print("## series flags per family (a flag says the series cannot support a core estimate)\n")
@@ -521,7 +524,7 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)}, truncated (default all); also {', '.join(FLAG_FAMILIES)}")
     parser.add_argument("--deconvolutions", default="osvd", help=f"comma-separated, of {', '.join(DECONVOLUTIONS)}")
     parser.add_argument("--no-previous", action="store_true", help="skip the generator's own pipeline")
-    parser.add_argument("--references", default="median", help=f"comma-separated rCBF references for --boundary, of {', '.join(REFERENCES)}")
+    parser.add_argument("--references", default="median", help=f"comma-separated rCBF references, of {', '.join(REFERENCES)}")
     parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="peak", help="how compute_maps reads Tmax from the residue")
     parser.add_argument("--boundary", type=int, default=0, metavar="N",
                         help="the DEFUSE 3 / EXTEND decision table on N studies per family near the treatment boundary")
