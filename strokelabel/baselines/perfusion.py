@@ -305,6 +305,7 @@ def ctp_lesion_baseline(
     axis: int = 0,
     check_units: bool = True,
     study: str | None = None,
+    reference_cbf: float | None = None,
 ) -> np.ndarray:
     """Ischemic lesion (1) of a CTP study: the ischemic core, rCBF < ``rcbf_threshold``.
 
@@ -314,7 +315,7 @@ def ctp_lesion_baseline(
     """
     _check_shapes(cbf=cbf, tmax=tmax, cbv=cbv, brain_mask=brain_mask)
     tissue = _tissue(brain_mask, cbf, tmax, cbv, check_units=check_units, study=study)
-    lesion = _low_rcbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis, rcbf_threshold)
+    lesion = _low_rcbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis, rcbf_threshold, reference_cbf)
     if cbv_threshold_ml_100g is not None:
         if cbv is None:
             raise StrokeLabelError("a CBV threshold was given but no CBV map")
