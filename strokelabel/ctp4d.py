@@ -110,7 +110,9 @@ core plateau. Deconvolution is linear, so the mean curve of the healthy side's m
 percentile, moved by whole frames to a common residue maximum) has the mean of their residues, whatever their shapes,
 with ~1/sqrt(n) of the noise, and is read with the least truncation whose propagated noise stays under 2 % of its
 height. On 10 boundary studies per family (``scripts/evaluate_maps.py --boundary 5 --boundary-studies ... --references
-median,mean_curve``, docs/ctp_boundary_decisions.md) the reference reads x 0.62 -> 0.70 (clean, median of studies),
+median,mean_curve``, docs/ctp_boundary_decisions.md) the reference (computed / true, mean of the 10 studies) reads
+x 0.67 -> 0.76 (clean), 0.56 -> 0.64 (clinical noise), 0.85 -> 1.00 (gamma residue), 0.67 -> 0.76 (dispersed), the
+true rCBF 0.2-0.3 bin reads 0.28-0.33 instead of 0.31-0.39 (the rule's edge from a true 0.15-0.19 to about 0.25-0.3);
 core bias / DEFUSE 3 verdicts that differ from the true maps', voxel median -> mean curve:
 
 ============== ============================== ==============================
