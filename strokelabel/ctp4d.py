@@ -827,7 +827,7 @@ def mean_curve_reference(series, ncct, brain, maps: dict, aif, dt, n_baseline, s
         out = perfusion.reference_from_series(series, ncct, brain, band, maps["tmax"], aif, dt, n_baseline, spacing)
     except ValueError:
         return {}
-    return {**out, "voxel_median_ml_100g_min": float(np.median(maps["cbf"][healthy]))}
+    return {**out, "voxel_median_ml_100g_min": float(np.median(maps["cbf"][healthy]))} if out else {}
 
 
 def _curve_record(curve: np.ndarray, ijk: np.ndarray, times_s: np.ndarray, factor: int) -> dict:

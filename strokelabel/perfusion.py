@@ -404,11 +404,17 @@ def residue_noise_sd(kernel_magnitude, threshold: float, n_frames: int, noise_hu
 # residue at most this fraction of its maximum (a 2 % reference error moves the rCBF < 0.3 edge by 0.006).
 REFERENCE_THRESHOLDS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.2)
 REFERENCE_RELATIVE_NOISE = 0.02
+# A residue function is never negative after its maximum; the band-limited ringing of its onset step dips ~9 % (Gibbs)
+# below zero. A deeper dip is the inverse's ringing on what the model cannot fit (a bolus cut off before the washout:
+# on a series cut at 24 s every truncation's mean residue dipped to -17..-112 % of its maximum), and its maximum is
+# then no height.
+REFERENCE_MAX_DIP = 0.1
 
 
 def mean_curve_reference(curves_hu, aif_hu, dt_s: float, peak_frames, noise_hu: float,
                          thresholds: Sequence[float] = REFERENCE_THRESHOLDS,
-                         relative_noise: float = REFERENCE_RELATIVE_NOISE, pad_factor: int = 2) -> dict:
+                         relative_noise: float = REFERENCE_RELATIVE_NOISE, max_dip: float = REFERENCE_MAX_DIP,
+                         pad_factor: int = 2) -> dict:
     """The reference CBF (mL/100g/min) of a set of tissue curves (n, T), read from their mean curve deconvolved as one.
 
     Deconvolution is linear: the residue of the mean curve is the mean of the voxels' flow-scaled residues, so its
@@ -420,26 +426,34 @@ def mean_curve_reference(curves_hu, aif_hu, dt_s: float, peak_frames, noise_hu: 
     residue maximum) falls on the set's median one (whole frames, so no interpolation low-passes it; the remaining
     spread is below one frame). The truncation is the least of ``thresholds`` whose propagated noise
     (:func:`residue_noise_sd`, from ``noise_hu``, the noise of the mean curve per frame) is at most ``relative_noise``
-    of the residue's maximum. Returns {cbf_ml_100g_min, threshold, noise_hu, relative_noise, voxels}."""
+    of the residue's maximum and whose dip below zero is at most :data:`REFERENCE_MAX_DIP` of it. Returns
+    {cbf_ml_100g_min, threshold, noise_hu, relative_noise, dip, voxels}, or {} when no truncation gives a residue
+    without a deeper dip (the caller then keeps the voxels' median)."""
     curves = np.asarray(curves_hu, dtype=np.float64)
     n, n_t = curves.shape
     if n == 0:
         raise ValueError("no tissue curves to take a reference from")
     shifts = np.asarray(peak_frames, dtype=np.int64) - int(np.median(peak_frames))
+    # A curve moved later gets its baseline (0) at the start; none is given frames it was not acquired with at the end:
+    # the mean curve and the AIF end where the curve moved earliest ends (an invented end makes the inverse ring).
+    n_t -= int(max(shifts.max(), 0))
+    if n_t < 4:
+        raise ValueError("the curves' delays spread over nearly all the frames: no mean curve to read")
     frame = np.arange(n_t)[None, :] + shifts[:, None]
-    # A curve moved earlier holds its last value at the end, one moved later its baseline (0) at the start.
-    aligned = np.where(frame < 0, 0.0, np.take_along_axis(curves, np.clip(frame, 0, n_t - 1), axis=1))
+    aligned = np.where(frame < 0, 0.0, np.take_along_axis(curves, np.clip(frame, 0, None), axis=1))
     mean_curve = aligned.mean(axis=0)
+    aif_hu = np.asarray(aif_hu, dtype=np.float64)[:n_t]
     length = pad_factor * n_t
     magnitude = np.abs(np.fft.rfft(circulant_aif_matrix(aif_hu, dt_s, pad_factor)[:, 0]))
-    ordered = sorted(thresholds)
-    for threshold in ordered:
+    for threshold in sorted(thresholds):
         k = deconvolve_bcsvd(mean_curve, aif_hu, dt_s, threshold=threshold, pad_factor=pad_factor)
         sigma_k, _ = residue_noise_sd(magnitude, threshold, n_t, noise_hu, length)
-        if k.max() > 0 and sigma_k <= relative_noise * k.max():
-            break
-    return {"cbf_ml_100g_min": float(cbf_from_residue(k)), "threshold": float(threshold), "noise_hu": float(noise_hu),
-            "relative_noise": float(sigma_k / k.max()) if k.max() > 0 else None, "voxels": int(n)}
+        # After its maximum a residue falls to zero, never below (before it, a delayed onset's own ringing shows).
+        dip = -float(k[int(np.argmax(k)):].min()) / float(k.max()) if k.max() > 0 else np.inf
+        if k.max() > 0 and sigma_k <= relative_noise * k.max() and dip <= max_dip:
+            return {"cbf_ml_100g_min": float(cbf_from_residue(k)), "threshold": float(threshold), "noise_hu": float(noise_hu),
+                    "relative_noise": float(sigma_k / k.max()), "dip": round(dip, 4), "voxels": int(n)}
+    return {}
 
 
 
@@ -872,7 +886,7 @@ def reference_from_series(series_hu, ncct_hu, mask, selected, tmax_s, aif_hu, dt
     sigma_raw = float(np.median(np.concatenate(raw_noise)))
     noise = sigma_raw * np.sqrt(weight_power) / count
     out = mean_curve_reference(np.concatenate(curves), aif_hu, dt_s, np.concatenate(peaks), noise)
-    return {**out, "frame_noise_hu": sigma_raw}
+    return {**out, "frame_noise_hu": sigma_raw} if out else {}
 
 
 def frame_noise_hu(curves_hu, n_baseline: int) -> float:

@@ -417,3 +417,15 @@ def test_reference_from_series_takes_the_selected_voxels_curves_and_their_smooth
     clean = P.tissue_curve_hu(t, aif_fine(), FINE_DT, 50.0, 3.6)
     expected = P.cbf_from_residue(P.deconvolve_bcsvd(clean, aif, dt, threshold=out["threshold"]))
     assert out["cbf_ml_100g_min"] == pytest.approx(expected, rel=0.1)
+
+
+def test_the_mean_curve_reference_gives_none_where_a_bolus_cut_off_leaves_no_residue_without_deep_ringing():
+    dt = 1.0
+    t, cbf, _, curves = mixed_healthy_curves(dt, noise_hu=1.0)
+    aif = P.arterial_input_hu(t, **AIF_ARGS)
+    peaks = np.zeros(len(cbf), int)
+    whole = P.mean_curve_reference(curves, aif, dt, peaks, 1.0 / 20)
+    assert whole and whole["dip"] <= P.REFERENCE_MAX_DIP
+    # Cut at 20 s, 10 s after the AIF's peak: the tissue has not washed out, every truncation's residue rings below zero
+    # after its maximum by more than a step's own ringing, so its maximum is no height and the caller keeps the median.
+    assert P.mean_curve_reference(curves[:, :20], aif[:20], dt, peaks, 1.0 / 20) == {}
