@@ -33,7 +33,7 @@ deconvolution it also prints where the core's edge moves (:func:`rcbf_bias`): pe
 class the computed rCBF, computed / true CBF and the Tmax error, and the contralateral reference on both maps.
 ``--boundary-studies 10001,10005`` re-scores studies an earlier run found (its log names them) without the search.
 ``--references median,mean_curve`` scores the rule with each rCBF reference on the same maps (default: the app's,
-``mean_curve``, rows named ``<deconvolution>+mean_curve``; ``median`` is the healthy side's median of the map).
+``median``, the healthy side's median of the map; ``mean_curve`` rows are named ``<deconvolution>+mean_curve``).
 
 ``--size clinical`` writes one phantom series at 512 x 512 x 20 x 40 (int16 NIfTI with a BIDS
 sidecar) and measures, each in a fresh process, loading it (read_ctp_nifti) and loading plus
@@ -319,9 +319,9 @@ def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_f
     return rows
 
 
-# The healthy side's CBF the rule divides by (--references): "median", the median of the map there (the app's for
-# vendor maps, and for maps from a 4D series before rule 5); or "mean_curve", read from the healthy side's mean tissue
-# curve (strokelabel.ctp4d.mean_curve_reference: the app's for maps from a 4D series, docs/ctp_boundary_decisions.md).
+# The healthy side's CBF the rule divides by (--references): "median", the median of the map there (the app's); or
+# "mean_curve", read from the healthy side's mean tissue curve (strokelabel.ctp4d.mean_curve_reference: measured, taken
+# by rule 5 and then withdrawn for the false core it calls on small lesions, docs/ctp_boundary_decisions.md).
 REFERENCES = ("median", "mean_curve")
 
 
@@ -527,8 +527,8 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)}, truncated (default all); also {', '.join(FLAG_FAMILIES)}")
     parser.add_argument("--deconvolutions", default="osvd", help=f"comma-separated, of {', '.join(DECONVOLUTIONS)}")
     parser.add_argument("--no-previous", action="store_true", help="skip the generator's own pipeline")
-    parser.add_argument("--references", default="mean_curve",
-                        help=f"comma-separated rCBF references, of {', '.join(REFERENCES)} (the app's, for maps from a 4D series: mean_curve)")
+    parser.add_argument("--references", default="median",
+                        help=f"comma-separated rCBF references, of {', '.join(REFERENCES)} (the app's: median)")
     parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="peak", help="how compute_maps reads Tmax from the residue")
     parser.add_argument("--boundary", type=int, default=0, metavar="N",
                         help="the DEFUSE 3 / EXTEND decision table on N studies per family near the treatment boundary")

@@ -313,29 +313,3 @@ def test_pending_counts_what_a_scoring_run_would_score_and_the_server_starts_run
         assert server.async_scoring(None) == {"mri_v": {"id": "mri_v"}}
     finally:
         MONAILabelApp.async_scoring = original
-
-
-def test_the_baseline_divides_by_the_reference_maps_from_the_4d_series_carry_and_says_which_it_used():
-    from types import SimpleNamespace
-
-    from lib.transforms.baselines import CorePenumbraBaselined
-
-    cbf = np.full((40, 20, 4), 50.0, np.float32)
-    tmax = np.full(cbf.shape, 1.0, np.float32)
-    cbf[6:14, 5:15], tmax[6:14, 5:15] = 18.0, 10.0  # rCBF 0.36 of the voxels' median 50: penumbra by the median
-    brain = np.ones(cbf.shape, bool)
-
-    def served(notes):
-        study = SimpleNamespace(notes=notes, spacing_mm=(2.0, 2.0, 5.0), brain_mask=brain, study_id="s")
-        return CorePenumbraBaselined()({"cbf": cbf, "tmax": tmax, "study": study})
-
-    vendor = served({})
-    assert not (vendor["pred"] == 1).any()
-    assert vendor["result"]["rcbf_reference"]["method"].startswith("median")
-    # Maps from the 4D series read the healthy side at 65 from its mean curve (the voxels' median 50 is oSVD's loss):
-    # the block is rCBF 0.28, core.
-    from4d = served({"maps_from_4d": {"reference": {"cbf_ml_100g_min": 65.0, "voxel_median_ml_100g_min": 50.0}}})
-    assert (from4d["pred"][6:14, 5:15] == 1).all() and (from4d["pred"] == 1).sum() == 8 * 10 * 4
-    assert from4d["result"]["rcbf_reference"]["cbf_ml_100g_min"] == 65.0
-    # A manifest without a usable reference (older maps, none found) falls back to the median.
-    assert not (served({"maps_from_4d": {"reference": {}}})["pred"] == 1).any()

@@ -17,23 +17,6 @@ def perfusion_brain_mask(d):
     return d["study"].brain_mask
 
 
-def measured_reference(study) -> dict:
-    """The healthy side's CBF that maps computed from the raw 4D series carry (strokelabel.ctp4d.mean_curve_reference:
-    read from the healthy side's mean curve, which keeps the height oSVD's truncation takes off each voxel), or {} for
-    maps a vendor wrote or any that carry none: the rule then divides by the map's healthy-side median."""
-    reference = (study.notes.get("maps_from_4d") or {}).get("reference") or {}
-    return reference if (reference.get("cbf_ml_100g_min") or 0) > 0 else {}
-
-
-def reference_note(reference: dict) -> dict:
-    """What the result says of the rCBF reference the rule divided by."""
-    if not reference:
-        return {"method": "median CBF of the healthy hemisphere's voxels"}
-    return {"method": "the healthy hemisphere's mean tissue curve deconvolved as one (maps from the 4D series)",
-            "cbf_ml_100g_min": round(float(reference["cbf_ml_100g_min"]), 2),
-            "voxel_median_ml_100g_min": round(float(reference.get("voxel_median_ml_100g_min", 0.0)), 2)}
-
-
 class CorePenumbraBaselined(Transform):
     """Core = rCBF < 30 % of the healthy side, penumbra = Tmax > 6 s and not core (labels 1, 2)."""
 
@@ -52,7 +35,6 @@ class CorePenumbraBaselined(Transform):
         study = d["study"]
         brain = perfusion_brain_mask(d)
         d["brain_mask"] = brain
-        reference = measured_reference(study)
         d["pred"] = baselines.core_penumbra_baseline(
             d["cbf"],
             d["tmax"],
@@ -63,14 +45,12 @@ class CorePenumbraBaselined(Transform):
             min_cluster_ml=self.min_cluster_ml,
             check_units=False,  # checked once by the study loader
             study=study.study_id,
-            reference_cbf=reference.get("cbf_ml_100g_min"),
         )
         d.setdefault("result", {})["thresholds"] = {
             "rcbf_core": self.rcbf_threshold,
             "tmax_penumbra_s": self.tmax_threshold_s,
             "min_cluster_ml": self.min_cluster_ml,
         }
-        d["result"]["rcbf_reference"] = reference_note(reference)
         return d
 
 
@@ -91,13 +71,11 @@ class LesionBaselined(Transform):
             result["adc_unit_assumption"] = study.notes.get("adc_unit_assumption", assumption)
             result["rule"] = "ADC < 620e-6 mm2/s and DWI hyperintense"
         else:
-            reference = measured_reference(study)
             label = baselines.ctp_lesion_baseline(
                 d["cbf"], study.spacing_mm, tmax=d["tmax"], brain_mask=study.brain_mask, min_cluster_ml=self.min_cluster_ml,
-                check_units=False, reference_cbf=reference.get("cbf_ml_100g_min"),
+                check_units=False,
             )
             result["rule"] = "rCBF < 30 % of the healthy side"
-            result["rcbf_reference"] = reference_note(reference)
         d["pred"] = label
         return d
 
