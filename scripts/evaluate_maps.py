@@ -32,6 +32,8 @@ With ``--deconvolutions a,b`` every candidate is scored on the same prepared ser
 deconvolution it also prints where the core's edge moves (:func:`rcbf_bias`): per bin of the true rCBF and per tissue
 class the computed rCBF, computed / true CBF and the Tmax error, and the contralateral reference on both maps.
 ``--boundary-studies 10001,10005`` re-scores studies an earlier run found (its log names them) without the search.
+``--references median,mean_curve`` scores the rule with each rCBF reference on the same maps (default: the app's,
+``median``, the healthy side's median of the map; ``mean_curve`` rows are named ``<deconvolution>+mean_curve``).
 
 ``--size clinical`` writes one phantom series at 512 x 512 x 20 x 40 (int16 NIfTI with a BIDS
 sidecar) and measures, each in a fresh process, loading it (read_ctp_nifti) and loading plus
@@ -115,8 +117,9 @@ CLINICAL_GRID = Grid((512, 512, 20), (0.43, 0.43, 5.0))
 CLINICAL_FRAMES_S = 1.5  # 40 frames over 58.5 s
 
 
-def score(maps: dict, mask: np.ndarray, truth: dict, spacing_mm) -> dict:
-    """One method's errors on one study (see the module docstring)."""
+def score(maps: dict, mask: np.ndarray, truth: dict, spacing_mm, reference_cbf: float | None = None) -> dict:
+    """One method's errors on one study (see the module docstring); ``reference_cbf``: the computed maps' rCBF
+    reference if not their healthy side's median (:data:`REFERENCES`)."""
     brain = truth["brain"]
     mapped = mask & (maps["cbf"] > 0)
     scored = brain & mapped
@@ -127,14 +130,14 @@ def score(maps: dict, mask: np.ndarray, truth: dict, spacing_mm) -> dict:
         row[f"{key}_mre"] = float(np.median(np.abs(error) / np.maximum(truth[key][scored], 1e-3)))
     row["dice_tmax6"] = metrics.dice(mapped & (maps["tmax"] > 6.0), brain & (truth["tmax"] > 6.0))
     true_rcbf = relative_cbf(truth["cbf"], brain, spacing_mm, truth["tmax"])
-    rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"])
+    rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"], reference_cbf=reference_cbf)
     row["dice_core"] = metrics.dice(mapped & (rcbf < 0.3), brain & (true_rcbf < 0.3))
     # rCBF where the core's edge is decided: true rCBF below 0.5, within 2 voxels in-plane.
     near = ndimage.binary_dilation(brain & (true_rcbf < 0.5), structure=np.ones((5, 5, 1), bool)) & scored
     row["rcbf_near_core_mae"] = float(np.median(np.abs(rcbf[near] - true_rcbf[near]))) if near.any() else float("nan")
     # The core_penumbra task's own rule (cluster clean-up included) on these maps and on the true maps.
     ml = float(np.prod(spacing_mm)) / 1000.0
-    task = core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mapped, check_units=False)
+    task = core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mapped, check_units=False, reference_cbf=reference_cbf)
     task_true = core_penumbra_baseline(truth["cbf"], truth["tmax"], spacing_mm, brain_mask=brain, check_units=False)
     row["task_core_dice"] = metrics.dice(task == 1, task_true == 1)
     row["task_penumbra_dice"] = metrics.dice(task == 2, task_true == 2)
@@ -156,7 +159,7 @@ def simulate_case(family: str, patient, grid: Grid, seed: int):
 
 
 def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=print, deconvolutions=("osvd",), previous=True,
-                    tmax_from: str = "peak") -> list[dict]:
+                    tmax_from: str = "peak", references=("median",)) -> list[dict]:
     rows = []
     for index in range(1, per_family + 1):
         patient = make_patient(study_seed(seed, "ctp", index))
@@ -169,18 +172,19 @@ def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=pri
                                     also_deconvolve=others, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
         except StrokeLabelError as error:
             log(f"  {family} #{index}: compute_maps refused: {error}")
-            rows += [{"method": f"compute_maps {name}", "study": index, "refused": True} for name in deconvolutions]
+            rows += [{"method": f"compute_maps {method_name(name, r)}", "study": index, "refused": True} for name in deconvolutions for r in references]
             computed = None
         seconds = time.perf_counter() - started
-        for name in deconvolutions if computed else ():
-            ours = score(computed.maps if name == first else computed.compared[name], computed.mask, case.truth, grid.spacing_mm)
+        for name, reference in ((n, r) for n in deconvolutions for r in references) if computed else ():
+            reference_cbf = computed.reference.get("cbf_ml_100g_min") if reference == "mean_curve" else None
+            ours = score(computed.maps if name == first else computed.compared[name], computed.mask, case.truth, grid.spacing_mm, reference_cbf)
             ours["seconds"] = seconds
             ours["warned"] = bool(computed.warnings)
             ours["flagged"] = bool(computed.flags)
             ours["flags"] = ",".join(f["flag"] for f in computed.flags) or "-"
             ours.update({f"q_{k}": v for k, v in computed.quality.items() if isinstance(v, (int, float))})
-            rows.append({"method": f"compute_maps {name}", "study": index, **ours})
-            log(f"  {family} #{index} {name}: task core Dice {ours['task_core_dice']:.3f}, "
+            rows.append({"method": f"compute_maps {method_name(name, reference)}", "study": index, **ours})
+            log(f"  {family} #{index} {method_name(name, reference)}: task core Dice {ours['task_core_dice']:.3f}, "
                 f"penumbra {ours['task_penumbra_dice']:.3f}, true core {ours['true_core_ml']:.1f} mL")
         if previous:
             started = time.perf_counter()
@@ -204,12 +208,13 @@ def accuracy(args) -> None:
     for family in families:
         print(f"## {family}\n", flush=True)
         rows = evaluate_family(family, args.per_family, args.seed, grid, log=lambda m: print(m, file=sys.stderr, flush=True),
-                               deconvolutions=deconvolutions, previous=not args.no_previous, tmax_from=args.tmax_from)
+                               deconvolutions=deconvolutions, previous=not args.no_previous, tmax_from=args.tmax_from,
+                               references=args.references.split(","))
         table = metrics.summarise(rows, by="method")
         print(metrics.format_table(table, [c for c in columns if any(c in r for r in table)], digits=3, markdown=True) + "\n", flush=True)
         small += [r for r in rows if SMALL_CORE_ML[0] <= r.get("true_core_ml", -1) <= SMALL_CORE_ML[1]]
         quality_rows = [{"family": family, "study": r["study"], **{k: r.get(k) for k in QUALITY_COLUMNS}}
-                        for r in rows if r["method"] == f"compute_maps {deconvolutions[0]}" and not r.get("refused")]
+                        for r in rows if r["method"] == f"compute_maps {method_name(deconvolutions[0], args.references.split(',')[0])}" and not r.get("refused")]
         flag_rows += quality_rows
         print(metrics.format_table(quality_rows, ["study", *QUALITY_COLUMNS], digits=2, markdown=True) + "\n", flush=True)
     print("## series flags per family (a flag says the series cannot support a core estimate)\n")
@@ -241,9 +246,10 @@ def false_alarm_line(rows: list[dict]) -> str:
 # --- decisions near the treatment boundary ------------------------------------------------
 
 
-def task_volumes(cbf: np.ndarray, tmax: np.ndarray, mask: np.ndarray, spacing_mm) -> dict:
-    """The core_penumbra task's rule on maps, as the result reports it: core, hypoperfusion and mismatch mL, ratio."""
-    label = core_penumbra_baseline(cbf, tmax, spacing_mm, brain_mask=mask, check_units=False)
+def task_volumes(cbf: np.ndarray, tmax: np.ndarray, mask: np.ndarray, spacing_mm, reference_cbf: float | None = None) -> dict:
+    """The core_penumbra task's rule on maps, as the result reports it: core, hypoperfusion and mismatch mL, ratio.
+    ``reference_cbf``: the healthy side's CBF to divide by instead of the map's median there (:data:`REFERENCES`)."""
+    label = core_penumbra_baseline(cbf, tmax, spacing_mm, brain_mask=mask, check_units=False, reference_cbf=reference_cbf)
     figures = core_penumbra_figures(label, spacing_mm)
     return {k: figures[k] for k in ("core_volume_ml", "hypoperfusion_volume_ml", "mismatch_volume_ml", "mismatch_ratio")}
 
@@ -276,9 +282,11 @@ def boundary_patients(n: int, seed: int, grid: Grid, log=print) -> list[tuple[in
 
 
 def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_from: str = "peak",
-                 deconvolutions=("osvd",)) -> list[dict]:
-    """One study of ``family``, one row per deconvolution (all on the same prepared series): the task's volumes on the
-    computed and on the true maps, each trial's verdict on both, and the rCBF bias table's figures (:func:`rcbf_bias`)."""
+                 deconvolutions=("osvd",), references=("median",)) -> list[dict]:
+    """One study of ``family``, one row per deconvolution and rCBF reference (:data:`REFERENCES`; all on the same
+    prepared series, method ``name`` for the map's median, ``name+mean_curve`` for the mean-curve reference): the task's
+    volumes on the computed and on the true maps, each trial's verdict on both, and the rCBF bias table's figures
+    (:func:`rcbf_bias`)."""
     case = simulate_case(family, patient, grid, seed * 1000 + index)
     true = task_volumes(case.truth["cbf"], case.truth["tmax"], case.truth["brain"], grid.spacing_mm)
     base = {"family": family, "study": index, "true_core_ml": true["core_volume_ml"], "true_mismatch_ml": true["mismatch_volume_ml"],
@@ -291,10 +299,11 @@ def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_f
         return [{**base, "method": name, "refused": str(error)} for name in deconvolutions]
     rows = []
     true_label = task_label(case.truth, case.truth["brain"], grid.spacing_mm)  # the same for every deconvolution
-    for name in deconvolutions:
+    for name, reference in ((n, r) for n in deconvolutions for r in references):
         maps = computed.maps if name == first else computed.compared[name]
-        ours = task_volumes(maps["cbf"], maps["tmax"], computed.mask, grid.spacing_mm)
-        row = {**base, "method": name, "core_ml": ours["core_volume_ml"], "mismatch_ml": ours["mismatch_volume_ml"],
+        reference_cbf = computed.reference.get("cbf_ml_100g_min") if reference == "mean_curve" else None
+        ours = task_volumes(maps["cbf"], maps["tmax"], computed.mask, grid.spacing_mm, reference_cbf)
+        row = {**base, "method": method_name(name, reference), "core_ml": ours["core_volume_ml"], "mismatch_ml": ours["mismatch_volume_ml"],
                "ratio": ours["mismatch_ratio"], "core_err_ml": ours["core_volume_ml"] - true["core_volume_ml"],
                "mismatch_err_ml": ours["mismatch_volume_ml"] - true["mismatch_volume_ml"],
                "flags": ",".join(f["flag"] for f in computed.flags) or "-"}
@@ -302,14 +311,26 @@ def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_f
             key = criteria.name.lower().replace(" ", "")
             row[f"{key}_true"] = criteria.met(true["core_volume_ml"], true["hypoperfusion_volume_ml"])
             row[key] = criteria.met(ours["core_volume_ml"], ours["hypoperfusion_volume_ml"])
-        row["task_core_dice"] = metrics.dice(task_label(maps, computed.mask, grid.spacing_mm) == 1, true_label == 1)
-        row["rcbf_bias"] = rcbf_bias(maps, computed.mask, case.truth, grid.spacing_mm, true_label)
+        row["task_core_dice"] = metrics.dice(task_label(maps, computed.mask, grid.spacing_mm, reference_cbf) == 1, true_label == 1)
+        row["rcbf_bias"] = rcbf_bias(maps, computed.mask, case.truth, grid.spacing_mm, true_label, reference_cbf)
+        if reference == "mean_curve":
+            row["reference_threshold"] = computed.reference.get("threshold")
         rows.append(row)
     return rows
 
 
-def task_label(maps: dict, mask: np.ndarray, spacing_mm) -> np.ndarray:
-    return core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mask, check_units=False)
+# The healthy side's CBF the rule divides by (--references): "median", the median of the map there (the app's); or
+# "mean_curve", read from the healthy side's mean tissue curve (strokelabel.ctp4d.mean_curve_reference: measured, taken
+# by rule 5 and then withdrawn for the false core it calls on small lesions, docs/ctp_boundary_decisions.md).
+REFERENCES = ("median", "mean_curve")
+
+
+def method_name(deconvolution: str, reference: str) -> str:
+    return deconvolution if reference == "median" else f"{deconvolution}+{reference}"
+
+
+def task_label(maps: dict, mask: np.ndarray, spacing_mm, reference_cbf: float | None = None) -> np.ndarray:
+    return core_penumbra_baseline(maps["cbf"], maps["tmax"], spacing_mm, brain_mask=mask, check_units=False, reference_cbf=reference_cbf)
 
 
 # --- where the core's edge moves: computed against true rCBF, CBF, Tmax (--boundary, printed per family) -----------
@@ -318,19 +339,20 @@ def task_label(maps: dict, mask: np.ndarray, spacing_mm) -> np.ndarray:
 RCBF_BINS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.3, 5.0)
 
 
-def rcbf_bias(maps: dict, mask: np.ndarray, truth: dict, spacing_mm, true_label: np.ndarray) -> dict:
+def rcbf_bias(maps: dict, mask: np.ndarray, truth: dict, spacing_mm, true_label: np.ndarray, reference_cbf: float | None = None) -> dict:
     """Where the computed maps move the rule's core edge, on one study: per bin of the true rCBF (:data:`RCBF_BINS`)
     the median computed rCBF, the median ratio of computed to true CBF and the median Tmax error (s); per tissue class
     of the task's rule on the true maps (core, penumbra, healthy brain) the same; and the contralateral reference
     itself (the healthy side's median CBF, strokelabel.baselines.perfusion.healthy_side_mask) on both maps.
-    ``true_label``: the task's rule on the true maps (:func:`task_label`), which every deconvolution shares."""
+    ``true_label``: the task's rule on the true maps (:func:`task_label`), which every deconvolution shares;
+    ``reference_cbf``: the computed maps' reference if not their healthy side's median (:data:`REFERENCES`)."""
     brain = truth["brain"]
     mapped = mask & (maps["cbf"] > 0)
     scored = brain & mapped
     true_rcbf = relative_cbf(truth["cbf"], brain, spacing_mm, truth["tmax"])
-    rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"])
+    rcbf = relative_cbf(maps["cbf"], mapped, spacing_mm, maps["tmax"], reference_cbf=reference_cbf)
     true_reference = float(np.median(truth["cbf"][healthy_side_mask(truth["cbf"], brain, truth["tmax"])]))
-    reference = float(np.median(maps["cbf"][healthy_side_mask(maps["cbf"], mapped, maps["tmax"])]))
+    reference = float(np.median(maps["cbf"][healthy_side_mask(maps["cbf"], mapped, maps["tmax"])])) if reference_cbf is None else float(reference_cbf)
 
     def figures(where: np.ndarray) -> dict:
         if where.sum() < 20:
@@ -388,9 +410,11 @@ def boundary(args) -> None:
     grid = grid_for("ctp", "small")
     families = args.families.split(",") if args.families else ["clean", "clinical_noise", *[f for f in FAMILIES if f not in ("clean", "clinical_noise")], "truncated"]
     deconvolutions = args.deconvolutions.split(",")
+    references = args.references.split(",")
+    methods = [method_name(n, r) for n in deconvolutions for r in references]
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     print(f"# Decisions near the treatment boundary: {args.boundary} studies per family, seed {args.seed}, grid {grid.shape} at "
-          f"{grid.spacing_mm} mm, Tmax from the residue's {args.tmax_from}, deconvolutions {', '.join(deconvolutions)}\n\n"
+          f"{grid.spacing_mm} mm, Tmax from the residue's {args.tmax_from}, deconvolutions {', '.join(deconvolutions)}, rCBF references {', '.join(references)}\n\n"
           f"{BOUNDARY_SCENARIO} occlusions whose task rule on the clean series' true maps gives a core of "
           f"{BOUNDARY_CORE_ML[0]:g}-{BOUNDARY_CORE_ML[1]:g} mL and a mismatch ratio of {BOUNDARY_RATIO[0]:g}-{BOUNDARY_RATIO[1]:g}. "
           "Errors are the task's rule on the maps computed from the 4D series minus the same rule on that family's true maps; "
@@ -406,14 +430,16 @@ def boundary(args) -> None:
     for family in families:
         rows = []
         for index, patient in patients:
-            study_rows = boundary_row(family, index, patient, grid, args.seed, args.tmax_from, deconvolutions)
+            study_rows = boundary_row(family, index, patient, grid, args.seed, args.tmax_from, deconvolutions, references)
             rows += study_rows
             for r in study_rows:
                 log(f"  {family} #{index} {r['method']}: " + (f"refused: {r['refused']}" if "refused" in r else
-                    f"core {r['core_ml']:.1f} (true {r['true_core_ml']:.1f}) mL, mismatch {r['mismatch_ml']:.1f} (true {r['true_mismatch_ml']:.1f}) mL"))
+                    f"core {r['core_ml']:.1f} (true {r['true_core_ml']:.1f}) mL, mismatch {r['mismatch_ml']:.1f} (true {r['true_mismatch_ml']:.1f}) mL, "
+                    f"ratio {r['ratio'] or 0:.2f} (true {r['true_ratio'] or 0:.2f}), reference x {r['rcbf_bias']['reference_ratio']:.3f}, "
+                    f"task core Dice {r['task_core_dice']:.3f}, flags {r['flags']}"))
         all_rows += rows
         print(f"## {family}\n", flush=True)
-        for name in deconvolutions:
+        for name in methods:
             mine = [r for r in rows if r["method"] == name]
             summaries.append(boundary_summary(family, mine))
             disagreements += [r for r in mine if "core_ml" in r and any(r[k] != r[f"{k}_true"] for k in ("defuse3", "extend"))]
@@ -426,7 +452,7 @@ def boundary(args) -> None:
     print("## agreement per family\n")
     print(metrics.format_table(summaries, ["family", "method", "n", "refused", "core_bias_ml", "core_loa_ml", "mismatch_bias_ml", "mismatch_loa_ml",
                                            "defuse3_differs", "extend_differs", "task_core_dice", "flagged"], digits=2, markdown=True) + "\n")
-    print(false_alarm_line([r for r in all_rows if "core_ml" in r and r["method"] == deconvolutions[0]]) + "\n")
+    print(false_alarm_line([r for r in all_rows if "core_ml" in r and r["method"] == methods[0]]) + "\n")
     print("## every verdict that differs from the true maps'\n")
     if disagreements:
         print(metrics.format_table(disagreements, ["family", "method", *BOUNDARY_COLUMNS], digits=2, markdown=True) + "\n")
@@ -501,6 +527,8 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default="", help=f"comma-separated, of {', '.join(FAMILIES)}, truncated (default all); also {', '.join(FLAG_FAMILIES)}")
     parser.add_argument("--deconvolutions", default="osvd", help=f"comma-separated, of {', '.join(DECONVOLUTIONS)}")
     parser.add_argument("--no-previous", action="store_true", help="skip the generator's own pipeline")
+    parser.add_argument("--references", default="median",
+                        help=f"comma-separated rCBF references, of {', '.join(REFERENCES)} (the app's: median)")
     parser.add_argument("--tmax-from", choices=tuple(TMAX_FROM_RESIDUE), default="peak", help="how compute_maps reads Tmax from the residue")
     parser.add_argument("--boundary", type=int, default=0, metavar="N",
                         help="the DEFUSE 3 / EXTEND decision table on N studies per family near the treatment boundary")

@@ -374,6 +374,19 @@ def residue_noise_maximum(residues, kernel_magnitude, threshold: float, n_frames
     from scipy.special import ndtri
 
     k = np.asarray(residues, dtype=np.float64)
+    sigma_k, kept_fraction = residue_noise_sd(kernel_magnitude, threshold, n_frames, noise_hu, length)
+    near_peak = (k >= k.max(axis=-1, keepdims=True) - 2.0 * sigma_k).sum(axis=-1)
+    independent = np.maximum(1.0, near_peak * kept_fraction)
+    return sigma_k * np.maximum(ndtri((independent - 0.375) / (independent + 0.25)), 0.0)
+
+
+
+def residue_noise_sd(kernel_magnitude, threshold: float, n_frames: int, noise_hu: float, length: int | None = None) -> tuple[float, float]:
+    """(σ_k, the kept fraction of the spectrum): the standard deviation (1/s) of a block-circulant residue's samples
+    from white frame noise ``noise_hu`` on ``n_frames`` acquired frames, truncated at ``threshold`` (the kernel's rfft
+    magnitudes ``kernel_magnitude``, padded ``length``, by default 2 ``n_frames``): σ_k = σ · sqrt(T · Σ_f w_f |1/λ_f|²) / L
+    over the kept frequencies (w_f: how often the full spectrum holds an rfft bin). It is the spread averaged over the
+    padded period; the first T samples, the residue, spread 1.1-1.3 x more (measured in tests/strokelabel/test_perfusion.py)."""
     magnitude = np.asarray(kernel_magnitude, dtype=np.float64)
     length = 2 * n_frames if length is None else int(length)
     weights = np.full(magnitude.size, 2.0)  # an rfft bin stands for itself and its mirror, but for 0 and Nyquist
@@ -383,10 +396,65 @@ def residue_noise_maximum(residues, kernel_magnitude, threshold: float, n_frames
     keep = magnitude >= threshold * magnitude.max()
     inverse_power = np.divide(1.0, magnitude**2, out=np.zeros_like(magnitude), where=keep & (magnitude > 0))
     sigma_k = float(noise_hu) * np.sqrt(n_frames * float((weights * inverse_power).sum())) / length
-    kept_fraction = float((weights * keep).sum()) / length
-    near_peak = (k >= k.max(axis=-1, keepdims=True) - 2.0 * sigma_k).sum(axis=-1)
-    independent = np.maximum(1.0, near_peak * kept_fraction)
-    return sigma_k * np.maximum(ndtri((independent - 0.375) / (independent + 0.25)), 0.0)
+    return sigma_k, float((weights * keep).sum()) / length
+
+
+# The reference residue (:func:`mean_curve_reference`): truncations tried, least first (finer than oSVD's: the mean of
+# thousands of curves carries far less noise), and the precision its height must reach: the propagated noise of the
+# residue at most this fraction of its maximum (a 2 % reference error moves the rCBF < 0.3 edge by 0.006).
+REFERENCE_THRESHOLDS = (0.002, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.2)
+REFERENCE_RELATIVE_NOISE = 0.02
+# A residue function is never negative after its maximum; the band-limited ringing of its onset step dips ~9 % (Gibbs)
+# below zero. A deeper dip is the inverse's ringing on what the model cannot fit (a bolus cut off before the washout:
+# on a series cut at 24 s every truncation's mean residue dipped to -17..-112 % of its maximum), and its maximum is
+# then no height.
+REFERENCE_MAX_DIP = 0.1
+
+
+def mean_curve_reference(curves_hu, aif_hu, dt_s: float, peak_frames, noise_hu: float,
+                         thresholds: Sequence[float] = REFERENCE_THRESHOLDS,
+                         relative_noise: float = REFERENCE_RELATIVE_NOISE, max_dip: float = REFERENCE_MAX_DIP,
+                         pad_factor: int = 2) -> dict:
+    """The reference CBF (mL/100g/min) of a set of tissue curves (n, T), read from their mean curve deconvolved as one.
+
+    Deconvolution is linear: the residue of the mean curve is the mean of the voxels' flow-scaled residues, so its
+    height at the onset is their mean CBF whatever each residue's shape; and the mean of n curves has about 1/sqrt(n)
+    of one curve's noise, so it needs far less truncation than a voxel (oSVD's) and keeps the height that truncation
+    takes off a sharp healthy residue (docs/ctp_boundary_decisions.md, "A shape-free reference"). The voxels' delays
+    differ by a few frames and would smear the mean residue's onset, lowering its maximum: each curve is first moved
+    by a whole number of frames so that its residue's maximum (``peak_frames``, the frame index of each voxel's
+    residue maximum) falls on the set's median one (whole frames, so no interpolation low-passes it; the remaining
+    spread is below one frame). The truncation is the least of ``thresholds`` whose propagated noise
+    (:func:`residue_noise_sd`, from ``noise_hu``, the noise of the mean curve per frame) is at most ``relative_noise``
+    of the residue's maximum and whose dip below zero is at most :data:`REFERENCE_MAX_DIP` of it. Returns
+    {cbf_ml_100g_min, threshold, noise_hu, relative_noise, dip, voxels}, or {} when no truncation gives a residue
+    without a deeper dip (the caller then keeps the voxels' median)."""
+    curves = np.asarray(curves_hu, dtype=np.float64)
+    n, n_t = curves.shape
+    if n == 0:
+        raise ValueError("no tissue curves to take a reference from")
+    shifts = np.asarray(peak_frames, dtype=np.int64) - int(np.median(peak_frames))
+    # A curve moved later gets its baseline (0) at the start; none is given frames it was not acquired with at the end:
+    # the mean curve and the AIF end where the curve moved earliest ends (an invented end makes the inverse ring).
+    n_t -= int(max(shifts.max(), 0))
+    if n_t < 4:
+        raise ValueError("the curves' delays spread over nearly all the frames: no mean curve to read")
+    frame = np.arange(n_t)[None, :] + shifts[:, None]
+    aligned = np.where(frame < 0, 0.0, np.take_along_axis(curves, np.clip(frame, 0, None), axis=1))
+    mean_curve = aligned.mean(axis=0)
+    aif_hu = np.asarray(aif_hu, dtype=np.float64)[:n_t]
+    length = pad_factor * n_t
+    magnitude = np.abs(np.fft.rfft(circulant_aif_matrix(aif_hu, dt_s, pad_factor)[:, 0]))
+    for threshold in sorted(thresholds):
+        k = deconvolve_bcsvd(mean_curve, aif_hu, dt_s, threshold=threshold, pad_factor=pad_factor)
+        sigma_k, _ = residue_noise_sd(magnitude, threshold, n_t, noise_hu, length)
+        # After its maximum a residue falls to zero, never below (before it, a delayed onset's own ringing shows).
+        dip = -float(k[int(np.argmax(k)):].min()) / float(k.max()) if k.max() > 0 else np.inf
+        if k.max() > 0 and sigma_k <= relative_noise * k.max() and dip <= max_dip:
+            return {"cbf_ml_100g_min": float(cbf_from_residue(k)), "threshold": float(threshold), "noise_hu": float(noise_hu),
+                    "relative_noise": float(sigma_k / k.max()), "dip": round(dip, 4), "voxels": int(n)}
+    return {}
+
 
 
 # Decay times (s) of the trial residues the onset fit slides along k (:func:`residue_onset_time_s`): from a sharp
@@ -776,6 +844,49 @@ def perfusion_maps(
             chunk[tissue_mask] = v
             maps[name][:, :, zs] = chunk
     return {**maps, "mip": mip, "ncct": ncct, "aif": aif.astype(np.float32), "mask": mask, "n_baseline": int(n_baseline)}
+
+
+def reference_from_series(series_hu, ncct_hu, mask, selected, tmax_s, aif_hu, dt_s: float, n_baseline: int,
+                          spacing_mm: Sequence[float], smooth_mm: float = 3.0, vessel_threshold_hu: float = 100.0,
+                          chunk_voxels: int = 500_000) -> dict:
+    """:func:`mean_curve_reference` of the ``selected`` voxels of a 4D series (X, Y, Z, T; ``ncct_hu`` its baseline),
+    their tissue curves made exactly as :func:`perfusion_maps` makes them (enhancement, vessels left out, smoothed
+    in-plane by ``smooth_mm`` inside ``mask``), aligned by their residue maxima (``tmax_s``, s).
+
+    The mean curve's frame noise is computed, not guessed: the mean of normalised-convolution-smoothed curves is a
+    weighted sum of the raw curves, Σ_j c_j x_j / n with c = m · G(selected / G(m)) (G the in-plane Gaussian, m the
+    tissue), so its noise is σ · sqrt(Σ c_j²) / n, σ the raw curves' frame noise (:func:`frame_noise_hu`, before
+    smoothing); neighbours that share raw voxels count as correlated, as they are."""
+    series = np.asarray(series_hu)
+    curves, peaks, raw_noise = [], [], []
+    weight_power, count = 0.0, 0
+    sigma = [smooth_mm / spacing_mm[0], smooth_mm / spacing_mm[1], 0.0]
+    for zs in _slabs(series.shape, chunk_voxels):
+        m = np.asarray(mask)[:, :, zs]
+        if not m.any():
+            continue
+        delta = series[:, :, zs].astype(np.float32) - np.asarray(ncct_hu)[:, :, zs, None]
+        tissue = m & (delta.max(axis=-1) <= vessel_threshold_hu)
+        chosen = tissue & np.asarray(selected)[:, :, zs]
+        raw_noise.append(delta[tissue][:, : min(max(2, int(n_baseline)), delta.shape[-1])].std(axis=-1, ddof=1))
+        if not chosen.any():
+            continue
+        smooth = smooth_in_plane(delta, tissue, smooth_mm, spacing_mm)
+        curves.append(smooth[chosen])
+        peaks.append(np.rint(np.asarray(tmax_s)[:, :, zs][chosen] / dt_s).astype(np.int64))
+        if smooth_mm > 0:
+            t = tissue.astype(np.float64)
+            spread = ndimage.gaussian_filter(chosen / np.maximum(ndimage.gaussian_filter(t, sigma, truncate=3.0), 1e-6), sigma, truncate=3.0)
+            weight_power += float(((t * spread) ** 2).sum())
+        else:
+            weight_power += float(chosen.sum())
+        count += int(chosen.sum())
+    if count == 0:
+        raise ValueError("none of the selected voxels is tissue: no reference curve")
+    sigma_raw = float(np.median(np.concatenate(raw_noise)))
+    noise = sigma_raw * np.sqrt(weight_power) / count
+    out = mean_curve_reference(np.concatenate(curves), aif_hu, dt_s, np.concatenate(peaks), noise)
+    return {**out, "frame_noise_hu": sigma_raw} if out else {}
 
 
 def frame_noise_hu(curves_hu, n_baseline: int) -> float:

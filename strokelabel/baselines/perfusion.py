@@ -17,6 +17,10 @@ rCBF reference (``reference=``):
   is outside the brain or itself hypoperfused, the contralateral median is used.
 - ``"healthy_median"``: the median CBF of all brain voxels with Tmax <= 6 s.
 
+``reference_cbf`` (mL/100g/min), with ``"contralateral"``: the healthy side's CBF measured otherwise, used instead of
+the median of the map (maps computed from a 4D series can carry one read from the healthy side's mean curve,
+strokelabel.ctp4d.mean_curve_reference).
+
 The mid-sagittal plane is searched as a shift along the left-right axis only (axis 0 in
 RAS); a head rotated about the vertical axis is not corrected.
 """
@@ -132,9 +136,11 @@ def relative_cbf(
     tmax_threshold_s: float = TMAX_HYPOPERFUSION_THRESHOLD_S,
     axis: int = 0,
     smoothing_mm: float = 4.0,
+    reference_cbf: float | None = None,
 ) -> np.ndarray:
-    """rCBF (fraction of the healthy-side CBF) inside the brain, NaN outside. See the module docstring for ``reference``."""
-    rcbf, box = relative_cbf_in_box(cbf, brain_mask, spacing_mm, tmax, reference, tmax_threshold_s, axis, smoothing_mm)
+    """rCBF (fraction of the healthy-side CBF) inside the brain, NaN outside. See the module docstring for ``reference``
+    and ``reference_cbf``."""
+    rcbf, box = relative_cbf_in_box(cbf, brain_mask, spacing_mm, tmax, reference, tmax_threshold_s, axis, smoothing_mm, reference_cbf)
     return paste(rcbf, box, np.shape(brain_mask), fill=np.nan)
 
 
@@ -147,6 +153,7 @@ def relative_cbf_in_box(
     tmax_threshold_s: float = TMAX_HYPOPERFUSION_THRESHOLD_S,
     axis: int = 0,
     smoothing_mm: float = 4.0,
+    reference_cbf: float | None = None,
 ) -> tuple[np.ndarray, tuple[slice, ...]]:
     """:func:`relative_cbf` on the brain's bounding box: (rCBF on the box, the box), the same values.
 
@@ -156,6 +163,7 @@ def relative_cbf_in_box(
     relative 1e-6). The mid-sagittal plane is found on the full grid. Float64 only for the brain's voxels."""
     if reference not in REFERENCES:
         raise ValueError(f"unknown rCBF reference {reference!r}; expected one of {REFERENCES}")
+    given_reference = reference_cbf
     full_brain = np.asarray(brain_mask, dtype=bool)
     axis = axis % full_brain.ndim
     plane = estimate_midsagittal_plane(full_brain, axis) if reference != "healthy_median" else None
@@ -182,6 +190,8 @@ def relative_cbf_in_box(
     if reference == "healthy_median":
         normal = brain & ~hypo
         reference_cbf = np.median(cbf[normal if normal.any() else brain].astype(np.float64))
+    elif reference == "contralateral" and given_reference is not None:
+        reference_cbf = float(given_reference)
     else:
         healthy = healthy_side_mask(cbf, brain, tmax, tmax_threshold_s, axis, plane)
         reference_cbf = np.median(cbf[healthy].astype(np.float64))
@@ -231,9 +241,9 @@ def _tissue(brain_mask, cbf, tmax, cbv=None, check_units: bool = True, study: st
     return brain & signal
 
 
-def _low_rcbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis, rcbf_threshold) -> np.ndarray:
+def _low_rcbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis, rcbf_threshold, reference_cbf=None) -> np.ndarray:
     """``tissue & (relative_cbf(...) < rcbf_threshold)``, the rCBF computed on the tissue's box only."""
-    rcbf, box = relative_cbf_in_box(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis)
+    rcbf, box = relative_cbf_in_box(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis, reference_cbf=reference_cbf)
     return paste(tissue[box] & (rcbf < rcbf_threshold), box, tissue.shape, fill=False)
 
 
@@ -255,6 +265,7 @@ def core_penumbra_baseline(
     axis: int = 0,
     check_units: bool = True,
     study: str | None = None,
+    reference_cbf: float | None = None,
 ) -> np.ndarray:
     """Core (1) and penumbra (2) from CBF (mL/100g/min) and Tmax (s).
 
@@ -267,7 +278,7 @@ def core_penumbra_baseline(
     """
     _check_shapes(cbf=cbf, tmax=tmax, brain_mask=brain_mask)
     tissue = _tissue(brain_mask, cbf, tmax, check_units=check_units, study=study)
-    core = _low_rcbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis, rcbf_threshold)
+    core = _low_rcbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis, rcbf_threshold, reference_cbf)
     core = remove_small_clusters(core, spacing_mm, min_cluster_ml)
     hypo = remove_small_clusters(tissue & (np.asarray(tmax) > tmax_threshold_s), spacing_mm, min_cluster_ml)
     label = np.zeros(tissue.shape, dtype=np.uint8)
@@ -294,6 +305,7 @@ def ctp_lesion_baseline(
     axis: int = 0,
     check_units: bool = True,
     study: str | None = None,
+    reference_cbf: float | None = None,
 ) -> np.ndarray:
     """Ischemic lesion (1) of a CTP study: the ischemic core, rCBF < ``rcbf_threshold``.
 
@@ -303,7 +315,7 @@ def ctp_lesion_baseline(
     """
     _check_shapes(cbf=cbf, tmax=tmax, cbv=cbv, brain_mask=brain_mask)
     tissue = _tissue(brain_mask, cbf, tmax, cbv, check_units=check_units, study=study)
-    lesion = _low_rcbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis, rcbf_threshold)
+    lesion = _low_rcbf(cbf, tissue, spacing_mm, tmax, reference, tmax_threshold_s, axis, rcbf_threshold, reference_cbf)
     if cbv_threshold_ml_100g is not None:
         if cbv is None:
             raise StrokeLabelError("a CBV threshold was given but no CBV map")

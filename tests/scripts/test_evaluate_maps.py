@@ -41,3 +41,20 @@ def test_false_alarms_count_flags_on_sound_families_only():
     rows += [row(60, 60, 60, 60, family="clinical_noise") for _ in range(7)]
     assert E.false_alarm_line(rows) == "false alarms (a flag on clean or clinical_noise): 1/9 = 11%, above the 10% target"
     assert E.false_alarm_line(rows[2:]).endswith("0/7 = 0%, within the 10% target")
+
+
+def test_each_rcbf_reference_is_its_own_method_and_a_given_reference_moves_the_rule_s_core():
+    assert E.method_name("osvd", "median") == "osvd"
+    assert E.method_name("osvd_peak", "mean_curve") == "osvd_peak+mean_curve"
+    # Healthy tissue CBF 50 on both sides, a block of CBF 12 (rCBF 0.24) with Tmax 10 s: core by the map's median;
+    # against a reference read at 35 (rCBF 0.34) it is penumbra, and the core volume with it.
+    cbf = np.full((40, 20, 4), 50.0, np.float32)
+    tmax = np.full(cbf.shape, 1.0, np.float32)
+    cbf[6:14, 5:15], tmax[6:14, 5:15] = 12.0, 10.0
+    mask = np.ones(cbf.shape, bool)
+    spacing = (2.0, 2.0, 5.0)
+    by_median = E.task_volumes(cbf, tmax, mask, spacing)
+    by_reference = E.task_volumes(cbf, tmax, mask, spacing, reference_cbf=35.0)
+    assert by_median["core_volume_ml"] == pytest.approx(8 * 10 * 4 * 0.02)
+    assert by_reference["core_volume_ml"] == 0.0
+    assert by_reference["hypoperfusion_volume_ml"] == by_median["hypoperfusion_volume_ml"]

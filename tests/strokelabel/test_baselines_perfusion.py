@@ -88,6 +88,22 @@ def test_rcbf_is_relative_to_the_healthy_hemisphere_median():
     assert np.isnan(rcbf[0, 0, 0])
 
 
+
+def test_a_given_reference_cbf_replaces_the_healthy_side_median():
+    cbf, tmax = ctp_phantom()
+    brain = np.zeros(cbf.shape, bool)
+    brain[BRAIN] = True
+    # The healthy side's median is 50; read as 40 (a reference measured otherwise), the core block reads 10 / 40.
+    rcbf = relative_cbf(cbf, brain, SPACING_MM, tmax, reference_cbf=40.0)
+    assert rcbf[9, 9, 2] == pytest.approx(0.25)
+    assert rcbf[13, 9, 2] == pytest.approx(0.75)
+    # A reference of 20 puts the penumbra block (CBF 30 -> 1.5) out of the core and the core block (10 -> 0.5) too.
+    label = core_penumbra_baseline(cbf, tmax, SPACING_MM, reference_cbf=20.0)
+    assert not (label == CORE).any() and (label[CORE_BLOCK] == PENUMBRA).all()
+    # At 100, healthy tissue (50 -> 0.5) stays out and the penumbra block (30 -> 0.3, not below) too.
+    np.testing.assert_array_equal(core_penumbra_baseline(cbf, tmax, SPACING_MM, reference_cbf=100.0), expected_label())
+
+
 def test_thresholds_are_strict_inequalities():
     cbf, tmax = ctp_phantom()
     column = (slice(18, 19), slice(8, 14), slice(1, 5))
