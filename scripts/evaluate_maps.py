@@ -169,7 +169,8 @@ def evaluate_family(family: str, per_family: int, seed: int, grid: Grid, log=pri
         started = time.perf_counter()
         try:
             computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm, deconvolve=DECONVOLUTIONS[first],
-                                    also_deconvolve=others, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
+                                    also_deconvolve=others, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from],
+                                mean_curve_ref="mean_curve" in references)
         except StrokeLabelError as error:
             log(f"  {family} #{index}: compute_maps refused: {error}")
             rows += [{"method": f"compute_maps {method_name(name, r)}", "study": index, "refused": True} for name in deconvolutions for r in references]
@@ -294,7 +295,8 @@ def boundary_row(family: str, index: int, patient, grid: Grid, seed: int, tmax_f
     first, others = deconvolutions[0], {name: DECONVOLUTIONS[name] for name in deconvolutions[1:]}
     try:
         computed = compute_maps(CtpSeries(case.ctp, grid.affine, case.times_s), grid.spacing_mm, deconvolve=DECONVOLUTIONS[first],
-                                also_deconvolve=others, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from])
+                                also_deconvolve=others, tmax_from_residue=TMAX_FROM_RESIDUE[tmax_from],
+                                mean_curve_ref="mean_curve" in references)
     except StrokeLabelError as error:
         return [{**base, "method": name, "refused": str(error)} for name in deconvolutions]
     rows = []

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 MAPS_FROM_4D = ("cbf", "cbv", "mtt", "tmax", "ttp", "mip", "ncct")
 # Bumped whenever the computation changes, so maps made by older code are made again.
-MAPS_VERSION = "5"  # 2: series quality figures and flags; 3: the noise's lift of each residue maximum taken off (issue 23); 4: the AIF from the earliest arterial peaks, not venous voxels (issue 23); 5: the healthy side's mean-curve reference in the manifest (issue 23)
+MAPS_VERSION = "4"  # 2: series quality figures and flags; 3: the noise's lift of each residue maximum taken off (issue 23); 4: the AIF from the earliest arterial peaks, not venous voxels (issue 23)
 
 
 def _jsonable(value):
@@ -69,9 +69,6 @@ def maps_from_4d(series_path: str | Path, study_id: str) -> dict:
                 "warnings": list(computed.warnings),
                 "quality": computed.quality,
                 "flags": computed.flags,
-                # The healthy side's CBF read from its mean curve (ctp4d.mean_curve_reference): a figure, not what the rule
-                # divides by (withdrawn after rule 5, see docs/ctp_boundary_decisions.md).
-                "reference": computed.reference,
                 "dt_s": computed.dt_s,
                 "notes": computed.notes,
                 "seconds": round(time.perf_counter() - started, 1),

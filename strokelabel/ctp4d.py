@@ -104,8 +104,9 @@ A half-height rise read (scripts/deconvolution_candidates.py, ``residue_rise_tim
 kept: without the voxel's own low-pass it reads 0.6 s early and scatters.
 
 **A shape-free rCBF reference, measured and not (yet) the rule's: the healthy side's mean tissue curve (issue 23,
-rule 5; :func:`mean_curve_reference`, ``ComputedMaps.reference``, kept in the maps' manifest as a figure; the rule
-divides by the healthy side's median CBF as before).** The voxels' median read
+rule 5; :func:`mean_curve_reference`, ``ComputedMaps.reference`` when ``compute_maps(mean_curve_ref=True)`` asks for
+it, as scripts/evaluate_maps.py ``--references mean_curve`` does; the rule divides by the healthy side's median CBF as
+before, and the app does not compute it).** The voxels' median read
 x 0.56-0.85 of the true reference because a voxel's oSVD truncation takes more off a sharp healthy residue than off a
 core plateau. Deconvolution is linear, so the mean curve of the healthy side's median-CBF voxels (40th-60th
 percentile, moved by whole frames to a common residue maximum) has the mean of their residues, whatever their shapes,
@@ -546,7 +547,8 @@ class ComputedMaps:
 
 
 def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None = None, in_plane_mm: float | None = None,
-                 deconvolve=None, also_deconvolve: dict | None = None, tmax_from_residue=perfusion.peak_time_s) -> ComputedMaps:
+                 deconvolve=None, also_deconvolve: dict | None = None, tmax_from_residue=perfusion.peak_time_s,
+                 mean_curve_ref: bool = False) -> ComputedMaps:
     """CBF, CBV, MTT, Tmax, TTP, MIP and NCCT of ``series`` (see the module docstring for the steps).
 
     ``spacing_mm`` defaults to the affine's; ``progress(fraction, message)`` is called at each
@@ -557,6 +559,8 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
     ``tmax_from_residue(k, dt_s)``: how Tmax is read from the deconvolved residue, by default its maximum
     (``perfusion.peak_time_s``), or ``perfusion.TMAX_ONSET`` (the onset fitted through the truncation; measured, not
     kept); scripts/evaluate_maps.py ``--tmax-from`` measures another read on the same series.
+    ``mean_curve_ref``: also read the healthy side's reference from its mean curve (:func:`mean_curve_reference`, in
+    ``ComputedMaps.reference``; measured and withdrawn from the rule, so the app does not spend its ~0.7 CPU-s).
     """
     report = progress or (lambda fraction, message: None)
     spacing = tuple(float(s) for s in (spacing_mm if spacing_mm is not None else series.spacing_mm))
@@ -611,7 +615,7 @@ def compute_maps(series: CtpSeries, spacing_mm=None, progress: Progress | None =
     cbf_etc = _deconvolve(low, dt, low_spacing, brain_low, aif * scale, n_baseline, report, span=(0.5, 0.95), deconvolve=deconvolve,
                           tmax_from_residue=tmax_from_residue)
 
-    reference = mean_curve_reference(low, ncct_low, brain_low, cbf_etc, aif * scale, dt, n_baseline, low_spacing)
+    reference = mean_curve_reference(low, ncct_low, brain_low, cbf_etc, aif * scale, dt, n_baseline, low_spacing) if mean_curve_ref else {}
     quality = series_quality(low, brain_low & inner, n_baseline, aif, vof, motion)
     flags = series_flags(quality)
 
