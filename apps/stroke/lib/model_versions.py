@@ -23,7 +23,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable
 
 from lib.checkpoints import checkpoint_in_use, model_paths
-from strokelabel.derived import atomic_write_bytes
+from strokelabel.derived import atomic_write_bytes, file_sha256
 from strokelabel.errors import StrokeLabelError
 
 SHIPPED = "shipped"
@@ -61,20 +60,10 @@ def history_path(model_dir: str | Path, name: str) -> Path:
     return Path(model_dir) / name / "history.jsonl"
 
 
-_SHA_CACHE: Dict[tuple, str] = {}
-
-
 def sha256_of(path: str | Path) -> str:
-    """sha256 of a checkpoint, cached by (path, size, mtime): /info asks for it on every call."""
-    st = os.stat(path)
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
+    """sha256 of a checkpoint (/info asks for it on every call): the app's one memoised file hash,
+    :func:`strokelabel.derived.file_sha256`."""
+    return file_sha256(path)
 
 
 @contextlib.contextmanager
