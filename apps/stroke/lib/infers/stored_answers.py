@@ -59,13 +59,14 @@ def reuse_wanted(request: dict) -> bool:
             and not request.get("session") and _false(request.get("skip_writer", False)) and not _false(request.get("reuse", True)))
 
 
-def study_files(reference: str | Path) -> list[Path]:
-    """Every file an answer on the study of ``reference`` may be read from (module docstring)."""
+def study_files(reference: str | Path, descriptor=None) -> list[Path]:
+    """Every file an answer on the study of ``reference`` (described by ``descriptor``, else described here) may be
+    read from (module docstring)."""
     from strokelabel.diffusion import bval_path
     from strokelabel.pacs import SOURCE_FILE
     from strokelabel.study import describe_study
 
-    descriptor = describe_study(reference)
+    descriptor = descriptor or describe_study(reference)
     files = {Path(descriptor.reference), *map(Path, descriptor.modalities.values())}
     files |= {bval_path(f) for f in list(files) if bval_path(f).is_file()}
     if descriptor.sidecar is not None:
@@ -133,9 +134,10 @@ class StoredAnswers:
         self.task = task
         self.request = request
         self.reference = Path(request["image"])
-        self.study_id = describe_study(self.reference).study_id
+        descriptor = describe_study(self.reference)
+        self.study_id = descriptor.study_id
         self.key = answer_key(task, request)
-        self.sources = study_files(self.reference)
+        self.sources = study_files(self.reference, descriptor)
         self.sources_before = fingerprint(self.sources, content=True)
         self.folder = derived_folder(self.reference, self.study_id)
         self.derived = DerivedSet(self.folder, self.study_id, f"{WHAT}{self.key[:20]}", self.key, self.sources, content=True)
